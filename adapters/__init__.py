@@ -1,0 +1,1 @@
+"""Scene adapters for idcode terminals (installed as ``idcode_adapters``)."""

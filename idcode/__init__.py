@@ -1,0 +1,3 @@
+"""idcode: the unified citizen identity e-code."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,319 @@
+"""The ``idcode`` command line: keys, minting, offline verification and QR rendering."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from idcode.claims import PSEUDONYM_LENGTH, AgeBand, Card, Programme, Residency
+from idcode.cose import Algorithm
+from idcode.errors import IdcodeError
+from idcode.issuer import MAX_TTL, mint_code
+from idcode.keys import PublicKey, jwks, keys_from_jwks
+from idcode.keystore import FileKeyStore, initialise, open_key_store, rotate
+from idcode.qr import write_qr
+from idcode.replay import ReplayCache
+from idcode.settings import Settings, get_settings
+from idcode.testing import random_card
+from idcode.verifier import Trust, verify
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(IdcodeError):
+    """A problem with the command's input, reported on stderr with exit status 2."""
+
+
+def parse_time(text: str) -> int:
+    """ISO 8601 (``2026-11-29T08:00:00Z``; no zone means UTC) or seconds since the epoch."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def _iso(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _choice_of(enum: type[Residency] | type[AgeBand]) -> list[str]:
+    return [member.name.lower().replace("_", "-") for member in enum]
+
+
+def _key_store(args: argparse.Namespace, settings: Settings) -> FileKeyStore:
+    directory = args.keys_dir or settings.keys_dir
+    passphrase = settings.key_passphrase.get_secret_value() if settings.key_passphrase else None
+    return open_key_store(directory, passphrase)
+
+
+def _now(args: argparse.Namespace) -> int:
+    return args.at if getattr(args, "at", None) is not None else int(time.time())
+
+
+# -- keys ------------------------------------------------------------------------------
+
+
+def cmd_keys_init(args: argparse.Namespace, settings: Settings) -> int:
+    store = _key_store(args, settings)
+    created = initialise(store, _now(args), args.days or settings.issuer_key_days, args.alg)
+    for line in created:
+        print(f"created {line} in {store.directory}")
+    if not created:
+        print(f"{store.directory} already holds a root key and a signing issuer key")
+    return EXIT_OK
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    store = _key_store(args, settings)
+    now = _now(args)
+    published = {key.kid for key in store.published_keys(now)}
+    print(f"{'kid':<16} {'alg':<6} {'signs from':<21} {'signs until':<21} state")
+    if store.has_root_key():
+        print(f"{store.root_key().kid:<16} {'EdDSA':<6} {'-':<21} {'-':<21} root")
+    signing = next((key.kid for key in store.issuer_keys() if key.signs_at(now)), None)
+    for key in store.issuer_keys():
+        if key.kid == signing:
+            state = "signing"
+        elif key.not_before is not None and now < key.not_before:
+            state = "next (published, not signing yet)"
+        elif key.kid in published:
+            state = "retiring (published for its codes)"
+        else:
+            state = "retired"
+        print(
+            f"{key.kid:<16} {key.alg.jose_name:<6} {_iso(key.not_before):<21} "
+            f"{_iso(key.not_after):<21} {state}"
+        )
+    return EXIT_OK
+
+
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    store = _key_store(args, settings)
+    key = rotate(store, _now(args), args.days or settings.issuer_key_days, args.alg, args.starts_in)
+    print(
+        f"issuer key {key.kid} ({key.alg.jose_name}) signs from {_iso(key.not_before)} "
+        f"until {_iso(key.not_after)}; earlier keys stop signing then"
+    )
+    return EXIT_OK
+
+
+def cmd_keys_jwks(args: argparse.Namespace, settings: Settings) -> int:
+    store = _key_store(args, settings)
+    document = {"keys": [store.root_key().public_jwk]} if args.root else jwks(
+        store.published_keys(_now(args))
+    )
+    print(json.dumps(document, indent=2))
+    return EXIT_OK
+
+
+# -- mint, verify, qr --------------------------------------------------------------------
+
+
+def cmd_mint(args: argparse.Namespace, settings: Settings) -> int:
+    store = _key_store(args, settings)
+    now = _now(args)
+    created = initialise(store, now, settings.issuer_key_days)
+    for line in created:
+        print(f"idcode: created development {line} in {store.directory}", file=sys.stderr)
+    programmes = Programme.NONE
+    for name in args.programme:
+        programmes |= Programme[name.upper().replace("-", "_")]
+    card = random_card(
+        status_index=args.status_index,
+        residency=Residency[args.residency.upper().replace("-", "_")],
+        age_band=AgeBand[args.age_band.upper().replace("-", "_")],
+        programmes=programmes,
+        pseudonym=args.pseudonym,
+    )
+    code, _ = mint_code(
+        card, store.signing_key(now), prefix=settings.code_prefix, now=now,
+        ttl=args.ttl or settings.code_ttl_seconds,
+    )
+    print(code)
+    return EXIT_OK
+
+
+def _codes(arguments: Sequence[str]) -> Iterator[str]:
+    """Codes from the arguments; ``-`` reads one per line from stdin, as a wedge scanner types."""
+    for argument in arguments:
+        if argument != "-":
+            yield argument
+            continue
+        for line in sys.stdin:
+            line = line.strip()
+            if line:
+                yield line
+
+
+def _trusted_keys(args: argparse.Namespace, settings: Settings, now: int) -> list[PublicKey]:
+    if args.jwks is None:
+        return _key_store(args, settings).published_keys(now)
+    try:
+        document = json.loads(args.jwks.read_text())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read JWK Set {args.jwks}: {exc}") from None
+    return keys_from_jwks(document)
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    trust = Trust.of(
+        _trusted_keys(args, settings, _now(args)),
+        prefix=settings.code_prefix,
+        algorithms=args.alg or [Algorithm.EDDSA],
+        clock_skew=settings.clock_skew_seconds if args.skew is None else args.skew,
+    )
+    replay = None if args.no_replay_check else ReplayCache()
+    seen = all_valid = 0
+    for code in _codes(args.codes or ["-"]):
+        verdict = verify(code, trust, _now(args), replay)
+        print(json.dumps(verdict.to_json(), separators=(",", ":")), flush=True)
+        seen += 1
+        all_valid += verdict.valid
+    if seen == 0:
+        raise CliError("no code to verify")
+    return EXIT_OK if all_valid == seen else EXIT_INVALID
+
+
+def cmd_qr(args: argparse.Namespace, settings: Settings) -> int:
+    version = write_qr(args.code, args.output)
+    print(f"wrote {args.output} (QR version {version}-M, {len(args.code)} characters)")
+    return EXIT_OK
+
+
+# -- parser ----------------------------------------------------------------------------
+
+
+def _pseudonym(text: str) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        value = b""
+    if len(value) != PSEUDONYM_LENGTH:
+        raise argparse.ArgumentTypeError(f"a pseudonym is {PSEUDONYM_LENGTH * 2} hex digits")
+    return value
+
+
+def _algorithm(text: str) -> Algorithm:
+    try:
+        return Algorithm.from_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ttl(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_TTL:
+        raise argparse.ArgumentTypeError(f"ttl must be 1..{MAX_TTL} seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="idcode",
+        description="Unified citizen identity e-code: keys, codes and offline verification.",
+    )
+    parser.add_argument(
+        "--keys-dir", type=Path, help="key store directory (default: IDCODE_KEYS_DIR or keys/)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    at_help = "act as if the time were AT (ISO 8601 or epoch seconds; default: now)"
+
+    keys = commands.add_parser("keys", help="manage issuer keys and the city root key")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    init = key_commands.add_parser("init", help="create the root key and a first issuer key")
+    init.set_defaults(handler=cmd_keys_init)
+    rot = key_commands.add_parser("rotate", help="add the next issuer key; older keys stop signing")
+    rot.add_argument("--starts-in", type=int, default=0, metavar="SECONDS",
+                     help="publish the key now but let it sign only after SECONDS (default 0)")
+    rot.set_defaults(handler=cmd_keys_rotate)
+    for sub in (init, rot):
+        sub.add_argument("--alg", type=_algorithm, default=Algorithm.EDDSA,
+                         help="EdDSA (default) or ES256")
+        sub.add_argument("--days", type=int, help="signing period in days "
+                         "(default: IDCODE_ISSUER_KEY_DAYS or 90)")
+    listing = key_commands.add_parser("list", help="list keys with their signing periods")
+    listing.set_defaults(handler=cmd_keys_list)
+    export = key_commands.add_parser("jwks", help="print the published issuer keys as a JWK Set")
+    export.add_argument("--root", action="store_true",
+                        help="print the city root public key instead (for terminal provisioning)")
+    export.set_defaults(handler=cmd_keys_jwks)
+    for sub in (init, rot, listing, export):
+        sub.add_argument("--at", type=parse_time, help=at_help)
+
+    mint = commands.add_parser(
+        "mint", help="print a code signed with the local issuer key (development and tests)"
+    )
+    mint.add_argument("--ttl", type=_ttl, help="lifetime in seconds (default 60)")
+    mint.add_argument("--at", type=parse_time, help="issue time; " + at_help)
+    mint.add_argument("--pseudonym", type=_pseudonym, help="card pseudonym, 12 hex digits "
+                      "(default: random)")
+    mint.add_argument("--status-index", type=int, default=0, help="status-list index (default 0)")
+    mint.add_argument("--residency", choices=_choice_of(Residency), default="registered")
+    mint.add_argument("--age-band", choices=_choice_of(AgeBand), default="age-18-59")
+    mint.add_argument("--programme", action="append", default=[],
+                      choices=[p.name.lower().replace("_", "-") for p in Programme if p.name != "NONE"],
+                      help="programme enrolment flag (repeat for several)")
+    mint.set_defaults(handler=cmd_mint)
+
+    check = commands.add_parser(
+        "verify",
+        help="verify codes offline; one JSON verdict per line",
+        description="Verify codes given as arguments, or one per line on stdin with '-' "
+        "(the default), and print one JSON verdict per line. Exit status: 0 when every code "
+        "is valid, 1 when any is not, 2 on usage errors.",
+    )
+    check.add_argument("codes", nargs="*", metavar="CODE", help="code text, or - for stdin")
+    check.add_argument("--jwks", type=Path, help="trust the keys of this JWK Set file "
+                       "(default: the local key store's published keys)")
+    check.add_argument("--at", type=parse_time, help="validation time; " + at_help)
+    check.add_argument("--alg", type=_algorithm, action="append",
+                       help="accept this algorithm (repeat for several; default: EdDSA only)")
+    check.add_argument("--skew", type=int, help="clock-skew allowance in seconds "
+                       "(default: IDCODE_CLOCK_SKEW_SECONDS or 30)")
+    check.add_argument("--no-replay-check", action="store_true",
+                       help="do not refuse a code seen earlier in this run")
+    check.set_defaults(handler=cmd_verify)
+
+    qr = commands.add_parser("qr", help="render a code as a QR image (PNG or SVG)")
+    qr.add_argument("code", metavar="CODE")
+    qr.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                    help="FILE.png or FILE.svg")
+    qr.set_defaults(handler=cmd_qr)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"IDCODE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                             for e in exc.errors())
+        print(f"idcode: error: bad settings: {problems}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.handler(args, settings))
+    except IdcodeError as exc:
+        print(f"idcode: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())

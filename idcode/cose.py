@@ -1,0 +1,103 @@
+"""COSE_Sign1 (RFC 9052) as idcode uses it: encoding, strict parsing and the signed bytes.
+
+Only the structure lives here; keys and signature primitives are in ``idcode.keys``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import cbor2
+
+from idcode.errors import CoseError
+
+# COSE header labels (RFC 9052 section 3.1).
+HEADER_ALG = 1
+HEADER_KID = 4
+
+
+class Algorithm(IntEnum):
+    """COSE algorithm identifiers (IANA COSE Algorithms registry) idcode can verify."""
+
+    EDDSA = -8
+    ES256 = -7
+
+    @property
+    def jose_name(self) -> str:
+        """The JOSE ``alg`` name, used in JWKs and on the command line."""
+        return {Algorithm.EDDSA: "EdDSA", Algorithm.ES256: "ES256"}[self]
+
+    @classmethod
+    def from_name(cls, name: str) -> Algorithm:
+        for alg in cls:
+            if alg.jose_name.lower() == name.lower():
+                return alg
+        raise ValueError(f"unknown algorithm {name!r}; known: EdDSA, ES256")
+
+
+SIGNATURE_LENGTH = 64  # Ed25519, and ES256 as r || s (RFC 9053 section 2.1)
+
+
+@dataclass(frozen=True, slots=True)
+class Sign1:
+    """A parsed COSE_Sign1 message. ``alg`` is the raw header value, checked by the verifier."""
+
+    protected: bytes
+    alg: int | str
+    kid: bytes
+    payload: bytes
+    signature: bytes
+
+    def to_be_signed(self) -> bytes:
+        return to_be_signed(self.protected, self.payload)
+
+
+def to_be_signed(protected: bytes, payload: bytes) -> bytes:
+    """The Sig_structure for COSE_Sign1 with empty external AAD (RFC 9052 section 4.4)."""
+    return bytes(cbor2.dumps(["Signature1", protected, b"", payload]))
+
+
+def encode_protected(alg: int | str, kid: bytes) -> bytes:
+    return bytes(cbor2.dumps({HEADER_ALG: alg, HEADER_KID: kid}, canonical=True))
+
+
+def encode_sign1(protected: bytes, payload: bytes, signature: bytes) -> bytes:
+    """The untagged COSE_Sign1 array; the prefix tells a reader what it is (RFC 9052 section 2)."""
+    return bytes(cbor2.dumps([protected, {}, payload, signature]))
+
+
+def decode_sign1(message: bytes) -> Sign1:
+    """Parse an untagged COSE_Sign1 with exactly ``alg`` and ``kid`` protected and nothing else.
+
+    Raises CoseError on anything else: tags, extra or missing headers, unprotected headers,
+    a detached payload, a signature of the wrong length, or trailing bytes.
+    """
+    try:
+        parts = cbor2.loads(message)
+    except Exception as exc:  # cbor2 raises several unrelated types on bad input
+        raise CoseError(f"not valid CBOR: {type(exc).__name__}") from None
+    if type(parts) is not list or len(parts) != 4:
+        raise CoseError("not an untagged COSE_Sign1 array of four items")
+    protected, unprotected, payload, signature = parts
+    if type(protected) is not bytes or type(payload) is not bytes or type(signature) is not bytes:
+        raise CoseError("protected header, payload and signature must be byte strings")
+    if type(unprotected) is not dict or unprotected:
+        raise CoseError("the unprotected header must be an empty map")
+    if len(signature) != SIGNATURE_LENGTH:
+        raise CoseError(f"signature must be {SIGNATURE_LENGTH} bytes, got {len(signature)}")
+    try:
+        header = cbor2.loads(protected)
+    except Exception as exc:
+        raise CoseError(f"protected header is not valid CBOR: {type(exc).__name__}") from None
+    if type(header) is not dict or header.keys() != {HEADER_ALG, HEADER_KID}:
+        raise CoseError("protected header must hold exactly alg (1) and kid (4)")
+    alg, kid = header[HEADER_ALG], header[HEADER_KID]
+    if type(alg) not in (int, str) or type(kid) is not bytes:
+        # A text alg is legal COSE; the verifier refuses it as unsupported, not malformed.
+        raise CoseError("alg must be an integer or text and kid a byte string")
+    if encode_protected(alg, kid) != protected or encode_sign1(
+        protected, payload, signature
+    ) != message:
+        raise CoseError("not deterministically encoded (or trailing bytes)")
+    return Sign1(protected=protected, alg=alg, kid=kid, payload=payload, signature=signature)

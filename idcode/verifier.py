@@ -1,0 +1,131 @@
+"""The offline verifier: a pure function of (code text, trust, now, replay state) to a verdict.
+
+It never raises on bad input. Checks run in a fixed order and the first failure is the
+reason: prefix, encoding and structure, algorithm, key, signature, claims, key signing
+period, validity window, then replay. The replay state is touched only by a code that
+passed every other check, so forged, expired or malformed codes cannot fill it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from idcode.claims import CodeClaims
+from idcode.codetext import MAX_CODE_LENGTH, decode_body
+from idcode.cose import Algorithm, decode_sign1
+from idcode.errors import ClaimsError, CodeFormatError, CoseError, IdcodeError
+from idcode.keys import PublicKey
+from idcode.reasons import Reason
+from idcode.replay import ReplayState
+
+DEFAULT_CLOCK_SKEW = 30  # seconds; see docs/code-format.md, "Clock rules"
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What a verifier trusts: its prefix, algorithms, keys and clock-skew allowance.
+
+    ``algorithms`` has no default on purpose: a verifier states which algorithms it accepts
+    and refuses every other one, whatever a code's header claims.
+    """
+
+    prefix: str
+    algorithms: frozenset[Algorithm]
+    keys: Mapping[bytes, PublicKey]
+    clock_skew: int = DEFAULT_CLOCK_SKEW
+
+    @classmethod
+    def of(
+        cls,
+        keys: Iterable[PublicKey],
+        *,
+        prefix: str,
+        algorithms: Iterable[Algorithm],
+        clock_skew: int = DEFAULT_CLOCK_SKEW,
+    ) -> Trust:
+        by_kid: dict[bytes, PublicKey] = {}
+        for key in keys:
+            kid = key.kid.encode("ascii")
+            if kid in by_kid:
+                raise IdcodeError(f"two trusted keys share kid {key.kid!r}")
+            by_kid[kid] = key
+        if clock_skew < 0:
+            raise IdcodeError("clock skew cannot be negative")
+        return cls(prefix, frozenset(algorithms), by_kid, clock_skew)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of one verification: ``valid`` with reason ``ok``, or the one reason why not."""
+
+    reason: Reason
+    claims: CodeClaims | None = None
+    kid: str | None = None
+    detail: str = field(default="", compare=False)
+
+    @property
+    def valid(self) -> bool:
+        return self.reason is Reason.OK
+
+    def to_json(self) -> dict[str, Any]:
+        verdict: dict[str, Any] = {"valid": self.valid, "reason": self.reason.value}
+        if self.kid is not None:
+            verdict["kid"] = self.kid
+        if self.claims is not None:
+            verdict["claims"] = self.claims.to_json()
+        if self.detail:
+            verdict["detail"] = self.detail
+        return verdict
+
+
+def verify(code: object, trust: Trust, now: int, replay: ReplayState | None = None) -> Verdict:
+    """Verify one code text at time ``now`` (seconds since the epoch).
+
+    ``replay`` is optional so that tooling can inspect a code without consuming it; a
+    terminal or the service always passes one.
+    """
+    if not isinstance(code, str):
+        return Verdict(Reason.MALFORMED, detail="a code is text")
+    if len(code) > MAX_CODE_LENGTH:
+        return Verdict(Reason.MALFORMED, detail=f"longer than {MAX_CODE_LENGTH} characters")
+    if not code.startswith(trust.prefix):
+        return Verdict(Reason.UNKNOWN_PREFIX, detail=f"expected prefix {trust.prefix!r}")
+    try:
+        message = decode_sign1(decode_body(code[len(trust.prefix) :]))
+    except (CodeFormatError, CoseError) as exc:
+        return Verdict(Reason.MALFORMED, detail=str(exc))
+
+    alg = message.alg
+    if alg not in trust.algorithms:
+        return Verdict(Reason.UNSUPPORTED_ALG, detail=f"alg {alg!r} is not accepted here")
+    key = trust.keys.get(message.kid)
+    if key is None:
+        return Verdict(Reason.UNKNOWN_KEY, detail=f"kid {message.kid!r} is not trusted")
+    if key.alg != alg:
+        # Algorithm confusion: a trusted key is only ever used with its own algorithm.
+        return Verdict(
+            Reason.UNSUPPORTED_ALG, kid=key.kid, detail=f"key {key.kid!r} is {key.alg.jose_name}"
+        )
+    if not key.verify(message.signature, message.to_be_signed()):
+        return Verdict(Reason.BAD_SIGNATURE, kid=key.kid)
+
+    try:
+        claims = CodeClaims.from_cbor(message.payload)
+    except ClaimsError as exc:
+        return Verdict(Reason.MALFORMED, kid=key.kid, detail=str(exc))
+    if not key.signs_at(claims.issued_at):
+        return Verdict(
+            Reason.UNKNOWN_KEY, claims, key.kid, "issued outside the key's signing period"
+        )
+    skew = trust.clock_skew
+    if now >= claims.expires_at + skew:
+        return Verdict(Reason.EXPIRED, claims, key.kid)
+    if now < claims.issued_at - skew:
+        return Verdict(Reason.NOT_YET_VALID, claims, key.kid)
+    if replay is not None and replay.check_and_record(
+        claims.code_id, claims.expires_at + skew, now
+    ):
+        return Verdict(Reason.REPLAYED, claims, key.kid)
+    return Verdict(Reason.OK, claims, key.kid)
