@@ -69,6 +69,7 @@ _PROGRAMME_BITS = 10
 _AGE_BAND_SHIFT = _PROGRAMME_BITS
 _RESIDENCY_SHIFT = _PROGRAMME_BITS + 4
 _NAMED_PROGRAMMES = [p for p in Programme if p.value]
+ALL_PROGRAMMES = Programme(sum(_NAMED_PROGRAMMES))
 
 
 def programme_names(programmes: Programme) -> list[str]:
@@ -100,11 +101,7 @@ class Card:
             | (int(self.age_band) << _AGE_BAND_SHIFT)
             | int(self.programmes)
         )
-        return (
-            self.pseudonym
-            + self.status_index.to_bytes(3, "big")
-            + attributes.to_bytes(2, "big")
-        )
+        return self.pseudonym + self.status_index.to_bytes(3, "big") + attributes.to_bytes(2, "big")
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Card:
@@ -174,7 +171,9 @@ class CodeClaims:
         if type(claims) is not dict:
             raise ClaimsError("claims are not a CBOR map")
         if claims.keys() != {CLAIM_EXP, CLAIM_IAT, CLAIM_CTI, CLAIM_CARD}:
-            raise ClaimsError(f"claims must be exactly exp, iat, cti and card, got {sorted(map(repr, claims))}")
+            raise ClaimsError(
+                f"claims must be exactly exp, iat, cti and card, got {sorted(map(repr, claims))}"
+            )
         if cbor2.dumps(claims, canonical=True) != payload:
             # One code, one encoding: no indefinite lengths, no overlong integers, no
             # trailing bytes, so the bytes a terminal logs are the bytes the issuer signed.

@@ -12,7 +12,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from idcode.claims import PSEUDONYM_LENGTH, AgeBand, Card, Programme, Residency
+from idcode.claims import (
+    ALL_PROGRAMMES,
+    PSEUDONYM_LENGTH,
+    AgeBand,
+    Programme,
+    Residency,
+    programme_names,
+)
 from idcode.cose import Algorithm
 from idcode.errors import IdcodeError
 from idcode.issuer import MAX_TTL, mint_code
@@ -113,8 +120,10 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_keys_jwks(args: argparse.Namespace, settings: Settings) -> int:
     store = _key_store(args, settings)
-    document = {"keys": [store.root_key().public_jwk]} if args.root else jwks(
-        store.published_keys(_now(args))
+    document = (
+        {"keys": [store.root_key().public_jwk]}
+        if args.root
+        else jwks(store.published_keys(_now(args)))
     )
     print(json.dumps(document, indent=2))
     return EXIT_OK
@@ -140,7 +149,10 @@ def cmd_mint(args: argparse.Namespace, settings: Settings) -> int:
         pseudonym=args.pseudonym,
     )
     code, _ = mint_code(
-        card, store.signing_key(now), prefix=settings.code_prefix, now=now,
+        card,
+        store.signing_key(now),
+        prefix=settings.code_prefix,
+        now=now,
         ttl=args.ttl or settings.code_ttl_seconds,
     )
     print(code)
@@ -237,19 +249,31 @@ def build_parser() -> argparse.ArgumentParser:
     init = key_commands.add_parser("init", help="create the root key and a first issuer key")
     init.set_defaults(handler=cmd_keys_init)
     rot = key_commands.add_parser("rotate", help="add the next issuer key; older keys stop signing")
-    rot.add_argument("--starts-in", type=int, default=0, metavar="SECONDS",
-                     help="publish the key now but let it sign only after SECONDS (default 0)")
+    rot.add_argument(
+        "--starts-in",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="publish the key now but let it sign only after SECONDS (default 0)",
+    )
     rot.set_defaults(handler=cmd_keys_rotate)
     for sub in (init, rot):
-        sub.add_argument("--alg", type=_algorithm, default=Algorithm.EDDSA,
-                         help="EdDSA (default) or ES256")
-        sub.add_argument("--days", type=int, help="signing period in days "
-                         "(default: IDCODE_ISSUER_KEY_DAYS or 90)")
+        sub.add_argument(
+            "--alg", type=_algorithm, default=Algorithm.EDDSA, help="EdDSA (default) or ES256"
+        )
+        sub.add_argument(
+            "--days",
+            type=int,
+            help="signing period in days (default: IDCODE_ISSUER_KEY_DAYS or 90)",
+        )
     listing = key_commands.add_parser("list", help="list keys with their signing periods")
     listing.set_defaults(handler=cmd_keys_list)
     export = key_commands.add_parser("jwks", help="print the published issuer keys as a JWK Set")
-    export.add_argument("--root", action="store_true",
-                        help="print the city root public key instead (for terminal provisioning)")
+    export.add_argument(
+        "--root",
+        action="store_true",
+        help="print the city root public key instead (for terminal provisioning)",
+    )
     export.set_defaults(handler=cmd_keys_jwks)
     for sub in (init, rot, listing, export):
         sub.add_argument("--at", type=parse_time, help=at_help)
@@ -259,14 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mint.add_argument("--ttl", type=_ttl, help="lifetime in seconds (default 60)")
     mint.add_argument("--at", type=parse_time, help="issue time; " + at_help)
-    mint.add_argument("--pseudonym", type=_pseudonym, help="card pseudonym, 12 hex digits "
-                      "(default: random)")
+    mint.add_argument(
+        "--pseudonym", type=_pseudonym, help="card pseudonym, 12 hex digits (default: random)"
+    )
     mint.add_argument("--status-index", type=int, default=0, help="status-list index (default 0)")
     mint.add_argument("--residency", choices=_choice_of(Residency), default="registered")
     mint.add_argument("--age-band", choices=_choice_of(AgeBand), default="age-18-59")
-    mint.add_argument("--programme", action="append", default=[],
-                      choices=[p.name.lower().replace("_", "-") for p in Programme if p.name != "NONE"],
-                      help="programme enrolment flag (repeat for several)")
+    mint.add_argument(
+        "--programme",
+        action="append",
+        default=[],
+        choices=[name.replace("_", "-") for name in programme_names(ALL_PROGRAMMES)],
+        help="programme enrolment flag (repeat for several)",
+    )
     mint.set_defaults(handler=cmd_mint)
 
     check = commands.add_parser(
@@ -277,21 +306,35 @@ def build_parser() -> argparse.ArgumentParser:
         "is valid, 1 when any is not, 2 on usage errors.",
     )
     check.add_argument("codes", nargs="*", metavar="CODE", help="code text, or - for stdin")
-    check.add_argument("--jwks", type=Path, help="trust the keys of this JWK Set file "
-                       "(default: the local key store's published keys)")
+    check.add_argument(
+        "--jwks",
+        type=Path,
+        help="trust the keys of this JWK Set file (default: the local key store's published keys)",
+    )
     check.add_argument("--at", type=parse_time, help="validation time; " + at_help)
-    check.add_argument("--alg", type=_algorithm, action="append",
-                       help="accept this algorithm (repeat for several; default: EdDSA only)")
-    check.add_argument("--skew", type=int, help="clock-skew allowance in seconds "
-                       "(default: IDCODE_CLOCK_SKEW_SECONDS or 30)")
-    check.add_argument("--no-replay-check", action="store_true",
-                       help="do not refuse a code seen earlier in this run")
+    check.add_argument(
+        "--alg",
+        type=_algorithm,
+        action="append",
+        help="accept this algorithm (repeat for several; default: EdDSA only)",
+    )
+    check.add_argument(
+        "--skew",
+        type=int,
+        help="clock-skew allowance in seconds (default: IDCODE_CLOCK_SKEW_SECONDS or 30)",
+    )
+    check.add_argument(
+        "--no-replay-check",
+        action="store_true",
+        help="do not refuse a code seen earlier in this run",
+    )
     check.set_defaults(handler=cmd_verify)
 
     qr = commands.add_parser("qr", help="render a code as a QR image (PNG or SVG)")
     qr.add_argument("code", metavar="CODE")
-    qr.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
-                    help="FILE.png or FILE.svg")
+    qr.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="FILE", help="FILE.png or FILE.svg"
+    )
     qr.set_defaults(handler=cmd_qr)
     return parser
 
@@ -302,8 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
     except ValidationError as exc:
-        problems = "; ".join(f"IDCODE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"IDCODE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
         print(f"idcode: error: bad settings: {problems}", file=sys.stderr)
         return EXIT_USAGE
     try:

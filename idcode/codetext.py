@@ -33,7 +33,8 @@ def prefix_for(deployment: str = DEFAULT_DEPLOYMENT, version: int = FORMAT_VERSI
 
 
 def encode_text(prefix: str, message: bytes) -> str:
-    return prefix + base45.b45encode(message).decode("ascii")
+    encoded: bytes = base45.b45encode(message)
+    return prefix + encoded.decode("ascii")
 
 
 def decode_body(body: str) -> bytes:

@@ -96,8 +96,9 @@ def decode_sign1(message: bytes) -> Sign1:
     if type(alg) not in (int, str) or type(kid) is not bytes:
         # A text alg is legal COSE; the verifier refuses it as unsupported, not malformed.
         raise CoseError("alg must be an integer or text and kid a byte string")
-    if encode_protected(alg, kid) != protected or encode_sign1(
-        protected, payload, signature
-    ) != message:
+    if (
+        encode_protected(alg, kid) != protected
+        or encode_sign1(protected, payload, signature) != message
+    ):
         raise CoseError("not deterministically encoded (or trailing bytes)")
     return Sign1(protected=protected, alg=alg, kid=kid, payload=payload, signature=signature)

@@ -98,7 +98,7 @@ class PublicKey:
 
     def to_jwk(self) -> dict[str, Any]:
         """The public JWK (RFC 7517), with the signing period as ``nbf``/``exp`` members."""
-        if self.alg is Algorithm.EDDSA:
+        if isinstance(self.key, Ed25519PublicKey):
             jwk: dict[str, Any] = OKPAlgorithm.to_jwk(self.key, as_dict=True)
         else:
             jwk = ECAlgorithm.to_jwk(self.key, as_dict=True)

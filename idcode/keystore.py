@@ -56,15 +56,13 @@ class KeyStore(Protocol):
         """The key that signs codes at ``now``: the newest whose signing period holds ``now``."""
         ...
 
-    def create_issuer_key(self, alg: Algorithm, not_before: int, not_after: int) -> PublicKey:
-        ...
+    def create_issuer_key(self, alg: Algorithm, not_before: int, not_after: int) -> PublicKey: ...
 
     def end_signing_period(self, kid: str, at: int) -> None:
         """Stop ``kid`` signing from ``at`` on (it stays published for its codes' lifetime)."""
         ...
 
-    def root_key(self) -> RootKey:
-        ...
+    def root_key(self) -> RootKey: ...
 
 
 def _root_public_jwk(kid: str, private_key: Ed25519PrivateKey) -> dict[str, Any]:
@@ -103,7 +101,7 @@ class FileKeyStore:
         if self.directory.is_dir():
             for meta_path in sorted(self.directory.glob("issuer-*.json")):
                 keys.append(PublicKey.from_jwk(self._read_json(meta_path)["public_jwk"]))
-        return sorted(keys, key=lambda k: (k.not_before or 0), reverse=True)
+        return sorted(keys, key=lambda k: k.not_before or 0, reverse=True)
 
     def published_keys(self, now: int) -> list[PublicKey]:
         return [

@@ -30,7 +30,7 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.OK: "The code is valid.",
     Reason.MALFORMED: "The code is not a well-formed idcode (encoding, structure or claims).",
     Reason.UNKNOWN_PREFIX: "The code does not start with this deployment's prefix and version.",
-    Reason.UNSUPPORTED_ALG: "The code is signed with an algorithm this verifier is not configured for.",
+    Reason.UNSUPPORTED_ALG: "The code is signed with an algorithm this verifier does not accept.",
     Reason.UNKNOWN_KEY: "The code names a key id this verifier does not trust.",
     Reason.BAD_SIGNATURE: "The signature does not match the code's contents.",
     Reason.EXPIRED: "The code has expired.",

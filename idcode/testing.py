@@ -69,7 +69,9 @@ class TestIssuer:
         """A code for ``card`` (or a random card built from ``card_attributes``) issued ``at``."""
         if card is None:
             card = random_card(**card_attributes)  # type: ignore[arg-type]
-        code, _ = mint_code(card, self.key, prefix=self.prefix, now=self.now if at is None else at, ttl=ttl)
+        code, _ = mint_code(
+            card, self.key, prefix=self.prefix, now=self.now if at is None else at, ttl=ttl
+        )
         return code
 
     def sign(self, claims: CodeClaims) -> str:

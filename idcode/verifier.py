@@ -15,7 +15,7 @@ from typing import Any
 from idcode.claims import CodeClaims
 from idcode.codetext import MAX_CODE_LENGTH, decode_body
 from idcode.cose import Algorithm, decode_sign1
-from idcode.errors import ClaimsError, CodeFormatError, CoseError, IdcodeError
+from idcode.errors import ClaimsError, CodeFormatError, CoseError, IdcodeError, KeyMaterialError
 from idcode.keys import PublicKey
 from idcode.reasons import Reason
 from idcode.replay import ReplayState
@@ -49,7 +49,7 @@ class Trust:
         for key in keys:
             kid = key.kid.encode("ascii")
             if kid in by_kid:
-                raise IdcodeError(f"two trusted keys share kid {key.kid!r}")
+                raise KeyMaterialError(f"two trusted keys share kid {key.kid!r}")
             by_kid[kid] = key
         if clock_skew < 0:
             raise IdcodeError("clock skew cannot be negative")

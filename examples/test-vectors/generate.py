@@ -137,112 +137,310 @@ def _payload_offset(message: bytes) -> int:
 
 CASES = [
     Case("valid-eddsa", "A valid Ed25519-signed code, 10 s after issue.", lambda: text(good())),
-    Case("valid-es256", "A valid ES256-signed code; the verifier accepts ES256.",
-         lambda: text(good(ES256_KEY)), trusted=[ES256_KEY], algorithms=[Algorithm.ES256]),
-    Case("valid-two-algorithms", "ES256 code, verifier trusts an EdDSA and an ES256 key.",
-         lambda: text(good(ES256_KEY)), trusted=[EDDSA_KEY, ES256_KEY],
-         algorithms=[Algorithm.EDDSA, Algorithm.ES256]),
-    Case("valid-at-exp", "Exactly at exp: still valid thanks to the skew allowance.",
-         lambda: text(good()), at=EXPIRES_AT),
-    Case("valid-last-second", "At exp + skew - 1: the last valid second.",
-         lambda: text(good()), at=EXPIRES_AT + SKEW - 1),
-    Case("valid-at-iat-minus-skew", "At iat - skew: the earliest valid second.",
-         lambda: text(good()), at=ISSUED_AT - SKEW),
-    Case("expired-at-exp-plus-skew", "At exp + skew the code has expired.",
-         lambda: text(good()), "not_expired", at=EXPIRES_AT + SKEW),
-    Case("expired-next-day", "A screenshot replayed the next day.",
-         lambda: text(good()), "not_expired", at=ISSUED_AT + 86_400),
-    Case("not-yet-valid", "At iat - skew - 1: issued in the verifier's future.",
-         lambda: text(good()), "not_before_issued", at=ISSUED_AT - SKEW - 1),
-    Case("replayed", "The code id was already accepted by this verifier.",
-         lambda: text(good()), "not_replayed", replay_seen=[CODE_ID]),
-    Case("missing-prefix", "Base45 without the deployment prefix.",
-         lambda: text(good(), prefix=""), "unprefix"),
-    Case("wrong-version-prefix", "Prefix of a format version this verifier does not know.",
-         lambda: text(good(), prefix="WH2:"), "unprefix"),
-    Case("other-deployment-prefix", "Another deployment's prefix.",
-         lambda: text(good(), prefix="SZ1:"), "unprefix"),
-    Case("lowercase-prefix", "The prefix is case-sensitive.",
-         lambda: text(good(), prefix="wh1:"), "unprefix"),
-    Case("oversized-input", "600 characters: refused before any decoding.",
-         lambda: PREFIX + "0" * 596, "length"),
-    Case("lowercase-base45", "Lower-case letters are not base45.",
-         lambda: text(good()).lower().replace("wh1:", PREFIX), "base45_decode"),
-    Case("trailing-newline", "A verifier does not trim: the newline is not base45.",
-         lambda: text(good()) + "\n", "base45_decode"),
-    Case("truncated-one-character", "One character cut: an impossible base45 length.",
-         lambda: text(good())[:-1], "base45_decode"),
-    Case("base45-group-overflow", "A three-character group above 65535 (':::' = 91124).",
-         lambda: PREFIX + ":::" + text(good())[len(PREFIX) + 3 :], "base45_decode"),
+    Case(
+        "valid-es256",
+        "A valid ES256-signed code; the verifier accepts ES256.",
+        lambda: text(good(ES256_KEY)),
+        trusted=[ES256_KEY],
+        algorithms=[Algorithm.ES256],
+    ),
+    Case(
+        "valid-two-algorithms",
+        "ES256 code, verifier trusts an EdDSA and an ES256 key.",
+        lambda: text(good(ES256_KEY)),
+        trusted=[EDDSA_KEY, ES256_KEY],
+        algorithms=[Algorithm.EDDSA, Algorithm.ES256],
+    ),
+    Case(
+        "valid-at-exp",
+        "Exactly at exp: still valid thanks to the skew allowance.",
+        lambda: text(good()),
+        at=EXPIRES_AT,
+    ),
+    Case(
+        "valid-last-second",
+        "At exp + skew - 1: the last valid second.",
+        lambda: text(good()),
+        at=EXPIRES_AT + SKEW - 1,
+    ),
+    Case(
+        "valid-at-iat-minus-skew",
+        "At iat - skew: the earliest valid second.",
+        lambda: text(good()),
+        at=ISSUED_AT - SKEW,
+    ),
+    Case(
+        "expired-at-exp-plus-skew",
+        "At exp + skew the code has expired.",
+        lambda: text(good()),
+        "not_expired",
+        at=EXPIRES_AT + SKEW,
+    ),
+    Case(
+        "expired-next-day",
+        "A screenshot replayed the next day.",
+        lambda: text(good()),
+        "not_expired",
+        at=ISSUED_AT + 86_400,
+    ),
+    Case(
+        "not-yet-valid",
+        "At iat - skew - 1: issued in the verifier's future.",
+        lambda: text(good()),
+        "not_before_issued",
+        at=ISSUED_AT - SKEW - 1,
+    ),
+    Case(
+        "replayed",
+        "The code id was already accepted by this verifier.",
+        lambda: text(good()),
+        "not_replayed",
+        replay_seen=[CODE_ID],
+    ),
+    Case(
+        "missing-prefix",
+        "Base45 without the deployment prefix.",
+        lambda: text(good(), prefix=""),
+        "unprefix",
+    ),
+    Case(
+        "wrong-version-prefix",
+        "Prefix of a format version this verifier does not know.",
+        lambda: text(good(), prefix="WH2:"),
+        "unprefix",
+    ),
+    Case(
+        "other-deployment-prefix",
+        "Another deployment's prefix.",
+        lambda: text(good(), prefix="SZ1:"),
+        "unprefix",
+    ),
+    Case(
+        "lowercase-prefix",
+        "The prefix is case-sensitive.",
+        lambda: text(good(), prefix="wh1:"),
+        "unprefix",
+    ),
+    Case(
+        "oversized-input",
+        "600 characters: refused before any decoding.",
+        lambda: PREFIX + "0" * 596,
+        "length",
+    ),
+    Case(
+        "lowercase-base45",
+        "Lower-case letters are not base45.",
+        lambda: text(good()).lower().replace("wh1:", PREFIX),
+        "base45_decode",
+    ),
+    Case(
+        "trailing-newline",
+        "A verifier does not trim: the newline is not base45.",
+        lambda: text(good()) + "\n",
+        "base45_decode",
+    ),
+    Case(
+        "truncated-one-character",
+        "One character cut: an impossible base45 length.",
+        lambda: text(good())[:-1],
+        "base45_decode",
+    ),
+    Case(
+        "base45-group-overflow",
+        "A three-character group above 65535 (':::' = 91124).",
+        lambda: PREFIX + ":::" + text(good())[len(PREFIX) + 3 :],
+        "base45_decode",
+    ),
     Case("empty-body", "The prefix alone.", lambda: PREFIX, "cose_decode"),
-    Case("truncated-three-characters", "Three characters cut: valid base45, truncated CBOR.",
-         lambda: text(good())[:-3], "cose_decode"),
-    Case("truncated-signature", "A 63-byte signature.",
-         lambda: text(cbor2.dumps(cbor2.loads(good())[:3] + [cbor2.loads(good())[3][:63]])),
-         "cose_decode"),
-    Case("trailing-bytes", "One byte after the COSE_Sign1 array.",
-         lambda: text(good() + b"\x00"), "cose_decode"),
-    Case("tagged-cose-sign1", "COSE_Sign1 with tag 18: v1 codes are untagged.",
-         lambda: text(b"\xd2" + good()), "cose_decode"),
-    Case("cose-array-of-three", "A COSE array missing its signature.",
-         lambda: text(cbor2.dumps(cbor2.loads(good())[:3])), "cose_decode"),
-    Case("protected-header-not-bytes", "The protected header as a map, not a byte string.",
-         lambda: text(cbor2.dumps([{1: -8, 4: b"A"}, {}, CLAIMS.to_cbor(), bytes(64)])),
-         "cose_decode"),
-    Case("kid-in-unprotected-header", "kid moved to the unprotected header.",
-         lambda: text(cbor2.dumps([cbor2.dumps({1: -8}), {4: b"A"}, CLAIMS.to_cbor(),
-                                   bytes(64)])), "cose_decode"),
-    Case("deeply-nested-cbor", "300 nested arrays where the COSE_Sign1 should be.",
-         lambda: text(b"\x81" * 300 + b"\x00"), "cose_decode"),
-    Case("wrong-cbor-type", "A CBOR text string instead of an array.",
-         lambda: text(cbor2.dumps("WH1")), "cose_decode"),
-    Case("alg-not-configured", "An ES256 code; this verifier accepts only EdDSA.",
-         lambda: text(good(ES256_KEY)), "alg_accepted", trusted=[EDDSA_KEY, ES256_KEY]),
-    Case("alg-swapped-in-header", "EdDSA signature, header changed to ES256 (-7).",
-         lambda: text(sign_raw(CLAIMS.to_cbor(), alg=-7)), "alg_accepted"),
-    Case("alg-hmac", "alg HMAC 256/256 (5): a public key is never an HMAC secret.",
-         lambda: text(sign_raw(CLAIMS.to_cbor(), alg=5)), "alg_accepted"),
-    Case("alg-as-text", "alg given as the text 'EdDSA' instead of -8.",
-         lambda: text(sign_raw(CLAIMS.to_cbor(), alg="EdDSA")), "alg_accepted"),
-    Case("alg-confusion", "Header says ES256 (accepted) but kid A is an EdDSA key.",
-         lambda: text(sign_raw(CLAIMS.to_cbor(), alg=-7)), "key_alg_matches",
-         trusted=[EDDSA_KEY, ES256_KEY], algorithms=[Algorithm.EDDSA, Algorithm.ES256]),
-    Case("unknown-kid", "kid 'Z' is not trusted.",
-         lambda: text(sign_raw(CLAIMS.to_cbor(), kid=b"Z")), "key_found"),
-    Case("empty-kid", "An empty kid.",
-         lambda: text(sign_raw(CLAIMS.to_cbor(), kid=b"")), "key_found"),
-    Case("signature-bit-flip", "One bit of the signature flipped.",
-         lambda: text(flip_bit(good(), len(good()) - 1)), "signature"),
-    Case("payload-bit-flip", "One bit of exp flipped inside the signed payload.",
-         lambda: text(flip_bit(good(), _payload_offset(good()) + 3)), "signature"),
-    Case("kid-switched-to-other-trusted-key", "Header kid changed from A to B (both trusted).",
-         lambda: text(good().replace(b"\x04\x41A", b"\x04\x41B", 1)), "signature",
-         trusted=[EDDSA_KEY, SECOND_EDDSA_KEY]),
-    Case("signed-by-untrusted-key", "Signed by another key that claims the trusted kid A.",
-         lambda: text(good(UNTRUSTED_KEY)), "signature"),
-    Case("claims-not-a-map", "Signed payload is a CBOR array.",
-         lambda: text(sign_raw(cbor2.dumps([EXPIRES_AT, ISSUED_AT]))), "claims_decode"),
-    Case("claims-exp-as-text", "Signed claims with exp as a text string.",
-         lambda: text(signed_claims(exp="2026-12-01T08:01:00Z")), "claims_decode"),
-    Case("claims-exp-as-float", "Signed claims with exp as a CBOR float.",
-         lambda: text(signed_claims(exp=float(EXPIRES_AT))), "claims_decode"),
-    Case("claims-missing-cti", "Signed claims without a code id.",
-         lambda: text(signed_claims(cti=None)), "claims_decode"),
-    Case("claims-short-cti", "Signed claims with a 4-byte code id.",
-         lambda: text(signed_claims(cti=CODE_ID[:4])), "claims_decode"),
-    Case("claims-extra-claim", "Signed claims with an extra claim (cnf, 8).",
-         lambda: text(signed_claims(extra=1)), "claims_decode"),
-    Case("claims-iat-after-exp", "Signed claims whose iat is after exp.",
-         lambda: text(signed_claims(iat=EXPIRES_AT + 1)), "claims_decode"),
-    Case("claims-card-wrong-length", "Signed claims with a 10-byte card claim.",
-         lambda: text(signed_claims(card=CARD.to_bytes()[:10])), "claims_decode"),
-    Case("claims-overlong-integer", "exp encoded in 9 bytes: not deterministic CBOR.",
-         lambda: text(sign_raw(CLAIMS.to_cbor().replace(
-             b"\x04\x1a" + EXPIRES_AT.to_bytes(4, "big"),
-             b"\x04\x1b" + EXPIRES_AT.to_bytes(8, "big")))), "claims_decode"),
-    Case("issued-before-key-period", "Signed a day before the key's signing period began.",
-         lambda: text(signed_claims(iat=KEY_NOT_BEFORE - 86_400, exp=KEY_NOT_BEFORE - 86_340)),
-         "key_signing_period", at=KEY_NOT_BEFORE - 86_390),
+    Case(
+        "truncated-three-characters",
+        "Three characters cut: valid base45, truncated CBOR.",
+        lambda: text(good())[:-3],
+        "cose_decode",
+    ),
+    Case(
+        "truncated-signature",
+        "A 63-byte signature.",
+        lambda: text(cbor2.dumps([*cbor2.loads(good())[:3], cbor2.loads(good())[3][:63]])),
+        "cose_decode",
+    ),
+    Case(
+        "trailing-bytes",
+        "One byte after the COSE_Sign1 array.",
+        lambda: text(good() + b"\x00"),
+        "cose_decode",
+    ),
+    Case(
+        "tagged-cose-sign1",
+        "COSE_Sign1 with tag 18: v1 codes are untagged.",
+        lambda: text(b"\xd2" + good()),
+        "cose_decode",
+    ),
+    Case(
+        "cose-array-of-three",
+        "A COSE array missing its signature.",
+        lambda: text(cbor2.dumps(cbor2.loads(good())[:3])),
+        "cose_decode",
+    ),
+    Case(
+        "protected-header-not-bytes",
+        "The protected header as a map, not a byte string.",
+        lambda: text(cbor2.dumps([{1: -8, 4: b"A"}, {}, CLAIMS.to_cbor(), bytes(64)])),
+        "cose_decode",
+    ),
+    Case(
+        "kid-in-unprotected-header",
+        "kid moved to the unprotected header.",
+        lambda: text(cbor2.dumps([cbor2.dumps({1: -8}), {4: b"A"}, CLAIMS.to_cbor(), bytes(64)])),
+        "cose_decode",
+    ),
+    Case(
+        "deeply-nested-cbor",
+        "300 nested arrays where the COSE_Sign1 should be.",
+        lambda: text(b"\x81" * 300 + b"\x00"),
+        "cose_decode",
+    ),
+    Case(
+        "wrong-cbor-type",
+        "A CBOR text string instead of an array.",
+        lambda: text(cbor2.dumps("WH1")),
+        "cose_decode",
+    ),
+    Case(
+        "alg-not-configured",
+        "An ES256 code; this verifier accepts only EdDSA.",
+        lambda: text(good(ES256_KEY)),
+        "alg_accepted",
+        trusted=[EDDSA_KEY, ES256_KEY],
+    ),
+    Case(
+        "alg-swapped-in-header",
+        "EdDSA signature, header changed to ES256 (-7).",
+        lambda: text(sign_raw(CLAIMS.to_cbor(), alg=-7)),
+        "alg_accepted",
+    ),
+    Case(
+        "alg-hmac",
+        "alg HMAC 256/256 (5): a public key is never an HMAC secret.",
+        lambda: text(sign_raw(CLAIMS.to_cbor(), alg=5)),
+        "alg_accepted",
+    ),
+    Case(
+        "alg-as-text",
+        "alg given as the text 'EdDSA' instead of -8.",
+        lambda: text(sign_raw(CLAIMS.to_cbor(), alg="EdDSA")),
+        "alg_accepted",
+    ),
+    Case(
+        "alg-confusion",
+        "Header says ES256 (accepted) but kid A is an EdDSA key.",
+        lambda: text(sign_raw(CLAIMS.to_cbor(), alg=-7)),
+        "key_alg_matches",
+        trusted=[EDDSA_KEY, ES256_KEY],
+        algorithms=[Algorithm.EDDSA, Algorithm.ES256],
+    ),
+    Case(
+        "unknown-kid",
+        "kid 'Z' is not trusted.",
+        lambda: text(sign_raw(CLAIMS.to_cbor(), kid=b"Z")),
+        "key_found",
+    ),
+    Case(
+        "empty-kid", "An empty kid.", lambda: text(sign_raw(CLAIMS.to_cbor(), kid=b"")), "key_found"
+    ),
+    Case(
+        "signature-bit-flip",
+        "One bit of the signature flipped.",
+        lambda: text(flip_bit(good(), len(good()) - 1)),
+        "signature",
+    ),
+    Case(
+        "payload-bit-flip",
+        "One bit of exp flipped inside the signed payload.",
+        lambda: text(flip_bit(good(), _payload_offset(good()) + 3)),
+        "signature",
+    ),
+    Case(
+        "kid-switched-to-other-trusted-key",
+        "Header kid changed from A to B (both trusted).",
+        lambda: text(good().replace(b"\x04\x41A", b"\x04\x41B", 1)),
+        "signature",
+        trusted=[EDDSA_KEY, SECOND_EDDSA_KEY],
+    ),
+    Case(
+        "signed-by-untrusted-key",
+        "Signed by another key that claims the trusted kid A.",
+        lambda: text(good(UNTRUSTED_KEY)),
+        "signature",
+    ),
+    Case(
+        "claims-not-a-map",
+        "Signed payload is a CBOR array.",
+        lambda: text(sign_raw(cbor2.dumps([EXPIRES_AT, ISSUED_AT]))),
+        "claims_decode",
+    ),
+    Case(
+        "claims-exp-as-text",
+        "Signed claims with exp as a text string.",
+        lambda: text(signed_claims(exp="2026-12-01T08:01:00Z")),
+        "claims_decode",
+    ),
+    Case(
+        "claims-exp-as-float",
+        "Signed claims with exp as a CBOR float.",
+        lambda: text(signed_claims(exp=float(EXPIRES_AT))),
+        "claims_decode",
+    ),
+    Case(
+        "claims-missing-cti",
+        "Signed claims without a code id.",
+        lambda: text(signed_claims(cti=None)),
+        "claims_decode",
+    ),
+    Case(
+        "claims-short-cti",
+        "Signed claims with a 4-byte code id.",
+        lambda: text(signed_claims(cti=CODE_ID[:4])),
+        "claims_decode",
+    ),
+    Case(
+        "claims-extra-claim",
+        "Signed claims with an extra claim (cnf, 8).",
+        lambda: text(signed_claims(extra=1)),
+        "claims_decode",
+    ),
+    Case(
+        "claims-iat-after-exp",
+        "Signed claims whose iat is after exp.",
+        lambda: text(signed_claims(iat=EXPIRES_AT + 1)),
+        "claims_decode",
+    ),
+    Case(
+        "claims-card-wrong-length",
+        "Signed claims with a 10-byte card claim.",
+        lambda: text(signed_claims(card=CARD.to_bytes()[:10])),
+        "claims_decode",
+    ),
+    Case(
+        "claims-overlong-integer",
+        "exp encoded in 9 bytes: not deterministic CBOR.",
+        lambda: text(
+            sign_raw(
+                CLAIMS.to_cbor().replace(
+                    b"\x04\x1a" + EXPIRES_AT.to_bytes(4, "big"),
+                    b"\x04\x1b" + EXPIRES_AT.to_bytes(8, "big"),
+                )
+            )
+        ),
+        "claims_decode",
+    ),
+    Case(
+        "issued-before-key-period",
+        "Signed a day before the key's signing period began.",
+        lambda: text(signed_claims(iat=KEY_NOT_BEFORE - 86_400, exp=KEY_NOT_BEFORE - 86_340)),
+        "key_signing_period",
+        at=KEY_NOT_BEFORE - 86_390,
+    ),
 ]
 
 
@@ -260,9 +458,11 @@ def describe(code: str) -> dict[str, Any]:
             parts = cbor2.loads(message)
         except Exception:
             parts = None
-    if not (isinstance(parts, list) and len(parts) == 4 and all(
-        isinstance(p, bytes) for p in (parts[0], parts[2], parts[3])
-    )):
+    if not (
+        isinstance(parts, list)
+        and len(parts) == 4
+        and all(isinstance(p, bytes) for p in (parts[0], parts[2], parts[3]))
+    ):
         return layers
     protected, unprotected, payload, signature = parts
     layers["protected_hex"] = protected.hex()
@@ -273,15 +473,21 @@ def describe(code: str) -> dict[str, Any]:
         }
     except Exception:
         layers["protected"] = None
-    layers["unprotected"] = {str(k): repr(v) for k, v in unprotected.items()} if isinstance(
-        unprotected, dict) else repr(unprotected)
+    layers["unprotected"] = (
+        {str(k): repr(v) for k, v in unprotected.items()}
+        if isinstance(unprotected, dict)
+        else repr(unprotected)
+    )
     layers["payload_hex"] = payload.hex()
     try:
         claims = cbor2.loads(payload)
-        layers["claims"] = json.loads(json.dumps(
-            {str(k): (v.hex() if isinstance(v, bytes) else v) for k, v in claims.items()}
-            if isinstance(claims, dict) else repr(claims)
-        ))
+        layers["claims"] = json.loads(
+            json.dumps(
+                {str(k): (v.hex() if isinstance(v, bytes) else v) for k, v in claims.items()}
+                if isinstance(claims, dict)
+                else repr(claims)
+            )
+        )
     except Exception:
         layers["claims"] = None
     try:
