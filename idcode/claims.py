@@ -13,6 +13,7 @@ from typing import Any
 
 import cbor2
 
+from idcode.cbor import encode_bytes, encode_int
 from idcode.errors import ClaimsError
 
 # Registered CWT claim keys (RFC 8392 section 4).
@@ -29,6 +30,7 @@ STATUS_INDEX_BITS = 24
 MAX_STATUS_INDEX = (1 << STATUS_INDEX_BITS) - 1
 CARD_CLAIM_LENGTH = PSEUDONYM_LENGTH + 3 + 2
 MAX_NUMERIC_DATE = (1 << 32) - 1  # codes are uint32 seconds; 2106 is far enough
+_FIXED_PAYLOAD_LENGTH = 36
 
 
 class Residency(IntEnum):
@@ -69,6 +71,11 @@ _PROGRAMME_BITS = 10
 _AGE_BAND_SHIFT = _PROGRAMME_BITS
 _RESIDENCY_SHIFT = _PROGRAMME_BITS + 4
 _NAMED_PROGRAMMES = [p for p in Programme if p.value]
+# Lookup tables: indexing a tuple is several times cheaper than calling an enum class, and
+# decoding attributes is on every verification's path.
+_RESIDENCIES = tuple(Residency)
+_AGE_BANDS = tuple(AgeBand)
+_PROGRAMME_SETS = tuple(Programme(bits) for bits in range(1 << _PROGRAMME_BITS))
 ALL_PROGRAMMES = Programme(sum(_NAMED_PROGRAMMES))
 
 
@@ -92,8 +99,10 @@ class Card:
             raise ClaimsError(f"pseudonym must be {PSEUDONYM_LENGTH} bytes")
         if type(self.status_index) is not int or not 0 <= self.status_index <= MAX_STATUS_INDEX:
             raise ClaimsError(f"status index must be an integer in 0..{MAX_STATUS_INDEX}")
-        if not 0 <= int(self.programmes) < (1 << _PROGRAMME_BITS):
-            raise ClaimsError(f"programme flags must fit in {_PROGRAMME_BITS} bits")
+        if type(self.residency) is not Residency or type(self.age_band) is not AgeBand:
+            raise ClaimsError("residency and age band must be Residency and AgeBand members")
+        if type(self.programmes) is not Programme or self.programmes >= (1 << _PROGRAMME_BITS):
+            raise ClaimsError(f"programme flags must be a Programme within {_PROGRAMME_BITS} bits")
 
     def to_bytes(self) -> bytes:
         attributes = (
@@ -108,17 +117,15 @@ class Card:
         if len(raw) != CARD_CLAIM_LENGTH:
             raise ClaimsError(f"card claim must be {CARD_CLAIM_LENGTH} bytes, got {len(raw)}")
         attributes = int.from_bytes(raw[9:11], "big")
-        try:
-            residency = Residency(attributes >> _RESIDENCY_SHIFT)
-            age_band = AgeBand((attributes >> _AGE_BAND_SHIFT) & 0xF)
-        except ValueError as exc:
-            raise ClaimsError(f"card attributes out of range: {exc}") from None
+        age_band = (attributes >> _AGE_BAND_SHIFT) & 0xF
+        if age_band >= len(_AGE_BANDS):
+            raise ClaimsError(f"card attributes out of range: age band {age_band} is reserved")
         return cls(
             pseudonym=raw[:PSEUDONYM_LENGTH],
             status_index=int.from_bytes(raw[6:9], "big"),
-            residency=residency,
-            age_band=age_band,
-            programmes=Programme(attributes & ((1 << _PROGRAMME_BITS) - 1)),
+            residency=_RESIDENCIES[attributes >> _RESIDENCY_SHIFT],
+            age_band=_AGE_BANDS[age_band],
+            programmes=_PROGRAMME_SETS[attributes & ((1 << _PROGRAMME_BITS) - 1)],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -142,28 +149,48 @@ class CodeClaims:
     card: Card
 
     def __post_init__(self) -> None:
-        for name in ("issued_at", "expires_at"):
-            value = getattr(self, name)
-            if type(value) is not int or not 0 <= value <= MAX_NUMERIC_DATE:
-                raise ClaimsError(f"{name} must be an integer in 0..{MAX_NUMERIC_DATE}")
-        if self.issued_at > self.expires_at:
+        issued_at, expires_at = self.issued_at, self.expires_at
+        if type(issued_at) is not int or not 0 <= issued_at <= MAX_NUMERIC_DATE:
+            raise ClaimsError(f"issued_at must be an integer in 0..{MAX_NUMERIC_DATE}")
+        if type(expires_at) is not int or not 0 <= expires_at <= MAX_NUMERIC_DATE:
+            raise ClaimsError(f"expires_at must be an integer in 0..{MAX_NUMERIC_DATE}")
+        if issued_at > expires_at:
             raise ClaimsError("issued_at is after expires_at")
         if type(self.code_id) is not bytes or len(self.code_id) != CODE_ID_LENGTH:
             raise ClaimsError(f"code id must be {CODE_ID_LENGTH} bytes")
 
     def to_cbor(self) -> bytes:
         """The CWT claims set, deterministically encoded (RFC 8949 section 4.2.1 key order)."""
-        claims = {
-            CLAIM_EXP: self.expires_at,
-            CLAIM_IAT: self.issued_at,
-            CLAIM_CTI: self.code_id,
-            CLAIM_CARD: self.card.to_bytes(),
-        }
-        return bytes(cbor2.dumps(claims, canonical=True))
+        # map(4) with keys 4, 6, 7, -1: already in bytewise order of their encodings.
+        return (
+            b"\xa4\x04"
+            + encode_int(self.expires_at)
+            + b"\x06"
+            + encode_int(self.issued_at)
+            + b"\x07"
+            + encode_bytes(self.code_id)
+            + b"\x20"
+            + encode_bytes(self.card.to_bytes())
+        )
 
     @classmethod
     def from_cbor(cls, payload: bytes) -> CodeClaims:
         """Decode a claims set; anything but exactly the four idcode claims is refused."""
+        if (
+            len(payload) == _FIXED_PAYLOAD_LENGTH
+            and payload[0:3] == b"\xa4\x04\x1a"
+            and payload[7:9] == b"\x06\x1a"
+            and payload[13:15] == b"\x07\x48"
+            and payload[23:25] == b"\x20\x4b"
+        ):
+            # The layout of every claims set with 32-bit times (all dates after 1970-01-01
+            # 18:12 UTC): slice it instead of decoding. Shorter encodings of such times would
+            # be overlong, so they must fail the determinism check like any other.
+            expires_at = int.from_bytes(payload[3:7], "big")
+            issued_at = int.from_bytes(payload[9:13], "big")
+            if expires_at > 0xFFFF and issued_at > 0xFFFF:
+                return cls(issued_at, expires_at, payload[15:23], Card.from_bytes(payload[25:36]))
+            raise ClaimsError("claims are not deterministically encoded")
         try:
             claims = cbor2.loads(payload)
         except Exception as exc:  # cbor2 raises several unrelated types on bad input
@@ -174,19 +201,20 @@ class CodeClaims:
             raise ClaimsError(
                 f"claims must be exactly exp, iat, cti and card, got {sorted(map(repr, claims))}"
             )
-        if cbor2.dumps(claims, canonical=True) != payload:
-            # One code, one encoding: no indefinite lengths, no overlong integers, no
-            # trailing bytes, so the bytes a terminal logs are the bytes the issuer signed.
-            raise ClaimsError("claims are not deterministically encoded")
         card = claims[CLAIM_CARD]
         if type(card) is not bytes:
             raise ClaimsError("card claim must be a byte string")
-        return cls(
+        decoded = cls(
             issued_at=claims[CLAIM_IAT],
             expires_at=claims[CLAIM_EXP],
             code_id=claims[CLAIM_CTI],
             card=Card.from_bytes(card),
         )
+        if decoded.to_cbor() != payload:
+            # One code, one encoding: no indefinite lengths, no overlong integers, no
+            # trailing bytes, so the bytes a terminal logs are the bytes the issuer signed.
+            raise ClaimsError("claims are not deterministically encoded")
+        return decoded
 
     def to_json(self) -> dict[str, Any]:
         return {
