@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -76,7 +77,9 @@ def _now(args: argparse.Namespace) -> int:
 
 def cmd_keys_init(args: argparse.Namespace, settings: Settings) -> int:
     store = _key_store(args, settings)
-    created = initialise(store, _now(args), args.days or settings.issuer_key_days, args.alg)
+    created = initialise(
+        store, _now(args), settings.issuer_key_days if args.days is None else args.days, args.alg
+    )
     for line in created:
         print(f"created {line} in {store.directory}")
     if not created:
@@ -88,9 +91,10 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
     store = _key_store(args, settings)
     now = _now(args)
     published = {key.kid for key in store.published_keys(now)}
-    print(f"{'kid':<16} {'alg':<6} {'signs from':<21} {'signs until':<21} state")
-    if store.has_root_key():
-        print(f"{store.root_key().kid:<16} {'EdDSA':<6} {'-':<21} {'-':<21} root")
+    print(f"{'kid':<18} {'alg':<6} {'signs from':<21} {'signs until':<21} state")
+    root_kid = store.root_kid()
+    if root_kid is not None:
+        print(f"{root_kid:<18} {'EdDSA':<6} {'-':<21} {'-':<21} root")
     signing = next((key.kid for key in store.issuer_keys() if key.signs_at(now)), None)
     for key in store.issuer_keys():
         if key.kid == signing:
@@ -102,7 +106,7 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
         else:
             state = "retired"
         print(
-            f"{key.kid:<16} {key.alg.jose_name:<6} {_iso(key.not_before):<21} "
+            f"{key.kid:<18} {key.alg.jose_name:<6} {_iso(key.not_before):<21} "
             f"{_iso(key.not_after):<21} {state}"
         )
     return EXIT_OK
@@ -110,7 +114,13 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     store = _key_store(args, settings)
-    key = rotate(store, _now(args), args.days or settings.issuer_key_days, args.alg, args.starts_in)
+    key = rotate(
+        store,
+        _now(args),
+        settings.issuer_key_days if args.days is None else args.days,
+        args.alg,
+        args.starts_in,
+    )
     print(
         f"issuer key {key.kid} ({key.alg.jose_name}) signs from {_iso(key.not_before)} "
         f"until {_iso(key.not_after)}; earlier keys stop signing then"
@@ -135,7 +145,9 @@ def cmd_keys_jwks(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_mint(args: argparse.Namespace, settings: Settings) -> int:
     store = _key_store(args, settings)
     now = _now(args)
-    created = initialise(store, now, settings.issuer_key_days)
+    # First use creates development keys; a store that has keys is never added to here,
+    # so minting at a time no key covers is an error rather than a surprise key.
+    created = [] if store.issuer_keys() else initialise(store, now, settings.issuer_key_days)
     for line in created:
         print(f"idcode: created development {line} in {store.directory}", file=sys.stderr)
     programmes = Programme.NONE
@@ -153,7 +165,7 @@ def cmd_mint(args: argparse.Namespace, settings: Settings) -> int:
         store.signing_key(now),
         prefix=settings.code_prefix,
         now=now,
-        ttl=args.ttl or settings.code_ttl_seconds,
+        ttl=settings.code_ttl_seconds if args.ttl is None else args.ttl,
     )
     print(code)
     return EXIT_OK
@@ -165,6 +177,9 @@ def _codes(arguments: Sequence[str]) -> Iterator[str]:
         if argument != "-":
             yield argument
             continue
+        if isinstance(sys.stdin, io.TextIOWrapper):
+            # A scanner can type bytes that are not UTF-8: a malformed code, not a crash.
+            sys.stdin.reconfigure(errors="replace")
         for line in sys.stdin:
             line = line.strip()
             if line:
@@ -226,11 +241,17 @@ def _algorithm(text: str) -> Algorithm:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _ttl(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= MAX_TTL:
-        raise argparse.ArgumentTypeError(f"ttl must be 1..{MAX_TTL} seconds")
-    return value
+def _bounded_int(low: int, high: int, unit: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low}..{high} {unit}, got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--days",
-            type=int,
+            type=_bounded_int(1, 3650, "days"),
             help="signing period in days (default: IDCODE_ISSUER_KEY_DAYS or 90)",
         )
     listing = key_commands.add_parser("list", help="list keys with their signing periods")
@@ -281,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     mint = commands.add_parser(
         "mint", help="print a code signed with the local issuer key (development and tests)"
     )
-    mint.add_argument("--ttl", type=_ttl, help="lifetime in seconds (default 60)")
+    mint.add_argument(
+        "--ttl", type=_bounded_int(1, MAX_TTL, "seconds"), help="lifetime in seconds (default 60)"
+    )
     mint.add_argument("--at", type=parse_time, help="issue time; " + at_help)
     mint.add_argument(
         "--pseudonym", type=_pseudonym, help="card pseudonym, 12 hex digits (default: random)"

@@ -117,7 +117,7 @@ class PublicKey:
         if "d" in jwk:
             raise KeyMaterialError("refusing a private JWK where a public key is expected")
         try:
-            alg = Algorithm.from_name(str(jwk.get("alg", "")))
+            alg = Algorithm.from_name(str(jwk.get("alg", "")), exact=True)
         except ValueError as exc:
             raise KeyMaterialError(str(exc)) from None
         try:

@@ -132,6 +132,12 @@ class FileKeyStore:
     def has_root_key(self) -> bool:
         return (self.directory / "root.json").exists()
 
+    def root_kid(self) -> str | None:
+        """The root key's kid, read without touching (or decrypting) the private key."""
+        if not self.has_root_key():
+            return None
+        return str(self._read_json(self.directory / "root.json")["kid"])
+
     # -- writing -----------------------------------------------------------------------
 
     def create_root_key(self) -> RootKey:
@@ -180,6 +186,10 @@ class FileKeyStore:
 
     def _ensure_directory(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # A checkout creates keys/ as 0755 (it holds a tracked README); tighten it before
+        # the first private key lands in it.
+        if os.name == "posix" and stat.S_IMODE(self.directory.stat().st_mode) != 0o700:
+            self.directory.chmod(0o700)
 
     def _write_private_key(self, path: Path, private_key: PrivateKey) -> None:
         encryption: serialization.KeySerializationEncryption = (
