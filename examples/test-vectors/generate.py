@@ -315,7 +315,7 @@ CASES = [
     ),
     Case(
         "alg-swapped-in-header",
-        "EdDSA signature, header changed to ES256 (-7).",
+        "The EdDSA key signed a header that says ES256 (-7); only EdDSA is accepted.",
         lambda: text(sign_raw(CLAIMS.to_cbor(), alg=-7)),
         "alg_accepted",
     ),
@@ -441,14 +441,37 @@ CASES = [
         "key_signing_period",
         at=KEY_NOT_BEFORE - 86_390,
     ),
+    Case(
+        "issued-at-key-period-end",
+        "Issued exactly at the end of the key's signing period (its JWK exp).",
+        lambda: text(signed_claims(iat=KEY_NOT_AFTER, exp=KEY_NOT_AFTER + TTL)),
+        "key_signing_period",
+        at=KEY_NOT_AFTER + 10,
+    ),
+    Case(
+        "claims-reserved-age-band",
+        "Signed card claim with age band 15, a reserved value.",
+        lambda: text(signed_claims(card=CARD.to_bytes()[:9] + bytes([0x7C, 0x03]))),
+        "claims_decode",
+    ),
+    Case(
+        "es256-signature-bit-flip",
+        "One bit of an ES256 signature (in s) flipped.",
+        lambda: text(flip_bit(good(ES256_KEY), len(good(ES256_KEY)) - 1)),
+        "signature",
+        trusted=[ES256_KEY],
+        algorithms=[Algorithm.ES256],
+    ),
 ]
 
 
 def describe(code: str) -> dict[str, Any]:
     """Every layer of ``code`` that can be decoded; absent layers are null."""
-    layers: dict[str, Any] = {"prefix": code[:4], "base45": code[4:]}
+    prefix = PREFIX if code.startswith(PREFIX) else ""
+    body = code[len(prefix) :]
+    layers: dict[str, Any] = {"prefix": prefix, "base45": body}
     try:
-        message = base45.b45decode(code[4:]) if code[4:] == code[4:].strip() else None
+        message = base45.b45decode(body) if body == body.strip() else None
     except ValueError:
         message = None
     layers["cose_hex"] = message.hex() if message is not None else None
