@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Any
 
-import cbor2
-
-from idcode.cbor import encode_bytes, encode_int
+from idcode.cbor import CborError, decode_strict, encode_bytes, encode_int
 from idcode.errors import ClaimsError
 
 # Registered CWT claim keys (RFC 8392 section 4).
@@ -192,9 +190,9 @@ class CodeClaims:
                 return cls(issued_at, expires_at, payload[15:23], Card.from_bytes(payload[25:36]))
             raise ClaimsError("claims are not deterministically encoded")
         try:
-            claims = cbor2.loads(payload)
-        except Exception as exc:  # cbor2 raises several unrelated types on bad input
-            raise ClaimsError(f"claims are not valid CBOR: {type(exc).__name__}") from None
+            claims = decode_strict(payload)
+        except CborError as exc:
+            raise ClaimsError(f"claims are not valid CBOR for a code: {exc}") from None
         if type(claims) is not dict:
             raise ClaimsError("claims are not a CBOR map")
         if claims.keys() != {CLAIM_EXP, CLAIM_IAT, CLAIM_CTI, CLAIM_CARD}:

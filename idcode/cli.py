@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from idcode import servicecli
 from idcode.claims import (
     ALL_PROGRAMMES,
     PSEUDONYM_LENGTH,
@@ -64,7 +65,7 @@ def _choice_of(enum: type[Residency] | type[AgeBand]) -> list[str]:
 
 def _key_store(args: argparse.Namespace, settings: Settings) -> FileKeyStore:
     directory = args.keys_dir or settings.keys_dir
-    passphrase = settings.key_passphrase.get_secret_value() if settings.key_passphrase else None
+    passphrase = settings.passphrase
     return open_key_store(directory, passphrase)
 
 
@@ -131,9 +132,7 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_keys_jwks(args: argparse.Namespace, settings: Settings) -> int:
     store = _key_store(args, settings)
     document = (
-        {"keys": [store.root_key().public_jwk]}
-        if args.root
-        else jwks(store.published_keys(_now(args)))
+        {"keys": [store.root_public_jwk()]} if args.root else jwks(store.published_keys(_now(args)))
     )
     print(json.dumps(document, indent=2))
     return EXIT_OK
@@ -191,7 +190,7 @@ def _trusted_keys(args: argparse.Namespace, settings: Settings, now: int) -> lis
         return _key_store(args, settings).published_keys(now)
     try:
         document = json.loads(args.jwks.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise CliError(f"cannot read JWK Set {args.jwks}: {exc}") from None
     return keys_from_jwks(document)
 
@@ -343,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--skew",
-        type=int,
+        type=_bounded_int(0, 300, "seconds"),
         help="clock-skew allowance in seconds (default: IDCODE_CLOCK_SKEW_SECONDS or 30)",
     )
     check.add_argument(
@@ -359,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, required=True, metavar="FILE", help="FILE.png or FILE.svg"
     )
     qr.set_defaults(handler=cmd_qr)
+    servicecli.add_commands(commands)
     return parser
 
 
@@ -369,7 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = get_settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"IDCODE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            (f"IDCODE_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
+            + str(e["msg"]).removeprefix("Value error, ")
+            for e in exc.errors()
         )
         print(f"idcode: error: bad settings: {problems}", file=sys.stderr)
         return EXIT_USAGE
@@ -377,6 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args, settings))
     except IdcodeError as exc:
         print(f"idcode: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"idcode: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_INVALID

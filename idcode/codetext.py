@@ -18,7 +18,9 @@ BASE45_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 # A v1 code is about 175 characters; anything much longer is refused before decoding so
 # a hostile scanner input cannot make a terminal do unbounded work.
 MAX_CODE_LENGTH = 512
-_DEPLOYMENT_RE = re.compile(r"[A-Z][A-Z0-9]{0,7}")
+# Ends with a letter, so the version digits after it are unambiguous ("WH" + "11" is never
+# "WH1" + "1").
+_DEPLOYMENT_RE = re.compile(r"[A-Z](?:[A-Z0-9]{0,6}[A-Z])?")
 _NOT_BASE45 = 0xFF
 _DIGIT_OF_CHARACTER = bytes(
     BASE45_ALPHABET.index(chr(byte)) if chr(byte) in BASE45_ALPHABET else _NOT_BASE45
@@ -27,11 +29,12 @@ _DIGIT_OF_CHARACTER = bytes(
 
 
 def prefix_for(deployment: str = DEFAULT_DEPLOYMENT, version: int = FORMAT_VERSION) -> str:
-    """``WH`` and version 1 give ``WH1:``. A deployment is 1-8 upper-case letters or digits."""
+    """``WH`` and version 1 give ``WH1:``. A deployment is 1-8 upper-case letters or digits,
+    starting and ending with a letter."""
     if not _DEPLOYMENT_RE.fullmatch(deployment):
         raise CodeFormatError(
-            f"deployment must be 1-8 upper-case letters or digits starting with a letter, "
-            f"got {deployment!r}"
+            "deployment must be 1-8 upper-case letters or digits, starting and ending with a "
+            f"letter, got {deployment!r}"
         )
     return f"{deployment}{version}:"
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import NamedTuple
 
-import cbor2
-
-from idcode.cbor import encode_bytes, encode_int
+from idcode.cbor import CborError, decode_strict, encode_bytes, encode_int, encode_text
 from idcode.errors import CoseError
 
 # COSE header labels (RFC 9052 section 3.1).
@@ -67,9 +65,8 @@ def to_be_signed(protected: bytes, payload: bytes) -> bytes:
 
 def encode_protected(alg: int | str, kid: bytes) -> bytes:
     """``{1: alg, 4: kid}``, deterministically encoded."""
-    if type(alg) is int:
-        return b"\xa2\x01" + encode_int(alg) + b"\x04" + encode_bytes(kid)
-    return bytes(cbor2.dumps({HEADER_ALG: alg, HEADER_KID: kid}, canonical=True))
+    encoded_alg = encode_int(alg) if type(alg) is int else encode_text(str(alg))
+    return b"\xa2\x01" + encoded_alg + b"\x04" + encode_bytes(kid)
 
 
 def encode_sign1(protected: bytes, payload: bytes, signature: bytes) -> bytes:
@@ -96,9 +93,9 @@ def decode_sign1(message: bytes) -> Sign1:
 def decode_general(message: bytes) -> Sign1:
     """decode_sign1 for any input, by a full CBOR decode; also decides the error."""
     try:
-        parts = cbor2.loads(message)
-    except Exception as exc:  # cbor2 raises several unrelated types on bad input
-        raise CoseError(f"not valid CBOR: {type(exc).__name__}") from None
+        parts = decode_strict(message)
+    except CborError as exc:
+        raise CoseError(f"not valid CBOR for a code: {exc}") from None
     if type(parts) is not list or len(parts) != 4:
         raise CoseError("not an untagged COSE_Sign1 array of four items")
     protected, unprotected, payload, signature = parts
@@ -109,9 +106,9 @@ def decode_general(message: bytes) -> Sign1:
     if len(signature) != SIGNATURE_LENGTH:
         raise CoseError(f"signature must be {SIGNATURE_LENGTH} bytes, got {len(signature)}")
     try:
-        header = cbor2.loads(protected)
-    except Exception as exc:
-        raise CoseError(f"protected header is not valid CBOR: {type(exc).__name__}") from None
+        header = decode_strict(protected)
+    except CborError as exc:
+        raise CoseError(f"protected header is not valid CBOR for a code: {exc}") from None
     if type(header) is not dict or header.keys() != {HEADER_ALG, HEADER_KID}:
         raise CoseError("protected header must hold exactly alg (1) and kid (4)")
     alg, kid = header[HEADER_ALG], header[HEADER_KID]

@@ -133,12 +133,20 @@ class PublicKey:
             if value is not None and type(value) is not int:
                 raise KeyMaterialError(f"JWK member {member} must be an integer")
             validity[member] = value
+        not_before, not_after = validity["nbf"], validity["exp"]
+        if not_before is not None and not_after is not None and not_before > not_after:
+            raise KeyMaterialError("JWK signing period ends before it starts (nbf > exp)")
+        if jwk.get("use", "sig") != "sig":
+            raise KeyMaterialError("a code-signing JWK must have use 'sig'")
+        kid = jwk.get("kid")
+        if not isinstance(kid, str):
+            raise KeyMaterialError("a JWK needs a kid string")
         return cls(
-            kid=check_kid(str(jwk.get("kid", ""))),
+            kid=check_kid(kid),
             alg=alg,
             key=key,
-            not_before=validity["nbf"],
-            not_after=validity["exp"],
+            not_before=not_before,
+            not_after=not_after,
         )
 
 

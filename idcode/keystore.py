@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +23,7 @@ from idcode.cose import Algorithm
 from idcode.errors import KeyStoreError
 from idcode.issuer import MAX_TTL
 from idcode.keys import KID_ALPHABET, IssuerKey, PrivateKey, PublicKey, Signer, check_kid
+from idcode.secretfiles import check_private, write_secret_file
 
 #: How long a key stays published after its signing period ends: the longest a code it
 #: signed can live, plus the largest clock-skew allowance a verifier may use.
@@ -100,7 +99,10 @@ class FileKeyStore:
         keys = []
         if self.directory.is_dir():
             for meta_path in sorted(self.directory.glob("issuer-*.json")):
-                keys.append(PublicKey.from_jwk(self._read_json(meta_path)["public_jwk"]))
+                jwk = self._read_json(meta_path).get("public_jwk")
+                if not isinstance(jwk, dict):
+                    raise KeyStoreError(f"{meta_path} has no public_jwk object")
+                keys.append(PublicKey.from_jwk(jwk))
         return sorted(keys, key=lambda k: k.not_before or 0, reverse=True)
 
     def published_keys(self, now: int) -> list[PublicKey]:
@@ -132,6 +134,13 @@ class FileKeyStore:
     def has_root_key(self) -> bool:
         return (self.directory / "root.json").exists()
 
+    def root_public_jwk(self) -> dict[str, Any]:
+        """The root public key as a JWK, read without the passphrase."""
+        if not self.has_root_key():
+            raise KeyStoreError(f"no root key in {self.directory}; run 'idcode keys init'")
+        jwk = self._read_json(self.directory / "root.json").get("public_jwk")
+        return jwk if isinstance(jwk, dict) else self.root_key().public_jwk
+
     def root_kid(self) -> str | None:
         """The root key's kid, read without touching (or decrypting) the private key."""
         if not self.has_root_key():
@@ -146,7 +155,10 @@ class FileKeyStore:
         private_key = Ed25519PrivateKey.generate()
         kid = "root-" + _thumbprint(private_key)[:12]
         self._write_private_key(self.directory / "root.pem", private_key)
-        self._write_json(self.directory / "root.json", {"kid": kid, "alg": "EdDSA"})
+        self._write_json(
+            self.directory / "root.json",
+            {"kid": kid, "alg": "EdDSA", "public_jwk": _root_public_jwk(kid, private_key)},
+        )
         return RootKey(kid, private_key)
 
     def create_issuer_key(self, alg: Algorithm, not_before: int, not_after: int) -> PublicKey:
@@ -184,13 +196,6 @@ class FileKeyStore:
     def _issuer_path(self, kid: str, suffix: str) -> Path:
         return self.directory / f"issuer-{ord(kid):02x}{suffix}"
 
-    def _ensure_directory(self) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # A checkout creates keys/ as 0755 (it holds a tracked README); tighten it before
-        # the first private key lands in it.
-        if os.name == "posix" and stat.S_IMODE(self.directory.stat().st_mode) != 0o700:
-            self.directory.chmod(0o700)
-
     def _write_private_key(self, path: Path, private_key: PrivateKey) -> None:
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(self._passphrase)
@@ -204,11 +209,7 @@ class FileKeyStore:
 
     def _read_private_key(self, path: Path) -> PrivateKey:
         try:
-            mode = path.stat().st_mode
-            if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise KeyStoreError(
-                    f"{path} is readable by others (mode {stat.S_IMODE(mode):o}); chmod 600 it"
-                )
+            check_private(path)
             pem = path.read_bytes()
         except OSError as exc:
             raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
@@ -237,26 +238,16 @@ class FileKeyStore:
             raise KeyStoreError(f"{path} is not a JSON object")
         return document
 
-    def _write_file(self, path: Path, content: bytes, replace: bool = False) -> None:
-        """Write atomically with mode 0600; never overwrite a key unless ``replace``."""
-        self._ensure_directory()
-        if path.exists() and not replace:
-            raise KeyStoreError(f"{path} already exists")
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+    @staticmethod
+    def _write_file(path: Path, content: bytes, replace: bool = False) -> None:
+        write_secret_file(path, content, replace=replace)
 
 
 def open_key_store(directory: Path, passphrase: str | None = None) -> FileKeyStore:
-    return FileKeyStore(directory, passphrase.encode("utf-8") if passphrase else None)
+    if passphrase == "":
+        # An empty IDCODE_KEY_PASSPHRASE would silently write keys in the clear.
+        raise KeyStoreError("IDCODE_KEY_PASSPHRASE is set but empty")
+    return FileKeyStore(directory, passphrase.encode("utf-8") if passphrase is not None else None)
 
 
 def initialise(
@@ -288,3 +279,42 @@ def rotate(
         if key.kid != new_key.kid and (key.not_after is None or key.not_after > starts):
             store.end_signing_period(key.kid, starts)
     return new_key
+
+
+class SigningKeyCache:
+    """The service's view of a key store: the signing key and published keys, re-read at most
+    every ``refresh_seconds`` so a rotation done with ``idcode keys rotate`` is picked up
+    without a restart, and no request reads key files."""
+
+    def __init__(self, store: KeyStore, refresh_seconds: int = 60) -> None:
+        self._store = store
+        self._refresh_seconds = refresh_seconds
+        self._loaded_at: float | None = None
+        self._signers: dict[str, Signer] = {}
+        self._published: list[PublicKey] = []
+
+    def signer(self, now: int) -> Signer:
+        key = self._store_view(now)
+        for public in key:  # newest first
+            if public.signs_at(now):
+                signer = self._signers.get(public.kid)
+                if signer is None:
+                    signer = self._signers[public.kid] = self._store.signing_key(now)
+                return signer
+        raise KeyStoreError("no issuer key may sign now; run 'idcode keys rotate'")
+
+    def published(self, now: int) -> list[PublicKey]:
+        return [
+            key
+            for key in self._store_view(now)
+            if key.not_after is None or now < key.not_after + RETAIN_AFTER_SIGNING
+        ]
+
+    def _store_view(self, now: int) -> list[PublicKey]:
+        if self._loaded_at is None or abs(now - self._loaded_at) >= self._refresh_seconds:
+            self._published = self._store.issuer_keys()
+            self._signers = {
+                k: v for k, v in self._signers.items() if any(p.kid == k for p in self._published)
+            }
+            self._loaded_at = now
+        return self._published

@@ -8,8 +8,8 @@ from enum import StrEnum
 class Reason(StrEnum):
     """Why a code was accepted or refused; exactly one per verdict.
 
-    The order of the members is the order in which the verifier checks them: a code with
-    several defects is reported with the first one it meets.
+    A code with several defects is reported with the first check it fails, in the order of
+    docs/code-format.md section 2 (some reasons come from more than one check).
     """
 
     OK = "ok"

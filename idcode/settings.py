@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from idcode.codetext import DEFAULT_DEPLOYMENT, prefix_for
 from idcode.issuer import DEFAULT_TTL, MAX_TTL
 from idcode.verifier import DEFAULT_CLOCK_SKEW
 
+DEV_IDP_ISSUER = "urn:idcode:dev-idp"
+
 
 class Settings(BaseSettings):
-    """Every setting idcode reads; see docs/settings.md for the table."""
+    """Every setting idcode reads; docs/settings.md has the table."""
 
     model_config = SettingsConfigDict(env_prefix="IDCODE_", frozen=True, extra="ignore")
 
+    environment: Literal["development", "production"] = "development"
+
+    # Codes and keys
     keys_dir: Path = Field(default=Path("keys"), description="Key store directory.")
     key_passphrase: SecretStr | None = Field(
         default=None, description="Encrypts private keys at rest when set."
@@ -31,15 +37,108 @@ class Settings(BaseSettings):
         default=90, ge=1, le=3650, description="Signing period of a new issuer key."
     )
 
+    # Service
+    data_dir: Path = Field(default=Path("data"), description="SQLite file and other local data.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite in data_dir."
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL; unset means in-process state (one process only)."
+    )
+    redis_prefix: str = Field(default="idcode:", description="Prefix of every Redis key.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    rate_limit_per_minute: int = Field(
+        default=30, ge=0, description="Codes per card per minute; 0 lifts the limit."
+    )
+    demo_data: bool = Field(default=True, description="Enrol demo cards into an empty database.")
+
+    # Personal data at rest
+    pii_encryption_key: SecretStr | None = Field(
+        default=None, description="32 bytes, base64: AES-256-GCM key for personal data."
+    )
+    pii_hash_key: SecretStr | None = Field(
+        default=None, description="32 bytes, base64: HMAC-SHA256 key for ID number lookups."
+    )
+
+    # Citizen and operator authentication (OIDC ID tokens)
+    oidc_issuer: str = DEV_IDP_ISSUER
+    oidc_audience: str = "idcode"
+    oidc_jwks_url: str | None = None
+    oidc_jwks_file: Path | None = None
+    oidc_algorithms: list[str] = Field(default=["EdDSA", "ES256", "RS256"])
+    oidc_id_number_claim: str = "id_number"
+    oidc_roles_claim: str = "roles"
+    operator_role: str = "idcode-operator"
+    verifier_role: str = "idcode-verifier"
+
+    @field_validator("keys_dir", "data_dir", mode="before")
+    @classmethod
+    def _directory_is_named(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a directory (it is empty)")
+        return value
+
+    @field_validator("key_passphrase")
+    @classmethod
+    def _passphrase_is_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            # An empty passphrase would silently leave private keys in the clear.
+            raise ValueError("is set but empty; unset it or give a passphrase")
+        return value
+
     @field_validator("deployment")
     @classmethod
     def _deployment_is_a_valid_prefix(cls, deployment: str) -> str:
         prefix_for(deployment)
         return deployment
 
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _no_symmetric_or_none_algorithms(cls, algorithms: list[str]) -> list[str]:
+        allowed = {"EdDSA", "ES256", "ES384", "RS256", "RS384", "RS512", "PS256"}
+        refused = [alg for alg in algorithms if alg not in allowed]
+        if refused or not algorithms:
+            raise ValueError(f"only asymmetric algorithms are accepted ({sorted(allowed)})")
+        return algorithms
+
+    @model_validator(mode="after")
+    def _production_refuses_development_secrets(self) -> Settings:
+        if self.environment != "production":
+            return self
+        problems = []
+        if self.pii_encryption_key is None or self.pii_hash_key is None:
+            problems.append("IDCODE_PII_ENCRYPTION_KEY and IDCODE_PII_HASH_KEY must be set")
+        if self.oidc_issuer == DEV_IDP_ISSUER:
+            problems.append("IDCODE_OIDC_ISSUER must name the city's identity provider")
+        if self.oidc_jwks_url is None and self.oidc_jwks_file is None:
+            problems.append("IDCODE_OIDC_JWKS_URL (or _FILE) must be set")
+        if self.demo_data:
+            problems.append("IDCODE_DEMO_DATA must be false")
+        if problems:
+            raise ValueError("production mode refuses development defaults: " + "; ".join(problems))
+        return self
+
+    @property
+    def passphrase(self) -> str | None:
+        return self.key_passphrase.get_secret_value() if self.key_passphrase else None
+
     @property
     def code_prefix(self) -> str:
         return prefix_for(self.deployment)
+
+    @property
+    def development(self) -> bool:
+        return self.environment == "development"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the driver SQLAlchemy should use (psycopg 3 for PostgreSQL)."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'idcode.db'}"
+        for scheme in ("postgresql://", "postgres://"):
+            if url.startswith(scheme):
+                return "postgresql+psycopg://" + url[len(scheme) :]
+        return url
 
 
 @lru_cache(maxsize=1)

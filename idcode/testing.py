@@ -12,10 +12,12 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import date
 
 from idcode.claims import PSEUDONYM_LENGTH, AgeBand, Card, CodeClaims, Programme, Residency
 from idcode.codetext import DEFAULT_DEPLOYMENT, prefix_for
 from idcode.cose import Algorithm
+from idcode.idnumber import check_digit
 from idcode.issuer import DEFAULT_TTL, mint_code, sign_code
 from idcode.keys import IssuerKey
 from idcode.verifier import DEFAULT_CLOCK_SKEW, Trust
@@ -83,3 +85,13 @@ class TestIssuer:
         return Trust.of(
             [self.key.public], prefix=self.prefix, algorithms=[self.alg], clock_skew=clock_skew
         )
+
+
+def random_id_number(birth: date | None = None, region: str = "420102") -> str:
+    """A made-up national ID number with a valid GB 11643 check digit (default region:
+    Wuhan, Jiang'an District), for tests that enrol cards."""
+    birth = birth or date(
+        1950 + secrets.randbelow(60), 1 + secrets.randbelow(12), 1 + secrets.randbelow(28)
+    )
+    first_17 = f"{region}{birth:%Y%m%d}{secrets.randbelow(1000):03d}"
+    return first_17 + check_digit(first_17)

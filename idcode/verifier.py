@@ -16,6 +16,7 @@ from idcode.claims import CodeClaims
 from idcode.codetext import MAX_CODE_LENGTH, decode_body
 from idcode.cose import Algorithm, decode_sign1
 from idcode.errors import ClaimsError, CodeFormatError, CoseError, IdcodeError, KeyMaterialError
+from idcode.issuer import MAX_TTL
 from idcode.keys import PublicKey
 from idcode.reasons import Reason
 from idcode.replay import ReplayState
@@ -35,6 +36,7 @@ class Trust:
     algorithms: frozenset[Algorithm]
     keys: Mapping[bytes, PublicKey]
     clock_skew: int = DEFAULT_CLOCK_SKEW
+    max_lifetime: int = MAX_TTL
 
     @classmethod
     def of(
@@ -44,6 +46,7 @@ class Trust:
         prefix: str,
         algorithms: Iterable[Algorithm],
         clock_skew: int = DEFAULT_CLOCK_SKEW,
+        max_lifetime: int = MAX_TTL,
     ) -> Trust:
         by_kid: dict[bytes, PublicKey] = {}
         for key in keys:
@@ -53,7 +56,7 @@ class Trust:
             by_kid[kid] = key
         if clock_skew < 0:
             raise IdcodeError("clock skew cannot be negative")
-        return cls(prefix, frozenset(algorithms), by_kid, clock_skew)
+        return cls(prefix, frozenset(algorithms), by_kid, clock_skew, max_lifetime)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,23 @@ def verify(code: object, trust: Trust, now: int, replay: ReplayState | None = No
     ``replay`` is optional so that tooling can inspect a code without consuming it; a
     terminal or the service always passes one.
     """
+    try:
+        verdict = _check(code, trust, now)
+    except Exception as exc:  # fail closed: a decoder defect must deny, never crash a gate
+        return Verdict(Reason.MALFORMED, detail=f"unexpected {type(exc).__name__} while decoding")
+    claims = verdict.claims
+    if (
+        verdict.reason is Reason.OK
+        and replay is not None
+        and claims is not None
+        and replay.check_and_record(claims.code_id, claims.expires_at + trust.clock_skew, now)
+    ):
+        return Verdict(Reason.REPLAYED, claims, verdict.kid)
+    return verdict
+
+
+def _check(code: object, trust: Trust, now: int) -> Verdict:
+    """Every check but replay, which needs state; see the module docstring for the order."""
     if not isinstance(code, str):
         return Verdict(Reason.MALFORMED, detail="a code is text")
     if len(code) > MAX_CODE_LENGTH:
@@ -115,6 +135,15 @@ def verify(code: object, trust: Trust, now: int, replay: ReplayState | None = No
         claims = CodeClaims.from_cbor(message.payload)
     except ClaimsError as exc:
         return Verdict(Reason.MALFORMED, kid=key.kid, detail=str(exc))
+    if claims.expires_at - claims.issued_at > trust.max_lifetime:
+        # Even a key's own signature cannot make a code live longer than codes may: a leaked
+        # or retired key could otherwise mint codes valid for decades.
+        return Verdict(
+            Reason.MALFORMED,
+            claims,
+            key.kid,
+            f"lives longer than {trust.max_lifetime} s",
+        )
     if not key.signs_at(claims.issued_at):
         return Verdict(
             Reason.UNKNOWN_KEY, claims, key.kid, "issued outside the key's signing period"
@@ -124,8 +153,4 @@ def verify(code: object, trust: Trust, now: int, replay: ReplayState | None = No
         return Verdict(Reason.EXPIRED, claims, key.kid)
     if now < claims.issued_at - skew:
         return Verdict(Reason.NOT_YET_VALID, claims, key.kid)
-    if replay is not None and replay.check_and_record(
-        claims.code_id, claims.expires_at + skew, now
-    ):
-        return Verdict(Reason.REPLAYED, claims, key.kid)
     return Verdict(Reason.OK, claims, key.kid)

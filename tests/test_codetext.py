@@ -69,11 +69,11 @@ def test_rfc_9285_examples_decode() -> None:
 
 def test_prefix_joins_deployment_and_version() -> None:
     assert prefix_for() == "WH1:"
-    assert prefix_for("SZ2", 3) == "SZ23:"
+    assert prefix_for("SZB", 3) == "SZB3:"
     assert encode_text("WH1:", b"AB") == "WH1:BB8"
 
 
-@pytest.mark.parametrize("deployment", ["", "wh", "1WH", "W-H", "ABCDEFGHI"])
+@pytest.mark.parametrize("deployment", ["", "wh", "1WH", "W-H", "ABCDEFGHI", "WH1"])
 def test_bad_deployment_tag_is_refused(deployment: str) -> None:
     with pytest.raises(CodeFormatError, match="deployment"):
         prefix_for(deployment)

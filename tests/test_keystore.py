@@ -173,8 +173,13 @@ def test_encrypted_key_without_a_passphrase_asks_for_idcode_key_passphrase(
 
     with pytest.raises(KeyStoreError, match="encrypted; set IDCODE_KEY_PASSPHRASE"):
         open_key_store(keys_dir).signing_key(NOW)
-    with pytest.raises(KeyStoreError, match="encrypted; set IDCODE_KEY_PASSPHRASE"):
-        open_key_store(keys_dir, "").root_key()  # an empty passphrase is no passphrase
+
+
+def test_an_empty_passphrase_is_refused_rather_than_writing_keys_in_the_clear(
+    keys_dir: Path,
+) -> None:
+    with pytest.raises(KeyStoreError, match="set but empty"):
+        open_key_store(keys_dir, "")
 
 
 def test_unencrypted_key_opened_with_a_passphrase_is_refused_with_a_clear_message(

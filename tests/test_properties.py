@@ -20,6 +20,7 @@ from idcode.claims import (
 )
 from idcode.codetext import BASE45_ALPHABET
 from idcode.cose import encode_protected, encode_sign1, to_be_signed
+from idcode.issuer import MAX_TTL
 from idcode.reasons import Reason
 from idcode.replay import ReplayCache
 from idcode.testing import TestIssuer
@@ -43,8 +44,8 @@ cards = st.builds(
 
 @st.composite
 def claim_sets(draw: st.DrawFn) -> CodeClaims:
-    issued_at = draw(st.integers(0, MAX_NUMERIC_DATE))
-    expires_at = draw(st.integers(issued_at, MAX_NUMERIC_DATE))
+    issued_at = draw(st.integers(0, MAX_NUMERIC_DATE - MAX_TTL))
+    expires_at = issued_at + draw(st.integers(0, MAX_TTL))
     return CodeClaims(
         issued_at=issued_at,
         expires_at=expires_at,

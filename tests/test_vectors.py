@@ -33,6 +33,7 @@ def run_vector(vector: dict[str, Any]) -> Verdict:
         prefix=trust_spec["prefix"],
         algorithms=[Algorithm.from_name(name) for name in trust_spec["algorithms"]],
         clock_skew=trust_spec["clock_skew"],
+        max_lifetime=trust_spec["max_lifetime"],
     )
     replay = ReplayCache()
     for code_id in vector["replay_seen"]:

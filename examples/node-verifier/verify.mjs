@@ -95,7 +95,7 @@ function decodeClaims (payload) {
 
 /**
  * Verify one code text at `now` (seconds since the epoch). `trust` has the shape of a test
- * vector's "trust" member: { prefix, algorithms, clock_skew, jwks }. `replaySeen` is a Set of
+ * vector's "trust" member: { prefix, algorithms, clock_skew, max_lifetime, jwks }. `replaySeen` is a Set of
  * hex code ids; an accepted code's id is added to it. Never throws on a bad code.
  */
 export function verify (code, trust, now, replaySeen = new Set()) {
@@ -140,6 +140,9 @@ export function verify (code, trust, now, replaySeen = new Set()) {
   } catch {
     return fail('malformed')
   }
+  // No code may live longer than max_lifetime, whoever signed it: a leaked or retired key
+  // could otherwise mint codes valid for decades.
+  if (claims.exp - claims.iat > trust.max_lifetime) return fail('malformed')
   // The JWK's nbf/exp bound the period in which the key may sign: a code "issued" outside
   // it (e.g. backdated with a retired key) is not trusted.
   if ((jwk.nbf != null && claims.iat < jwk.nbf) || (jwk.exp != null && claims.iat >= jwk.exp)) {

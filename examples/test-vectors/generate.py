@@ -26,6 +26,7 @@ import cbor2
 from idcode.claims import AgeBand, Card, CodeClaims, Programme, Residency
 from idcode.codetext import encode_text
 from idcode.cose import Algorithm, encode_protected, encode_sign1, to_be_signed
+from idcode.issuer import MAX_TTL
 from idcode.keys import IssuerKey, jwks
 
 PREFIX = "WH1:"
@@ -455,6 +456,27 @@ CASES = [
         "claims_decode",
     ),
     Case(
+        "claims-lifetime-too-long",
+        "Signed by the trusted key, valid for a day: longer than any code may live (1 h).",
+        lambda: text(signed_claims(exp=ISSUED_AT + 86_400)),
+        "claims_decode",
+    ),
+    Case(
+        "alg-eddsa-on-es256-key",
+        "Header says EdDSA, kid E is an ES256 key; both algorithms accepted.",
+        lambda: text(sign_raw(CLAIMS.to_cbor(), alg=-8, kid=b"E")),
+        "key_alg_matches",
+        trusted=[EDDSA_KEY, ES256_KEY],
+        algorithms=[Algorithm.EDDSA, Algorithm.ES256],
+    ),
+    Case(
+        "alg-bignum",
+        "alg as a CBOR bignum (tag 2, 2**64): tags are not part of a code.",
+        lambda: text(encode_sign1(b"\xa2\x01\xc2\x49\x01" + bytes(8) + b"\x04\x41A",
+                                  CLAIMS.to_cbor(), bytes(64))),
+        "cose_decode",
+    ),
+    Case(
         "es256-signature-bit-flip",
         "One bit of an ES256 signature (in s) flipped.",
         lambda: text(flip_bit(good(ES256_KEY), len(good(ES256_KEY)) - 1)),
@@ -550,6 +572,7 @@ def render(case: Case, number: int) -> dict[str, Any]:
             "prefix": PREFIX,
             "algorithms": [alg.jose_name for alg in case.algorithms],
             "clock_skew": SKEW,
+            "max_lifetime": MAX_TTL,
             "jwks": jwks([key.public for key in case.trusted]),
         },
         "validation_clock": datetime.fromtimestamp(case.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -1,0 +1,1 @@
+"""The issuance service: FastAPI application, dependencies, problem responses and routes."""

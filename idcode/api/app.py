@@ -1,0 +1,89 @@
+"""The FastAPI application: ``create_app(settings)`` wires storage, state, keys and routes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from idcode import __version__
+from idcode.api import problems
+from idcode.api.deps import Services
+from idcode.api.routes import cards, codes, health, verify
+from idcode.auth import token_verifier
+from idcode.database import make_engine, make_session_factory
+from idcode.keystore import SigningKeyCache, initialise, open_key_store
+from idcode.pii import vault_for
+from idcode.settings import Settings, get_settings
+from idcode.state import make_state
+
+log = logging.getLogger("idcode.api")
+
+DESCRIPTION = """
+The idcode issuance service: citizens get short-lived signed codes (`POST /v1/codes`),
+operators enrol and manage cards, connected terminals verify online. Errors are
+`application/problem+json` (RFC 9457) with a machine-readable `reason`.
+"""
+
+
+def build_services(settings: Settings) -> Services:
+    """Everything the routes need; fails early and clearly on bad configuration."""
+    store = open_key_store(
+        settings.keys_dir,
+        settings.passphrase,
+    )
+    if settings.development:
+        for created in initialise(store, _now(), settings.issuer_key_days):
+            log.info("created development %s in %s", created, settings.keys_dir)
+    vault = vault_for(settings)
+    engine = make_engine(settings.sqlalchemy_url)
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        state=make_state(settings.redis_url, settings.redis_prefix),
+        keys=SigningKeyCache(store),
+        tokens=token_verifier(settings),
+        vault=vault,
+    )
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        app.state.services = services
+        log.info(
+            "idcode %s serving: %s, %s state, prefix %s",
+            __version__,
+            services.engine.dialect.name,
+            services.state.kind,
+            settings.code_prefix,
+        )
+        try:
+            yield
+        finally:
+            await services.state.close()
+            services.engine.dispose()
+
+    app = FastAPI(
+        title="idcode",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(codes.router)
+    app.include_router(cards.router)
+    app.include_router(verify.router)
+    return app

@@ -1,0 +1,122 @@
+"""Errors as ``application/problem+json`` (RFC 9457), each with one machine-readable reason.
+
+The reason is in the ``reason`` member and at the end of ``type``
+(``urn:idcode:problem:<reason>``); docs/api.md lists them. Verification reasons are the
+verifier's own (``expired``, ``bad_signature``, ...), so the API, the CLI and the terminals
+speak one vocabulary. No problem ever repeats the request's personal data.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("idcode.api")
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemBody(BaseModel):
+    """The RFC 9457 members idcode uses, plus ``reason``."""
+
+    type: str
+    title: str
+    status: int
+    reason: str
+    detail: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class Problem(Exception):
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        title: str,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(title)
+        self.status, self.reason, self.title, self.detail = status, reason, title, detail
+        self.headers, self.errors = headers or {}, errors
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {
+            "type": f"urn:idcode:problem:{self.reason}",
+            "title": self.title,
+            "status": self.status,
+            "reason": self.reason,
+        }
+        if self.detail:
+            body["detail"] = self.detail
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return JSONResponse(body, self.status, headers=self.headers, media_type=PROBLEM_JSON)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problems a route can answer with."""
+    return {status: {"model": ProblemBody, "content": {PROBLEM_JSON: {}}} for status in statuses}
+
+
+_HTTP_REASONS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            # No "input": the rejected value may be an ID number or a name.
+            {"loc": list(error["loc"]), "msg": str(error["msg"]).removeprefix("Value error, ")}
+            for error in exc.errors()
+        ]
+        return Problem(
+            422, "invalid_request", "The request is not valid.", errors=errors
+        ).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = _HTTP_REASONS.get(exc.status_code, "http_error")
+        return Problem(
+            exc.status_code, reason, str(exc.detail), headers=dict(exc.headers or {})
+        ).response()
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database unavailable: %s", type(exc.orig).__name__)
+        return Problem(
+            503,
+            "database_unavailable",
+            "The database cannot be reached; try again shortly.",
+            headers={"Retry-After": "5"},
+        ).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # The exception's type and where it was raised, never its message: that could
+        # hold a request's personal data.
+        where = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("unexpected %s\n%s", type(exc).__name__, where)
+        return Problem(500, "internal_error", "Something went wrong on our side.").response()

@@ -1,0 +1,59 @@
+"""Liveness, readiness and the published issuer keys."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from idcode.api.deps import ServicesDep
+from idcode.api.problems import problem_responses
+from idcode.database import ping
+from idcode.keys import jwks
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="The database and Redis are reachable",
+    responses={503: {"description": "A dependency is down", "content": {"application/json": {}}}},
+)
+async def readyz(services: ServicesDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        await run_in_threadpool(ping, services.engine)
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means not ready; the reason is the type only
+        checks["database"] = f"unreachable ({type(exc).__name__})"
+    if services.state.kind == "redis":
+        try:
+            await services.state.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"unreachable ({type(exc).__name__})"
+    else:
+        checks["redis"] = "not configured (in-process state, single replica)"
+    ready = all(value == "ok" or value.startswith("not configured") for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get(
+    "/.well-known/jwks.json",
+    summary="Issuer public keys (JWK Set) that verify codes",
+    responses=problem_responses(503),
+)
+async def jwks_document(services: ServicesDep) -> JSONResponse:
+    document: dict[str, Any] = jwks(services.keys.published(int(time.time())))
+    return JSONResponse(document, headers={"Cache-Control": "public, max-age=300"})

@@ -1,0 +1,175 @@
+"""Who is calling: OIDC ID tokens from the city's identity provider, verified with pyjwt.
+
+A citizen's token carries the real-name-verified national ID number in a claim (by default
+``id_number``); it is used only to compute the keyed lookup hash of the citizen's card and
+is never logged or stored. Operators and online verifiers are told apart by roles.
+
+In development a built-in identity provider (an Ed25519 key in ``keys/dev-idp.pem``) signs
+tokens for ``idcode dev-token``; production refuses its issuer name.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from idcode.errors import IdcodeError
+from idcode.secretfiles import check_private, write_secret_file
+from idcode.settings import DEV_IDP_ISSUER, Settings
+
+DEV_IDP_KID = "idcode-dev-idp"
+DEV_IDP_FILE = "dev-idp.pem"
+LEEWAY_SECONDS = 30
+
+
+class AuthError(IdcodeError):
+    """The caller is not authenticated; ``reason`` is missing_token, token_expired or
+    invalid_token."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    id_number: str | None
+    roles: frozenset[str]
+
+
+class KeySource:
+    """Verification keys by kid: a static JWK Set, or the identity provider's JWKS URL."""
+
+    def __init__(self, jwks: dict[str, Any] | None = None, url: str | None = None) -> None:
+        self._set = jwt.PyJWKSet.from_dict(jwks) if jwks is not None else None
+        self._client = jwt.PyJWKClient(url, cache_keys=True, lifespan=300) if url else None
+        self.needs_network = self._client is not None
+
+    def key_for(self, token: str, kid: str | None) -> jwt.PyJWK:
+        if self._client is not None:
+            return self._client.get_signing_key_from_jwt(token)
+        assert self._set is not None
+        try:
+            return self._set[kid or ""]
+        except KeyError:
+            raise AuthError("invalid_token", "the token's key id is not the provider's") from None
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings, keys: KeySource) -> None:
+        self._settings = settings
+        self._keys = keys
+        self.needs_network = keys.needs_network
+
+    def verify(self, token: str) -> Principal:
+        settings = self._settings
+        try:
+            header = jwt.get_unverified_header(token)
+            alg = header.get("alg")
+            if alg not in settings.oidc_algorithms:
+                raise AuthError("invalid_token", f"tokens signed with {alg!r} are not accepted")
+            signing_key = self._keys.key_for(token, header.get("kid"))
+            if signing_key.algorithm_name not in (None, alg):
+                raise AuthError("invalid_token", "the token's algorithm does not fit its key")
+            claims = jwt.decode(
+                token,
+                signing_key.key,
+                algorithms=[alg],
+                audience=settings.oidc_audience,
+                issuer=settings.oidc_issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token_expired", "the ID token has expired") from None
+        except jwt.PyJWKClientError:
+            raise AuthError("invalid_token", "the token's key is not the provider's") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError("invalid_token", f"the ID token is not valid: {exc}") from None
+        roles = claims.get(settings.oidc_roles_claim, [])
+        id_number = claims.get(settings.oidc_id_number_claim)
+        return Principal(
+            subject=str(claims["sub"]),
+            id_number=id_number if isinstance(id_number, str) else None,
+            roles=frozenset(r for r in roles if isinstance(r, str))
+            if isinstance(roles, list)
+            else frozenset(),
+        )
+
+
+def token_verifier(settings: Settings) -> TokenVerifier:
+    if settings.oidc_jwks_url:
+        return TokenVerifier(settings, KeySource(url=settings.oidc_jwks_url))
+    if settings.oidc_jwks_file:
+        try:
+            jwks = json.loads(settings.oidc_jwks_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise IdcodeError(f"cannot read IDCODE_OIDC_JWKS_FILE: {exc}") from None
+        return TokenVerifier(settings, KeySource(jwks=jwks))
+    if settings.development and settings.oidc_issuer == DEV_IDP_ISSUER:
+        return TokenVerifier(settings, KeySource(jwks=dev_idp_jwks(settings.keys_dir)))
+    raise IdcodeError("set IDCODE_OIDC_JWKS_URL or IDCODE_OIDC_JWKS_FILE")
+
+
+# -- the development identity provider ---------------------------------------------------
+
+
+def dev_idp_key(keys_dir: Path) -> Ed25519PrivateKey:
+    path = keys_dir / DEV_IDP_FILE
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write_secret_file(path, pem)
+        return key
+    check_private(path)
+    loaded = serialization.load_pem_private_key(path.read_bytes(), None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise IdcodeError(f"{path} is not an Ed25519 key")
+    return loaded
+
+
+def dev_idp_jwks(keys_dir: Path) -> dict[str, Any]:
+    jwk = jwt.algorithms.OKPAlgorithm.to_jwk(dev_idp_key(keys_dir).public_key(), as_dict=True)
+    jwk.update(kid=DEV_IDP_KID, alg="EdDSA", use="sig")
+    return {"keys": [jwk]}
+
+
+def dev_token(
+    settings: Settings,
+    subject: str,
+    *,
+    id_number: str | None = None,
+    roles: tuple[str, ...] = (),
+    ttl: int = 3600,
+    now: int | None = None,
+) -> str:
+    """An ID token from the development identity provider (development only)."""
+    if not settings.development:
+        raise IdcodeError("the development identity provider is off outside development")
+    issued = int(time.time()) if now is None else now
+    claims: dict[str, Any] = {
+        "iss": DEV_IDP_ISSUER,
+        "aud": settings.oidc_audience,
+        "sub": subject,
+        "iat": issued,
+        "exp": issued + ttl,
+    }
+    if id_number is not None:
+        claims[settings.oidc_id_number_claim] = id_number
+    if roles:
+        claims[settings.oidc_roles_claim] = list(roles)
+    return jwt.encode(
+        claims, dev_idp_key(settings.keys_dir), algorithm="EdDSA", headers={"kid": DEV_IDP_KID}
+    )

@@ -1,0 +1,293 @@
+"""Citizen cards: enrolment, status changes, age bands and the snapshot a code is minted from.
+
+Operations take a SQLAlchemy session and leave committing to the caller, so an HTTP request
+or an import chunk commits the card and its audit record together, or neither.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idcode.claims import (
+    ALL_PROGRAMMES,
+    MAX_STATUS_INDEX,
+    PSEUDONYM_LENGTH,
+    AgeBand,
+    Card,
+    Programme,
+    Residency,
+    programme_names,
+)
+from idcode.errors import IdcodeError
+from idcode.idnumber import birth_date, normalise_id_number
+from idcode.models import AuditRecord, CardRecord, CardStatus
+from idcode.pii import PersonalDataVault
+
+#: Ages are counted on the civil date in China (UTC+8 all year, no daylight saving time).
+CHINA_TIME = timezone(timedelta(hours=8))
+_PHONE = re.compile(r"\+?[0-9][0-9 -]{4,19}")
+_RESIDENCY_NAMES = {member.name.lower().replace("_", "-"): member for member in Residency}
+_PROGRAMME_NAMES = {
+    name.replace("_", "-"): Programme[name.upper()] for name in programme_names(ALL_PROGRAMMES)
+}
+
+StatusAction = Literal["suspend", "lost", "revoke", "reinstate"]
+# action -> (statuses it applies to, status it leads to)
+TRANSITIONS: dict[str, tuple[frozenset[CardStatus], CardStatus]] = {
+    "suspend": (frozenset({CardStatus.ACTIVE}), CardStatus.SUSPENDED),
+    "lost": (frozenset({CardStatus.ACTIVE, CardStatus.SUSPENDED}), CardStatus.LOST),
+    "revoke": (
+        frozenset({CardStatus.ACTIVE, CardStatus.SUSPENDED, CardStatus.LOST}),
+        CardStatus.REVOKED,
+    ),
+    "reinstate": (frozenset({CardStatus.SUSPENDED, CardStatus.LOST}), CardStatus.ACTIVE),
+}
+
+
+class CardError(IdcodeError):
+    """A card operation that cannot be done; ``reason`` is the machine-readable cause."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NewCard(BaseModel):
+    """One card to enrol, as an operator or an import file gives it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id_number: str = Field(description="National ID number (18 characters, GB 11643).")
+    name: str = Field(min_length=1, max_length=64)
+    phone: str | None = Field(default=None, description="Optional contact number.")
+    residency: str = Field(default="registered", description=" | ".join(_RESIDENCY_NAMES))
+    programmes: list[str] = Field(default_factory=list, description=" ".join(_PROGRAMME_NAMES))
+
+    @field_validator("id_number")
+    @classmethod
+    def _valid_id_number(cls, value: str) -> str:
+        return normalise_id_number(value)
+
+    @field_validator("phone")
+    @classmethod
+    def _plausible_phone(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not _PHONE.fullmatch(value):
+            raise ValueError("a phone number is 5-20 digits, spaces or dashes, optionally +")
+        return value
+
+    @field_validator("residency")
+    @classmethod
+    def _known_residency(cls, value: str) -> str:
+        if value.lower() not in _RESIDENCY_NAMES:
+            raise ValueError(f"residency must be one of {', '.join(_RESIDENCY_NAMES)}")
+        return value.lower()
+
+    @field_validator("programmes")
+    @classmethod
+    def _known_programmes(cls, values: list[str]) -> list[str]:
+        unknown = [v for v in values if v.lower() not in _PROGRAMME_NAMES]
+        if unknown:
+            raise ValueError(f"programmes must be among {', '.join(_PROGRAMME_NAMES)}")
+        return sorted({v.lower() for v in values})
+
+    @property
+    def programme_flags(self) -> Programme:
+        flags = Programme.NONE
+        for name in self.programmes:
+            flags |= _PROGRAMME_NAMES[name]
+        return flags
+
+
+def age_band_on(birth: date, today: date) -> AgeBand:
+    age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+    for upper, band in _AGE_BOUNDS:
+        if age < upper:
+            return band
+    return AgeBand.AGE_80_PLUS
+
+
+_AGE_BOUNDS = [
+    (6, AgeBand.UNDER_6),
+    (18, AgeBand.AGE_6_17),
+    (60, AgeBand.AGE_18_59),
+    (65, AgeBand.AGE_60_64),
+    (70, AgeBand.AGE_65_69),
+    (80, AgeBand.AGE_70_79),
+]
+
+
+def next_birthday(birth: date, today: date) -> date:
+    """The next birthday after ``today`` (29 February counts on 1 March in common years)."""
+    for year in (today.year, today.year + 1):
+        try:
+            candidate = date(year, birth.month, birth.day)
+        except ValueError:
+            candidate = date(year, 3, 1)
+        if candidate > today:
+            return candidate
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True, slots=True)
+class CardSnapshot:
+    """What minting a code needs about a card, safe to cache: no personal data, only the
+    age band, valid until ``valid_until`` (epoch seconds; the next birthday at the latest)."""
+
+    card_id: str
+    pseudonym: bytes
+    status_index: int
+    status: str
+    residency: int
+    programmes: int
+    age_band: int
+    valid_until: int
+
+    def card(self) -> Card:
+        return Card(
+            pseudonym=self.pseudonym,
+            status_index=self.status_index,
+            residency=Residency(self.residency),
+            age_band=AgeBand(self.age_band),
+            programmes=Programme(self.programmes),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["pseudonym"] = self.pseudonym.hex()
+        return document
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> CardSnapshot:
+        return cls(**{**document, "pseudonym": bytes.fromhex(document["pseudonym"])})
+
+
+def snapshot(record: CardRecord, vault: PersonalDataVault, now: datetime) -> CardSnapshot:
+    birth = date.fromisoformat(
+        vault.decrypt(record.birth_date_enc, card_id=record.id, field="birth_date")
+    )
+    today = now.astimezone(CHINA_TIME).date()
+    birthday = datetime.combine(next_birthday(birth, today), datetime.min.time(), CHINA_TIME)
+    return CardSnapshot(
+        card_id=record.id,
+        pseudonym=record.pseudonym,
+        status_index=record.status_index,
+        status=record.status,
+        residency=record.residency,
+        programmes=record.programmes,
+        age_band=int(age_band_on(birth, today)),
+        valid_until=int(birthday.timestamp()),
+    )
+
+
+def find_by_id_hash(session: Session, id_hash: bytes) -> CardRecord | None:
+    return session.scalars(select(CardRecord).where(CardRecord.id_hash == id_hash)).first()
+
+
+def get_card(session: Session, card_id: str) -> CardRecord:
+    record = session.scalars(select(CardRecord).where(CardRecord.id == card_id)).first()
+    if record is None:
+        raise CardError("card_not_found", "no card with this id")
+    return record
+
+
+def enrol(
+    session: Session, vault: PersonalDataVault, new: NewCard, actor: str, *, audit: bool = True
+) -> CardRecord:
+    """Add a card (not committed). A second card for the same ID number is refused."""
+    id_hash = vault.lookup_hash(new.id_number)
+    if find_by_id_hash(session, id_hash) is not None:
+        raise CardError("already_enrolled", "a card for this ID number is already enrolled")
+    card_id = str(uuid.uuid4())
+    record = CardRecord(
+        id=card_id,
+        pseudonym=_free_pseudonym(session),
+        id_hash=id_hash,
+        id_number_enc=vault.encrypt(new.id_number, card_id=card_id, field="id_number"),
+        name_enc=vault.encrypt(new.name, card_id=card_id, field="name"),
+        phone_enc=vault.encrypt(new.phone, card_id=card_id, field="phone") if new.phone else None,
+        birth_date_enc=vault.encrypt(
+            birth_date(new.id_number).isoformat(), card_id=card_id, field="birth_date"
+        ),
+        status=CardStatus.ACTIVE.value,
+        residency=int(_RESIDENCY_NAMES[new.residency]),
+        programmes=int(new.programme_flags),
+    )
+    session.add(record)
+    session.flush()  # assigns the status index
+    if record.status_index > MAX_STATUS_INDEX:
+        raise CardError("status_list_full", "the status list has no free index left")
+    if audit:
+        record_audit(session, actor, "card.enrol", record.id)
+    return record
+
+
+def _free_pseudonym(session: Session) -> bytes:
+    for _ in range(8):
+        pseudonym = secrets.token_bytes(PSEUDONYM_LENGTH)
+        taken = session.scalars(
+            select(CardRecord.status_index).where(CardRecord.pseudonym == pseudonym)
+        ).first()
+        if taken is None:
+            return pseudonym
+    raise CardError("pseudonym_space_exhausted", "could not draw an unused pseudonym")
+
+
+def change_status(session: Session, card_id: str, action: str, actor: str) -> CardRecord:
+    if action not in TRANSITIONS:
+        raise CardError("invalid_action", f"action must be one of {', '.join(TRANSITIONS)}")
+    record = get_card(session, card_id)
+    sources, target = TRANSITIONS[action]
+    if CardStatus(record.status) not in sources:
+        raise CardError("invalid_transition", f"cannot {action} a card that is {record.status}")
+    previous = record.status
+    record.status = target.value
+    record_audit(session, actor, f"card.{action}", card_id, {"from": previous, "to": target.value})
+    return record
+
+
+def record_audit(
+    session: Session,
+    actor: str,
+    action: str,
+    card_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.add(AuditRecord(actor=actor, action=action, card_id=card_id, detail=detail or {}))
+
+
+def mask_name(name: str) -> str:
+    return name[:1] + "*" * (len(name) - 1)
+
+
+def mask_id_number(id_number: str) -> str:
+    return id_number[:4] + "*" * 10 + id_number[-4:]
+
+
+def card_view(record: CardRecord, vault: PersonalDataVault, now: datetime) -> dict[str, Any]:
+    """An operator's view of a card: state and attributes, personal data masked."""
+    view = snapshot(record, vault, now)
+    return {
+        "id": record.id,
+        "status": record.status,
+        "status_index": record.status_index,
+        "pseudonym": record.pseudonym.hex(),
+        "residency": Residency(record.residency).name.lower().replace("_", "-"),
+        "age_band": AgeBand(view.age_band).name.lower(),
+        "programmes": [n.replace("_", "-") for n in programme_names(Programme(record.programmes))],
+        "name_masked": mask_name(vault.decrypt(record.name_enc, card_id=record.id, field="name")),
+        "id_number_masked": mask_id_number(
+            vault.decrypt(record.id_number_enc, card_id=record.id, field="id_number")
+        ),
+        "created_at": record.created_at.astimezone(UTC).isoformat(),
+    }

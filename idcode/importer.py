@@ -1,0 +1,211 @@
+"""Bulk enrolment from the citizen-card system: CSV or JSON Lines, validated row by row.
+
+A rejected row is reported by its number, the field and the reason, never by its values.
+Valid rows are enrolled in chunks; each chunk commits with its audit record or not at all,
+and a row whose ID number is already enrolled is reported as ``already_enrolled`` rather
+than enrolled twice, so an interrupted import can simply be run again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idcode.cards import NewCard, enrol, record_audit
+from idcode.models import CardRecord
+from idcode.pii import PersonalDataVault
+
+ImportFormat = Literal["csv", "jsonl"]
+CSV_COLUMNS = ("id_number", "name", "phone", "residency", "programmes")
+MAX_REJECTIONS_REPORTED = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    row: int  # 1-based data row (CSV header excluded)
+    field: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    received: int = 0
+    imported: int = 0
+    rejected: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def reject(self, rejection: Rejection) -> None:
+        self.rejected += 1
+        if len(self.rejections) < MAX_REJECTIONS_REPORTED:
+            self.rejections.append(rejection)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "imported": self.imported,
+            "rejected": self.rejected,
+            "rejections": [
+                {"row": r.row, "field": r.field, "reason": r.reason} for r in self.rejections
+            ],
+            "rejections_truncated": self.rejected > len(self.rejections),
+        }
+
+
+Parsed = tuple[int, dict[str, Any] | Rejection]
+
+
+def parse_rows(lines: Iterable[str], fmt: ImportFormat) -> Iterator[Parsed]:
+    """Rows as dicts, or a Rejection for a row that cannot even be read."""
+    if fmt == "csv":
+        yield from _parse_csv(lines)
+    else:
+        yield from _parse_jsonl(lines)
+
+
+def _parse_csv(lines: Iterable[str]) -> Iterator[Parsed]:
+    reader = csv.DictReader(lines)
+    header = reader.fieldnames or []
+    missing = {"id_number", "name"} - set(header)
+    unknown = set(header) - set(CSV_COLUMNS)
+    if missing or unknown:
+        problem = f"missing {sorted(missing)}" if missing else f"unknown {sorted(unknown)}"
+        yield 0, Rejection(0, "header", f"CSV header must name {', '.join(CSV_COLUMNS)}: {problem}")
+        return
+    for number, row in enumerate(reader, start=1):
+        if None in row:
+            yield number, Rejection(number, "row", "more fields than the header names")
+            continue
+        programmes = (row.get("programmes") or "").replace(";", " ").split()
+        yield (
+            number,
+            {**{k: v for k, v in row.items() if v not in (None, "")}, "programmes": programmes},
+        )
+
+
+def _parse_jsonl(lines: Iterable[str]) -> Iterator[Parsed]:
+    number = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        number += 1
+        try:
+            row = json.loads(line)
+        except ValueError:
+            yield number, Rejection(number, "row", "not a JSON object")
+            continue
+        if not isinstance(row, dict):
+            yield number, Rejection(number, "row", "not a JSON object")
+            continue
+        yield number, row
+
+
+def validate(number: int, row: dict[str, Any]) -> NewCard | Rejection:
+    try:
+        return NewCard.model_validate(row)
+    except ValidationError as exc:
+        error = exc.errors(include_input=False, include_url=False)[0]
+        location = ".".join(str(part) for part in error["loc"]) or "row"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        return Rejection(number, location, message)
+
+
+def import_cards(
+    sessions: sessionmaker[Session],
+    vault: PersonalDataVault,
+    rows: Iterable[Parsed],
+    actor: str,
+    *,
+    chunk_size: int = 1000,
+    dry_run: bool = False,
+    all_or_nothing: bool = False,
+    progress: Callable[[ImportReport], None] | None = None,
+) -> ImportReport:
+    """Validate and enrol ``rows``; see the module docstring for what commits when.
+
+    With ``all_or_nothing`` every valid row waits in one transaction that commits only if no
+    row was rejected. With ``dry_run`` nothing commits at all.
+    """
+    report = ImportReport()
+    seen: set[bytes] = set()
+    session = sessions()
+    try:
+        chunk: list[tuple[int, NewCard]] = []
+        for number, parsed in rows:
+            report.received += number > 0
+            candidate = parsed if isinstance(parsed, Rejection) else validate(number, parsed)
+            if isinstance(candidate, Rejection):
+                report.reject(candidate)
+                continue
+            id_hash = vault.lookup_hash(candidate.id_number)
+            if id_hash in seen:
+                report.reject(Rejection(number, "id_number", "duplicate of an earlier row"))
+                continue
+            seen.add(id_hash)
+            chunk.append((number, candidate))
+            if len(chunk) >= chunk_size:
+                _enrol_chunk(session, vault, chunk, actor, report)
+                chunk = []
+                if not (dry_run or all_or_nothing):
+                    session.commit()
+                if progress:
+                    progress(report)
+        _enrol_chunk(session, vault, chunk, actor, report)
+        record_audit(
+            session,
+            actor,
+            "cards.import",
+            detail={
+                "received": report.received,
+                "imported": report.imported,
+                "rejected": report.rejected,
+                "dry_run": dry_run,
+            },
+        )
+        if dry_run or (all_or_nothing and report.rejected):
+            session.rollback()
+            if not dry_run:
+                report.imported = 0
+        else:
+            session.commit()
+        if progress:
+            progress(report)
+        return report
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _enrol_chunk(
+    session: Session,
+    vault: PersonalDataVault,
+    chunk: list[tuple[int, NewCard]],
+    actor: str,
+    report: ImportReport,
+) -> None:
+    if not chunk:
+        return
+    hashes = [vault.lookup_hash(card.id_number) for _, card in chunk]
+    enrolled = set(
+        session.scalars(select(CardRecord.id_hash).where(CardRecord.id_hash.in_(hashes)))
+    )
+    for (number, card), id_hash in zip(chunk, hashes, strict=True):
+        if id_hash in enrolled:
+            report.reject(Rejection(number, "id_number", "already enrolled"))
+            continue
+        enrol(session, vault, card, actor, audit=False)
+        report.imported += 1
+
+
+def lines_of(body: bytes) -> Iterator[str]:
+    """Text lines of an uploaded body (UTF-8, with or without a byte-order mark)."""
+    return iter(io.StringIO(body.decode("utf-8-sig"), newline=""))

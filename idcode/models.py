@@ -1,0 +1,65 @@
+"""Database tables (SQLAlchemy 2): cards with their personal data encrypted, and the audit trail.
+
+A card's integer primary key is its slot in the revocation status list, so the list is as
+dense as the cards ever enrolled. Personal data is only ever stored as AES-GCM ciphertext
+(``*_enc``) plus the keyed hash of the ID number for lookups.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class CardStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    LOST = "lost"
+    REVOKED = "revoked"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CardRecord(Base):
+    __tablename__ = "cards"
+
+    status_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)  # public id (UUID)
+    pseudonym: Mapped[bytes] = mapped_column(LargeBinary(6), unique=True)
+    id_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    id_number_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    name_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    phone_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    birth_date_enc: Mapped[bytes] = mapped_column(LargeBinary)  # the age band's source
+    status: Mapped[str] = mapped_column(String(16), default=CardStatus.ACTIVE.value)
+    residency: Mapped[int] = mapped_column(Integer)
+    programmes: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class AuditRecord(Base):
+    """One operator action. ``detail`` never holds personal data, only ids, counts, states."""
+
+    __tablename__ = "audit_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    card_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("cards.id"), nullable=True, index=True
+    )
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,29 @@
+"""The service answers on PostgreSQL and Redis: enrol, issue, verify offline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from idcode.cose import Algorithm
+from idcode.keys import keys_from_jwks
+from idcode.verifier import Trust, verify
+
+from .conftest import Tokens
+
+
+def test_enrolled_citizen_gets_a_code_that_verifies_offline(
+    client: TestClient, tokens: Tokens, enrol: Callable[..., tuple[str, str]]
+) -> None:
+    _, id_number = enrol(programmes=["meal-subsidy"])
+    response = client.post("/v1/codes", headers=tokens.citizen(id_number))
+    assert response.status_code == 200, response.text
+    issued = response.json()
+    keys = keys_from_jwks(client.get("/.well-known/jwks.json").json())
+    trust = Trust.of(keys, prefix="WH1:", algorithms=[Algorithm.EDDSA])
+    import time
+
+    verdict = verify(issued["code"], trust, int(time.time()))
+    assert verdict.valid, verdict
+    assert client.get("/readyz").json()["checks"] == {"database": "ok", "redis": "ok"}
