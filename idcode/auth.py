@@ -10,8 +10,10 @@ tokens for ``idcode dev-token``; production refuses its issuer name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from idcode.errors import IdcodeError
-from idcode.secretfiles import check_private, write_secret_file
+from idcode.secretfiles import read_or_create_secret
 from idcode.settings import DEV_IDP_ISSUER, Settings
 
 DEV_IDP_KID = "idcode-dev-idp"
@@ -64,12 +66,36 @@ class KeySource:
 
 
 class TokenVerifier:
+    """Checks ID tokens, remembering the ones it accepted.
+
+    The city app sends the same ID token with every code request until the token expires, so
+    an accepted token is remembered (by its SHA-256) until its ``exp``, but for at most
+    ``CACHE_SECONDS``, the same time the provider's keys are cached: a key the provider
+    withdraws stops being trusted as quickly either way. Refused tokens are not remembered.
+    """
+
+    CACHE_SECONDS = 300
+    CACHE_ENTRIES = 20_000
+
     def __init__(self, settings: Settings, keys: KeySource) -> None:
         self._settings = settings
         self._keys = keys
         self.needs_network = keys.needs_network
+        self._accepted: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
 
-    def verify(self, token: str) -> Principal:
+    def verify(self, token: str, now: float | None = None) -> Principal:
+        now = time.time() if now is None else now
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        remembered = self._accepted.get(digest)
+        if remembered is not None and remembered[1] > now:
+            return remembered[0]
+        principal, expires = self._check(token)
+        self._accepted[digest] = (principal, min(expires, now + self.CACHE_SECONDS))
+        if len(self._accepted) > self.CACHE_ENTRIES:
+            self._accepted.popitem(last=False)
+        return principal
+
+    def _check(self, token: str) -> tuple[Principal, float]:
         settings = self._settings
         try:
             header = jwt.get_unverified_header(token)
@@ -96,13 +122,14 @@ class TokenVerifier:
             raise AuthError("invalid_token", f"the ID token is not valid: {exc}") from None
         roles = claims.get(settings.oidc_roles_claim, [])
         id_number = claims.get(settings.oidc_id_number_claim)
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             id_number=id_number if isinstance(id_number, str) else None,
             roles=frozenset(r for r in roles if isinstance(r, str))
             if isinstance(roles, list)
             else frozenset(),
         )
+        return principal, float(claims["exp"])
 
 
 def token_verifier(settings: Settings) -> TokenVerifier:
@@ -123,18 +150,15 @@ def token_verifier(settings: Settings) -> TokenVerifier:
 
 
 def dev_idp_key(keys_dir: Path) -> Ed25519PrivateKey:
-    path = keys_dir / DEV_IDP_FILE
-    if not path.exists():
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
+    def new_key() -> bytes:
+        return Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        write_secret_file(path, pem)
-        return key
-    check_private(path)
-    loaded = serialization.load_pem_private_key(path.read_bytes(), None)
+
+    path = keys_dir / DEV_IDP_FILE
+    loaded = serialization.load_pem_private_key(read_or_create_secret(path, new_key), None)
     if not isinstance(loaded, Ed25519PrivateKey):
         raise IdcodeError(f"{path} is not an Ed25519 key")
     return loaded

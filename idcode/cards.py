@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -152,6 +152,7 @@ class CardSnapshot:
     programmes: int
     age_band: int
     valid_until: int
+    version: int
 
     def card(self) -> Card:
         return Card(
@@ -169,7 +170,18 @@ class CardSnapshot:
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> CardSnapshot:
-        return cls(**{**document, "pseudonym": bytes.fromhex(document["pseudonym"])})
+        """Read a cached snapshot; fields unknown to this version are ignored and a missing
+        version reads as 0, so replicas of two releases can share one cache."""
+        return cls(
+            **{name: document[name] for name in _SNAPSHOT_FIELDS if name in document},
+            pseudonym=bytes.fromhex(document["pseudonym"]),
+            version=int(document.get("version", 0)),
+        )
+
+
+_SNAPSHOT_FIELDS = frozenset(
+    field.name for field in fields(CardSnapshot) if field.name not in ("pseudonym", "version")
+)
 
 
 def snapshot(record: CardRecord, vault: PersonalDataVault, now: datetime) -> CardSnapshot:
@@ -187,6 +199,7 @@ def snapshot(record: CardRecord, vault: PersonalDataVault, now: datetime) -> Car
         programmes=record.programmes,
         age_band=int(age_band_on(birth, today)),
         valid_until=int(birthday.timestamp()),
+        version=record.version or 0,
     )
 
 
@@ -252,6 +265,7 @@ def change_status(session: Session, card_id: str, action: str, actor: str) -> Ca
         raise CardError("invalid_transition", f"cannot {action} a card that is {record.status}")
     previous = record.status
     record.status = target.value
+    record.version = (record.version or 0) + 1
     record_audit(session, actor, f"card.{action}", card_id, {"from": previous, "to": target.value})
     return record
 

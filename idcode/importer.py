@@ -91,11 +91,10 @@ def _parse_csv(lines: Iterable[str]) -> Iterator[Parsed]:
 
 
 def _parse_jsonl(lines: Iterable[str]) -> Iterator[Parsed]:
-    number = 0
-    for line in lines:
+    # A row's number is its line number, blank lines included, so an operator can find it.
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        number += 1
         try:
             row = json.loads(line)
         except ValueError:
@@ -126,15 +125,23 @@ def import_cards(
     chunk_size: int = 1000,
     dry_run: bool = False,
     all_or_nothing: bool = False,
+    commit_chunks: bool = True,
     progress: Callable[[ImportReport], None] | None = None,
 ) -> ImportReport:
     """Validate and enrol ``rows``; see the module docstring for what commits when.
 
-    With ``all_or_nothing`` every valid row waits in one transaction that commits only if no
-    row was rejected. With ``dry_run`` nothing commits at all.
+    ``commit_chunks`` commits every ``chunk_size`` rows (for files of millions of rows, which
+    can then be re-run after an interruption); without it all valid rows commit together.
+    With ``all_or_nothing`` they commit only if no row was rejected; with ``dry_run`` never.
     """
     report = ImportReport()
     seen: set[bytes] = set()
+
+    def check_only() -> bool:
+        # Rows that will not commit are not inserted: a rolled-back insert would still use
+        # up a status-list index (a PostgreSQL sequence does not roll back).
+        return dry_run or (all_or_nothing and report.rejected > 0)
+
     session = sessions()
     try:
         chunk: list[tuple[int, NewCard]] = []
@@ -151,13 +158,30 @@ def import_cards(
             seen.add(id_hash)
             chunk.append((number, candidate))
             if len(chunk) >= chunk_size:
-                _enrol_chunk(session, vault, chunk, actor, report)
+                enrolled_before = report.imported
+                _enrol_chunk(session, vault, chunk, actor, report, check_only())
                 chunk = []
-                if not (dry_run or all_or_nothing):
+                if commit_chunks and not (dry_run or all_or_nothing):
+                    # The chunk's cards and their audit record commit together, so an
+                    # import killed half-way leaves no card without an audit trail.
+                    record_audit(
+                        session,
+                        actor,
+                        "cards.import.chunk",
+                        detail={
+                            "imported": report.imported - enrolled_before,
+                            "rows_read": report.received,
+                        },
+                    )
                     session.commit()
                 if progress:
                     progress(report)
-        _enrol_chunk(session, vault, chunk, actor, report)
+        _enrol_chunk(session, vault, chunk, actor, report, check_only())
+        if dry_run or (all_or_nothing and report.rejected):
+            session.rollback()
+            if not dry_run:
+                report.imported = 0
+        # Every import is audited, also one that enrolled nothing.
         record_audit(
             session,
             actor,
@@ -169,12 +193,7 @@ def import_cards(
                 "dry_run": dry_run,
             },
         )
-        if dry_run or (all_or_nothing and report.rejected):
-            session.rollback()
-            if not dry_run:
-                report.imported = 0
-        else:
-            session.commit()
+        session.commit()
         if progress:
             progress(report)
         return report
@@ -191,6 +210,7 @@ def _enrol_chunk(
     chunk: list[tuple[int, NewCard]],
     actor: str,
     report: ImportReport,
+    check_only: bool,
 ) -> None:
     if not chunk:
         return
@@ -202,7 +222,8 @@ def _enrol_chunk(
         if id_hash in enrolled:
             report.reject(Rejection(number, "id_number", "already enrolled"))
             continue
-        enrol(session, vault, card, actor, audit=False)
+        if not check_only:
+            enrol(session, vault, card, actor, audit=False)
         report.imported += 1
 
 

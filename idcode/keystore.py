@@ -23,7 +23,7 @@ from idcode.cose import Algorithm
 from idcode.errors import KeyStoreError
 from idcode.issuer import MAX_TTL
 from idcode.keys import KID_ALPHABET, IssuerKey, PrivateKey, PublicKey, Signer, check_kid
-from idcode.secretfiles import check_private, write_secret_file
+from idcode.secretfiles import check_private, directory_lock, write_secret_file
 
 #: How long a key stays published after its signing period ends: the longest a code it
 #: signed can live, plus the largest clock-skew allowance a verifier may use.
@@ -253,13 +253,16 @@ def open_key_store(directory: Path, passphrase: str | None = None) -> FileKeySto
 def initialise(
     store: FileKeyStore, now: int, days: int, alg: Algorithm = Algorithm.EDDSA
 ) -> list[str]:
-    """Create the root key and a first issuer key where missing; say what was created."""
+    """Create the root key and a first issuer key where missing; say what was created.
+
+    Under a lock on the key directory, so that replicas starting together create one set."""
     created = []
-    if not store.has_root_key():
-        created.append(f"root key {store.create_root_key().kid}")
-    if not any(key.signs_at(now) for key in store.issuer_keys()):
-        key = store.create_issuer_key(alg, now, now + days * 86_400)
-        created.append(f"issuer key {key.kid} ({alg.jose_name})")
+    with directory_lock(store.directory):
+        if not store.has_root_key():
+            created.append(f"root key {store.create_root_key().kid}")
+        if not any(key.signs_at(now) for key in store.issuer_keys()):
+            key = store.create_issuer_key(alg, now, now + days * 86_400)
+            created.append(f"issuer key {key.kid} ({alg.jose_name})")
     return created
 
 

@@ -44,6 +44,8 @@ class CardRecord(Base):
     status: Mapped[str] = mapped_column(String(16), default=CardStatus.ACTIVE.value)
     residency: Mapped[int] = mapped_column(Integer)
     programmes: Mapped[int] = mapped_column(Integer, default=0)
+    # Bumped by every status change, so a cache never lets an older snapshot replace a newer.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

@@ -19,12 +19,15 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from idcode.errors import IdcodeError
-from idcode.secretfiles import check_private, write_secret_file
+from idcode.idnumber import InvalidIdNumber, normalise_id_number
+from idcode.secretfiles import read_or_create_secret
 from idcode.settings import Settings
 
 KEY_LENGTH = 32
 _NONCE_LENGTH = 12
+_TAG_LENGTH = 16
 _VERSION = b"\x01"
+_CITIZEN_KEYS_REMEMBERED = 20_000
 DEV_KEYS_FILE = "pii-keys.json"
 
 
@@ -42,10 +45,30 @@ class PersonalDataVault:
             raise PersonalDataError("the encryption key and the hash key must differ")
         self._aead = AESGCM(encryption_key)
         self._hash_key = hash_key
+        self._citizen_keys: dict[str, bytes] = {}
 
     def lookup_hash(self, id_number: str) -> bytes:
         """HMAC-SHA256 of a normalised ID number: finds a card without storing the number."""
         return hmac.new(self._hash_key, id_number.encode("ascii"), hashlib.sha256).digest()
+
+    def citizen_key(self, claimed_id_number: str) -> bytes | None:
+        """The lookup hash for an ID number as an ID token states it, or None when it is not
+        a valid number (no card can have it).
+
+        Remembered for the next request of the same citizen, in this process's memory only,
+        like the ID token itself (see idcode.auth.TokenVerifier); this path runs on every
+        request for a code.
+        """
+        key = self._citizen_keys.get(claimed_id_number)
+        if key is None:
+            try:
+                key = self.lookup_hash(normalise_id_number(claimed_id_number))
+            except InvalidIdNumber:
+                return None
+            if len(self._citizen_keys) >= _CITIZEN_KEYS_REMEMBERED:
+                self._citizen_keys.clear()
+            self._citizen_keys[claimed_id_number] = key
+        return key
 
     def encrypt(self, value: str, *, card_id: str, field: str) -> bytes:
         nonce = secrets.token_bytes(_NONCE_LENGTH)
@@ -56,6 +79,8 @@ class PersonalDataVault:
         if blob[:1] != _VERSION:
             raise PersonalDataError(f"unknown ciphertext version for {field}")
         nonce, sealed = blob[1 : 1 + _NONCE_LENGTH], blob[1 + _NONCE_LENGTH :]
+        if len(nonce) != _NONCE_LENGTH or len(sealed) < _TAG_LENGTH:
+            raise PersonalDataError(f"{field} of card {card_id} is truncated")
         try:
             return self._aead.decrypt(nonce, sealed, _context(card_id, field)).decode("utf-8")
         except InvalidTag:
@@ -97,15 +122,16 @@ def vault_for(settings: Settings) -> PersonalDataVault:
 def development_vault(keys_dir: Path) -> PersonalDataVault:
     """The development keys from ``keys_dir``, generated (mode 0600) on first use."""
     path = keys_dir / DEV_KEYS_FILE
-    if not path.exists():
+
+    def new_keys() -> bytes:
         document = {
             "encryption_key": base64.b64encode(secrets.token_bytes(KEY_LENGTH)).decode(),
             "hash_key": base64.b64encode(secrets.token_bytes(KEY_LENGTH)).decode(),
         }
-        write_secret_file(path, json.dumps(document).encode())
+        return json.dumps(document).encode()
+
     try:
-        check_private(path)
-        document = json.loads(path.read_text())
+        document = json.loads(read_or_create_secret(path, new_keys))
         return vault_from_keys(document["encryption_key"], document["hash_key"])
     except (OSError, ValueError, KeyError) as exc:
         raise PersonalDataError(f"cannot read {path}: {exc}") from None

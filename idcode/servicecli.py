@@ -73,6 +73,8 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cards_import(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     from idcode.database import make_engine, make_session_factory
     from idcode.importer import ImportFormat, import_cards, parse_rows
     from idcode.pii import vault_for
@@ -112,6 +114,8 @@ def cmd_cards_import(args: argparse.Namespace, settings: Settings) -> int:
         raise IdcodeError(f"cannot read {args.file}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise IdcodeError(f"{args.file} is not UTF-8") from None
+    except (OperationalError, ProgrammingError) as exc:  # unreachable or not migrated
+        raise _database_problem(exc) from None
     finally:
         engine.dispose()
     print(file=sys.stderr)
@@ -127,9 +131,23 @@ def cmd_cards_import(args: argparse.Namespace, settings: Settings) -> int:
 def _count_lines(path: Path) -> int:
     try:
         with path.open("rb") as handle:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+            count, last = 0, b"\n"
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                count += chunk.count(b"\n")
+                last = chunk[-1:]
+            return count + (last != b"\n")  # a last line without a line break counts too
     except OSError:
         return 0
+
+
+def _database_problem(exc: Exception) -> IdcodeError:
+    """A database that is unreachable or not migrated, said in one line without a traceback."""
+    cause = getattr(exc, "orig", None) or exc
+    first_line = (str(cause).splitlines() or [type(cause).__name__])[0]
+    return IdcodeError(
+        f"cannot use the database ({first_line}); check IDCODE_DATABASE_URL and run "
+        "'idcode db upgrade'"
+    )
 
 
 def _bar(done: int, total: int, width: int = 24) -> str:
@@ -148,6 +166,7 @@ def _operator_name() -> str:
 
 def cmd_dev_token(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy import select
+    from sqlalchemy.exc import OperationalError, ProgrammingError
 
     from idcode.auth import dev_token
     from idcode.database import make_engine, make_session_factory
@@ -165,6 +184,8 @@ def cmd_dev_token(args: argparse.Namespace, settings: Settings) -> int:
             if args.card:
                 query = query.where(CardRecord.id == args.card)
             record = session.scalars(query).first()
+    except (OperationalError, ProgrammingError) as exc:  # unreachable or not migrated
+        raise _database_problem(exc) from None
     finally:
         engine.dispose()
     if record is None:

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     rate_limit_per_minute: int = Field(
-        default=30, ge=0, description="Codes per card per minute; 0 lifts the limit."
+        default=30, ge=0, description="Code requests per citizen per minute; 0 lifts the limit."
     )
     demo_data: bool = Field(default=True, description="Enrol demo cards into an empty database.")
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from idcode.codetext import BASE45_ALPHABET, decode_body, encode_text, prefix_for
+from idcode.codetext import BASE45_ALPHABET, decode_body, encode_body, encode_text, prefix_for
 from idcode.errors import CodeFormatError
 
 
@@ -26,6 +26,16 @@ def ours(body: str) -> bytes | None:
         return decode_body(body)
     except CodeFormatError:
         return None
+
+
+def test_encoder_matches_the_reference_for_every_16_bit_value() -> None:
+    every_pair = b"".join(value.to_bytes(2, "big") for value in range(1 << 16))
+    assert encode_body(every_pair) == base45.b45encode(every_pair).decode()
+
+
+@given(st.binary(max_size=400))
+def test_encoder_matches_the_reference_on_any_bytes(data: bytes) -> None:
+    assert encode_body(data) == base45.b45encode(data).decode()
 
 
 @given(st.binary(max_size=400))

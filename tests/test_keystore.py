@@ -91,6 +91,7 @@ def test_first_use_creates_a_root_key_and_one_issuer_key(
     assert store.signing_key(NOW).kid == issuer_keys[0].kid
     assert sorted(p.name for p in keys_dir.iterdir()) == sorted(
         [
+            ".lock",  # held while creating keys, so replicas starting together agree
             "root.pem",
             "root.json",
             f"issuer-{ord(issuer_keys[0].kid):02x}.pem",

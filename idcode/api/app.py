@@ -6,12 +6,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from idcode import __version__
 from idcode.api import problems
-from idcode.api.deps import Services
+from idcode.api.deps import BEARER_SCHEME, Services
 from idcode.api.routes import cards, codes, health, verify
 from idcode.auth import token_verifier
 from idcode.database import make_engine, make_session_factory
@@ -48,6 +49,7 @@ def build_services(settings: Settings) -> Services:
         keys=SigningKeyCache(store),
         tokens=token_verifier(settings),
         vault=vault,
+        code_prefix=settings.code_prefix,
     )
 
 
@@ -86,4 +88,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(codes.router)
     app.include_router(cards.router)
     app.include_router(verify.router)
+    _declare_bearer_auth(app)
     return app
+
+
+def _declare_bearer_auth(app: FastAPI) -> None:
+    """Tell OpenAPI that every /v1 route takes an ID token as a bearer token (deps.py reads
+    it itself instead of through fastapi.security)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER_SCHEME] = {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "An OIDC ID token from the city's identity provider.",
+            }
+            for path, operations in schema["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{BEARER_SCHEME: []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

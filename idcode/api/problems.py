@@ -16,8 +16,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("idcode.api")
 PROBLEM_JSON = "application/problem+json"
@@ -113,10 +115,47 @@ def install(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         ).response()
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # The exception's type and where it was raised, never its message: that could
-        # hold a request's personal data.
-        where = "".join(traceback.format_tb(exc.__traceback__))
-        log.error("unexpected %s\n%s", type(exc).__name__, where)
-        return Problem(500, "internal_error", "Something went wrong on our side.").response()
+    @app.exception_handler(RedisError)
+    async def _state_down(_: Request, exc: RedisError) -> JSONResponse:
+        log.error("shared state (Redis) unavailable: %s", type(exc).__name__)
+        return Problem(
+            503,
+            "state_unavailable",
+            "The shared state cannot be reached; try again shortly.",
+            headers={"Retry-After": "5"},
+        ).response()
+
+    app.add_middleware(UnexpectedErrors)
+
+
+class UnexpectedErrors:
+    """Answer any unexpected exception with a 500 problem and log only its type and stack.
+
+    A plain ASGI middleware rather than an ``Exception`` handler: Starlette re-raises after
+    such a handler, and the server would then log the exception's message, which could
+    quote a request's personal data.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            # The type and where it was raised, never the message.
+            where = "".join(traceback.format_tb(exc.__traceback__))
+            log.error("unexpected %s\n%s", type(exc).__name__, where)
+            if not started:
+                response = Problem(500, "internal_error", "Something went wrong on our side.")
+                await response.response()(scope, receive, send)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -14,12 +15,14 @@ from idcode.api.deps import OperatorDep, ServicesDep
 from idcode.api.problems import Problem, problem_responses
 from idcode.cards import (
     CardError,
+    CardSnapshot,
     NewCard,
     card_view,
     change_status,
     enrol,
     get_card,
     record_audit,
+    snapshot,
 )
 from idcode.importer import ImportFormat, import_cards, lines_of, parse_rows
 
@@ -146,6 +149,7 @@ async def import_card_file(
         operator.subject,
         dry_run=dry_run,
         all_or_nothing=all_or_nothing,
+        commit_chunks=False,  # one request, one transaction
     )
     return report.to_json()
 
@@ -180,17 +184,22 @@ async def read_card(card_id: str, operator: OperatorDep, services: ServicesDep) 
 async def set_status(
     card_id: str, change: StatusChange, operator: OperatorDep, services: ServicesDep
 ) -> dict[str, Any]:
-    def work() -> tuple[dict[str, Any], bytes]:
+    def work() -> tuple[dict[str, Any], bytes, CardSnapshot]:
         with services.sessions() as session:
             try:
                 record = change_status(session, card_id, change.action, operator.subject)
             except CardError as exc:
                 raise _card_problem(exc) from None
             session.commit()
-            return card_view(record, services.vault, datetime.now(UTC)), record.id_hash
+            now = datetime.now(UTC)
+            return (
+                card_view(record, services.vault, now),
+                record.id_hash,
+                snapshot(record, services.vault, now),
+            )
 
-    view, id_hash = await run_in_threadpool(work)
-    # Every replica reads cards through the shared cache: drop the entry so the next
-    # request for a code sees the new status at once.
-    await services.state.forget_card(id_hash)
+    view, id_hash, fresh = await run_in_threadpool(work)
+    # Every replica reads cards through the shared cache: write the new version through, so
+    # the next request for a code sees the new status at once, whichever replica it reaches.
+    await services.state.cache_card(id_hash, fresh, int(time.time()))
     return view

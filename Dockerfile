@@ -1,0 +1,32 @@
+# The idcode issuance service. docker-compose.yml runs it with PostgreSQL and Redis.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Only what the package needs; .dockerignore keeps keys, data and caches out of the context.
+COPY pyproject.toml README.md LICENSE ./
+COPY idcode ./idcode
+COPY adapters ./adapters
+RUN pip install . && rm -rf build
+
+# An unprivileged user owns the key store (0700: idcode refuses a key directory others can
+# write to). A named volume mounted on /app/keys starts with this owner and mode.
+RUN useradd --system --uid 10001 --home-dir /app idcode \
+    && mkdir -p /app/keys /app/data \
+    && chown idcode:idcode /app/keys /app/data \
+    && chmod 0700 /app/keys
+USER idcode
+
+ENV IDCODE_KEYS_DIR=/app/keys \
+    IDCODE_DATA_DIR=/app/data \
+    IDCODE_PORT=8000
+
+EXPOSE 8000
+
+# exec: uvicorn gets SIGTERM from 'docker stop' directly and shuts down gracefully.
+CMD ["sh", "-c", "idcode db upgrade && exec idcode serve --host 0.0.0.0"]

@@ -1,0 +1,368 @@
+"""Who may call what: the ID-token matrix on a citizen endpoint and on operator endpoints.
+
+Every forged or defective token below would otherwise carry everything (an ID number and
+the operator role), so the only thing standing between it and the data is verification.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from fastapi.testclient import TestClient
+
+from idcode.auth import DEV_IDP_KID, dev_idp_key, dev_token
+from idcode.claims import CodeClaims
+from idcode.cose import Algorithm
+from idcode.keys import keys_from_jwks
+from idcode.settings import Settings
+from idcode.testing import random_id_number
+from idcode.verifier import Trust, verify
+
+from .conftest import Tokens
+
+Enrol = Callable[..., tuple[str, str]]
+PROBLEM_JSON = "application/problem+json"
+# A citizen endpoint and two operator endpoints; every token test runs against each.
+ENDPOINTS = ["issue-code", "enrol-card", "read-card"]
+
+
+def assert_problem(response: httpx2.Response, status: int, reason: str) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status and machine-readable reason."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    problem: dict[str, Any] = response.json()
+    assert problem["type"] == f"urn:idcode:problem:{reason}"
+    assert problem["reason"] == reason
+    assert problem["status"] == status
+    assert problem["title"]
+    return problem
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# -- tokens with exactly one defect -------------------------------------------------------
+
+
+def all_powerful_claims(settings: Settings, **changes: Any) -> dict[str, Any]:
+    """Claims of a token that is both a citizen and an operator, from the dev IdP."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": settings.oidc_issuer,
+        "aud": settings.oidc_audience,
+        "sub": "mallory",
+        "iat": now,
+        "exp": now + 600,
+        settings.oidc_id_number_claim: random_id_number(),
+        settings.oidc_roles_claim: [settings.operator_role],
+    }
+    claims.update(changes)
+    return {name: value for name, value in claims.items() if value is not None}
+
+
+def signed_by_dev_idp(settings: Settings, claims: dict[str, Any]) -> str:
+    return jwt.encode(
+        claims, dev_idp_key(settings.keys_dir), algorithm="EdDSA", headers={"kid": DEV_IDP_KID}
+    )
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def hand_made(header: dict[str, Any], claims: dict[str, Any], secret: bytes | None) -> str:
+    """A JWT assembled by hand: pyjwt rightly refuses to make these (none, HMAC with a PEM)."""
+    signing_input = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
+    signature = b"" if secret is None else hmac.digest(secret, signing_input.encode(), "sha256")
+    return signing_input + "." + _b64(signature)
+
+
+def dev_idp_public_pem(settings: Settings) -> bytes:
+    return (
+        dev_idp_key(settings.keys_dir)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+TokenMaker = Callable[[Settings, Path], str]
+
+BAD_TOKENS: dict[str, tuple[TokenMaker, str]] = {
+    "garbage": (lambda settings, tmp: "not.a.jwt", "invalid_token"),
+    "other-key-same-kid": (
+        lambda settings, tmp: dev_token(
+            settings.model_copy(update={"keys_dir": tmp / "other-idp"}),
+            "mallory",
+            id_number=random_id_number(),
+            roles=(settings.operator_role,),
+        ),
+        "invalid_token",
+    ),
+    "expired": (
+        lambda settings, tmp: dev_token(
+            settings,
+            "late",
+            id_number=random_id_number(),
+            roles=(settings.operator_role,),
+            now=int(time.time()) - 3600,
+            ttl=60,
+        ),
+        "token_expired",
+    ),
+    "wrong-audience": (
+        lambda settings, tmp: dev_token(
+            settings.model_copy(update={"oidc_audience": "another-city-service"}),
+            "elsewhere",
+            id_number=random_id_number(),
+            roles=(settings.operator_role,),
+        ),
+        "invalid_token",
+    ),
+    "wrong-issuer": (
+        lambda settings, tmp: signed_by_dev_idp(
+            settings, all_powerful_claims(settings, iss="https://idp.example.net")
+        ),
+        "invalid_token",
+    ),
+    "no-expiry": (
+        lambda settings, tmp: signed_by_dev_idp(settings, all_powerful_claims(settings, exp=None)),
+        "invalid_token",
+    ),
+    "unknown-kid": (
+        lambda settings, tmp: jwt.encode(
+            all_powerful_claims(settings),
+            dev_idp_key(settings.keys_dir),
+            algorithm="EdDSA",
+            headers={"kid": "someone-else"},
+        ),
+        "invalid_token",
+    ),
+    "alg-none": (
+        lambda settings, tmp: hand_made(
+            {"alg": "none", "typ": "JWT", "kid": DEV_IDP_KID}, all_powerful_claims(settings), None
+        ),
+        "invalid_token",
+    ),
+    "hs256-with-the-public-key-as-secret": (
+        lambda settings, tmp: hand_made(
+            {"alg": "HS256", "typ": "JWT", "kid": DEV_IDP_KID},
+            all_powerful_claims(settings),
+            dev_idp_public_pem(settings),
+        ),
+        "invalid_token",
+    ),
+    "hs256-with-the-raw-public-key-as-secret": (
+        lambda settings, tmp: hand_made(
+            {"alg": "HS256", "typ": "JWT", "kid": DEV_IDP_KID},
+            all_powerful_claims(settings),
+            dev_idp_key(settings.keys_dir).public_key().public_bytes_raw(),
+        ),
+        "invalid_token",
+    ),
+}
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def call(
+    client: TestClient, endpoint: str, headers: dict[str, str], card_id: str
+) -> httpx2.Response:
+    if endpoint == "issue-code":
+        return client.post("/v1/codes", headers=headers)
+    if endpoint == "enrol-card":
+        new_card = {"id_number": random_id_number(), "name": "测试"}
+        return client.post("/v1/cards", json=new_card, headers=headers)
+    return client.get(f"/v1/cards/{card_id}", headers=headers)
+
+
+def decode_code(client: TestClient, settings: Settings, code: str) -> CodeClaims:
+    """The claims of a code, verified with the keys the service publishes."""
+    keys = keys_from_jwks(client.get("/.well-known/jwks.json").json())
+    trust = Trust.of(
+        keys, prefix=settings.code_prefix, algorithms=[Algorithm.EDDSA, Algorithm.ES256]
+    )
+    verdict = verify(code, trust, int(time.time()))
+    assert verdict.valid and verdict.claims is not None, verdict
+    return verdict.claims
+
+
+def pseudonym_of(client: TestClient, tokens: Tokens, card_id: str) -> bytes:
+    response = client.get(f"/v1/cards/{card_id}", headers=tokens.operator())
+    assert response.status_code == 200, response.text
+    return bytes.fromhex(response.json()["pseudonym"])
+
+
+# -- no token, or a token that is not valid -----------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_request_without_a_token_is_401_missing_token_with_a_bearer_challenge(
+    client: TestClient, enrol: Enrol, endpoint: str
+) -> None:
+    card_id, _ = enrol()
+    response = call(client, endpoint, {}, card_id)
+    assert_problem(response, 401, "missing_token")
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("authorization", ["Basic b3A6c2VjcmV0", "Token abc", "Bearer"])
+def test_an_authorization_that_is_not_a_bearer_token_is_401_missing_token(
+    client: TestClient, enrol: Enrol, endpoint: str, authorization: str
+) -> None:
+    card_id, _ = enrol()
+    response = call(client, endpoint, {"Authorization": authorization}, card_id)
+    assert_problem(response, 401, "missing_token")
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("defect", BAD_TOKENS)
+def test_a_defective_or_forged_token_is_401_with_its_reason(
+    client: TestClient,
+    enrol: Enrol,
+    service_settings: Settings,
+    tmp_path: Path,
+    endpoint: str,
+    defect: str,
+) -> None:
+    card_id, _ = enrol()
+    make_token, reason = BAD_TOKENS[defect]
+    token = make_token(service_settings, tmp_path)
+    response = call(client, endpoint, bearer(token), card_id)
+    problem = assert_problem(response, 401, reason)
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert token not in response.text
+    assert card_id not in json.dumps(problem)
+
+
+def test_the_forging_helpers_make_accepted_tokens_when_nothing_is_wrong(
+    client: TestClient, enrol: Enrol, service_settings: Settings
+) -> None:
+    """Guards the matrix above: its tokens fail for their one defect, not for another."""
+    card_id, _ = enrol()
+    token = signed_by_dev_idp(service_settings, all_powerful_claims(service_settings))
+    assert client.get(f"/v1/cards/{card_id}", headers=bearer(token)).status_code == 200
+
+
+def test_the_refusal_says_why_without_repeating_the_token(
+    client: TestClient, service_settings: Settings
+) -> None:
+    an_hour_ago = int(time.time()) - 3600
+    token = dev_token(
+        service_settings, "late", id_number=random_id_number(), now=an_hour_ago, ttl=60
+    )
+    problem = assert_problem(client.post("/v1/codes", headers=bearer(token)), 401, "token_expired")
+    assert problem["detail"] == "the ID token has expired"
+    assert token not in json.dumps(problem)
+
+
+# -- valid tokens in the wrong role -------------------------------------------------------
+
+
+def operator_requests(own: str, other: str, new_id_number: str) -> dict[str, tuple[str, str, Any]]:
+    return {
+        "enrol": ("POST", "/v1/cards", {"id_number": new_id_number, "name": "测试"}),
+        "read-own-card": ("GET", f"/v1/cards/{own}", None),
+        "read-other-card": ("GET", f"/v1/cards/{other}", None),
+        "reinstate-own-card": ("POST", f"/v1/cards/{own}/status", {"action": "reinstate"}),
+        "revoke-other-card": ("POST", f"/v1/cards/{other}/status", {"action": "revoke"}),
+    }
+
+
+@pytest.mark.parametrize("attempt", operator_requests("own", "other", "new"))
+def test_a_citizen_token_on_an_operator_endpoint_is_403_forbidden_and_changes_nothing(
+    client: TestClient, tokens: Tokens, enrol: Enrol, attempt: str
+) -> None:
+    own_card, own_id_number = enrol()
+    other_card, _ = enrol()
+    new_id_number = random_id_number()
+    method, path, body = operator_requests(own_card, other_card, new_id_number)[attempt]
+
+    response = client.request(method, path, json=body, headers=tokens.citizen(own_id_number))
+
+    problem = assert_problem(response, 403, "forbidden")
+    assert other_card not in json.dumps(problem)
+    other = client.get(f"/v1/cards/{other_card}", headers=tokens.operator())
+    assert other.json()["status"] == "active"
+    enrolled = client.post(
+        "/v1/cards", json={"id_number": new_id_number, "name": "测试"}, headers=tokens.operator()
+    )
+    assert enrolled.status_code == 201, "the refused enrolment must not have enrolled the card"
+
+
+def test_a_citizen_token_cannot_import_cards(client: TestClient, tokens: Tokens) -> None:
+    id_number = random_id_number()
+    response = client.post(
+        "/v1/cards/import",
+        content=f"id_number,name\n{id_number},测试\n".encode(),
+        headers={**tokens.citizen(id_number), "Content-Type": "text/csv"},
+    )
+    assert_problem(response, 403, "forbidden")
+
+
+def test_a_verifier_token_is_not_an_operator(
+    client: TestClient, tokens: Tokens, enrol: Enrol
+) -> None:
+    card_id, _ = enrol()
+    assert_problem(client.get(f"/v1/cards/{card_id}", headers=tokens.verifier()), 403, "forbidden")
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/codes"), ("GET", "/v1/me")])
+def test_a_token_without_an_id_number_gets_no_code_and_no_card(
+    client: TestClient, tokens: Tokens, method: str, path: str
+) -> None:
+    for who in (tokens.operator(), tokens.verifier()):
+        assert_problem(client.request(method, path, headers=who), 403, "not_a_citizen")
+
+
+# -- a citizen only ever reaches their own card -------------------------------------------
+
+
+def test_a_citizen_gets_codes_for_their_own_card_whatever_the_request_names(
+    client: TestClient, tokens: Tokens, enrol: Enrol, service_settings: Settings
+) -> None:
+    own_card, own_id_number = enrol()
+    other_card, other_id_number = enrol()
+    own_pseudonym = pseudonym_of(client, tokens, own_card)
+    other_pseudonym = pseudonym_of(client, tokens, other_card)
+    naming_the_other = {
+        "card_id": other_card,
+        "id_number": other_id_number,
+        "pseudonym": other_pseudonym.hex(),
+    }
+
+    attempts = [
+        client.post("/v1/codes", headers=tokens.citizen(own_id_number)),
+        client.post("/v1/codes", json=naming_the_other, headers=tokens.citizen(own_id_number)),
+        client.post("/v1/codes", params=naming_the_other, headers=tokens.citizen(own_id_number)),
+    ]
+
+    for response in attempts:
+        assert response.status_code == 200, response.text
+        card = decode_code(client, service_settings, response.json()["code"]).card
+        assert card.pseudonym == own_pseudonym != other_pseudonym
+    me = client.get("/v1/me", headers=tokens.citizen(own_id_number))
+    assert me.json()["id"] == own_card
+
+
+def test_the_id_number_claim_is_matched_however_it_is_written(
+    client: TestClient, tokens: Tokens, enrol: Enrol
+) -> None:
+    ending_in_x = next(n for n in iter(random_id_number, None) if n.endswith("X"))
+    card_id, id_number = enrol(id_number=ending_in_x)
+    response = client.get("/v1/me", headers=tokens.citizen(id_number.lower()))
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == card_id
