@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,8 @@ class AuthError(IdcodeError):
 @dataclass(frozen=True, slots=True)
 class Principal:
     subject: str
-    id_number: str | None
-    roles: frozenset[str]
+    id_number: str | None = field(repr=False)  # never in a log line, even by accident
+    roles: frozenset[str] = frozenset()
 
 
 class KeySource:
@@ -101,7 +101,9 @@ class TokenVerifier:
             header = jwt.get_unverified_header(token)
             alg = header.get("alg")
             if alg not in settings.oidc_algorithms:
-                raise AuthError("invalid_token", f"tokens signed with {alg!r} are not accepted")
+                raise AuthError(
+                    "invalid_token", f"tokens signed with {str(alg)[:16]!r} are not accepted"
+                )
             signing_key = self._keys.key_for(token, header.get("kid"))
             if signing_key.algorithm_name not in (None, alg):
                 raise AuthError("invalid_token", "the token's algorithm does not fit its key")
@@ -116,6 +118,10 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("token_expired", "the ID token has expired") from None
+        except jwt.PyJWKClientConnectionError:
+            raise AuthError(
+                "idp_unavailable", "the identity provider's keys cannot be fetched"
+            ) from None
         except jwt.PyJWKClientError:
             raise AuthError("invalid_token", "the token's key is not the provider's") from None
         except jwt.InvalidTokenError as exc:

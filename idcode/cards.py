@@ -139,10 +139,14 @@ def next_birthday(birth: date, today: date) -> date:
     raise AssertionError("unreachable")
 
 
+SNAPSHOT_LIFETIME = 300  # seconds a card snapshot may be used (and cached)
+
+
 @dataclass(frozen=True, slots=True)
 class CardSnapshot:
     """What minting a code needs about a card, safe to cache: no personal data, only the
-    age band, valid until ``valid_until`` (epoch seconds; the next birthday at the latest)."""
+    age band, valid until ``valid_until`` (epoch seconds: SNAPSHOT_LIFETIME from when it was
+    made, or the next birthday if that comes sooner)."""
 
     card_id: str
     pseudonym: bytes
@@ -198,7 +202,9 @@ def snapshot(record: CardRecord, vault: PersonalDataVault, now: datetime) -> Car
         residency=record.residency,
         programmes=record.programmes,
         age_band=int(age_band_on(birth, today)),
-        valid_until=int(birthday.timestamp()),
+        # Never later than a short while from now: a cached "valid until the next birthday"
+        # would tell anyone reading the cache the citizen's birthday.
+        valid_until=min(int(birthday.timestamp()), int(now.timestamp()) + SNAPSHOT_LIFETIME),
         version=record.version or 0,
     )
 
@@ -264,8 +270,7 @@ def change_status(session: Session, card_id: str, action: str, actor: str) -> Ca
     if CardStatus(record.status) not in sources:
         raise CardError("invalid_transition", f"cannot {action} a card that is {record.status}")
     previous = record.status
-    record.status = target.value
-    record.version = (record.version or 0) + 1
+    record.status = target.value  # the version goes up on flush (models.CardRecord)
     record_audit(session, actor, f"card.{action}", card_id, {"from": previous, "to": target.value})
     return record
 
@@ -277,7 +282,9 @@ def record_audit(
     card_id: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    session.add(AuditRecord(actor=actor, action=action, card_id=card_id, detail=detail or {}))
+    # The actor is the token's subject, which the identity provider chooses: keep it within
+    # the column rather than fail the operator's action.
+    session.add(AuditRecord(actor=actor[:255], action=action, card_id=card_id, detail=detail or {}))
 
 
 def mask_name(name: str) -> str:

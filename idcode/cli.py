@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from idcode import servicecli
 from idcode.claims import (
@@ -367,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = get_settings()
+    except SettingsError as exc:  # e.g. a list setting that is not JSON
+        print(f"idcode: error: bad settings: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ValidationError as exc:
         problems = "; ".join(
             (f"IDCODE_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")

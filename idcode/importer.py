@@ -17,15 +17,17 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from idcode.cards import NewCard, enrol, record_audit
+from idcode.cards import CardError, NewCard, enrol, record_audit
 from idcode.models import CardRecord
 from idcode.pii import PersonalDataVault
 
 ImportFormat = Literal["csv", "jsonl"]
 CSV_COLUMNS = ("id_number", "name", "phone", "residency", "programmes")
 MAX_REJECTIONS_REPORTED = 1000
+MAX_LINE_LENGTH = 64 * 1024  # a card's row is a few hundred characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,17 @@ def _parse_csv(lines: Iterable[str]) -> Iterator[Parsed]:
         problem = f"missing {sorted(missing)}" if missing else f"unknown {sorted(unknown)}"
         yield 0, Rejection(0, "header", f"CSV header must name {', '.join(CSV_COLUMNS)}: {problem}")
         return
-    for number, row in enumerate(reader, start=1):
+    rows = iter(reader)
+    number = 0
+    while True:
+        number += 1
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit(); go on after it
+            yield number, Rejection(number, "row", f"not readable as CSV: {exc}")
+            continue
         if None in row:
             yield number, Rejection(number, "row", "more fields than the header names")
             continue
@@ -95,9 +107,12 @@ def _parse_jsonl(lines: Iterable[str]) -> Iterator[Parsed]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        if len(line) > MAX_LINE_LENGTH:
+            yield number, Rejection(number, "row", f"longer than {MAX_LINE_LENGTH} characters")
+            continue
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             yield number, Rejection(number, "row", "not a JSON object")
             continue
         if not isinstance(row, dict):
@@ -223,7 +238,19 @@ def _enrol_chunk(
             report.reject(Rejection(number, "id_number", "already enrolled"))
             continue
         if not check_only:
-            enrol(session, vault, card, actor, audit=False)
+            try:
+                # A savepoint per row: when another import enrols the same citizen at the
+                # same moment, this row is rejected and the rest of the chunk goes on.
+                with session.begin_nested():
+                    enrol(session, vault, card, actor, audit=False)
+            except IntegrityError:
+                report.reject(Rejection(number, "id_number", "already enrolled"))
+                continue
+            except CardError as exc:
+                if exc.reason != "already_enrolled":
+                    raise
+                report.reject(Rejection(number, "id_number", "already enrolled"))
+                continue
         report.imported += 1
 
 

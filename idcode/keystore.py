@@ -55,6 +55,10 @@ class KeyStore(Protocol):
         """The key that signs codes at ``now``: the newest whose signing period holds ``now``."""
         ...
 
+    def revision(self) -> object:
+        """A value that changes whenever the set of keys or their periods change."""
+        ...
+
     def create_issuer_key(self, alg: Algorithm, not_before: int, not_after: int) -> PublicKey: ...
 
     def end_signing_period(self, kid: str, at: int) -> None:
@@ -106,11 +110,14 @@ class FileKeyStore:
         return sorted(keys, key=lambda k: k.not_before or 0, reverse=True)
 
     def published_keys(self, now: int) -> list[PublicKey]:
-        return [
-            key
-            for key in self.issuer_keys()
-            if key.not_after is None or now < key.not_after + RETAIN_AFTER_SIGNING
-        ]
+        return [key for key in self.issuer_keys() if _published_at(key, now)]
+
+    def revision(self) -> object:
+        """Changes whenever a key file is added, replaced or removed (the directory's mtime)."""
+        try:
+            return self.directory.stat().st_mtime_ns
+        except OSError:
+            return None
 
     def signing_key(self, now: int) -> IssuerKey:
         for key in self.issuer_keys():  # newest first
@@ -285,39 +292,45 @@ def rotate(
 
 
 class SigningKeyCache:
-    """The service's view of a key store: the signing key and published keys, re-read at most
-    every ``refresh_seconds`` so a rotation done with ``idcode keys rotate`` is picked up
-    without a restart, and no request reads key files."""
+    """The service's view of a key store: the signing key and the published keys.
 
-    def __init__(self, store: KeyStore, refresh_seconds: int = 60) -> None:
+    It asks the store for its revision at most once a second and re-reads the keys only when
+    that changed, so a rotation done with ``idcode keys rotate`` takes effect within a second
+    on every replica, and requests do not read key files. A private key is loaded once, when
+    it first signs.
+    """
+
+    def __init__(self, store: KeyStore, recheck_seconds: float = 1.0) -> None:
         self._store = store
-        self._refresh_seconds = refresh_seconds
-        self._loaded_at: float | None = None
+        self._recheck_seconds = recheck_seconds
+        self._checked_at: float | None = None
+        self._revision: object = None
+        self._keys: list[PublicKey] = []
         self._signers: dict[str, Signer] = {}
-        self._published: list[PublicKey] = []
 
     def signer(self, now: int) -> Signer:
-        key = self._store_view(now)
-        for public in key:  # newest first
+        for public in self._view(now):  # newest first
             if public.signs_at(now):
                 signer = self._signers.get(public.kid)
                 if signer is None:
-                    signer = self._signers[public.kid] = self._store.signing_key(now)
+                    signer = self._store.signing_key(now)
+                    self._signers[signer.kid] = signer
                 return signer
         raise KeyStoreError("no issuer key may sign now; run 'idcode keys rotate'")
 
     def published(self, now: int) -> list[PublicKey]:
-        return [
-            key
-            for key in self._store_view(now)
-            if key.not_after is None or now < key.not_after + RETAIN_AFTER_SIGNING
-        ]
+        return [key for key in self._view(now) if _published_at(key, now)]
 
-    def _store_view(self, now: int) -> list[PublicKey]:
-        if self._loaded_at is None or abs(now - self._loaded_at) >= self._refresh_seconds:
-            self._published = self._store.issuer_keys()
-            self._signers = {
-                k: v for k, v in self._signers.items() if any(p.kid == k for p in self._published)
-            }
-            self._loaded_at = now
-        return self._published
+    def _view(self, now: float) -> list[PublicKey]:
+        if self._checked_at is None or abs(now - self._checked_at) >= self._recheck_seconds:
+            self._checked_at = now
+            revision = self._store.revision()
+            if revision != self._revision:
+                self._keys = self._store.issuer_keys()
+                self._signers.clear()
+                self._revision = revision
+        return self._keys
+
+
+def _published_at(key: PublicKey, now: int) -> bool:
+    return key.not_after is None or now < key.not_after + RETAIN_AFTER_SIGNING

@@ -44,8 +44,12 @@ class CardRecord(Base):
     status: Mapped[str] = mapped_column(String(16), default=CardStatus.ACTIVE.value)
     residency: Mapped[int] = mapped_column(Integer)
     programmes: Mapped[int] = mapped_column(Integer, default=0)
-    # Bumped by every status change, so a cache never lets an older snapshot replace a newer.
+    # Bumped by SQLAlchemy on every update, which also checks it (optimistic locking): of two
+    # concurrent status changes one wins and the other fails instead of silently undoing it.
+    # The card cache orders snapshots by it, too.
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy's own API)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

@@ -32,7 +32,10 @@ def ensure_private_directory(directory: Path) -> None:
     if not directory.is_dir():
         raise KeyStoreError(f"{directory} is not a directory")
     if os.name == "posix" and directory.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise KeyStoreError(f"{directory} is writable by others; use a private directory")
+        raise KeyStoreError(
+            f"{directory} is writable by group or others, who could swap a key file; "
+            f"'chmod go-w {directory}' or use a private directory"
+        )
 
 
 class SecretFileExists(KeyStoreError):

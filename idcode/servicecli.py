@@ -30,6 +30,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from idcode.keystore import initialise, open_key_store
     from idcode.pii import vault_for
 
+    if args.workers > 1 and not settings.redis_url:
+        raise IdcodeError(
+            "--workers above 1 needs IDCODE_REDIS_URL: without Redis every worker would keep "
+            "its own rate limits and replay memory"
+        )
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if settings.development:
         upgrade(settings.sqlalchemy_url)
@@ -199,6 +204,12 @@ def cmd_dev_token(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _lifetime(text: str) -> int:
+    if not text.isdigit() or not 60 <= int(text) <= 86_400:
+        raise argparse.ArgumentTypeError("a token lives 60 to 86400 seconds")
+    return int(text)
+
+
 def add_commands(commands: Any) -> None:
     serve = commands.add_parser(
         "serve",
@@ -253,5 +264,7 @@ def add_commands(commands: Any) -> None:
     roles = token.add_mutually_exclusive_group()
     roles.add_argument("--admin", action="store_true", help="an operator token")
     roles.add_argument("--verifier", action="store_true", help="an online-verifier token")
-    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (3600)")
+    token.add_argument(
+        "--ttl", type=_lifetime, default=3600, help="lifetime in seconds, 60-86400 (3600)"
+    )
     token.set_defaults(handler=cmd_dev_token)

@@ -93,6 +93,20 @@ class Settings(BaseSettings):
         prefix_for(deployment)
         return deployment
 
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("sqlite:", "postgresql", "postgres:")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return url
+
     @field_validator("oidc_algorithms")
     @classmethod
     def _no_symmetric_or_none_algorithms(cls, algorithms: list[str]) -> list[str]:

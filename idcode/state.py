@@ -18,10 +18,10 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from idcode.cards import CardSnapshot
+from idcode.cards import SNAPSHOT_LIFETIME, CardSnapshot
 from idcode.replay import ReplayCache
 
-CARD_CACHE_SECONDS = 300
+CARD_CACHE_SECONDS = SNAPSHOT_LIFETIME
 RATE_WINDOW_SECONDS = 60
 
 # KEYS[1] card key, KEYS[2] this minute's rate counter; ARGV[1] the limit (0: none), ARGV[2]

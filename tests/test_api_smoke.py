@@ -26,4 +26,8 @@ def test_enrolled_citizen_gets_a_code_that_verifies_offline(
 
     verdict = verify(issued["code"], trust, int(time.time()))
     assert verdict.valid, verdict
-    assert client.get("/readyz").json()["checks"] == {"database": "ok", "redis": "ok"}
+    assert client.get("/readyz").json()["checks"] == {
+        "database": "ok",
+        "signing_key": "ok",
+        "redis": "ok",
+    }

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idcode.cards import (
     CHINA_TIME,
+    SNAPSHOT_LIFETIME,
     CardError,
     NewCard,
     age_band_on,
@@ -169,7 +170,9 @@ def test_snapshot_counts_age_on_the_china_civil_date(
     assert AgeBand(before.age_band) == AgeBand.AGE_18_59
     assert AgeBand(after.age_band) == AgeBand.AGE_60_64
     assert before.valid_until == int(datetime(2020, 5, 10, tzinfo=CHINA_TIME).timestamp())
-    assert after.valid_until == int(datetime(2021, 5, 10, tzinfo=CHINA_TIME).timestamp())
+    # Not until the next birthday (2021): a cached snapshot must not reveal the birthday.
+    after_at = int(datetime(2020, 5, 9, 16, 0, tzinfo=UTC).timestamp())
+    assert after.valid_until == after_at + SNAPSHOT_LIFETIME
 
 
 # -- status changes ---------------------------------------------------------------------------

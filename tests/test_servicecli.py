@@ -371,6 +371,7 @@ def test_serve_starts_with_demo_cards_in_a_sqlite_file(server: Server) -> None:
     ready = httpx2.get(server.url + "/readyz", timeout=5).json()
     assert ready["checks"] == {
         "database": "ok",
+        "signing_key": "ok",
         "redis": "not configured (in-process state, single replica)",
     }
 

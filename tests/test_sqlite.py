@@ -63,6 +63,7 @@ def test_readiness_reports_the_database_and_redis_not_configured(client: TestCli
         "status": "ready",
         "checks": {
             "database": "ok",
+            "signing_key": "ok",
             "redis": "not configured (in-process state, single replica)",
         },
     }

@@ -76,6 +76,13 @@ async def authenticate(request: Request) -> Principal:
             return principal
         return tokens.verify(token)
     except AuthError as exc:
+        if exc.reason == "idp_unavailable":
+            raise Problem(
+                503,
+                exc.reason,
+                "The identity provider cannot be reached; try again shortly.",
+                headers={"Retry-After": "10"},
+            ) from None
         raise Problem(
             401,
             exc.reason,

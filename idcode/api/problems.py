@@ -21,6 +21,8 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from idcode.errors import KeyStoreError
+
 log = logging.getLogger("idcode.api")
 PROBLEM_JSON = "application/problem+json"
 
@@ -125,7 +127,70 @@ def install(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         ).response()
 
+    @app.exception_handler(KeyStoreError)
+    async def _cannot_sign(_: Request, exc: KeyStoreError) -> JSONResponse:
+        log.error("issuer keys unavailable: %s", exc)
+        return Problem(
+            503,
+            "no_signing_key",
+            "The service has no issuer key that may sign now.",
+            headers={"Retry-After": "60"},
+        ).response()
+
     app.add_middleware(UnexpectedErrors)
+    # Outermost: a body over its limit is refused before any route (or token check) reads it.
+    app.add_middleware(BodyLimit)
+
+
+DEFAULT_BODY_LIMIT = 64 * 1024
+BODY_LIMITS = {"/v1/cards/import": 64 * 1024 * 1024}
+
+
+class BodyLimit:
+    """Refuse request bodies over their route's limit with 413, by Content-Length or while
+    they stream in, so nobody (authenticated or not) can make the service buffer them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = BODY_LIMITS.get(scope["path"], DEFAULT_BODY_LIMIT)
+        too_large = Problem(
+            413, "payload_too_large", f"The request body is limited to {limit} bytes here."
+        )
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await too_large.response()(scope, receive, send)
+                return
+        received = 0
+        answered = started = False
+
+        async def counting_receive() -> Message:
+            # Past the limit: answer 413 at once and tell the app the client has gone, so it
+            # stops reading; whatever it tries to send afterwards is dropped.
+            nonlocal received, answered
+            if answered:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    answered = True
+                    if not started:
+                        await too_large.response()(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if not answered:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
 
 
 class UnexpectedErrors:

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 
 from idcode.api.deps import ServicesDep
 from idcode.api.problems import problem_responses
-from idcode.database import ping
+from idcode.database import schema_revision
+from idcode.errors import KeyStoreError
 from idcode.keys import jwks
 
 router = APIRouter(tags=["health"])
@@ -30,10 +31,19 @@ async def healthz() -> dict[str, str]:
 async def readyz(services: ServicesDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        await run_in_threadpool(ping, services.engine)
-        checks["database"] = "ok"
+        current, head = await run_in_threadpool(schema_revision, services.engine)
+        checks["database"] = (
+            "ok"
+            if current == head
+            else f"schema at {current}, needs {head}: run 'idcode db upgrade'"
+        )
     except Exception as exc:  # any failure means not ready; the reason is the type only
         checks["database"] = f"unreachable ({type(exc).__name__})"
+    try:
+        services.keys.signer(int(time.time()))
+        checks["signing_key"] = "ok"
+    except KeyStoreError:
+        checks["signing_key"] = "none may sign now: run 'idcode keys rotate'"
     if services.state.kind == "redis":
         try:
             await services.state.ping()
