@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -196,13 +197,46 @@ def _trusted_keys(args: argparse.Namespace, settings: Settings, now: int) -> lis
     return keys_from_jwks(document)
 
 
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CliError(f"cannot read {what} {path}: {exc}") from None
+
+
+def _root_jwk(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """The pinned root key: --root FILE, else the local key store's root."""
+    from idcode.bundle import load_root_jwk
+
+    if args.root is not None:
+        return load_root_jwk(_read_json(args.root, "root key"))
+    return _key_store(args, settings).root_public_jwk()
+
+
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    trust = Trust.of(
-        _trusted_keys(args, settings, _now(args)),
-        prefix=settings.code_prefix,
-        algorithms=args.alg or [Algorithm.EDDSA],
-        clock_skew=settings.clock_skew_seconds if args.skew is None else args.skew,
-    )
+    algorithms = args.alg or [Algorithm.EDDSA]
+    skew = settings.clock_skew_seconds if args.skew is None else args.skew
+    if args.bundle is not None:
+        from idcode.bundle import verify_bundle
+
+        try:
+            token = args.bundle.read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read bundle {args.bundle}: {exc.strerror}") from None
+        bundle = verify_bundle(token, _root_jwk(args, settings))
+        trust = bundle.trust(
+            prefix=settings.code_prefix,
+            algorithms=algorithms,
+            clock_skew=skew,
+            allow_stale=args.allow_stale,
+        )
+    else:
+        trust = Trust.of(
+            _trusted_keys(args, settings, _now(args)),
+            prefix=settings.code_prefix,
+            algorithms=algorithms,
+            clock_skew=skew,
+        )
     replay = None if args.no_replay_check else ReplayCache()
     seen = all_valid = 0
     for code in _codes(args.codes or ["-"]):
@@ -213,6 +247,31 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     if seen == 0:
         raise CliError("no code to verify")
     return EXIT_OK if all_valid == seen else EXIT_INVALID
+
+
+def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
+    from idcode.bundle import sign_bundle
+    from idcode.statuslist import StatusList
+
+    store = _key_store(args, settings)
+    now = _now(args)
+    status = StatusList(args.size)
+    for index in args.revoked:
+        status.set(index, True)
+    token = sign_bundle(
+        store.root_key(),
+        version=now,
+        issued_at=now,
+        max_age=args.max_age,
+        keys=store.published_keys(now),
+        status=status,
+    )
+    args.output.write_text(token + "\n")
+    print(
+        f"wrote {args.output}: {len(store.published_keys(now))} issuer keys, "
+        f"{len(args.revoked)} revoked of {args.size}, fresh for {args.max_age} s"
+    )
+    return EXIT_OK
 
 
 def cmd_qr(args: argparse.Namespace, settings: Settings) -> int:
@@ -347,6 +406,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="clock-skew allowance in seconds (default: IDCODE_CLOCK_SKEW_SECONDS or 30)",
     )
     check.add_argument(
+        "--bundle",
+        type=Path,
+        help="trust a signed trust bundle (keys, status list, max-age) instead of a JWK Set",
+    )
+    check.add_argument(
+        "--root",
+        type=Path,
+        help="with --bundle: the pinned root key, a JWK Set file as 'idcode keys jwks --root' "
+        "prints (default: the local key store's root key)",
+    )
+    check.add_argument(
+        "--allow-stale",
+        action="store_true",
+        help="with --bundle: accept codes (with a warning) when the bundle is past its max-age",
+    )
+    check.add_argument(
         "--no-replay-check",
         action="store_true",
         help="do not refuse a code seen earlier in this run",
@@ -359,6 +434,37 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, required=True, metavar="FILE", help="FILE.png or FILE.svg"
     )
     qr.set_defaults(handler=cmd_qr)
+
+    bundle = commands.add_parser(
+        "bundle",
+        help="make a signed trust bundle from the local key store (development, tests)",
+        description="Sign a trust bundle with the local root key: the published issuer keys, "
+        "a status list with the given indices revoked, and a max-age. The service serves "
+        "bundles to terminals; this makes one offline.",
+    )
+    bundle.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    bundle.add_argument(
+        "--max-age",
+        type=_bounded_int(60, 30 * 86_400, "seconds"),
+        default=86_400,
+        help="seconds the bundle stays fresh (default 86400)",
+    )
+    bundle.add_argument(
+        "--size",
+        type=_bounded_int(1, 1 << 24, "entries"),
+        default=1 << 16,
+        help="status list entries (default 65536)",
+    )
+    bundle.add_argument(
+        "--revoked",
+        type=int,
+        action="append",
+        default=[],
+        metavar="INDEX",
+        help="mark this status index revoked (repeat for several)",
+    )
+    bundle.add_argument("--at", type=parse_time, help=at_help)
+    bundle.set_defaults(handler=cmd_bundle)
     servicecli.add_commands(commands)
     return parser
 

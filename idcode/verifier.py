@@ -1,9 +1,10 @@
 """The offline verifier: a pure function of (code text, trust, now, replay state) to a verdict.
 
 It never raises on bad input. Checks run in a fixed order and the first failure is the
-reason: prefix, encoding and structure, algorithm, key, signature, claims, key signing
-period, validity window, then replay. The replay state is touched only by a code that
-passed every other check, so forged, expired or malformed codes cannot fill it.
+reason: trust freshness, prefix, encoding and structure, algorithm, key, signature, claims,
+key signing period, validity window, revocation, then replay. The replay state is touched
+only by a code that passed every other check, so forged, expired or malformed codes cannot
+fill it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from idcode.issuer import MAX_TTL
 from idcode.keys import PublicKey
 from idcode.reasons import Reason
 from idcode.replay import ReplayState
+from idcode.statuslist import StatusList
 
 DEFAULT_CLOCK_SKEW = 30  # seconds; see docs/code-format.md, "Clock rules"
 
@@ -37,6 +39,12 @@ class Trust:
     keys: Mapping[bytes, PublicKey]
     clock_skew: int = DEFAULT_CLOCK_SKEW
     max_lifetime: int = MAX_TTL
+    #: The revocation status list, when the trust comes from a bundle.
+    status: StatusList | None = None
+    #: From this time on the trust is stale: codes are denied with ``stale_trust``, unless
+    #: ``allow_stale`` (a scene's choice) lets them through with a warning in the detail.
+    fresh_until: int | None = None
+    allow_stale: bool = False
 
     @classmethod
     def of(
@@ -47,6 +55,9 @@ class Trust:
         algorithms: Iterable[Algorithm],
         clock_skew: int = DEFAULT_CLOCK_SKEW,
         max_lifetime: int = MAX_TTL,
+        status: StatusList | None = None,
+        fresh_until: int | None = None,
+        allow_stale: bool = False,
     ) -> Trust:
         by_kid: dict[bytes, PublicKey] = {}
         for key in keys:
@@ -56,7 +67,16 @@ class Trust:
             by_kid[kid] = key
         if clock_skew < 0:
             raise IdcodeError("clock skew cannot be negative")
-        return cls(prefix, frozenset(algorithms), by_kid, clock_skew, max_lifetime)
+        return cls(
+            prefix,
+            frozenset(algorithms),
+            by_kid,
+            clock_skew,
+            max_lifetime,
+            status,
+            fresh_until,
+            allow_stale,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +126,9 @@ def verify(code: object, trust: Trust, now: int, replay: ReplayState | None = No
 
 def _check(code: object, trust: Trust, now: int) -> Verdict:
     """Every check but replay, which needs state; see the module docstring for the order."""
+    stale = trust.fresh_until is not None and now >= trust.fresh_until
+    if stale and not trust.allow_stale:
+        return Verdict(Reason.STALE_TRUST, detail="the trust bundle is past its max-age")
     if not isinstance(code, str):
         return Verdict(Reason.MALFORMED, detail="a code is text")
     if len(code) > MAX_CODE_LENGTH:
@@ -153,4 +176,6 @@ def _check(code: object, trust: Trust, now: int) -> Verdict:
         return Verdict(Reason.EXPIRED, claims, key.kid)
     if now < claims.issued_at - skew:
         return Verdict(Reason.NOT_YET_VALID, claims, key.kid)
-    return Verdict(Reason.OK, claims, key.kid)
+    if trust.status is not None and trust.status.is_invalid(claims.card.status_index):
+        return Verdict(Reason.REVOKED, claims, key.kid)
+    return Verdict(Reason.OK, claims, key.kid, "stale trust accepted by policy" if stale else "")

@@ -1,0 +1,149 @@
+"""Trust bundles: what a terminal needs to decide offline, signed by the city root key.
+
+A bundle is a JWS (compact, EdDSA, ``typ: idcode-trust+jwt``) whose payload holds the issuer
+keys with their signing periods, the revocation status list, the terminal's scene data, the
+server time, a version and a max-age. A terminal pins the root public key when it is
+provisioned and refuses a bundle signed by anything else or changed in any byte. A bundle
+past its max-age still loads; the verifier then answers ``stale_trust`` (see Trust).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from idcode.cose import Algorithm
+from idcode.errors import IdcodeError
+from idcode.keys import PublicKey, jwks, keys_from_jwks
+from idcode.keystore import RootKey
+from idcode.statuslist import StatusList
+from idcode.verifier import DEFAULT_CLOCK_SKEW, Trust
+
+BUNDLE_TYPE = "idcode-trust+jwt"
+MAX_BUNDLE_BYTES = 8 * 1024 * 1024
+
+
+class BundleError(IdcodeError, ValueError):
+    """The bundle is not one the pinned root key signed, or is malformed."""
+
+
+@dataclass(frozen=True)
+class TrustBundle:
+    version: int
+    issued_at: int  # the server's time when it signed the bundle
+    max_age: int
+    keys: tuple[PublicKey, ...]
+    status: StatusList
+    scene: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fresh_until(self) -> int:
+        return self.issued_at + self.max_age
+
+    def trust(
+        self,
+        *,
+        prefix: str,
+        algorithms: Iterable[Algorithm] = (Algorithm.EDDSA,),
+        clock_skew: int = DEFAULT_CLOCK_SKEW,
+        allow_stale: bool = False,
+    ) -> Trust:
+        """A verifier's trust from this bundle: its keys, status list and freshness."""
+        return Trust.of(
+            self.keys,
+            prefix=prefix,
+            algorithms=algorithms,
+            clock_skew=clock_skew,
+            status=self.status,
+            fresh_until=self.fresh_until,
+            allow_stale=allow_stale,
+        )
+
+    def clock_drift(self, terminal_now: int, received_at_server_time: int | None = None) -> int:
+        """How far a terminal's clock is from the server's, measured when the bundle was
+        fetched: ``terminal_now`` then, minus the bundle's server time (positive: ahead)."""
+        return terminal_now - (received_at_server_time or self.issued_at)
+
+
+def sign_bundle(
+    root: RootKey,
+    *,
+    version: int,
+    issued_at: int,
+    max_age: int,
+    keys: Iterable[PublicKey],
+    status: StatusList,
+    scene: dict[str, Any] | None = None,
+) -> str:
+    claims = {
+        "iss": "idcode",
+        "iat": issued_at,
+        "ver": version,
+        "max_age": max_age,
+        "keys": jwks(list(keys)),
+        "status": status.to_json(),
+        "scene": scene or {},
+    }
+    return jwt.encode(
+        claims, root.private_key, algorithm="EdDSA", headers={"kid": root.kid, "typ": BUNDLE_TYPE}
+    )
+
+
+def verify_bundle(token: str, root_jwk: dict[str, Any]) -> TrustBundle:
+    """Check ``token`` against the pinned root public key and decode it."""
+    if not isinstance(token, str) or len(token) > MAX_BUNDLE_BYTES:
+        raise BundleError("a bundle is a compact JWS of at most 8 MiB")
+    try:
+        root = jwt.PyJWK(root_jwk, algorithm="EdDSA")
+        header = jwt.get_unverified_header(token)
+        if header.get("typ") != BUNDLE_TYPE:
+            raise BundleError(f"not a trust bundle (typ must be {BUNDLE_TYPE})")
+        if header.get("kid") != root_jwk.get("kid"):
+            raise BundleError("signed by another key than the pinned root key")
+        claims = jwt.decode(
+            token,
+            root.key,
+            algorithms=["EdDSA"],
+            options={"require": ["iat"], "verify_iat": False},
+            issuer="idcode",
+        )
+    except BundleError:
+        raise
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise BundleError(f"the bundle does not verify with the pinned root key: {exc}") from None
+    try:
+        version, issued_at, max_age = claims["ver"], claims["iat"], claims["max_age"]
+        if not all(type(v) is int and v >= 0 for v in (version, issued_at, max_age)):
+            raise BundleError("ver, iat and max_age must be non-negative integers")
+        scene = claims.get("scene", {})
+        if not isinstance(scene, dict):
+            raise BundleError("scene must be an object")
+        return TrustBundle(
+            version=version,
+            issued_at=issued_at,
+            max_age=max_age,
+            keys=tuple(keys_from_jwks(claims["keys"])),
+            status=StatusList.from_json(claims["status"]),
+            scene=scene,
+        )
+    except KeyError as exc:
+        raise BundleError(f"the bundle lacks {exc}") from None
+    except IdcodeError as exc:
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"the bundle's contents are not valid: {exc}") from None
+
+
+def load_root_jwk(document: Any) -> dict[str, Any]:
+    """The root key from a JWK Set (as ``idcode keys jwks --root`` prints) or a single JWK."""
+    if isinstance(document, dict) and isinstance(document.get("keys"), list):
+        keys = document["keys"]
+        if len(keys) != 1:
+            raise BundleError("the root key set must hold exactly one key")
+        document = keys[0]
+    if not isinstance(document, dict) or document.get("crv") != "Ed25519" or "d" in document:
+        raise BundleError("the root key must be a public Ed25519 JWK")
+    return document

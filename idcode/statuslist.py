@@ -1,0 +1,231 @@
+"""Revocation status lists in the style of the IETF OAuth Token Status List, and their deltas.
+
+One bit per card, at the card's status index (the index in its codes): 0 valid, 1 not valid
+(suspended, lost or revoked; a terminal denies all three). Index ``i`` is bit ``i % 8``
+(least significant first) of byte ``i // 8``, and the bytes travel ZLIB-compressed (level 9)
+and base64url-encoded as ``{"bits": 1, "lst": ...}``, as draft-ietf-oauth-status-list
+specifies. A delta lists the indices set and cleared between two versions, as sorted gaps in
+LEB128 varints, so a terminal that syncs every minute downloads only what changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from idcode.claims import MAX_STATUS_INDEX
+from idcode.errors import IdcodeError
+
+MAX_ENTRIES = MAX_STATUS_INDEX + 1
+
+
+class StatusListError(IdcodeError, ValueError):
+    """A status list or delta is malformed, too large, or does not fit the list."""
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64url(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise StatusListError("expected base64url text")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        raise StatusListError("not base64url") from None
+
+
+def _inflate(data: bytes, limit: int) -> bytes:
+    """ZLIB-decompress at most ``limit`` bytes: a small hostile input cannot expand to gigabytes."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, limit)
+    except zlib.error:
+        raise StatusListError("not ZLIB data") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise StatusListError(f"decompresses to more than {limit} bytes or is truncated")
+    return out
+
+
+class StatusList:
+    """A mutable list of ``size`` status bits."""
+
+    def __init__(self, size: int, bits: bytes | bytearray | None = None) -> None:
+        if not 0 <= size <= MAX_ENTRIES:
+            raise StatusListError(f"a status list holds 0..{MAX_ENTRIES} entries")
+        length = (size + 7) // 8
+        self.size = size
+        self._bits = bytearray(bits) if bits is not None else bytearray(length)
+        if len(self._bits) != length:
+            raise StatusListError("the bit array does not match the list's size")
+
+    def is_invalid(self, index: int) -> bool:
+        """True when the card at ``index`` must be denied. An index past the end belongs to a
+        card enrolled after this list was made, which nothing can have revoked yet."""
+        if 0 <= index < self.size:
+            return bool(self._bits[index >> 3] >> (index & 7) & 1)
+        return False
+
+    def set(self, index: int, invalid: bool) -> None:
+        if not 0 <= index < self.size:
+            raise StatusListError(f"index {index} is outside the list (size {self.size})")
+        if invalid:
+            self._bits[index >> 3] |= 1 << (index & 7)
+        else:
+            self._bits[index >> 3] &= ~(1 << (index & 7)) & 0xFF
+
+    def invalid_indices(self) -> list[int]:
+        return [i for i in range(self.size) if self.is_invalid(i)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bits": 1, "size": self.size, "lst": _b64url(zlib.compress(bytes(self._bits), 9))}
+
+    @classmethod
+    def from_json(cls, document: object) -> StatusList:
+        if not isinstance(document, dict) or document.get("bits") != 1:
+            raise StatusListError('a status list is {"bits": 1, "size": N, "lst": ...}')
+        size = document.get("size")
+        if type(size) is not int or not 0 <= size <= MAX_ENTRIES:
+            raise StatusListError(f"size must be an integer in 0..{MAX_ENTRIES}")
+        bits = _inflate(_unb64url(document.get("lst")), (size + 7) // 8)
+        if len(bits) != (size + 7) // 8:
+            raise StatusListError("the bit array does not match the list's size")
+        return cls(size, bits)
+
+    def copy(self) -> StatusList:
+        return StatusList(self.size, self._bits)
+
+    def grown(self, size: int) -> StatusList:
+        """This list extended (with valid entries) to ``size``."""
+        if size < self.size:
+            raise StatusListError("a status list never shrinks")
+        grown = StatusList(size)
+        grown._bits[: len(self._bits)] = self._bits
+        return grown
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StatusList) and (self.size, self._bits) == (
+            other.size,
+            other._bits,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable
+
+
+def _varints(numbers: Iterable[int]) -> bytes:
+    out = bytearray()
+    for number in numbers:
+        while True:
+            byte = number & 0x7F
+            number >>= 7
+            out.append(byte | (0x80 if number else 0))
+            if not number:
+                break
+    return bytes(out)
+
+
+def _read_varints(data: bytes, limit: int) -> list[int]:
+    numbers, value, shift = [], 0, 0
+    for byte in data:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if shift > 35:
+            raise StatusListError("a varint is too long")
+        if not byte & 0x80:
+            numbers.append(value)
+            value, shift = 0, 0
+            if len(numbers) > limit:
+                raise StatusListError(f"more than {limit} changes")
+    if shift:
+        raise StatusListError("a varint is truncated")
+    return numbers
+
+
+def _encode_indices(indices: Iterable[int]) -> str:
+    ordered = sorted(set(indices))
+    gaps = [b - a for a, b in zip([-1, *ordered], ordered, strict=False)]
+    return _b64url(zlib.compress(_varints(gaps), 9))
+
+
+def _decode_indices(text: object, size: int) -> list[int]:
+    gaps = _read_varints(_inflate(_unb64url(text), 5 * MAX_ENTRIES), MAX_ENTRIES)
+    indices, position = [], -1
+    for gap in gaps:
+        if gap < 1:
+            raise StatusListError("indices must be strictly increasing")
+        position += gap
+        if position >= size:
+            raise StatusListError(f"index {position} is outside the list (size {size})")
+        indices.append(position)
+    return indices
+
+
+@dataclass(frozen=True)
+class StatusDelta:
+    """What changed from list version ``base`` to ``target``."""
+
+    base: int
+    target: int
+    size: int
+    invalidated: tuple[int, ...]
+    validated: tuple[int, ...]
+
+    @classmethod
+    def between(cls, old: StatusList, new: StatusList, base: int, target: int) -> StatusDelta:
+        if new.size < old.size:
+            raise StatusListError("a status list never shrinks")
+        old = old.grown(new.size)
+        invalidated: list[int] = []
+        validated: list[int] = []
+        for byte_index, (before, after) in enumerate(zip(old._bits, new._bits, strict=True)):
+            changed = before ^ after
+            while changed:
+                bit = changed & -changed
+                index = byte_index * 8 + bit.bit_length() - 1
+                (invalidated if after & bit else validated).append(index)
+                changed ^= bit
+        return cls(base, target, new.size, tuple(invalidated), tuple(validated))
+
+    def apply(self, status: StatusList) -> StatusList:
+        if self.size < status.size:
+            raise StatusListError("a delta cannot shrink a status list")
+        updated = status.grown(self.size)
+        for index in self.invalidated:
+            updated.set(index, True)
+        for index in self.validated:
+            updated.set(index, False)
+        return updated
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "target": self.target,
+            "size": self.size,
+            "invalidated": _encode_indices(self.invalidated),
+            "validated": _encode_indices(self.validated),
+        }
+
+    @classmethod
+    def from_json(cls, document: object) -> StatusDelta:
+        if not isinstance(document, dict):
+            raise StatusListError("a delta is a JSON object")
+        base, target, size = (document.get(name) for name in ("base", "target", "size"))
+        if not (
+            type(base) is int
+            and type(target) is int
+            and type(size) is int
+            and min(base, target, size) >= 0
+            and size <= MAX_ENTRIES
+        ):
+            raise StatusListError("base, target and size must be non-negative integers")
+        return cls(
+            base,
+            target,
+            size,
+            tuple(_decode_indices(document.get("invalidated"), size)),
+            tuple(_decode_indices(document.get("validated"), size)),
+        )

@@ -1,0 +1,172 @@
+"""Trust bundles: only the pinned root key's bundles load; revocation, rotation and removal
+reach the offline verifier through them; stale trust is reported before anything else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from idcode.bundle import BundleError, TrustBundle, load_root_jwk, sign_bundle, verify_bundle
+from idcode.claims import CodeClaims
+from idcode.cose import Algorithm
+from idcode.issuer import mint_code
+from idcode.keys import PublicKey
+from idcode.keystore import FileKeyStore, RootKey, initialise, open_key_store, rotate
+from idcode.reasons import Reason
+from idcode.replay import ReplayCache
+from idcode.statuslist import StatusList
+from idcode.testing import random_card
+from idcode.verifier import verify
+
+from .conftest import NOW
+
+PREFIX = "WH1:"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileKeyStore:
+    store = open_key_store(tmp_path / "keys")
+    initialise(store, NOW, 90)
+    return store
+
+
+def bundle_for(
+    root: RootKey,
+    keys: list[PublicKey],
+    status: StatusList | None = None,
+    *,
+    at: int = NOW,
+    max_age: int = 3600,
+) -> str:
+    return sign_bundle(
+        root,
+        version=at,
+        issued_at=at,
+        max_age=max_age,
+        keys=keys,
+        status=status or StatusList(1024),
+    )
+
+
+def synced(store: FileKeyStore, token: str) -> TrustBundle:
+    """What a terminal holds after syncing ``token``, with the root key pinned."""
+    return verify_bundle(token, store.root_public_jwk())
+
+
+def test_a_revoked_cards_fresh_code_is_denied_after_the_next_sync(store: FileKeyStore) -> None:
+    card = random_card(status_index=42)
+    code, _ = mint_code(card, store.signing_key(NOW), prefix=PREFIX, now=NOW)
+    before = synced(store, bundle_for(store.root_key(), store.published_keys(NOW)))
+    assert verify(code, before.trust(prefix=PREFIX), NOW).valid
+
+    revoked = StatusList(1024)
+    revoked.set(42, True)
+    after = synced(store, bundle_for(store.root_key(), store.published_keys(NOW), revoked))
+    fresh, _ = mint_code(card, store.signing_key(NOW + 5), prefix=PREFIX, now=NOW + 5)
+    assert verify(fresh, after.trust(prefix=PREFIX), NOW + 5).reason is Reason.REVOKED
+
+
+def test_a_full_rotation_verifies_codes_from_before_during_and_after_it(
+    store: FileKeyStore,
+) -> None:
+    old_signer = store.signing_key(NOW)
+    before, _ = mint_code(random_card(), old_signer, prefix=PREFIX, now=NOW)
+    # Publish the next key ten minutes ahead; terminals sync in between.
+    new_key = rotate(store, NOW + 60, 90, starts_in=600)
+    during, _ = mint_code(random_card(), store.signing_key(NOW + 120), prefix=PREFIX, now=NOW + 120)
+    assert store.signing_key(NOW + 120).kid == old_signer.kid
+    trust = synced(
+        store, bundle_for(store.root_key(), store.published_keys(NOW + 120), at=NOW + 120)
+    ).trust(prefix=PREFIX)
+    assert {key.kid for key in store.published_keys(NOW + 120)} == {old_signer.kid, new_key.kid}
+    after_switch = NOW + 700
+    after, _ = mint_code(
+        random_card(), store.signing_key(after_switch), prefix=PREFIX, now=after_switch
+    )
+    assert store.signing_key(after_switch).kid == new_key.kid
+    assert verify(before, trust, NOW + 30).valid
+    assert verify(during, trust, NOW + 150).valid
+    assert verify(after, trust, after_switch).valid  # trusted before it signed anything
+    # A code the old key "signs" after its period ended is refused, even with the key trusted.
+    forged = CodeClaims(after_switch, after_switch + 60, bytes(8), random_card())
+    from idcode.issuer import sign_code
+
+    assert verify(sign_code(forged, old_signer, PREFIX), trust, after_switch).reason is (
+        Reason.UNKNOWN_KEY
+    )
+
+
+def test_a_key_removed_in_an_emergency_stops_verifying_after_the_sync(
+    store: FileKeyStore,
+) -> None:
+    compromised = store.signing_key(NOW)
+    code, _ = mint_code(random_card(), compromised, prefix=PREFIX, now=NOW)
+    rotate(store, NOW, 90)
+    without_it = [key for key in store.published_keys(NOW) if key.kid != compromised.kid]
+    trust = synced(store, bundle_for(store.root_key(), without_it)).trust(prefix=PREFIX)
+    assert verify(code, trust, NOW + 1).reason is Reason.UNKNOWN_KEY
+
+
+def test_a_bundle_signed_by_any_other_key_is_refused(store: FileKeyStore, tmp_path: Path) -> None:
+    other = open_key_store(tmp_path / "other")
+    initialise(other, NOW, 90)
+    with pytest.raises(BundleError, match="another key"):
+        synced(store, bundle_for(other.root_key(), store.published_keys(NOW)))
+    # The same kid on another key: the signature gives it away.
+    impostor = RootKey(store.root_key().kid, other.root_key().private_key)
+    with pytest.raises(BundleError, match="does not verify"):
+        synced(store, bundle_for(impostor, store.published_keys(NOW)))
+
+
+def test_a_bundle_changed_by_one_byte_is_refused(store: FileKeyStore) -> None:
+    token = bundle_for(store.root_key(), store.published_keys(NOW))
+    for position in (10, len(token) // 2, len(token) - 5):
+        changed = (
+            token[:position] + ("A" if token[position] != "A" else "B") + token[position + 1 :]
+        )
+        with pytest.raises(BundleError):
+            synced(store, changed)
+
+
+def test_a_stale_bundle_denies_with_stale_trust_unless_the_scene_allows_it(
+    store: FileKeyStore,
+) -> None:
+    bundle = synced(store, bundle_for(store.root_key(), store.published_keys(NOW), max_age=600))
+    code, _ = mint_code(random_card(), store.signing_key(NOW + 600), prefix=PREFIX, now=NOW + 600)
+    replay = ReplayCache()
+    assert verify(code, bundle.trust(prefix=PREFIX), NOW + 599).valid
+    stale = verify(code, bundle.trust(prefix=PREFIX), NOW + 600, replay)
+    assert stale.reason is Reason.STALE_TRUST
+    assert len(replay) == 0
+    assert verify("garbage", bundle.trust(prefix=PREFIX), NOW + 600).reason is Reason.STALE_TRUST
+    lenient = verify(code, bundle.trust(prefix=PREFIX, allow_stale=True), NOW + 601)
+    assert lenient.valid
+    assert "stale" in lenient.detail
+
+
+def test_the_terminal_measures_its_clock_drift_against_the_bundle(store: FileKeyStore) -> None:
+    bundle = synced(store, bundle_for(store.root_key(), store.published_keys(NOW)))
+    assert bundle.clock_drift(NOW + 95) == 95
+    assert bundle.clock_drift(NOW - 20) == -20
+
+
+@pytest.mark.parametrize(
+    "root",
+    [
+        {"keys": []},
+        {"kty": "OKP", "crv": "Ed448", "x": "AA"},
+        {"kty": "OKP", "crv": "Ed25519", "x": "AA", "d": "AA"},
+    ],
+    ids=["empty-set", "not-ed25519", "private"],
+)
+def test_a_root_key_must_be_one_public_ed25519_key(root: dict[str, object]) -> None:
+    with pytest.raises(BundleError):
+        load_root_jwk(root)
+
+
+def test_bundle_algorithms_are_the_verifiers_choice(store: FileKeyStore) -> None:
+    bundle = synced(store, bundle_for(store.root_key(), store.published_keys(NOW)))
+    code, _ = mint_code(random_card(), store.signing_key(NOW), prefix=PREFIX, now=NOW)
+    trust = bundle.trust(prefix=PREFIX, algorithms=[Algorithm.ES256])
+    assert verify(code, trust, NOW).reason is Reason.UNSUPPORTED_ALG
