@@ -29,7 +29,7 @@ from idcode.claims import (
 )
 from idcode.errors import IdcodeError
 from idcode.idnumber import birth_date, normalise_id_number
-from idcode.models import AuditRecord, CardRecord, CardStatus
+from idcode.models import AuditRecord, CardRecord, CardStatus, StatusChange
 from idcode.pii import PersonalDataVault
 
 #: Ages are counted on the civil date in China (UTC+8 all year, no daylight saving time).
@@ -271,6 +271,11 @@ def change_status(session: Session, card_id: str, action: str, actor: str) -> Ca
         raise CardError("invalid_transition", f"cannot {action} a card that is {record.status}")
     previous = record.status
     record.status = target.value  # the version goes up on flush (models.CardRecord)
+    if (previous == CardStatus.ACTIVE.value) != (target is CardStatus.ACTIVE):
+        # The card's status-list bit flips: a new status-list version for the terminals.
+        session.add(
+            StatusChange(status_index=record.status_index, invalid=target is not CardStatus.ACTIVE)
+        )
     record_audit(session, actor, f"card.{action}", card_id, {"from": previous, "to": target.value})
     return record
 

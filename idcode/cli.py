@@ -131,6 +131,16 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_keys_remove(args: argparse.Namespace, settings: Settings) -> int:
+    store = _key_store(args, settings)
+    store.remove_issuer_key(args.kid, _now(args))
+    print(
+        f"issuer key {args.kid} removed: it is no longer published and the next trust bundle "
+        "leaves it out; run 'idcode keys rotate' if no other key signs now"
+    )
+    return EXIT_OK
+
+
 def cmd_keys_jwks(args: argparse.Namespace, settings: Settings) -> int:
     store = _key_store(args, settings)
     document = (
@@ -346,6 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
             type=_bounded_int(1, 3650, "days"),
             help="signing period in days (default: IDCODE_ISSUER_KEY_DAYS or 90)",
         )
+    removal = key_commands.add_parser(
+        "remove", help="emergency removal of a compromised issuer key (out of the next bundle)"
+    )
+    removal.add_argument("kid", metavar="KID")
+    removal.set_defaults(handler=cmd_keys_remove)
     listing = key_commands.add_parser("list", help="list keys with their signing periods")
     listing.set_defaults(handler=cmd_keys_list)
     export = key_commands.add_parser("jwks", help="print the published issuer keys as a JWK Set")
@@ -355,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the city root public key instead (for terminal provisioning)",
     )
     export.set_defaults(handler=cmd_keys_jwks)
-    for sub in (init, rot, listing, export):
+    for sub in (init, rot, listing, export, removal):
         sub.add_argument("--at", type=parse_time, help=at_help)
 
     mint = commands.add_parser(

@@ -179,6 +179,15 @@ class FileKeyStore:
         )
         return issuer_key.public
 
+    def remove_issuer_key(self, kid: str, at: int) -> None:
+        """Emergency removal: the key leaves the published set (and the next trust bundle)
+        at once. Its files are kept, renamed ``removed-…``, for the record."""
+        paths = [self._issuer_path(check_kid(kid), suffix) for suffix in (".json", ".pem")]
+        if not all(path.exists() for path in paths):
+            raise KeyStoreError(f"no issuer key {kid!r} in {self.directory}")
+        for path in paths:
+            path.rename(path.with_name(f"removed-{at}-{path.name}"))
+
     def end_signing_period(self, kid: str, at: int) -> None:
         meta_path = self._issuer_path(check_kid(kid), ".json")
         if not meta_path.exists():
@@ -193,6 +202,10 @@ class FileKeyStore:
 
     def _free_kid(self) -> str:
         used = {key.kid for key in self.issuer_keys()}
+        # Never hand a removed (perhaps compromised) key's kid to a new key: terminals that
+        # have not synced yet would check the new key's codes against the old key.
+        for removed in self.directory.glob("removed-*-issuer-*.json"):
+            used.add(chr(int(removed.stem.rsplit("-", 1)[-1], 16)))
         free = [kid for kid in KID_ALPHABET if kid not in used]
         if not free:
             raise KeyStoreError(
@@ -307,6 +320,7 @@ class SigningKeyCache:
         self._revision: object = None
         self._keys: list[PublicKey] = []
         self._signers: dict[str, Signer] = {}
+        self._root: RootKey | None = None
 
     def signer(self, now: int) -> Signer:
         for public in self._view(now):  # newest first
@@ -320,6 +334,12 @@ class SigningKeyCache:
 
     def published(self, now: int) -> list[PublicKey]:
         return [key for key in self._view(now) if _published_at(key, now)]
+
+    def root(self) -> RootKey:
+        """The city root key, loaded once (it signs trust bundles)."""
+        if self._root is None:
+            self._root = self._store.root_key()
+        return self._root
 
     def _view(self, now: float) -> list[PublicKey]:
         if self._checked_at is None or abs(now - self._checked_at) >= self._recheck_seconds:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -69,3 +69,49 @@ class AuditRecord(Base):
         String(36), ForeignKey("cards.id"), nullable=True, index=True
     )
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class StatusChange(Base):
+    """A card's status-list bit flipped (active to not active, or back). Its id is the status
+    list's version: a terminal at version N needs the changes after N."""
+
+    __tablename__ = "status_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status_index: Mapped[int] = mapped_column(Integer)
+    invalid: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TerminalRecord(Base):
+    """A registered terminal: its scene and site, and the public key it signs requests with."""
+
+    __tablename__ = "terminals"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    scene: Mapped[str] = mapped_column(String(32))
+    site: Mapped[str] = mapped_column(String(64))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decommissioned_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+
+
+class ScanEvent(Base):
+    """One decision a terminal journaled. Never personal data: the subject is the card
+    pseudonym keyed for the terminal's scene."""
+
+    __tablename__ = "scan_events"
+
+    terminal_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("terminals.id"), primary_key=True
+    )
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(48), index=True)
+    scene_result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    subject: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

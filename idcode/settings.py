@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         default=30, ge=0, description="Code requests per citizen per minute; 0 lifts the limit."
     )
     demo_data: bool = Field(default=True, description="Enrol demo cards into an empty database.")
+    bundle_max_age_seconds: int = Field(
+        default=48 * 3600,
+        ge=300,
+        le=30 * 86_400,
+        description="How long a terminal's trust bundle stays fresh.",
+    )
 
     # Personal data at rest
     pii_encryption_key: SecretStr | None = Field(

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from idcode import __version__
 from idcode.api import problems
 from idcode.api.deps import BEARER_SCHEME, Services
-from idcode.api.routes import cards, codes, health, verify
+from idcode.api.routes import cards, codes, health, terminals, verify
 from idcode.auth import token_verifier
 from idcode.database import make_engine, make_session_factory
 from idcode.keystore import SigningKeyCache, initialise, open_key_store
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(codes.router)
     app.include_router(cards.router)
     app.include_router(verify.router)
+    app.include_router(terminals.router)
     _declare_bearer_auth(app)
     return app
 

@@ -1,0 +1,284 @@
+"""Terminals: registration (operators), trust bundles and status deltas, event upload."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import jwt
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from idcode.api.deps import OperatorDep, Services, ServicesDep, bearer_token
+from idcode.api.problems import Problem, problem_responses
+from idcode.bundle import sign_bundle
+from idcode.cards import CardError
+from idcode.models import ScanEvent, TerminalRecord
+from idcode.terminals import (
+    MAX_EVENTS_PER_BATCH,
+    NewTerminal,
+    ScanEventIn,
+    TerminalAuthError,
+    authenticate,
+    current_status,
+    decommission,
+    ingest,
+    register,
+    status_delta,
+)
+
+router = APIRouter(prefix="/v1", tags=["terminals"])
+DELTA_TYPE = "idcode-status-delta+jwt"
+
+
+class TerminalOut(BaseModel):
+    id: str
+    scene: str
+    site: str
+    active: bool
+
+
+class EventBatch(BaseModel):
+    events: list[ScanEventIn] = Field(max_length=MAX_EVENTS_PER_BATCH)
+
+
+class EventBatchResult(BaseModel):
+    received: int
+    stored: int
+    duplicates: int
+
+
+def _view(record: TerminalRecord) -> dict[str, Any]:
+    return {"id": record.id, "scene": record.scene, "site": record.site, "active": record.active}
+
+
+async def _terminal(request: Request) -> TerminalRecord:
+    """The terminal that signed this request, or a 401/403 problem."""
+    services: Services = request.app.state.services
+    token = bearer_token(request)
+    if token is None:
+        raise Problem(
+            401,
+            "missing_token",
+            "A terminal token is required.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    def work() -> TerminalRecord:
+        with services.sessions() as session:
+            return _authenticate(session, token)
+
+    return await run_in_threadpool(work)
+
+
+def _authenticate(session: Any, token: str) -> TerminalRecord:
+    try:
+        return authenticate(session, token)
+    except TerminalAuthError as exc:
+        status = 403 if exc.reason == "terminal_decommissioned" else 401
+        raise Problem(status, exc.reason, "The terminal token was refused.", str(exc)) from None
+
+
+@router.post(
+    "/terminals",
+    status_code=201,
+    response_model=TerminalOut,
+    summary="Register a terminal with its scene, site and public key",
+    responses=problem_responses(401, 403, 422),
+)
+async def register_terminal(
+    new: NewTerminal, operator: OperatorDep, services: ServicesDep
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            record = register(session, new, operator.subject)
+            session.commit()
+            return _view(record)
+
+    return await run_in_threadpool(work)
+
+
+@router.post(
+    "/terminals/{terminal_id}/decommission",
+    response_model=TerminalOut,
+    summary="Cut a terminal off at once",
+    responses=problem_responses(401, 403, 404),
+)
+async def decommission_terminal(
+    terminal_id: str, operator: OperatorDep, services: ServicesDep
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            try:
+                record = decommission(session, terminal_id, operator.subject)
+            except CardError as exc:
+                raise Problem(404, exc.reason, str(exc)) from None
+            session.commit()
+            return _view(record)
+
+    return await run_in_threadpool(work)
+
+
+@router.get(
+    "/trust-bundle",
+    summary="The calling terminal's trust bundle (JWS signed by the city root key)",
+    responses={
+        200: {"content": {"application/jwt": {}}},
+        304: {"description": "Unchanged"},
+        **problem_responses(401, 403, 503),
+    },
+)
+async def trust_bundle(request: Request) -> Response:
+    terminal = await _terminal(request)
+    services: Services = request.app.state.services
+    now = int(time.time())
+    max_age = services.settings.bundle_max_age_seconds
+    version, status = await run_in_threadpool(_current_status, services)
+    keys = services.keys.published(now)
+    # The tag changes with the content, and at least every quarter max-age, so a terminal
+    # that keeps getting 304 still receives a fresh (re-dated) bundle long before it is stale.
+    fingerprint = hashlib.sha256(
+        repr(
+            (
+                version,
+                status.size,
+                [key.to_jwk() for key in keys],
+                terminal.scene,
+                terminal.site,
+                max_age,
+                now // max(1, max_age // 4),
+            )
+        ).encode()
+    ).hexdigest()[:32]
+    etag = f'"{fingerprint}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    token = sign_bundle(
+        services.keys.root(),
+        version=version,
+        issued_at=now,
+        max_age=max_age,
+        keys=keys,
+        status=status,
+        scene={"scene": terminal.scene, "site": terminal.site},
+    )
+    return Response(token, media_type="application/jwt", headers=headers)
+
+
+def _current_status(services: Services) -> tuple[int, Any]:
+    with services.sessions() as session:
+        return current_status(session)
+
+
+@router.get(
+    "/trust-bundle/status-delta",
+    summary="What changed in the status list since a version (JWS signed by the root key)",
+    responses={200: {"content": {"application/jwt": {}}}, **problem_responses(401, 403)},
+)
+async def status_list_delta(
+    request: Request, since: Annotated[int, Query(ge=0, description="The version held.")]
+) -> Response:
+    await _terminal(request)
+    services: Services = request.app.state.services
+
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            return status_delta(session, since).to_json()
+
+    delta = await run_in_threadpool(work)
+    root = services.keys.root()
+    token = jwt.encode(
+        {"iss": "idcode", "iat": int(time.time()), "delta": delta},
+        root.private_key,
+        algorithm="EdDSA",
+        headers={"kid": root.kid, "typ": DELTA_TYPE},
+    )
+    return Response(token, media_type="application/jwt", headers={"Cache-Control": "no-cache"})
+
+
+@router.post(
+    "/events",
+    response_model=EventBatchResult,
+    summary="Upload a batch of scan events; each event is stored once",
+    responses=problem_responses(401, 403, 413, 422),
+)
+async def upload_events(batch: EventBatch, request: Request) -> dict[str, int]:
+    terminal = await _terminal(request)
+    services: Services = request.app.state.services
+
+    def work() -> int:
+        for attempt in range(2):
+            with services.sessions() as session:
+                try:
+                    stored = ingest(session, terminal, batch.events)
+                    session.commit()
+                    return stored
+                except IntegrityError:
+                    # An overlapping upload committed some of these meanwhile: the retry sees
+                    # them as known and stores only the rest.
+                    session.rollback()
+                    if attempt:
+                        raise
+        raise AssertionError("unreachable")
+
+    stored = await run_in_threadpool(work)
+    unique = len({event.event_id for event in batch.events})
+    return {"received": len(batch.events), "stored": stored, "duplicates": unique - stored}
+
+
+class EventOut(BaseModel):
+    terminal_id: str
+    event_id: str
+    occurred_at: datetime
+    valid: bool
+    reason: str
+    scene_result: dict[str, Any]
+    subject: str | None
+
+
+@router.get(
+    "/events",
+    response_model=list[EventOut],
+    summary="Read scan events (operators)",
+    responses=problem_responses(401, 403, 422),
+)
+async def read_events(
+    operator: OperatorDep,
+    services: ServicesDep,
+    terminal_id: str | None = None,
+    reason: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    def work() -> list[dict[str, Any]]:
+        query = select(ScanEvent).order_by(ScanEvent.occurred_at, ScanEvent.event_id)
+        if terminal_id is not None:
+            query = query.where(ScanEvent.terminal_id == terminal_id)
+        if reason is not None:
+            query = query.where(ScanEvent.reason == reason)
+        if since is not None:
+            query = query.where(ScanEvent.occurred_at >= since)
+        if until is not None:
+            query = query.where(ScanEvent.occurred_at < until)
+        with services.sessions() as session:
+            return [
+                {
+                    "terminal_id": e.terminal_id,
+                    "event_id": e.event_id,
+                    "occurred_at": e.occurred_at,
+                    "valid": e.valid,
+                    "reason": e.reason,
+                    "scene_result": e.scene_result,
+                    "subject": e.subject,
+                }
+                for e in session.scalars(query.limit(limit))
+            ]
+
+    return await run_in_threadpool(work)

@@ -1,0 +1,233 @@
+"""Terminals: registration, their signed requests, the trust they fetch and the events they upload.
+
+A terminal authenticates with short JWTs signed by its own key (``private_key_jwt`` style,
+RFC 7523): ``iss`` and ``sub`` are its id, ``aud`` is ``idcode``, and a token lives at most
+five minutes. Decommissioning a terminal cuts it off at its next request.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from idcode.cards import CardError, record_audit
+from idcode.models import CardRecord, CardStatus, ScanEvent, StatusChange, TerminalRecord
+from idcode.statuslist import StatusDelta, StatusList
+
+TERMINAL_AUDIENCE = "idcode"
+MAX_TOKEN_LIFETIME = 300
+SCENES = ("community", "parking", "tourism", "eldercare")
+MAX_EVENTS_PER_BATCH = 1000
+
+
+class TerminalAuthError(CardError):
+    """A terminal's request token is refused."""
+
+
+class NewTerminal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scene: str = Field(description=" | ".join(SCENES))
+    site: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    public_jwk: dict[str, Any] = Field(description="The terminal's public key (Ed25519 or P-256).")
+
+    @field_validator("scene")
+    @classmethod
+    def _known_scene(cls, scene: str) -> str:
+        if scene not in SCENES:
+            raise ValueError(f"scene must be one of {', '.join(SCENES)}")
+        return scene
+
+    @field_validator("public_jwk")
+    @classmethod
+    def _public_signing_key(cls, jwk: dict[str, Any]) -> dict[str, Any]:
+        if "d" in jwk:
+            raise ValueError("send the public key only (no 'd')")
+        kinds = {("OKP", "Ed25519"): "EdDSA", ("EC", "P-256"): "ES256"}
+        alg = kinds.get((jwk.get("kty"), jwk.get("crv")))  # type: ignore[arg-type]
+        if alg is None:
+            raise ValueError("the key must be Ed25519 (OKP) or P-256 (EC)")
+        try:
+            jwt.PyJWK(jwk, algorithm=alg)
+        except jwt.PyJWTError as exc:
+            raise ValueError(f"not a usable public key: {exc}") from None
+        return {k: v for k, v in jwk.items() if k in ("kty", "crv", "x", "y")} | {"alg": alg}
+
+
+def register(session: Session, new: NewTerminal, actor: str) -> TerminalRecord:
+    record = TerminalRecord(
+        id=str(uuid.uuid4()), scene=new.scene, site=new.site, public_jwk=new.public_jwk
+    )
+    session.add(record)
+    session.flush()
+    record_audit(
+        session,
+        actor,
+        "terminal.register",
+        detail={"terminal": record.id, "scene": new.scene, "site": new.site},
+    )
+    return record
+
+
+def decommission(session: Session, terminal_id: str, actor: str) -> TerminalRecord:
+    record = session.get(TerminalRecord, terminal_id)
+    if record is None:
+        raise CardError("terminal_not_found", "no terminal with this id")
+    if record.active:
+        record.active = False
+        record.decommissioned_at = datetime.now(UTC)
+        record_audit(session, actor, "terminal.decommission", detail={"terminal": terminal_id})
+    return record
+
+
+def authenticate(session: Session, token: str, now: float | None = None) -> TerminalRecord:
+    """The active terminal that signed ``token``, or TerminalAuthError saying why not."""
+    now = time.time() if now is None else now
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+        terminal_id = unverified.get("iss")
+    except jwt.PyJWTError:
+        raise TerminalAuthError("invalid_token", "not a terminal token") from None
+    if not isinstance(terminal_id, str) or len(terminal_id) > 36:
+        raise TerminalAuthError("invalid_token", "the token names no terminal")
+    record = session.get(TerminalRecord, terminal_id)
+    if record is None:
+        raise TerminalAuthError("invalid_token", "no such terminal")
+    if not record.active:
+        raise TerminalAuthError("terminal_decommissioned", "this terminal is decommissioned")
+    jwk = record.public_jwk
+    try:
+        claims = jwt.decode(
+            token,
+            jwt.PyJWK(jwk, algorithm=jwk["alg"]).key,
+            algorithms=[jwk["alg"]],
+            audience=TERMINAL_AUDIENCE,
+            issuer=terminal_id,
+            leeway=30,
+            options={"require": ["iss", "sub", "aud", "iat", "exp"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise TerminalAuthError("token_expired", "the terminal token has expired") from None
+    except jwt.PyJWTError as exc:
+        raise TerminalAuthError(
+            "invalid_token", f"the terminal token is not valid: {exc}"
+        ) from None
+    if claims["sub"] != terminal_id or claims["exp"] - claims["iat"] > MAX_TOKEN_LIFETIME:
+        raise TerminalAuthError("invalid_token", "sub must be the terminal; lifetime <= 300 s")
+    return record
+
+
+def terminal_token(
+    terminal_id: str,
+    private_key: Any,
+    alg: str = "EdDSA",
+    now: int | None = None,
+    lifetime: int = 120,
+) -> str:
+    """A request token for a terminal (what the terminal runtime sends; used by tests)."""
+    issued = int(time.time()) if now is None else now
+    claims = {
+        "iss": terminal_id,
+        "sub": terminal_id,
+        "aud": TERMINAL_AUDIENCE,
+        "iat": issued,
+        "exp": issued + lifetime,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, private_key, algorithm=alg)
+
+
+# -- status list for bundles ---------------------------------------------------------------
+
+
+def status_version(session: Session) -> int:
+    return int(session.scalar(select(func.max(StatusChange.id))) or 0)
+
+
+def current_status(session: Session) -> tuple[int, StatusList]:
+    """(version, list) from the cards as they are now."""
+    version = status_version(session)
+    size = int(session.scalar(select(func.max(CardRecord.status_index))) or 0) + 1
+    status = StatusList(size)
+    for index in session.scalars(
+        select(CardRecord.status_index).where(CardRecord.status != CardStatus.ACTIVE.value)
+    ):
+        status.set(index, True)
+    return version, status
+
+
+def status_delta(session: Session, since: int) -> StatusDelta:
+    """What changed after version ``since``: the last change of each index wins."""
+    target = status_version(session)
+    size = int(session.scalar(select(func.max(CardRecord.status_index))) or 0) + 1
+    final: dict[int, bool] = {}
+    for change in session.scalars(
+        select(StatusChange).where(StatusChange.id > since).order_by(StatusChange.id)
+    ):
+        final[change.status_index] = change.invalid
+    return StatusDelta(
+        since,
+        target,
+        size,
+        tuple(sorted(i for i, invalid in final.items() if invalid)),
+        tuple(sorted(i for i, invalid in final.items() if not invalid)),
+    )
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+class ScanEventIn(BaseModel):
+    """One journaled decision; no personal data has a place here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    occurred_at: datetime
+    valid: bool
+    reason: str = Field(min_length=1, max_length=48, pattern=r"^[a-z0-9_]+$")
+    scene_result: dict[str, Any] = Field(default_factory=dict)
+    subject: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[0-9a-f]+$",
+        description="The card pseudonym keyed for this scene (hex).",
+    )
+
+
+def ingest(session: Session, terminal: TerminalRecord, events: list[ScanEventIn]) -> int:
+    """Store events not stored before; returns how many were new. Idempotent by event id."""
+    if not events:
+        return 0
+    ids = {event.event_id for event in events}
+    known = set(
+        session.scalars(
+            select(ScanEvent.event_id).where(
+                ScanEvent.terminal_id == terminal.id, ScanEvent.event_id.in_(ids)
+            )
+        )
+    )
+    fresh: dict[str, ScanEventIn] = {}
+    for event in events:
+        if event.event_id not in known:
+            fresh.setdefault(event.event_id, event)
+    for event in fresh.values():
+        session.add(
+            ScanEvent(
+                terminal_id=terminal.id,
+                event_id=event.event_id,
+                occurred_at=event.occurred_at,
+                valid=event.valid,
+                reason=event.reason,
+                scene_result=event.scene_result,
+                subject=event.subject,
+            )
+        )
+    return len(fresh)
