@@ -97,6 +97,9 @@ class TerminalRecord(Base):
     decommissioned_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+    # The terminal's clock minus the server's, from its last request's signed iat.
+    clock_drift: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ScanEvent(Base):

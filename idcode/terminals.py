@@ -7,6 +7,7 @@ five minutes. Decommissioning a terminal cuts it off at its next request.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from datetime import UTC, datetime
@@ -21,7 +22,10 @@ from idcode.cards import CardError, record_audit
 from idcode.models import CardRecord, CardStatus, ScanEvent, StatusChange, TerminalRecord
 from idcode.statuslist import StatusDelta, StatusList
 
+log = logging.getLogger("idcode.terminals")
+
 TERMINAL_AUDIENCE = "idcode"
+CLOCK_DRIFT_ALLOWANCE = 30  # seconds, the verifier's default clock-skew allowance
 MAX_TOKEN_LIFETIME = 300
 SCENES = ("community", "parking", "tourism", "eldercare")
 MAX_EVENTS_PER_BATCH = 1000
@@ -121,6 +125,12 @@ def authenticate(session: Session, token: str, now: float | None = None) -> Term
         ) from None
     if claims["sub"] != terminal_id or claims["exp"] - claims["iat"] > MAX_TOKEN_LIFETIME:
         raise TerminalAuthError("invalid_token", "sub must be the terminal; lifetime <= 300 s")
+    # The terminal signed iat with its own clock: its drift against ours, for operators.
+    drift = int(claims["iat"] - now)
+    if abs(drift) > CLOCK_DRIFT_ALLOWANCE:
+        log.warning("terminal %s clock drifts %+d s", terminal_id, drift)
+    record.clock_drift = drift
+    record.last_seen_at = datetime.fromtimestamp(now, UTC)
     return record
 
 

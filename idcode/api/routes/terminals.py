@@ -41,6 +41,8 @@ class TerminalOut(BaseModel):
     scene: str
     site: str
     active: bool
+    clock_drift: int | None = None
+    last_seen_at: datetime | None = None
 
 
 class EventBatch(BaseModel):
@@ -54,7 +56,14 @@ class EventBatchResult(BaseModel):
 
 
 def _view(record: TerminalRecord) -> dict[str, Any]:
-    return {"id": record.id, "scene": record.scene, "site": record.site, "active": record.active}
+    return {
+        "id": record.id,
+        "scene": record.scene,
+        "site": record.site,
+        "active": record.active,
+        "clock_drift": record.clock_drift,
+        "last_seen_at": record.last_seen_at,
+    }
 
 
 async def _terminal(request: Request) -> TerminalRecord:
@@ -71,7 +80,9 @@ async def _terminal(request: Request) -> TerminalRecord:
 
     def work() -> TerminalRecord:
         with services.sessions() as session:
-            return _authenticate(session, token)
+            terminal = _authenticate(session, token)
+            session.commit()  # its last-seen time and clock drift
+            return terminal
 
     return await run_in_threadpool(work)
 
@@ -99,6 +110,21 @@ async def register_terminal(
             record = register(session, new, operator.subject)
             session.commit()
             return _view(record)
+
+    return await run_in_threadpool(work)
+
+
+@router.get(
+    "/terminals",
+    response_model=list[TerminalOut],
+    summary="Registered terminals with their last clock drift (operators)",
+    responses=problem_responses(401, 403),
+)
+async def list_terminals(operator: OperatorDep, services: ServicesDep) -> list[dict[str, Any]]:
+    def work() -> list[dict[str, Any]]:
+        with services.sessions() as session:
+            records = session.scalars(select(TerminalRecord).order_by(TerminalRecord.created_at))
+            return [_view(record) for record in records]
 
     return await run_in_threadpool(work)
 
