@@ -8,6 +8,7 @@ five minutes. Decommissioning a terminal cuts it off at its next request.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -15,7 +16,8 @@ from typing import Any
 
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import func, select
+from sqlalchemy import Insert, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idcode.cards import CardError, record_audit
@@ -26,9 +28,13 @@ log = logging.getLogger("idcode.terminals")
 
 TERMINAL_AUDIENCE = "idcode"
 CLOCK_DRIFT_ALLOWANCE = 30  # seconds, the verifier's default clock-skew allowance
+# A terminal whose clock is off by up to this much can still authenticate (and learn it);
+# each token is single-use (jti), so the wider window does not make captured tokens useful.
+MAX_CLOCK_DRIFT = 600
 MAX_TOKEN_LIFETIME = 300
 SCENES = ("community", "parking", "tourism", "eldercare")
 MAX_EVENTS_PER_BATCH = 1000
+_RESULT_NAME = re.compile(r"[a-z0-9_]{1,32}")
 
 
 class TerminalAuthError(CardError):
@@ -104,27 +110,46 @@ def authenticate(session: Session, token: str, now: float | None = None) -> Term
     record = session.get(TerminalRecord, terminal_id)
     if record is None:
         raise TerminalAuthError("invalid_token", "no such terminal")
-    if not record.active:
-        raise TerminalAuthError("terminal_decommissioned", "this terminal is decommissioned")
     jwk = record.public_jwk
     try:
+        # Times are judged below against the terminal's own clock, which may drift while it
+        # is offline for days: it must still reach the service to learn that it drifts.
         claims = jwt.decode(
             token,
             jwt.PyJWK(jwk, algorithm=jwk["alg"]).key,
             algorithms=[jwk["alg"]],
             audience=TERMINAL_AUDIENCE,
             issuer=terminal_id,
-            leeway=30,
-            options={"require": ["iss", "sub", "aud", "iat", "exp"]},
+            options={
+                "require": ["iss", "sub", "aud", "iat", "exp", "jti"],
+                "verify_exp": False,
+                "verify_iat": False,
+            },
         )
-    except jwt.ExpiredSignatureError:
-        raise TerminalAuthError("token_expired", "the terminal token has expired") from None
     except jwt.PyJWTError as exc:
         raise TerminalAuthError(
             "invalid_token", f"the terminal token is not valid: {exc}"
         ) from None
-    if claims["sub"] != terminal_id or claims["exp"] - claims["iat"] > MAX_TOKEN_LIFETIME:
-        raise TerminalAuthError("invalid_token", "sub must be the terminal; lifetime <= 300 s")
+    issued, expires = claims["iat"], claims["exp"]
+    if (
+        claims["sub"] != terminal_id
+        or not isinstance(issued, int | float)
+        or not isinstance(expires, int | float)
+        or not 0 < expires - issued <= MAX_TOKEN_LIFETIME
+    ):
+        raise TerminalAuthError(
+            "invalid_token", "sub must be the terminal and the lifetime 1-300 s"
+        )
+    drift = int(issued - now)
+    if drift > MAX_CLOCK_DRIFT:
+        raise TerminalAuthError(
+            "invalid_token", f"the terminal's clock is more than {MAX_CLOCK_DRIFT} s ahead"
+        )
+    if now - expires > MAX_CLOCK_DRIFT:
+        raise TerminalAuthError("token_expired", "the terminal token has expired")
+    # Checked only now, so that an unsigned token cannot probe which terminals exist.
+    if not record.active:
+        raise TerminalAuthError("terminal_decommissioned", "this terminal is decommissioned")
     # The terminal signed iat with its own clock: its drift against ours, for operators.
     drift = int(claims["iat"] - now)
     if abs(drift) > CLOCK_DRIFT_ALLOWANCE:
@@ -158,6 +183,14 @@ def terminal_token(
 
 
 def status_version(session: Session) -> int:
+    """The status list's version, once no status change is still being committed.
+
+    Versions come from a sequence, so a change can commit after one with a higher id; a
+    terminal already at that higher version would never be sent it. On PostgreSQL this read
+    therefore waits for changes in flight and holds new ones back until its transaction ends
+    (SQLite commits one writer at a time, in id order)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE status_changes IN SHARE MODE"))
     return int(session.scalar(select(func.max(StatusChange.id))) or 0)
 
 
@@ -204,6 +237,23 @@ class ScanEventIn(BaseModel):
     valid: bool
     reason: str = Field(min_length=1, max_length=48, pattern=r"^[a-z0-9_]+$")
     scene_result: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("scene_result")
+    @classmethod
+    def _coarse_scene_result(cls, result: dict[str, Any]) -> dict[str, Any]:
+        # A scene reports coarse outcomes (a fee, a ticket class, a count), never free text
+        # about a person: short names, scalar values, a handful of them.
+        if len(result) > 20:
+            raise ValueError("at most 20 scene results")
+        for name, value in result.items():
+            if not _RESULT_NAME.fullmatch(name):
+                raise ValueError("scene result names are 1-32 of a-z, 0-9 and _")
+            if isinstance(value, str) and len(value) > 64:
+                raise ValueError("scene result texts are at most 64 characters")
+            if value is not None and not isinstance(value, str | int | float | bool):
+                raise ValueError("scene results are numbers, booleans or short texts")
+        return result
+
     subject: str | None = Field(
         default=None,
         max_length=64,
@@ -213,31 +263,33 @@ class ScanEventIn(BaseModel):
 
 
 def ingest(session: Session, terminal: TerminalRecord, events: list[ScanEventIn]) -> int:
-    """Store events not stored before; returns how many were new. Idempotent by event id."""
-    if not events:
-        return 0
-    ids = {event.event_id for event in events}
-    known = set(
-        session.scalars(
-            select(ScanEvent.event_id).where(
-                ScanEvent.terminal_id == terminal.id, ScanEvent.event_id.in_(ids)
-            )
-        )
-    )
+    """Store events not stored before; returns how many were new. Idempotent by event id,
+    also when overlapping uploads race: the database skips what another has stored."""
     fresh: dict[str, ScanEventIn] = {}
     for event in events:
-        if event.event_id not in known:
-            fresh.setdefault(event.event_id, event)
-    for event in fresh.values():
-        session.add(
-            ScanEvent(
-                terminal_id=terminal.id,
-                event_id=event.event_id,
-                occurred_at=event.occurred_at,
-                valid=event.valid,
-                reason=event.reason,
-                scene_result=event.scene_result,
-                subject=event.subject,
-            )
-        )
-    return len(fresh)
+        fresh.setdefault(event.event_id, event)
+    if not fresh:
+        return 0
+    statement: Insert = (
+        postgresql.insert(ScanEvent).on_conflict_do_nothing()
+        if session.get_bind().dialect.name == "postgresql"
+        else sqlite.insert(ScanEvent).on_conflict_do_nothing()
+    )
+    received_at = datetime.now(UTC)
+    rows = [
+        {
+            "terminal_id": terminal.id,
+            "event_id": event.event_id,
+            "occurred_at": event.occurred_at,
+            "valid": event.valid,
+            "reason": event.reason,
+            "scene_result": event.scene_result,
+            "subject": event.subject,
+            "received_at": received_at,
+        }
+        # In one order for every upload, so that racing uploads wait for each other's rows
+        # instead of deadlocking.
+        for event in sorted(fresh.values(), key=lambda event: event.event_id)
+    ]
+    stored = session.scalars(statement.values(rows).returning(ScanEvent.event_id)).all()
+    return len(stored)

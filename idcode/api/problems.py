@@ -143,7 +143,7 @@ def install(app: FastAPI) -> None:
 
 
 DEFAULT_BODY_LIMIT = 64 * 1024
-BODY_LIMITS = {"/v1/cards/import": 64 * 1024 * 1024}
+BODY_LIMITS = {"/v1/cards/import": 64 * 1024 * 1024, "/v1/events": 1024 * 1024}
 
 
 class BodyLimit:

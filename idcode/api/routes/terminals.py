@@ -20,7 +20,9 @@ from idcode.bundle import sign_bundle
 from idcode.cards import CardError
 from idcode.models import ScanEvent, TerminalRecord
 from idcode.terminals import (
+    MAX_CLOCK_DRIFT,
     MAX_EVENTS_PER_BATCH,
+    MAX_TOKEN_LIFETIME,
     NewTerminal,
     ScanEventIn,
     TerminalAuthError,
@@ -84,7 +86,17 @@ async def _terminal(request: Request) -> TerminalRecord:
             session.commit()  # its last-seen time and clock drift
             return terminal
 
-    return await run_in_threadpool(work)
+    terminal = await run_in_threadpool(work)
+    # Each request token is used once: a captured one cannot be replayed.
+    jti = str(jwt.decode(token, options={"verify_signature": False}).get("jti", ""))
+    now = int(time.time())
+    if await services.state.seen_before(
+        hashlib.sha256(f"terminal-jti:{terminal.id}:{jti}".encode()).digest(),
+        now + 2 * MAX_CLOCK_DRIFT + MAX_TOKEN_LIFETIME,
+        now,
+    ):
+        raise Problem(401, "token_replayed", "This terminal token was used before.")
+    return terminal
 
 
 def _authenticate(session: Any, token: str) -> TerminalRecord:
@@ -183,7 +195,12 @@ async def trust_bundle(request: Request) -> Response:
     ).hexdigest()[:32]
     etag = f'"{fingerprint}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
+    # RFC 9110 section 13.1.2: weak comparison, and "*" matches any current bundle.
+    offered = [
+        tag.strip().removeprefix("W/")
+        for tag in request.headers.get("if-none-match", "").split(",")
+    ]
+    if etag in offered or "*" in offered:
         return Response(status_code=304, headers=headers)
     token = sign_bundle(
         services.keys.root(),
@@ -215,7 +232,14 @@ async def status_list_delta(
 
     def work() -> dict[str, Any]:
         with services.sessions() as session:
-            return status_delta(session, since).to_json()
+            delta = status_delta(session, since)
+        if since > delta.target:
+            raise Problem(
+                409,
+                "unknown_version",
+                f"version {since} is newer than the service's {delta.target}; fetch the bundle",
+            )
+        return delta.to_json()
 
     delta = await run_in_threadpool(work)
     root = services.keys.root()

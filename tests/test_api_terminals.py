@@ -1,0 +1,957 @@
+"""Terminals through the real service (PostgreSQL and Redis): registration, signed terminal
+requests, trust bundles with ETags, revocation, rotation and emergency key removal reaching
+the offline verifier at the next sync, signed status deltas and idempotent event upload."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import jwt
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from idcode.api.app import create_app
+from idcode.bundle import BundleError, TrustBundle, verify_bundle
+from idcode.cards import change_status
+from idcode.database import make_engine, make_session_factory, upgrade
+from idcode.keystore import initialise, open_key_store, rotate
+from idcode.reasons import Reason
+from idcode.replay import ReplayCache
+from idcode.settings import Settings
+from idcode.statuslist import StatusDelta
+from idcode.terminals import terminal_token
+from idcode.verifier import Verdict, verify
+
+from .conftest import Tokens
+
+Enrol = Callable[..., tuple[str, str]]
+TerminalKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+PROBLEM_JSON = "application/problem+json"
+DELTA_TYPE = "idcode-status-delta+jwt"
+REQUEST_TIMEOUT = 120  # seconds a thread waits for its request, only so a hang cannot block
+KEY_RECHECK = 1.1  # the service looks at its key store at most once a second
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """A registered terminal as it runs in the field: its id and its own private key."""
+
+    id: str
+    private_key: TerminalKey
+    alg: str
+
+    def headers(self, **token_args: Any) -> dict[str, str]:
+        token = terminal_token(self.id, self.private_key, self.alg, **token_args)
+        return {"Authorization": f"Bearer {token}"}
+
+
+def public_jwk(private_key: TerminalKey) -> dict[str, Any]:
+    if isinstance(private_key, Ed25519PrivateKey):
+        return OKPAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
+    return ECAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
+
+
+def assert_problem(response: httpx2.Response, status: int, reason: str) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status and machine-readable reason."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    problem: dict[str, Any] = response.json()
+    assert (problem["reason"], problem["status"]) == (reason, status)
+    return problem
+
+
+RegisterTerminal = Callable[..., Terminal]
+
+
+@pytest.fixture
+def register_terminal(client: TestClient, tokens: Tokens) -> RegisterTerminal:
+    """Register a terminal through the API (as an operator); returns it with its key."""
+
+    def register(
+        scene: str = "community", site: str = "hall-1", private_key: TerminalKey | None = None
+    ) -> Terminal:
+        key = private_key or Ed25519PrivateKey.generate()
+        body = {"scene": scene, "site": site, "public_jwk": public_jwk(key)}
+        response = client.post("/v1/terminals", json=body, headers=tokens.operator())
+        assert response.status_code == 201, response.text
+        alg = "EdDSA" if isinstance(key, Ed25519PrivateKey) else "ES256"
+        return Terminal(response.json()["id"], key, alg)
+
+    return register
+
+
+@pytest.fixture
+def terminal(register_terminal: RegisterTerminal) -> Terminal:
+    return register_terminal()
+
+
+@pytest.fixture
+def root_jwk(client: TestClient, service_settings: Settings) -> dict[str, Any]:
+    """The city root public key, as a terminal pins it when it is provisioned."""
+    return open_key_store(service_settings.keys_dir).root_public_jwk()
+
+
+def fetch_bundle(client: TestClient, terminal: Terminal) -> httpx2.Response:
+    response = client.get("/v1/trust-bundle", headers=terminal.headers())
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/jwt"
+    return response
+
+
+def sync(client: TestClient, terminal: Terminal, root_jwk: dict[str, Any]) -> TrustBundle:
+    """What the terminal holds after a sync: the served bundle, checked with the pinned key."""
+    return verify_bundle(fetch_bundle(client, terminal).text, root_jwk)
+
+
+def fresh_code(client: TestClient, tokens: Tokens, id_number: str) -> str:
+    response = client.post("/v1/codes", headers=tokens.citizen(id_number))
+    assert response.status_code == 200, response.text
+    code: str = response.json()["code"]
+    return code
+
+
+def scan(code: str, bundle: TrustBundle, settings: Settings, replay: ReplayCache) -> Verdict:
+    """The offline decision of a terminal holding ``bundle``."""
+    trust = bundle.trust(prefix=settings.code_prefix)
+    return verify(code, trust, int(time.time()), replay)
+
+
+def set_status(client: TestClient, tokens: Tokens, card_id: str, action: str) -> None:
+    response = client.post(
+        f"/v1/cards/{card_id}/status", json={"action": action}, headers=tokens.operator()
+    )
+    assert response.status_code == 200, response.text
+
+
+def read_card(client: TestClient, tokens: Tokens, card_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/cards/{card_id}", headers=tokens.operator())
+    assert response.status_code == 200, response.text
+    card: dict[str, Any] = response.json()
+    return card
+
+
+def event(number: int, reason: str = "ok") -> dict[str, Any]:
+    return {
+        "event_id": f"evt-{number:04d}",
+        "occurred_at": f"2026-12-01T08:{number // 60 % 60:02d}:{number % 60:02d}Z",
+        "valid": reason == "ok",
+        "reason": reason,
+        "scene_result": {"admitted": reason == "ok"},
+        "subject": f"{number:016x}",
+    }
+
+
+def upload(client: TestClient, terminal: Terminal, events: list[dict[str, Any]]) -> dict[str, int]:
+    response = client.post("/v1/events", json={"events": events}, headers=terminal.headers())
+    assert response.status_code == 200, response.text
+    result: dict[str, int] = response.json()
+    return result
+
+
+def stored_events(client: TestClient, tokens: Tokens, **filters: str) -> list[dict[str, Any]]:
+    response = client.get("/v1/events", params=filters, headers=tokens.operator())
+    assert response.status_code == 200, response.text
+    events: list[dict[str, Any]] = response.json()
+    return events
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "p256"])
+def test_operator_registers_a_terminal_with_its_scene_site_and_public_key(
+    client: TestClient, tokens: Tokens, kind: str
+) -> None:
+    key: TerminalKey = (
+        Ed25519PrivateKey.generate()
+        if kind == "ed25519"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    body = {"scene": "parking", "site": "car-park_7.north", "public_jwk": public_jwk(key)}
+
+    response = client.post("/v1/terminals", json=body, headers=tokens.operator())
+
+    assert response.status_code == 201, response.text
+    registered = response.json()
+    assert (registered["scene"], registered["site"], registered["active"]) == (
+        "parking",
+        "car-park_7.north",
+        True,
+    )
+    listed = client.get("/v1/terminals", headers=tokens.operator())
+    assert listed.status_code == 200, listed.text
+    assert registered["id"] in {t["id"] for t in listed.json()}
+    # The terminal can sign its requests with the key it registered.
+    alg = "EdDSA" if kind == "ed25519" else "ES256"
+    fetch_bundle(client, Terminal(registered["id"], key, alg))
+
+
+def _private_jwk() -> dict[str, Any]:
+    return OKPAlgorithm.to_jwk(Ed25519PrivateKey.generate(), as_dict=True)
+
+
+def _rsa_jwk() -> dict[str, Any]:
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
+
+
+def _p384_jwk() -> dict[str, Any]:
+    return ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP384R1()).public_key(), as_dict=True)
+
+
+def _ed25519_jwk_with_a_short_x() -> dict[str, Any]:
+    jwk = OKPAlgorithm.to_jwk(Ed25519PrivateKey.generate().public_key(), as_dict=True)
+    return {**jwk, "x": jwk["x"][:10]}
+
+
+@pytest.mark.parametrize(
+    "make_jwk",
+    [_private_jwk, _rsa_jwk, _p384_jwk, _ed25519_jwk_with_a_short_x],
+    ids=["private-jwk", "rsa", "p384", "truncated-ed25519"],
+)
+def test_registration_refuses_anything_but_a_public_ed25519_or_p256_key(
+    client: TestClient, tokens: Tokens, make_jwk: Callable[[], dict[str, Any]]
+) -> None:
+    jwk = make_jwk()
+    body = {"scene": "community", "site": "hall-1", "public_jwk": jwk}
+
+    response = client.post("/v1/terminals", json=body, headers=tokens.operator())
+
+    problem = assert_problem(response, 422, "invalid_request")
+    assert problem["errors"][0]["loc"] == ["body", "public_jwk"]
+    if "d" in jwk:  # the problem never echoes a private key
+        assert jwk["d"] not in response.text
+
+
+@pytest.mark.parametrize(
+    ("scene", "site"),
+    [("casino", "hall-1"), ("community", ""), ("community", "hall 1"), ("community", "h" * 65)],
+    ids=["unknown-scene", "empty-site", "site-with-space", "site-too-long"],
+)
+def test_registration_refuses_an_unknown_scene_or_a_bad_site(
+    client: TestClient, tokens: Tokens, scene: str, site: str
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    body = {"scene": scene, "site": site, "public_jwk": public_jwk(key)}
+
+    response = client.post("/v1/terminals", json=body, headers=tokens.operator())
+
+    assert_problem(response, 422, "invalid_request")
+
+
+def test_only_operators_register_list_and_decommission_terminals(
+    client: TestClient, tokens: Tokens, enrol: Enrol, terminal: Terminal
+) -> None:
+    _, id_number = enrol()
+    body = {
+        "scene": "community",
+        "site": "hall-1",
+        "public_jwk": public_jwk(Ed25519PrivateKey.generate()),
+    }
+    for headers in (tokens.citizen(id_number), tokens.verifier()):
+        assert_problem(client.post("/v1/terminals", json=body, headers=headers), 403, "forbidden")
+        assert_problem(client.get("/v1/terminals", headers=headers), 403, "forbidden")
+        decommission = client.post(f"/v1/terminals/{terminal.id}/decommission", headers=headers)
+        assert_problem(decommission, 403, "forbidden")
+    # A terminal cannot register another terminal either: its token is no ID token.
+    response = client.post("/v1/terminals", json=body, headers=terminal.headers())
+    assert response.status_code == 401, response.text
+    fetch_bundle(client, terminal)  # still active
+
+
+# -- terminal authentication ---------------------------------------------------------------------
+
+
+def test_trust_bundle_without_a_token_is_401_missing_token(client: TestClient) -> None:
+    response = client.get("/v1/trust-bundle")
+
+    assert_problem(response, 401, "missing_token")
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def _signed_by_another_key(terminal: Terminal) -> str:
+    return terminal_token(terminal.id, Ed25519PrivateKey.generate())
+
+
+def _over_300_seconds(terminal: Terminal) -> str:
+    return terminal_token(terminal.id, terminal.private_key, lifetime=301)
+
+
+def _for_another_audience(terminal: Terminal) -> str:
+    now = int(time.time())
+    claims = {"iss": terminal.id, "sub": terminal.id, "aud": "elsewhere", "iat": now}
+    return jwt.encode({**claims, "exp": now + 60}, terminal.private_key, algorithm="EdDSA")
+
+
+def _about_another_subject(terminal: Terminal) -> str:
+    now = int(time.time())
+    claims = {"iss": terminal.id, "sub": "someone-else", "aud": "idcode", "iat": now}
+    return jwt.encode({**claims, "exp": now + 60}, terminal.private_key, algorithm="EdDSA")
+
+
+def _unsigned(terminal: Terminal) -> str:
+    now = int(time.time())
+    claims = {"iss": terminal.id, "sub": terminal.id, "aud": "idcode", "iat": now}
+    return jwt.encode({**claims, "exp": now + 60}, "", algorithm="none")
+
+
+def _for_an_unknown_terminal(terminal: Terminal) -> str:
+    return terminal_token("00000000-0000-4000-8000-000000000000", terminal.private_key)
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        _signed_by_another_key,
+        _over_300_seconds,
+        _for_another_audience,
+        _about_another_subject,
+        _unsigned,
+        _for_an_unknown_terminal,
+    ],
+    ids=[
+        "signed-by-another-key",
+        "lifetime-over-300s",
+        "another-audience",
+        "another-subject",
+        "alg-none",
+        "unknown-terminal",
+    ],
+)
+def test_terminal_token_that_the_terminals_key_did_not_sign_as_required_is_401(
+    client: TestClient, terminal: Terminal, forge: Callable[[Terminal], str]
+) -> None:
+    headers = {"Authorization": f"Bearer {forge(terminal)}"}
+
+    response = client.get("/v1/trust-bundle", headers=headers)
+
+    assert_problem(response, 401, "invalid_token")
+
+
+def test_expired_terminal_token_is_401_token_expired(
+    client: TestClient, terminal: Terminal
+) -> None:
+    # Issued twenty minutes ago for a minute: beyond any clock drift a terminal may have.
+    headers = terminal.headers(now=int(time.time()) - 1200, lifetime=60)
+
+    response = client.get("/v1/trust-bundle", headers=headers)
+
+    assert_problem(response, 401, "token_expired")
+
+
+@pytest.mark.parametrize("drift", [-300, 300], ids=["five-minutes-slow", "five-minutes-fast"])
+def test_a_terminal_whose_clock_drifts_still_syncs_and_operators_see_the_drift(
+    client: TestClient, tokens: Tokens, terminal: Terminal, drift: int
+) -> None:
+    response = client.get(
+        "/v1/trust-bundle", headers=terminal.headers(now=int(time.time()) + drift)
+    )
+
+    assert response.status_code == 200
+    listed = {t["id"]: t for t in client.get("/v1/terminals", headers=tokens.operator()).json()}
+    assert abs(listed[terminal.id]["clock_drift"] - drift) <= 5
+
+
+def test_a_terminal_clock_more_than_ten_minutes_fast_is_refused(
+    client: TestClient, terminal: Terminal
+) -> None:
+    headers = terminal.headers(now=int(time.time()) + 1200)
+
+    assert_problem(client.get("/v1/trust-bundle", headers=headers), 401, "invalid_token")
+
+
+def test_a_terminal_token_cannot_be_used_twice(client: TestClient, terminal: Terminal) -> None:
+    headers = terminal.headers()
+
+    assert client.get("/v1/trust-bundle", headers=headers).status_code == 200
+    assert_problem(client.get("/v1/trust-bundle", headers=headers), 401, "token_replayed")
+
+
+@pytest.mark.parametrize(
+    "scene_result",
+    [{"note": "x" * 65}, {"resident": {"name": "张三"}}, {"Name": "x"}],
+    ids=["long-text", "nested", "bad-name"],
+)
+def test_scene_results_are_coarse_values_only(
+    client: TestClient, terminal: Terminal, scene_result: dict[str, object]
+) -> None:
+    batch = [{**event(1), "scene_result": scene_result}]
+
+    response = client.post("/v1/events", json={"events": batch}, headers=terminal.headers())
+
+    assert_problem(response, 422, "invalid_request")
+
+
+def test_an_operators_id_token_is_not_a_terminal_token(client: TestClient, tokens: Tokens) -> None:
+    response = client.get("/v1/trust-bundle", headers=tokens.operator())
+
+    assert_problem(response, 401, "invalid_token")
+
+
+def test_decommissioned_terminal_is_cut_off_at_its_very_next_request(
+    client: TestClient, tokens: Tokens, terminal: Terminal
+) -> None:
+    token_before = terminal.headers()  # still within its lifetime afterwards
+    fetch_bundle(client, terminal)
+    assert upload(client, terminal, [event(1)])["stored"] == 1
+
+    response = client.post(f"/v1/terminals/{terminal.id}/decommission", headers=tokens.operator())
+    assert response.status_code == 200, response.text
+    assert response.json()["active"] is False
+
+    for headers in (token_before, terminal.headers()):
+        assert_problem(
+            client.get("/v1/trust-bundle", headers=headers), 403, "terminal_decommissioned"
+        )
+        delta = client.get("/v1/trust-bundle/status-delta?since=0", headers=headers)
+        assert_problem(delta, 403, "terminal_decommissioned")
+        uploaded = client.post("/v1/events", json={"events": [event(2)]}, headers=headers)
+        assert_problem(uploaded, 403, "terminal_decommissioned")
+    # Nothing it sent after decommissioning was stored.
+    assert [e["event_id"] for e in stored_events(client, tokens, terminal_id=terminal.id)] == [
+        "evt-0001"
+    ]
+
+
+def test_decommissioning_an_unknown_terminal_is_404(client: TestClient, tokens: Tokens) -> None:
+    response = client.post(
+        "/v1/terminals/00000000-0000-4000-8000-000000000000/decommission",
+        headers=tokens.operator(),
+    )
+
+    assert_problem(response, 404, "terminal_not_found")
+
+
+# -- trust bundles -------------------------------------------------------------------------------
+
+
+def test_trust_bundle_verifies_with_the_pinned_root_key_and_holds_the_service_keys(
+    client: TestClient,
+    service_settings: Settings,
+    tokens: Tokens,
+    enrol: Enrol,
+    terminal: Terminal,
+    root_jwk: dict[str, Any],
+) -> None:
+    _, id_number = enrol()
+    code = fresh_code(client, tokens, id_number)
+
+    bundle = sync(client, terminal, root_jwk)
+
+    assert bundle.scene == {"scene": "community", "site": "hall-1"}
+    published = client.get("/.well-known/jwks.json").json()["keys"]
+    assert {key.kid for key in bundle.keys} == {key["kid"] for key in published}
+    assert bundle.max_age == service_settings.bundle_max_age_seconds
+    verdict = scan(code, bundle, service_settings, ReplayCache())
+    assert verdict.valid, verdict
+
+
+def test_each_terminal_gets_the_scene_data_of_its_own_scene_and_site(
+    client: TestClient, register_terminal: RegisterTerminal, root_jwk: dict[str, Any]
+) -> None:
+    hall = register_terminal(scene="community", site="hall-1")
+    car_park = register_terminal(scene="parking", site="car-park-9")
+
+    assert sync(client, hall, root_jwk).scene == {"scene": "community", "site": "hall-1"}
+    assert sync(client, car_park, root_jwk).scene == {"scene": "parking", "site": "car-park-9"}
+    hall_tag = fetch_bundle(client, hall).headers["etag"]
+    car_park_tag = fetch_bundle(client, car_park).headers["etag"]
+    assert hall_tag != car_park_tag
+    # One terminal's tag never stands for another's bundle.
+    response = client.get(
+        "/v1/trust-bundle", headers={**car_park.headers(), "If-None-Match": hall_tag}
+    )
+    assert response.status_code == 200, response.text
+    assert verify_bundle(response.text, root_jwk).scene["site"] == "car-park-9"
+
+
+def test_trust_bundle_signed_by_another_root_key_is_refused(
+    client: TestClient, terminal: Terminal, root_jwk: dict[str, Any], tmp_path: Path
+) -> None:
+    token = fetch_bundle(client, terminal).text
+    other = open_key_store(tmp_path / "another-city")
+    initialise(other, int(time.time()), 90)
+
+    with pytest.raises(BundleError, match="another key"):
+        verify_bundle(token, other.root_public_jwk())
+    # The other city's key under our root kid: the signature gives it away.
+    with pytest.raises(BundleError, match="does not verify"):
+        verify_bundle(token, {**other.root_public_jwk(), "kid": root_jwk["kid"]})
+
+
+def test_trust_bundle_changed_by_one_byte_is_refused(
+    client: TestClient, terminal: Terminal, root_jwk: dict[str, Any]
+) -> None:
+    token = fetch_bundle(client, terminal).text
+    verify_bundle(token, root_jwk)
+
+    for position in (5, token.index(".") + 7, len(token) // 2, len(token) - 3):
+        replacement = "A" if token[position] != "A" else "B"
+        changed = token[:position] + replacement + token[position + 1 :]
+        with pytest.raises(BundleError):
+            verify_bundle(changed, root_jwk)
+
+
+def test_unchanged_trust_bundle_is_304_not_modified_with_if_none_match(
+    client: TestClient, terminal: Terminal
+) -> None:
+    first = fetch_bundle(client, terminal)
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"')
+
+    again = client.get("/v1/trust-bundle", headers={**terminal.headers(), "If-None-Match": etag})
+
+    assert again.status_code == 304, again.text
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+    # Among other tags, the terminal's still matches.
+    listed = client.get(
+        "/v1/trust-bundle",
+        headers={**terminal.headers(), "If-None-Match": f'"stale", {etag}'},
+    )
+    assert listed.status_code == 304, listed.text
+
+
+def test_trust_bundle_etag_changes_after_a_card_status_change(
+    client: TestClient, tokens: Tokens, enrol: Enrol, terminal: Terminal
+) -> None:
+    card_id, _ = enrol()
+    etag = fetch_bundle(client, terminal).headers["etag"]
+
+    set_status(client, tokens, card_id, "suspend")
+    response = client.get("/v1/trust-bundle", headers={**terminal.headers(), "If-None-Match": etag})
+
+    assert response.status_code == 200, response.text
+    assert response.headers["etag"] != etag
+
+
+# -- revocation reaching the terminal ----------------------------------------------------------
+
+
+def test_revoked_cards_fresh_code_is_denied_offline_after_the_next_bundle_sync(
+    client: TestClient,
+    service_settings: Settings,
+    tokens: Tokens,
+    enrol: Enrol,
+    terminal: Terminal,
+    root_jwk: dict[str, Any],
+) -> None:
+    card_id, id_number = enrol()
+    shown_before = fresh_code(client, tokens, id_number)
+    # Minted before the revocation and never shown yet: still within its lifetime.
+    shown_after = fresh_code(client, tokens, id_number)
+    replay = ReplayCache()
+    before = sync(client, terminal, root_jwk)
+    assert scan(shown_before, before, service_settings, replay).valid
+
+    set_status(client, tokens, card_id, "revoke")
+    # Until it syncs, the terminal knows nothing of the revocation.
+    assert scan(shown_after, before, service_settings, ReplayCache()).valid
+    after = sync(client, terminal, root_jwk)
+
+    assert after.version > before.version
+    verdict = scan(shown_after, after, service_settings, replay)
+    assert verdict.reason is Reason.REVOKED, verdict
+    # And the service issues no fresh code for the card any more.
+    refused = client.post("/v1/codes", headers=tokens.citizen(id_number))
+    assert_problem(refused, 403, "card_revoked")
+
+
+def test_suspended_card_is_denied_after_sync_and_admitted_again_after_reinstatement(
+    client: TestClient,
+    service_settings: Settings,
+    tokens: Tokens,
+    enrol: Enrol,
+    terminal: Terminal,
+    root_jwk: dict[str, Any],
+) -> None:
+    card_id, id_number = enrol()
+    code = fresh_code(client, tokens, id_number)
+    replay = ReplayCache()
+
+    set_status(client, tokens, card_id, "suspend")
+    suspended = sync(client, terminal, root_jwk)
+    assert scan(code, suspended, service_settings, replay).reason is Reason.REVOKED
+
+    set_status(client, tokens, card_id, "reinstate")
+    reinstated = sync(client, terminal, root_jwk)
+    assert reinstated.version > suspended.version
+    verdict = scan(fresh_code(client, tokens, id_number), reinstated, service_settings, replay)
+    assert verdict.valid, verdict
+
+
+def test_signed_status_delta_turns_the_old_bundles_list_into_the_new_one(
+    client: TestClient,
+    tokens: Tokens,
+    enrol: Enrol,
+    terminal: Terminal,
+    root_jwk: dict[str, Any],
+) -> None:
+    revoked_id, _ = enrol()
+    suspended_id, _ = enrol()
+    set_status(client, tokens, suspended_id, "suspend")
+    old = sync(client, terminal, root_jwk)
+
+    set_status(client, tokens, revoked_id, "revoke")
+    set_status(client, tokens, suspended_id, "reinstate")
+    enrol()  # a card enrolled since: the list grows
+    new = sync(client, terminal, root_jwk)
+    response = client.get(
+        "/v1/trust-bundle/status-delta", params={"since": old.version}, headers=terminal.headers()
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/jwt"
+    assert jwt.get_unverified_header(response.text)["typ"] == DELTA_TYPE
+    claims = jwt.decode(
+        response.text, jwt.PyJWK(root_jwk).key, algorithms=["EdDSA"], issuer="idcode"
+    )
+    delta = StatusDelta.from_json(claims["delta"])
+    assert (delta.base, delta.target) == (old.version, new.version)
+    assert delta.apply(old.status) == new.status
+    assert len(delta.invalidated) == 1 and len(delta.validated) == 1
+
+
+def test_status_delta_changed_by_one_byte_does_not_verify_with_the_root_key(
+    client: TestClient, terminal: Terminal, root_jwk: dict[str, Any]
+) -> None:
+    token = client.get("/v1/trust-bundle/status-delta?since=0", headers=terminal.headers()).text
+    position = len(token) // 2
+    changed = token[:position] + ("A" if token[position] != "A" else "B") + token[position + 1 :]
+
+    with pytest.raises(jwt.PyJWTError):
+        jwt.decode(changed, jwt.PyJWK(root_jwk).key, algorithms=["EdDSA"], issuer="idcode")
+
+
+# -- key rotation and emergency removal ----------------------------------------------------------
+
+
+def test_codes_minted_before_during_and_after_a_key_rotation_verify_offline(
+    client: TestClient,
+    service_settings: Settings,
+    tokens: Tokens,
+    enrol: Enrol,
+    terminal: Terminal,
+    root_jwk: dict[str, Any],
+) -> None:
+    _, id_number = enrol()
+    old_kid = sync(client, terminal, root_jwk).keys[0].kid
+    before = fresh_code(client, tokens, id_number)
+
+    # The next key is published now and signs from a few seconds on; the terminal syncs
+    # in between, while the old key still signs.
+    switch = int(time.time()) + 4
+    new_kid = rotate(open_key_store(service_settings.keys_dir), switch - 4, 90, starts_in=4).kid
+    time.sleep(KEY_RECHECK)
+    during_rotation = sync(client, terminal, root_jwk)
+    during = fresh_code(client, tokens, id_number)
+    assert {key.kid for key in during_rotation.keys} == {old_kid, new_kid}
+
+    while time.time() < switch:
+        time.sleep(0.1)
+    after = fresh_code(client, tokens, id_number)
+
+    replay = ReplayCache()
+    verdicts = [scan(code, during_rotation, service_settings, replay) for code in (before, during)]
+    verdicts.append(scan(after, during_rotation, service_settings, replay))
+    assert all(verdict.valid for verdict in verdicts), verdicts
+    assert [verdict.kid for verdict in verdicts] == [old_kid, old_kid, new_kid]
+
+
+def test_key_removed_in_an_emergency_stops_verifying_after_the_next_sync(
+    client: TestClient,
+    service_settings: Settings,
+    tokens: Tokens,
+    enrol: Enrol,
+    terminal: Terminal,
+    root_jwk: dict[str, Any],
+) -> None:
+    _, id_number = enrol()
+    compromised_code = fresh_code(client, tokens, id_number)
+    before = sync(client, terminal, root_jwk)
+    compromised = scan(compromised_code, before, service_settings, ReplayCache())
+    assert compromised.valid and compromised.kid is not None
+
+    store = open_key_store(service_settings.keys_dir)
+    now = int(time.time())
+    replacement = rotate(store, now, 90)
+    store.remove_issuer_key(compromised.kid, now)
+    time.sleep(KEY_RECHECK)
+    after = sync(client, terminal, root_jwk)
+
+    assert [key.kid for key in after.keys] == [replacement.kid]
+    verdict = scan(compromised_code, after, service_settings, ReplayCache())
+    assert verdict.reason is Reason.UNKNOWN_KEY, verdict
+    new_code = scan(fresh_code(client, tokens, id_number), after, service_settings, ReplayCache())
+    assert new_code.valid and new_code.kid == replacement.kid, new_code
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+def test_batch_uploaded_twice_or_in_overlapping_parts_stores_each_event_once(
+    client: TestClient, tokens: Tokens, terminal: Terminal
+) -> None:
+    batch = [event(n) for n in range(1, 6)]
+
+    assert upload(client, terminal, batch) == {"received": 5, "stored": 5, "duplicates": 0}
+    assert upload(client, terminal, batch) == {"received": 5, "stored": 0, "duplicates": 5}
+    overlapping = [event(n) for n in range(3, 9)]
+    assert upload(client, terminal, overlapping) == {"received": 6, "stored": 3, "duplicates": 3}
+    # An event repeated within one batch is one event.
+    assert upload(client, terminal, [event(9), event(9)]) == {
+        "received": 2,
+        "stored": 1,
+        "duplicates": 0,
+    }
+
+    stored = stored_events(client, tokens, terminal_id=terminal.id)
+    assert [e["event_id"] for e in stored] == [f"evt-{n:04d}" for n in range(1, 10)]
+    first = stored[0]
+    assert first["terminal_id"] == terminal.id
+    assert (first["valid"], first["reason"], first["scene_result"], first["subject"]) == (
+        True,
+        "ok",
+        {"admitted": True},
+        event(1)["subject"],
+    )
+
+
+def test_operators_read_events_filtered_by_terminal_and_reason(
+    client: TestClient, tokens: Tokens, register_terminal: RegisterTerminal
+) -> None:
+    gate, kiosk = register_terminal(site="gate-1"), register_terminal(site="kiosk-2")
+    upload(client, gate, [event(1), event(2, "revoked"), event(3, "expired"), event(4, "revoked")])
+    upload(client, kiosk, [event(1, "revoked")])
+
+    revoked_at_gate = stored_events(client, tokens, terminal_id=gate.id, reason="revoked")
+    assert [(e["terminal_id"], e["event_id"]) for e in revoked_at_gate] == [
+        (gate.id, "evt-0002"),
+        (gate.id, "evt-0004"),
+    ]
+    assert all(e["valid"] is False for e in revoked_at_gate)
+    at_kiosk = stored_events(client, tokens, terminal_id=kiosk.id)
+    assert [(e["event_id"], e["reason"]) for e in at_kiosk] == [("evt-0001", "revoked")]
+    window = stored_events(
+        client,
+        tokens,
+        terminal_id=gate.id,
+        since="2026-12-01T08:00:02Z",
+        until="2026-12-01T08:00:04Z",
+    )
+    assert [e["event_id"] for e in window] == ["evt-0002", "evt-0003"]
+
+
+def test_terminals_write_events_only_under_their_own_id_and_cannot_read_any(
+    client: TestClient, tokens: Tokens, register_terminal: RegisterTerminal
+) -> None:
+    first, second = register_terminal(site="gate-1"), register_terminal(site="gate-2")
+    batch = [event(n) for n in range(1, 6)]
+    assert upload(client, first, batch)["stored"] == 5
+
+    # The same event ids from another terminal are that terminal's own events.
+    assert upload(client, second, batch) == {"received": 5, "stored": 5, "duplicates": 0}
+
+    for terminal in (first, second):
+        mine = stored_events(client, tokens, terminal_id=terminal.id)
+        assert {e["terminal_id"] for e in mine} == {terminal.id}
+        assert len(mine) == 5
+        # Its own token opens no operator route: it reads nobody's events, not even its own.
+        response = client.get(
+            "/v1/events", params={"terminal_id": terminal.id}, headers=terminal.headers()
+        )
+        assert response.status_code == 401, response.text
+        assert response.headers["content-type"] == PROBLEM_JSON
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"name": "张三"}, {"id_number": "420101199003071234"}, {"terminal_id": "another"}],
+    ids=["name", "id-number", "another-terminal"],
+)
+def test_event_with_a_field_for_personal_data_or_another_terminal_is_refused_whole(
+    client: TestClient, tokens: Tokens, terminal: Terminal, extra: dict[str, str]
+) -> None:
+    batch = [event(1), {**event(2), **extra}]
+
+    response = client.post("/v1/events", json={"events": batch}, headers=terminal.headers())
+
+    assert_problem(response, 422, "invalid_request")
+    for value in extra.values():
+        assert value not in response.text
+    assert stored_events(client, tokens, terminal_id=terminal.id) == []
+
+
+def test_event_whose_subject_is_not_a_hex_pseudonym_is_refused(
+    client: TestClient, terminal: Terminal
+) -> None:
+    batch = [{**event(1), "subject": "42010119900307123X"}]
+
+    response = client.post("/v1/events", json={"events": batch}, headers=terminal.headers())
+
+    assert_problem(response, 422, "invalid_request")
+    assert "42010119900307123X" not in response.text
+
+
+def test_batch_of_more_than_1000_events_is_refused(
+    client: TestClient, tokens: Tokens, terminal: Terminal
+) -> None:
+    # As short as an event can be, so that the batch stays under the request body limit.
+    batch = [
+        {"event_id": f"{n:x}", "occurred_at": 0, "valid": False, "reason": "x"} for n in range(1001)
+    ]
+
+    response = client.post("/v1/events", json={"events": batch}, headers=terminal.headers())
+
+    assert_problem(response, 422, "invalid_request")
+    assert stored_events(client, tokens, terminal_id=terminal.id) == []
+
+
+def test_concurrent_overlapping_uploads_store_each_event_exactly_once(
+    service_settings: Settings, tokens: Tokens, client: TestClient, terminal: Terminal
+) -> None:
+    """Rounds of 24 uploads racing through two replicas, each batch overlapping its
+    neighbours', every other one in reverse order (as a terminal retrying may send it)."""
+    expected: list[str] = []
+    with TestClient(create_app(service_settings)) as replica:
+        replicas = itertools.cycle((client, replica))
+        for base in (0, 1000, 2000):
+            uploads = [
+                [event(n) for n in range(base + start, base + start + 30)][:: 1 - 2 * (i % 2)]
+                for i, start in enumerate(range(0, 120, 5))
+            ]
+            barrier = threading.Barrier(len(uploads))
+
+            def send(
+                replica: TestClient,
+                batch: list[dict[str, Any]],
+                barrier: threading.Barrier = barrier,
+            ) -> httpx2.Response:
+                barrier.wait(timeout=REQUEST_TIMEOUT)
+                return replica.post(
+                    "/v1/events", json={"events": batch}, headers=terminal.headers()
+                )
+
+            with ThreadPoolExecutor(max_workers=len(uploads)) as pool:
+                futures = [pool.submit(send, next(replicas), batch) for batch in uploads]
+                responses = [future.result(timeout=REQUEST_TIMEOUT) for future in futures]
+
+            failed = [
+                (r.status_code, r.json()["reason"]) for r in responses if r.status_code != 200
+            ]
+            assert not failed, failed
+            assert sum(r.json()["stored"] for r in responses) == 145
+            expected += [f"evt-{n:04d}" for n in range(base, base + 145)]
+
+    stored = stored_events(client, tokens, terminal_id=terminal.id, limit="1000")
+    assert sorted(e["event_id"] for e in stored) == expected
+
+
+def test_batch_of_1000_events_the_documented_maximum_is_accepted(
+    client: TestClient, terminal: Terminal
+) -> None:
+    batch = [event(n) for n in range(1000)]
+
+    response = client.post("/v1/events", json={"events": batch}, headers=terminal.headers())
+
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] == 1000
+
+
+def lock_waits_on_status_changes(postgres_url: str) -> int:
+    """How many transactions in the test database wait for a lock on status_changes."""
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE c.relname = 'status_changes' AND NOT l.granted "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_revocation_committed_after_a_later_status_change_still_reaches_the_terminal(
+    client: TestClient,
+    service_settings: Settings,
+    postgres_url: str,
+    tokens: Tokens,
+    enrol: Enrol,
+    terminal: Terminal,
+    root_jwk: dict[str, Any],
+) -> None:
+    """Status-list versions come from a sequence: another replica's revocation can take
+    version N and commit after a change that took N + 1. A terminal that synced in between
+    must still learn of it, through the next bundle and through the delta."""
+    slow_card, slow_number = enrol()
+    quick_card, _ = enrol()
+    code = fresh_code(client, tokens, slow_number)
+    old = sync(client, terminal, root_jwk)
+
+    engine = make_engine(service_settings.sqlalchemy_url)
+    try:
+        with make_session_factory(engine)() as slow_replica, ThreadPoolExecutor(1) as pool:
+            change_status(slow_replica, slow_card, "revoke", "slow-replica")
+            slow_replica.flush()  # its status change has its version, not yet committed
+            set_status(client, tokens, quick_card, "revoke")  # the next version, committed
+
+            synced = pool.submit(fetch_bundle, client, terminal)
+            deadline = time.monotonic() + REQUEST_TIMEOUT
+            while not synced.done() and time.monotonic() < deadline:
+                if lock_waits_on_status_changes(postgres_url):
+                    break  # the sync waits for the slow replica's change
+                time.sleep(0.05)
+            slow_replica.commit()
+            first = synced.result(timeout=REQUEST_TIMEOUT)
+    finally:
+        engine.dispose()
+
+    bundle = verify_bundle(first.text, root_jwk)
+    verdict = scan(code, bundle, service_settings, ReplayCache())
+    assert verdict.reason is Reason.REVOKED, verdict
+    # A terminal on the delta path learns of it too, from its old bundle or the new one.
+    revoked_index = read_card(client, tokens, slow_card)["status_index"]
+    for held in (old, bundle):
+        response = client.get(
+            "/v1/trust-bundle/status-delta",
+            params={"since": held.version},
+            headers=terminal.headers(),
+        )
+        claims = jwt.decode(response.text, jwt.PyJWK(root_jwk).key, algorithms=["EdDSA"])
+        assert StatusDelta.from_json(claims["delta"]).apply(held.status).is_invalid(revoked_index)
+
+
+def test_on_sqlite_a_batch_uploaded_twice_is_stored_once_and_the_bundle_is_served(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The smaller deployment (SQLite, no Redis) keeps the same guarantees."""
+    settings = make_settings()
+    upgrade(settings.sqlalchemy_url)
+    tokens = Tokens(settings)
+    key = Ed25519PrivateKey.generate()
+    body = {"scene": "eldercare", "site": "home-3", "public_jwk": public_jwk(key)}
+    with TestClient(create_app(settings)) as client:
+        registered = client.post("/v1/terminals", json=body, headers=tokens.operator())
+        assert registered.status_code == 201, registered.text
+        terminal = Terminal(registered.json()["id"], key, "EdDSA")
+        batch = [event(n) for n in range(1, 6)]
+
+        assert upload(client, terminal, batch)["stored"] == 5
+        assert upload(client, terminal, [*batch[2:], event(6)]) == {
+            "received": 4,
+            "stored": 1,
+            "duplicates": 3,
+        }
+        assert len(stored_events(client, tokens, terminal_id=terminal.id)) == 6
+        root = open_key_store(settings.keys_dir).root_public_jwk()
+        assert sync(client, terminal, root).scene == {"scene": "eldercare", "site": "home-3"}
