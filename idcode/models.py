@@ -118,3 +118,19 @@ class ScanEvent(Base):
     scene_result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     subject: Mapped[str | None] = mapped_column(String(64), nullable=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SceneData(Base):
+    """What the terminals of one scene at one site need besides keys and statuses: residents
+    of a community, permits of a car park, a site's tariff and rules. Its structure is the
+    scene adapter's; the service stores and distributes it in trust bundles."""
+
+    __tablename__ = "scene_data"
+
+    scene: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )

@@ -21,7 +21,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idcode.cards import CardError, record_audit
-from idcode.models import CardRecord, CardStatus, ScanEvent, StatusChange, TerminalRecord
+from idcode.models import (
+    CardRecord,
+    CardStatus,
+    ScanEvent,
+    SceneData,
+    StatusChange,
+    TerminalRecord,
+)
 from idcode.statuslist import StatusDelta, StatusList
 
 log = logging.getLogger("idcode.terminals")
@@ -293,3 +300,34 @@ def ingest(session: Session, terminal: TerminalRecord, events: list[ScanEventIn]
     ]
     stored = session.scalars(statement.values(rows).returning(ScanEvent.event_id)).all()
     return len(stored)
+
+
+# -- scene data --------------------------------------------------------------------------------
+
+MAX_SCENE_DATA_BYTES = 2 * 1024 * 1024
+
+
+def scene_data(session: Session, scene: str, site: str) -> SceneData | None:
+    return session.get(SceneData, (scene, site))
+
+
+def put_scene_data(
+    session: Session, scene: str, site: str, document: dict[str, Any], actor: str
+) -> SceneData:
+    """Replace the scene data of (scene, site); its version goes up by one."""
+    if scene not in SCENES:
+        raise CardError("unknown_scene", f"scene must be one of {', '.join(SCENES)}")
+    record = session.get(SceneData, (scene, site))
+    if record is None:
+        record = SceneData(scene=scene, site=site, document=document, version=1)
+        session.add(record)
+    else:
+        record.document = document
+        record.version += 1
+    record_audit(
+        session,
+        actor,
+        "scene.update",
+        detail={"scene": scene, "site": site, "version": record.version},
+    )
+    return record

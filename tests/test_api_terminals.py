@@ -450,7 +450,7 @@ def test_trust_bundle_verifies_with_the_pinned_root_key_and_holds_the_service_ke
 
     bundle = sync(client, terminal, root_jwk)
 
-    assert bundle.scene == {"scene": "community", "site": "hall-1"}
+    assert bundle.scene == {"scene": "community", "site": "hall-1", "version": 0, "data": {}}
     published = client.get("/.well-known/jwks.json").json()["keys"]
     assert {key.kid for key in bundle.keys} == {key["kid"] for key in published}
     assert bundle.max_age == service_settings.bundle_max_age_seconds
@@ -464,8 +464,13 @@ def test_each_terminal_gets_the_scene_data_of_its_own_scene_and_site(
     hall = register_terminal(scene="community", site="hall-1")
     car_park = register_terminal(scene="parking", site="car-park-9")
 
-    assert sync(client, hall, root_jwk).scene == {"scene": "community", "site": "hall-1"}
-    assert sync(client, car_park, root_jwk).scene == {"scene": "parking", "site": "car-park-9"}
+    no_data = {"version": 0, "data": {}}
+    assert sync(client, hall, root_jwk).scene == {"scene": "community", "site": "hall-1", **no_data}
+    assert sync(client, car_park, root_jwk).scene == {
+        "scene": "parking",
+        "site": "car-park-9",
+        **no_data,
+    }
     hall_tag = fetch_bundle(client, hall).headers["etag"]
     car_park_tag = fetch_bundle(client, car_park).headers["etag"]
     assert hall_tag != car_park_tag
@@ -954,4 +959,66 @@ def test_on_sqlite_a_batch_uploaded_twice_is_stored_once_and_the_bundle_is_serve
         }
         assert len(stored_events(client, tokens, terminal_id=terminal.id)) == 6
         root = open_key_store(settings.keys_dir).root_public_jwk()
-        assert sync(client, terminal, root).scene == {"scene": "eldercare", "site": "home-3"}
+        assert sync(client, terminal, root).scene == {
+            "scene": "eldercare",
+            "site": "home-3",
+            "version": 0,
+            "data": {},
+        }
+
+
+# -- scene data ---------------------------------------------------------------------------------
+
+
+def test_each_terminal_receives_the_scene_data_of_its_own_scene_and_site(
+    client: TestClient,
+    tokens: Tokens,
+    register_terminal: RegisterTerminal,
+    root_jwk: dict[str, Any],
+) -> None:
+    gate = register_terminal(scene="community", site="garden-court")
+    elsewhere = register_terminal(scene="community", site="river-view")
+    residents = {"residents": ["a3f09c41d27e", "5e1f0c2a9b3d"]}
+
+    before = fetch_bundle(client, gate).headers["etag"]
+    response = client.put(
+        "/v1/scenes/community/garden-court", json=residents, headers=tokens.operator()
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"scene": "community", "site": "garden-court", "version": 1}
+    assert fetch_bundle(client, gate).headers["etag"] != before
+    assert sync(client, gate, root_jwk).scene == {
+        "scene": "community",
+        "site": "garden-court",
+        "version": 1,
+        "data": residents,
+    }
+    assert sync(client, elsewhere, root_jwk).scene["data"] == {}
+
+
+def test_scene_data_is_written_by_operators_only_and_for_known_scenes(
+    client: TestClient, tokens: Tokens, terminal: Terminal
+) -> None:
+    body = {"tariff": {"first_hour": 5}}
+    assert_problem(
+        client.put("/v1/scenes/parking/lot-1", json=body, headers=tokens.citizen("x")),
+        403,
+        "forbidden",
+    )
+    assert_problem(
+        client.put("/v1/scenes/parking/lot-1", json=body, headers=terminal.headers()),
+        401,
+        "invalid_token",
+    )
+    assert_problem(
+        client.put("/v1/scenes/casino/lot-1", json=body, headers=tokens.operator()),
+        404,
+        "unknown_scene",
+    )
+    too_big = {"residents": ["0" * 12] * 200_000}
+    assert_problem(
+        client.put("/v1/scenes/community/big", json=too_big, headers=tokens.operator()),
+        413,
+        "payload_too_large",
+    )

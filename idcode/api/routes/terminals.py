@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import jwt
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -30,7 +30,9 @@ from idcode.terminals import (
     current_status,
     decommission,
     ingest,
+    put_scene_data,
     register,
+    scene_data,
     status_delta,
 )
 
@@ -176,7 +178,7 @@ async def trust_bundle(request: Request) -> Response:
     services: Services = request.app.state.services
     now = int(time.time())
     max_age = services.settings.bundle_max_age_seconds
-    version, status = await run_in_threadpool(_current_status, services)
+    version, status, scene = await run_in_threadpool(_bundle_contents, services, terminal)
     keys = services.keys.published(now)
     # The tag changes with the content, and at least every quarter max-age, so a terminal
     # that keeps getting 304 still receives a fresh (re-dated) bundle long before it is stale.
@@ -186,8 +188,9 @@ async def trust_bundle(request: Request) -> Response:
                 version,
                 status.size,
                 [key.to_jwk() for key in keys],
-                terminal.scene,
-                terminal.site,
+                scene["scene"],
+                scene["site"],
+                scene["version"],
                 max_age,
                 now // max(1, max_age // 4),
             )
@@ -209,14 +212,56 @@ async def trust_bundle(request: Request) -> Response:
         max_age=max_age,
         keys=keys,
         status=status,
-        scene={"scene": terminal.scene, "site": terminal.site},
+        scene=scene,
     )
     return Response(token, media_type="application/jwt", headers=headers)
 
 
-def _current_status(services: Services) -> tuple[int, Any]:
+def _bundle_contents(
+    services: Services, terminal: TerminalRecord
+) -> tuple[int, Any, dict[str, Any]]:
+    """(status version, status list, the terminal's scene data) as of now."""
     with services.sessions() as session:
-        return current_status(session)
+        version, status = current_status(session)
+        record = scene_data(session, terminal.scene, terminal.site)
+        scene = {
+            "scene": terminal.scene,
+            "site": terminal.site,
+            "version": record.version if record else 0,
+            "data": record.document if record else {},
+        }
+        return version, status, scene
+
+
+class SceneDataOut(BaseModel):
+    scene: str
+    site: str
+    version: int
+
+
+@router.put(
+    "/scenes/{scene}/{site}",
+    response_model=SceneDataOut,
+    summary="Replace the scene data the terminals of a scene at a site receive (operators)",
+    responses=problem_responses(401, 403, 404, 413, 422),
+)
+async def replace_scene_data(
+    scene: str,
+    site: Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")],
+    document: dict[str, Any],
+    operator: OperatorDep,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            try:
+                record = put_scene_data(session, scene, site, document, operator.subject)
+            except CardError as exc:
+                raise Problem(404, exc.reason, str(exc)) from None
+            session.commit()
+            return {"scene": record.scene, "site": record.site, "version": record.version}
+
+    return await run_in_threadpool(work)
 
 
 @router.get(
