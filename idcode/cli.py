@@ -136,7 +136,7 @@ def cmd_keys_remove(args: argparse.Namespace, settings: Settings) -> int:
     store.remove_issuer_key(args.kid, _now(args))
     print(
         f"issuer key {args.kid} removed: it is no longer published and the next trust bundle "
-        "leaves it out; run 'idcode keys rotate' if no other key signs now"
+        "leaves it out; run 'idcode keys rotate --starts-in 0' if no other key signs now"
     )
     return EXIT_OK
 
@@ -341,10 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     rot = key_commands.add_parser("rotate", help="add the next issuer key; older keys stop signing")
     rot.add_argument(
         "--starts-in",
-        type=int,
-        default=0,
+        type=_bounded_int(0, 30 * 86_400, "seconds"),
+        default=86_400,
         metavar="SECONDS",
-        help="publish the key now but let it sign only after SECONDS (default 0)",
+        help="publish the key now but let it sign only after SECONDS, so that terminals "
+        "trust it first (default 86400, a day; 0 switches at once)",
     )
     rot.set_defaults(handler=cmd_keys_rotate)
     for sub in (init, rot):

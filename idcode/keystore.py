@@ -126,7 +126,7 @@ class FileKeyStore:
                 return IssuerKey(key.kid, key.alg, private_key, key.not_before, key.not_after)
         raise KeyStoreError(
             f"no issuer key in {self.directory} may sign now; run 'idcode keys init' or "
-            "'idcode keys rotate'"
+            "'idcode keys rotate --starts-in 0'"
         )
 
     def root_key(self) -> RootKey:
@@ -330,7 +330,7 @@ class SigningKeyCache:
                     signer = self._store.signing_key(now)
                     self._signers[signer.kid] = signer
                 return signer
-        raise KeyStoreError("no issuer key may sign now; run 'idcode keys rotate'")
+        raise KeyStoreError("no issuer key may sign now; run 'idcode keys rotate --starts-in 0'")
 
     def published(self, now: int) -> list[PublicKey]:
         return [key for key in self._view(now) if _published_at(key, now)]

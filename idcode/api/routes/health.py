@@ -43,7 +43,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         services.keys.signer(int(time.time()))
         checks["signing_key"] = "ok"
     except KeyStoreError:
-        checks["signing_key"] = "none may sign now: run 'idcode keys rotate'"
+        checks["signing_key"] = "none may sign now: run 'idcode keys rotate --starts-in 0'"
     if services.state.kind == "redis":
         try:
             await services.state.ping()
