@@ -10,7 +10,7 @@ past its max-age still loads; the verifier then answers ``stale_trust`` (see Tru
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jwt
@@ -19,7 +19,7 @@ from idcode.cose import Algorithm
 from idcode.errors import IdcodeError
 from idcode.keys import PublicKey, jwks, keys_from_jwks
 from idcode.keystore import RootKey
-from idcode.statuslist import StatusList
+from idcode.statuslist import StatusDelta, StatusList
 from idcode.verifier import DEFAULT_CLOCK_SKEW, Trust
 
 BUNDLE_TYPE = "idcode-trust+jwt"
@@ -61,6 +61,28 @@ class TrustBundle:
             fresh_until=self.fresh_until,
             allow_stale=allow_stale,
         )
+
+    def apply_delta(self, delta: StatusDelta, signed_at: int) -> TrustBundle:
+        """This bundle with a status delta (already verified with verify_delta) applied.
+
+        Only a delta from exactly this bundle's version is applied, so an old signed delta
+        replayed later cannot undo a revocation. The freshness moves to the delta's
+        signing time.
+        """
+        if delta.base != self.version or delta.target < delta.base:
+            raise BundleError(
+                f"the delta goes from version {delta.base}, this bundle is at {self.version}"
+            )
+        if signed_at < self.issued_at:
+            raise BundleError("the delta is older than this bundle")
+        return replace(
+            self, version=delta.target, issued_at=signed_at, status=delta.apply(self.status)
+        )
+
+    def superseded_by(self, newer: TrustBundle) -> bool:
+        """Whether a terminal holding this bundle may switch to ``newer``: never to one signed
+        earlier, so a replayed old bundle cannot bring back a removed key or a revoked card."""
+        return newer.issued_at >= self.issued_at and newer.version >= self.version
 
     def clock_drift(self, terminal_now: int, received_at_server_time: int | None = None) -> int:
         """How far a terminal's clock is from the server's, measured when the bundle was
@@ -147,3 +169,33 @@ def load_root_jwk(document: Any) -> dict[str, Any]:
     if not isinstance(document, dict) or document.get("crv") != "Ed25519" or "d" in document:
         raise BundleError("the root key must be a public Ed25519 JWK")
     return document
+
+
+DELTA_TYPE = "idcode-status-delta+jwt"
+
+
+def verify_delta(token: str, root_jwk: dict[str, Any]) -> tuple[StatusDelta, int]:
+    """(the delta, its signing time) from a signed status delta, checked against the pinned
+    root key; apply it with TrustBundle.apply_delta."""
+    if not isinstance(token, str) or len(token) > MAX_BUNDLE_BYTES:
+        raise BundleError("a delta is a compact JWS of at most 8 MiB")
+    try:
+        root = jwt.PyJWK(root_jwk, algorithm="EdDSA")
+        header = jwt.get_unverified_header(token)
+        if header.get("typ") != DELTA_TYPE or header.get("kid") != root_jwk.get("kid"):
+            raise BundleError("not a status delta signed by the pinned root key")
+        claims = jwt.decode(
+            token,
+            root.key,
+            algorithms=["EdDSA"],
+            issuer="idcode",
+            options={"require": ["iat"], "verify_iat": False},
+        )
+        signed_at = claims["iat"]
+        if type(signed_at) is not int:
+            raise BundleError("iat must be an integer")
+        return StatusDelta.from_json(claims.get("delta")), signed_at
+    except BundleError:
+        raise
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise BundleError(f"the delta does not verify with the pinned root key: {exc}") from None

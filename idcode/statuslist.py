@@ -43,7 +43,7 @@ def _inflate(data: bytes, limit: int) -> bytes:
     """ZLIB-decompress at most ``limit`` bytes: a small hostile input cannot expand to gigabytes."""
     inflater = zlib.decompressobj()
     try:
-        out = inflater.decompress(data, limit)
+        out = inflater.decompress(data, max(limit, 1))  # 0 would mean "no limit" to zlib
     except zlib.error:
         raise StatusListError("not ZLIB data") from None
     if inflater.unconsumed_tail or not inflater.eof:
@@ -94,6 +94,9 @@ class StatusList:
         bits = _inflate(_unb64url(document.get("lst")), (size + 7) // 8)
         if len(bits) != (size + 7) // 8:
             raise StatusListError("the bit array does not match the list's size")
+        if size % 8 and bits[-1] >> (size % 8):
+            # Padding bits past the end would mark future cards revoked when the list grows.
+            raise StatusListError("bits past the end of the list must be zero")
         return cls(size, bits)
 
     def copy(self) -> StatusList:
@@ -218,14 +221,12 @@ class StatusDelta:
             type(base) is int
             and type(target) is int
             and type(size) is int
-            and min(base, target, size) >= 0
-            and size <= MAX_ENTRIES
+            and 0 <= base <= target
+            and 0 <= size <= MAX_ENTRIES
         ):
-            raise StatusListError("base, target and size must be non-negative integers")
-        return cls(
-            base,
-            target,
-            size,
-            tuple(_decode_indices(document.get("invalidated"), size)),
-            tuple(_decode_indices(document.get("validated"), size)),
-        )
+            raise StatusListError("need integers 0 <= base <= target and 0 <= size")
+        invalidated = tuple(_decode_indices(document.get("invalidated"), size))
+        validated = tuple(_decode_indices(document.get("validated"), size))
+        if set(invalidated) & set(validated):
+            raise StatusListError("an index cannot become both invalid and valid")
+        return cls(base, target, size, invalidated, validated)

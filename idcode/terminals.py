@@ -8,6 +8,7 @@ five minutes. Decommissioning a terminal cuts it off at its next request.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 import uuid
@@ -42,6 +43,7 @@ MAX_TOKEN_LIFETIME = 300
 SCENES = ("community", "parking", "tourism", "eldercare")
 MAX_EVENTS_PER_BATCH = 1000
 _RESULT_NAME = re.compile(r"[a-z0-9_]{1,32}")
+TERMINAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class TerminalAuthError(CardError):
@@ -68,7 +70,8 @@ class NewTerminal(BaseModel):
         if "d" in jwk:
             raise ValueError("send the public key only (no 'd')")
         kinds = {("OKP", "Ed25519"): "EdDSA", ("EC", "P-256"): "ES256"}
-        alg = kinds.get((jwk.get("kty"), jwk.get("crv")))  # type: ignore[arg-type]
+        kty, crv = jwk.get("kty"), jwk.get("crv")
+        alg = kinds.get((kty, crv)) if isinstance(kty, str) and isinstance(crv, str) else None
         if alg is None:
             raise ValueError("the key must be Ed25519 (OKP) or P-256 (EC)")
         try:
@@ -112,7 +115,7 @@ def authenticate(session: Session, token: str, now: float | None = None) -> Term
         terminal_id = unverified.get("iss")
     except jwt.PyJWTError:
         raise TerminalAuthError("invalid_token", "not a terminal token") from None
-    if not isinstance(terminal_id, str) or len(terminal_id) > 36:
+    if not isinstance(terminal_id, str) or not TERMINAL_ID.fullmatch(terminal_id):
         raise TerminalAuthError("invalid_token", "the token names no terminal")
     record = session.get(TerminalRecord, terminal_id)
     if record is None:
@@ -147,7 +150,7 @@ def authenticate(session: Session, token: str, now: float | None = None) -> Term
         raise TerminalAuthError(
             "invalid_token", "sub must be the terminal and the lifetime 1-300 s"
         )
-    drift = int(issued - now)
+    drift = math.ceil(issued - now)
     if drift > MAX_CLOCK_DRIFT:
         raise TerminalAuthError(
             "invalid_token", f"the terminal's clock is more than {MAX_CLOCK_DRIFT} s ahead"
@@ -259,6 +262,8 @@ class ScanEventIn(BaseModel):
                 raise ValueError("scene result texts are at most 64 characters")
             if value is not None and not isinstance(value, str | int | float | bool):
                 raise ValueError("scene results are numbers, booleans or short texts")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("scene results are finite numbers")
         return result
 
     subject: str | None = Field(

@@ -1022,3 +1022,39 @@ def test_scene_data_is_written_by_operators_only_and_for_known_scenes(
         413,
         "payload_too_large",
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v1/trust-bundle/status-delta", {"since": str(2**31)}),
+        ("/v1/events", {"terminal_id": "a\x00b"}),
+    ],
+    ids=["version-overflow", "nul-terminal-id"],
+)
+def test_out_of_range_query_values_are_422_not_500(
+    client: TestClient, tokens: Tokens, terminal: Terminal, path: str, params: dict[str, str]
+) -> None:
+    headers = terminal.headers() if "delta" in path else tokens.operator()
+    assert_problem(client.get(path, params=params, headers=headers), 422, "invalid_request")
+
+
+def test_a_token_naming_a_malformed_terminal_id_is_401_not_500(client: TestClient) -> None:
+    token = jwt.encode({"iss": "ab\u0000c"}, "k" * 32, algorithm="HS256")
+    response = client.get("/v1/trust-bundle", headers={"Authorization": f"Bearer {token}"})
+    assert_problem(response, 401, "invalid_token")
+
+
+def test_a_scene_result_that_is_not_a_finite_number_is_refused(
+    client: TestClient, terminal: Terminal
+) -> None:
+    body = (
+        '{"events": [{"event_id": "e1", "occurred_at": "2026-12-01T08:00:00Z", '
+        '"valid": true, "reason": "ok", "scene_result": {"fee": NaN}}]}'
+    )
+    response = client.post(
+        "/v1/events",
+        content=body,
+        headers={**terminal.headers(), "Content-Type": "application/json"},
+    )
+    assert response.status_code in (400, 422), response.text

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from idcode.bundle import BundleError, TrustBundle, load_root_jwk, sign_bundle, verify_bundle
+from idcode.bundle import (
+    DELTA_TYPE,
+    BundleError,
+    TrustBundle,
+    load_root_jwk,
+    sign_bundle,
+    verify_bundle,
+    verify_delta,
+)
 from idcode.claims import CodeClaims
 from idcode.cose import Algorithm
 from idcode.issuer import mint_code
@@ -15,7 +23,7 @@ from idcode.keys import PublicKey
 from idcode.keystore import FileKeyStore, RootKey, initialise, open_key_store, rotate
 from idcode.reasons import Reason
 from idcode.replay import ReplayCache
-from idcode.statuslist import StatusList
+from idcode.statuslist import StatusDelta, StatusList
 from idcode.testing import random_card
 from idcode.verifier import verify
 
@@ -170,3 +178,48 @@ def test_bundle_algorithms_are_the_verifiers_choice(store: FileKeyStore) -> None
     code, _ = mint_code(random_card(), store.signing_key(NOW), prefix=PREFIX, now=NOW)
     trust = bundle.trust(prefix=PREFIX, algorithms=[Algorithm.ES256])
     assert verify(code, trust, NOW).reason is Reason.UNSUPPORTED_ALG
+
+
+def test_only_a_delta_from_the_bundles_own_version_applies(store: FileKeyStore) -> None:
+    bundle = synced(store, bundle_for(store.root_key(), store.published_keys(NOW)))
+    revoked = bundle.status.copy()
+    revoked.set(5, True)
+    later = StatusDelta.between(bundle.status, revoked, bundle.version, bundle.version + 2)
+    assert bundle.apply_delta(later, NOW + 60).status.is_invalid(5)
+    # An old delta (from an earlier version), replayed, cannot undo the revocation.
+    old = StatusDelta(bundle.version - 1, bundle.version + 1, 1024, (), (5,))
+    with pytest.raises(BundleError, match="from version"):
+        bundle.apply_delta(later, NOW + 60).apply_delta(old, NOW + 120)
+
+
+def test_a_terminal_never_switches_to_an_older_bundle(store: FileKeyStore) -> None:
+    older = synced(store, bundle_for(store.root_key(), store.published_keys(NOW), at=NOW))
+    newer = synced(store, bundle_for(store.root_key(), store.published_keys(NOW), at=NOW + 60))
+    assert older.superseded_by(newer)
+    assert not newer.superseded_by(older)
+
+
+def test_signed_deltas_verify_only_with_the_pinned_root_key(
+    store: FileKeyStore, tmp_path: Path
+) -> None:
+    import jwt
+
+    delta = StatusDelta(1, 2, 16, (3,), ())
+    root = store.root_key()
+    token = jwt.encode(
+        {"iss": "idcode", "iat": NOW, "delta": delta.to_json()},
+        root.private_key,
+        algorithm="EdDSA",
+        headers={"kid": root.kid, "typ": DELTA_TYPE},
+    )
+    assert verify_delta(token, store.root_public_jwk()) == (delta, NOW)
+    other = open_key_store(tmp_path / "other")
+    initialise(other, NOW, 90)
+    forged = jwt.encode(
+        {"iss": "idcode", "iat": NOW, "delta": delta.to_json()},
+        other.root_key().private_key,
+        algorithm="EdDSA",
+        headers={"kid": root.kid, "typ": DELTA_TYPE},
+    )
+    with pytest.raises(BundleError):
+        verify_delta(forged, store.root_public_jwk())

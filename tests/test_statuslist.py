@@ -97,3 +97,22 @@ def test_a_delta_naming_an_index_outside_the_list_is_refused() -> None:
     document["size"] = 8
     with pytest.raises(StatusListError, match="outside"):
         StatusDelta.from_json(document)
+
+
+def test_padding_bits_past_the_end_are_refused() -> None:
+    lst = base64.urlsafe_b64encode(zlib.compress(b"\xf0")).decode()
+    with pytest.raises(StatusListError, match="past the end"):
+        StatusList.from_json({"bits": 1, "size": 4, "lst": lst})
+
+
+def test_an_empty_list_is_bounded_too() -> None:
+    bomb = base64.urlsafe_b64encode(zlib.compress(bytes(20_000_000), 9)).decode()
+    with pytest.raises(StatusListError, match="more than"):
+        StatusList.from_json({"bits": 1, "size": 0, "lst": bomb})
+
+
+def test_a_delta_that_both_revokes_and_reinstates_an_index_is_refused() -> None:
+    document = StatusDelta(1, 2, 16, (3,), ()).to_json()
+    document["validated"] = document["invalidated"]
+    with pytest.raises(StatusListError, match="both"):
+        StatusDelta.from_json(document)

@@ -16,13 +16,14 @@ from sqlalchemy.exc import IntegrityError
 
 from idcode.api.deps import OperatorDep, Services, ServicesDep, bearer_token
 from idcode.api.problems import Problem, problem_responses
-from idcode.bundle import sign_bundle
+from idcode.bundle import DELTA_TYPE, sign_bundle
 from idcode.cards import CardError
 from idcode.models import ScanEvent, TerminalRecord
 from idcode.terminals import (
     MAX_CLOCK_DRIFT,
     MAX_EVENTS_PER_BATCH,
     MAX_TOKEN_LIFETIME,
+    TERMINAL_ID,
     NewTerminal,
     ScanEventIn,
     TerminalAuthError,
@@ -37,7 +38,7 @@ from idcode.terminals import (
 )
 
 router = APIRouter(prefix="/v1", tags=["terminals"])
-DELTA_TYPE = "idcode-status-delta+jwt"
+TerminalId = Annotated[str, Path(pattern=TERMINAL_ID.pattern, description="A terminal id (UUID).")]
 
 
 class TerminalOut(BaseModel):
@@ -94,7 +95,7 @@ async def _terminal(request: Request) -> TerminalRecord:
     now = int(time.time())
     if await services.state.seen_before(
         hashlib.sha256(f"terminal-jti:{terminal.id}:{jti}".encode()).digest(),
-        now + 2 * MAX_CLOCK_DRIFT + MAX_TOKEN_LIFETIME,
+        now + 2 * MAX_CLOCK_DRIFT + MAX_TOKEN_LIFETIME + 60,  # past any time it could pass
         now,
     ):
         raise Problem(401, "token_replayed", "This terminal token was used before.")
@@ -150,7 +151,7 @@ async def list_terminals(operator: OperatorDep, services: ServicesDep) -> list[d
     responses=problem_responses(401, 403, 404),
 )
 async def decommission_terminal(
-    terminal_id: str, operator: OperatorDep, services: ServicesDep
+    terminal_id: TerminalId, operator: OperatorDep, services: ServicesDep
 ) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         with services.sessions() as session:
@@ -270,7 +271,8 @@ async def replace_scene_data(
     responses={200: {"content": {"application/jwt": {}}}, **problem_responses(401, 403)},
 )
 async def status_list_delta(
-    request: Request, since: Annotated[int, Query(ge=0, description="The version held.")]
+    request: Request,
+    since: Annotated[int, Query(ge=0, le=2**31 - 1, description="The version held.")],
 ) -> Response:
     await _terminal(request)
     services: Services = request.app.state.services
@@ -346,8 +348,8 @@ class EventOut(BaseModel):
 async def read_events(
     operator: OperatorDep,
     services: ServicesDep,
-    terminal_id: str | None = None,
-    reason: str | None = None,
+    terminal_id: Annotated[str | None, Query(pattern=TERMINAL_ID.pattern)] = None,
+    reason: Annotated[str | None, Query(max_length=48)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
