@@ -114,18 +114,18 @@ def sign_bundle(
     )
 
 
-def verify_bundle(token: str, root_jwk: dict[str, Any]) -> TrustBundle:
-    """Check ``token`` against the pinned root public key and decode it."""
+def _verify_root_jws(token: str, root_jwk: dict[str, Any], typ: str) -> dict[str, Any]:
+    """The claims of a JWS of type ``typ`` that the pinned root key signed, or BundleError."""
     if not isinstance(token, str) or len(token) > MAX_BUNDLE_BYTES:
-        raise BundleError("a bundle is a compact JWS of at most 8 MiB")
+        raise BundleError("expected a compact JWS of at most 8 MiB")
     try:
         root = jwt.PyJWK(root_jwk, algorithm="EdDSA")
         header = jwt.get_unverified_header(token)
-        if header.get("typ") != BUNDLE_TYPE:
-            raise BundleError(f"not a trust bundle (typ must be {BUNDLE_TYPE})")
+        if header.get("typ") != typ:
+            raise BundleError(f"not a {typ} (typ is {str(header.get('typ'))[:40]!r})")
         if header.get("kid") != root_jwk.get("kid"):
             raise BundleError("signed by another key than the pinned root key")
-        claims = jwt.decode(
+        claims: dict[str, Any] = jwt.decode(
             token,
             root.key,
             algorithms=["EdDSA"],
@@ -135,7 +135,15 @@ def verify_bundle(token: str, root_jwk: dict[str, Any]) -> TrustBundle:
     except BundleError:
         raise
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
-        raise BundleError(f"the bundle does not verify with the pinned root key: {exc}") from None
+        raise BundleError(f"it does not verify with the pinned root key: {exc}") from None
+    if type(claims["iat"]) is not int:
+        raise BundleError("iat must be an integer")
+    return claims
+
+
+def verify_bundle(token: str, root_jwk: dict[str, Any]) -> TrustBundle:
+    """Check ``token`` against the pinned root key and decode it."""
+    claims = _verify_root_jws(token, root_jwk, BUNDLE_TYPE)
     try:
         version, issued_at, max_age = claims["ver"], claims["iat"], claims["max_age"]
         if not all(type(v) is int and v >= 0 for v in (version, issued_at, max_age)):
@@ -174,28 +182,18 @@ def load_root_jwk(document: Any) -> dict[str, Any]:
 DELTA_TYPE = "idcode-status-delta+jwt"
 
 
+def sign_delta(root: RootKey, delta: StatusDelta, signed_at: int) -> str:
+    claims = {"iss": "idcode", "iat": signed_at, "delta": delta.to_json()}
+    return jwt.encode(
+        claims, root.private_key, algorithm="EdDSA", headers={"kid": root.kid, "typ": DELTA_TYPE}
+    )
+
+
 def verify_delta(token: str, root_jwk: dict[str, Any]) -> tuple[StatusDelta, int]:
     """(the delta, its signing time) from a signed status delta, checked against the pinned
     root key; apply it with TrustBundle.apply_delta."""
-    if not isinstance(token, str) or len(token) > MAX_BUNDLE_BYTES:
-        raise BundleError("a delta is a compact JWS of at most 8 MiB")
+    claims = _verify_root_jws(token, root_jwk, DELTA_TYPE)
     try:
-        root = jwt.PyJWK(root_jwk, algorithm="EdDSA")
-        header = jwt.get_unverified_header(token)
-        if header.get("typ") != DELTA_TYPE or header.get("kid") != root_jwk.get("kid"):
-            raise BundleError("not a status delta signed by the pinned root key")
-        claims = jwt.decode(
-            token,
-            root.key,
-            algorithms=["EdDSA"],
-            issuer="idcode",
-            options={"require": ["iat"], "verify_iat": False},
-        )
-        signed_at = claims["iat"]
-        if type(signed_at) is not int:
-            raise BundleError("iat must be an integer")
-        return StatusDelta.from_json(claims.get("delta")), signed_at
-    except BundleError:
-        raise
-    except (jwt.PyJWTError, ValueError, TypeError) as exc:
-        raise BundleError(f"the delta does not verify with the pinned root key: {exc}") from None
+        return StatusDelta.from_json(claims.get("delta")), claims["iat"]
+    except IdcodeError as exc:
+        raise BundleError(f"the delta is not valid: {exc}") from None

@@ -16,9 +16,10 @@ from sqlalchemy.exc import IntegrityError
 
 from idcode.api.deps import OperatorDep, Services, ServicesDep, bearer_token
 from idcode.api.problems import Problem, problem_responses
-from idcode.bundle import DELTA_TYPE, sign_bundle
+from idcode.bundle import sign_bundle, sign_delta
 from idcode.cards import CardError
 from idcode.models import ScanEvent, TerminalRecord
+from idcode.statuslist import StatusDelta
 from idcode.terminals import (
     MAX_CLOCK_DRIFT,
     MAX_EVENTS_PER_BATCH,
@@ -277,7 +278,7 @@ async def status_list_delta(
     await _terminal(request)
     services: Services = request.app.state.services
 
-    def work() -> dict[str, Any]:
+    def work() -> StatusDelta:
         with services.sessions() as session:
             delta = status_delta(session, since)
         if since > delta.target:
@@ -286,16 +287,10 @@ async def status_list_delta(
                 "unknown_version",
                 f"version {since} is newer than the service's {delta.target}; fetch the bundle",
             )
-        return delta.to_json()
+        return delta
 
     delta = await run_in_threadpool(work)
-    root = services.keys.root()
-    token = jwt.encode(
-        {"iss": "idcode", "iat": int(time.time()), "delta": delta},
-        root.private_key,
-        algorithm="EdDSA",
-        headers={"kid": root.kid, "typ": DELTA_TYPE},
-    )
+    token = sign_delta(services.keys.root(), delta, int(time.time()))
     return Response(token, media_type="application/jwt", headers={"Cache-Control": "no-cache"})
 
 
