@@ -300,17 +300,24 @@ def mask_id_number(id_number: str) -> str:
     return id_number[:4] + "*" * 10 + id_number[-4:]
 
 
+def attribute_names(card: CardSnapshot) -> dict[str, Any]:
+    """A card's coarse attributes as the API shows them (``registered``, ``age_65_69``,
+    ``meal-subsidy``)."""
+    return {
+        "residency": Residency(card.residency).name.lower().replace("_", "-"),
+        "age_band": AgeBand(card.age_band).name.lower(),
+        "programmes": [n.replace("_", "-") for n in programme_names(Programme(card.programmes))],
+    }
+
+
 def card_view(record: CardRecord, vault: PersonalDataVault, now: datetime) -> dict[str, Any]:
     """An operator's view of a card: state and attributes, personal data masked."""
-    view = snapshot(record, vault, now)
     return {
         "id": record.id,
         "status": record.status,
         "status_index": record.status_index,
         "pseudonym": record.pseudonym.hex(),
-        "residency": Residency(record.residency).name.lower().replace("_", "-"),
-        "age_band": AgeBand(view.age_band).name.lower(),
-        "programmes": [n.replace("_", "-") for n in programme_names(Programme(record.programmes))],
+        **attribute_names(snapshot(record, vault, now)),
         "name_masked": mask_name(vault.decrypt(record.name_enc, card_id=record.id, field="name")),
         "id_number_masked": mask_id_number(
             vault.decrypt(record.id_number_enc, card_id=record.id, field="id_number")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -39,14 +38,6 @@ async def get_services(request: Request) -> Services:  # async: no thread hop pe
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-def get_session(services: ServicesDep) -> Iterator[Session]:
-    with services.sessions() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 
 # The bearer scheme is parsed here rather than by fastapi.security.HTTPBearer: one
 # dependency level less on the issuance path. app.py declares the scheme in OpenAPI.

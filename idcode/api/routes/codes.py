@@ -13,8 +13,7 @@ from pydantic import BaseModel
 
 from idcode.api.deps import CitizenDep, Services, ServicesDep
 from idcode.api.problems import Problem, problem_responses
-from idcode.cards import CardSnapshot, find_by_id_hash, snapshot
-from idcode.claims import AgeBand, Programme, Residency, programme_names
+from idcode.cards import CardSnapshot, attribute_names, find_by_id_hash, snapshot
 from idcode.issuer import mint_code
 from idcode.qr import qr_image
 
@@ -158,9 +157,7 @@ async def my_card(citizen: CitizenDep, services: ServicesDep) -> dict[str, Any]:
     return {
         "id": card.card_id,
         "status": card.status,
-        "residency": Residency(card.residency).name.lower().replace("_", "-"),
-        "age_band": AgeBand(card.age_band).name.lower(),
-        "programmes": [n.replace("_", "-") for n in programme_names(Programme(card.programmes))],
+        **attribute_names(card),
     }
 
 
