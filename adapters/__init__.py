@@ -1,1 +1,16 @@
-"""Scene adapters for idcode terminals (installed as ``idcode_adapters``)."""
+"""Scene adapters for idcode terminals (installed as ``idcode_adapters``).
+
+One module per scene, each defining ``Adapter``, a ``SceneAdapter`` (see ``idcode.scenes``):
+``community`` (residential community gates and visitor passes), ``parking`` (car park
+barriers), ``tourism`` (scenic-spot turnstiles) and ``eldercare`` (canteen meal subsidy and
+home-care visits).
+"""
+
+from __future__ import annotations
+
+from idcode.scenes import SceneAdapter, load_adapter
+
+
+def adapter_for(scene: str) -> type[SceneAdapter]:
+    """The adapter class of ``scene``."""
+    return load_adapter(scene)

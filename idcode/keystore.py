@@ -25,9 +25,11 @@ from idcode.issuer import MAX_TTL
 from idcode.keys import KID_ALPHABET, IssuerKey, PrivateKey, PublicKey, Signer, check_kid
 from idcode.secretfiles import check_private, directory_lock, write_secret_file
 
-#: How long a key stays published after its signing period ends: the longest a code it
-#: signed can live, plus the largest clock-skew allowance a verifier may use.
-RETAIN_AFTER_SIGNING = MAX_TTL + 300
+#: How long a key stays published after its signing period ends: the longest anything it
+#: signed can be presented (a visitor pass: issued up to 30 days ahead for a window of up
+#: to 7 days; a code lives at most MAX_TTL), plus the largest clock-skew allowance a
+#: verifier may use. A leaked retired key is removed at once with remove_issuer_key.
+RETAIN_AFTER_SIGNING = max(MAX_TTL, 37 * 86_400) + 300
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from idcode.errors import IdcodeError
 from idcode.idnumber import InvalidIdNumber, normalise_id_number
+from idcode.scenes import scene_subject_key
 from idcode.secretfiles import read_or_create_secret
 from idcode.settings import Settings
 
@@ -50,6 +51,12 @@ class PersonalDataVault:
     def lookup_hash(self, id_number: str) -> bytes:
         """HMAC-SHA256 of a normalised ID number: finds a card without storing the number."""
         return hmac.new(self._hash_key, id_number.encode("ascii"), hashlib.sha256).digest()
+
+    def scene_subject_key(self, scene: str) -> bytes:
+        """The subject key of ``scene``'s terminals (idcode.scenes), derived from the hash
+        key: the city's key that joins the logs of different scenes never leaves here."""
+        city_key = hmac.new(self._hash_key, b"idcode/city-subject-key/v1", hashlib.sha256).digest()
+        return scene_subject_key(city_key, scene)
 
     def citizen_key(self, claimed_id_number: str) -> bytes | None:
         """The lookup hash for an ID number as an ID token states it, or None when it is not

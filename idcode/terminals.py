@@ -30,6 +30,8 @@ from idcode.models import (
     StatusChange,
     TerminalRecord,
 )
+from idcode.pii import PersonalDataVault
+from idcode.scenes import SCENES, SceneError, load_adapter, subject_of
 from idcode.statuslist import StatusDelta, StatusList
 
 log = logging.getLogger("idcode.terminals")
@@ -40,7 +42,6 @@ CLOCK_DRIFT_ALLOWANCE = 30  # seconds, the verifier's default clock-skew allowan
 # each token is single-use (jti), so the wider window does not make captured tokens useful.
 MAX_CLOCK_DRIFT = 600
 MAX_TOKEN_LIFETIME = 300
-SCENES = ("community", "parking", "tourism", "eldercare")
 MAX_EVENTS_PER_BATCH = 1000
 _RESULT_NAME = re.compile(r"[a-z0-9_]{1,32}")
 TERMINAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -309,19 +310,33 @@ def ingest(session: Session, terminal: TerminalRecord, events: list[ScanEventIn]
 
 # -- scene data --------------------------------------------------------------------------------
 
-MAX_SCENE_DATA_BYTES = 2 * 1024 * 1024
-
 
 def scene_data(session: Session, scene: str, site: str) -> SceneData | None:
     return session.get(SceneData, (scene, site))
 
 
 def put_scene_data(
-    session: Session, scene: str, site: str, document: dict[str, Any], actor: str
+    session: Session,
+    scene: str,
+    site: str,
+    document: dict[str, Any],
+    actor: str,
+    vault: PersonalDataVault,
 ) -> SceneData:
-    """Replace the scene data of (scene, site); its version goes up by one."""
+    """Replace the scene data of (scene, site); its version goes up by one.
+
+    Every ``"card:<card id>"`` in the document becomes that card's subject for the scene, so
+    operators can name people by card while terminals only ever see subjects; then the
+    scene's adapter validates the result. CardError says why not: ``unknown_scene``,
+    ``unknown_card`` or ``invalid_scene_data``.
+    """
     if scene not in SCENES:
         raise CardError("unknown_scene", f"scene must be one of {', '.join(SCENES)}")
+    document = _resolve_card_references(session, document, vault.scene_subject_key(scene))
+    try:
+        load_adapter(scene).parse_data(document)
+    except SceneError as exc:
+        raise CardError("invalid_scene_data", str(exc)) from None
     record = session.get(SceneData, (scene, site))
     if record is None:
         record = SceneData(scene=scene, site=site, document=document, version=1)
@@ -336,3 +351,66 @@ def put_scene_data(
         detail={"scene": scene, "site": site, "version": record.version},
     )
     return record
+
+
+CARD_REFERENCE = "card:"
+MAX_SCENE_DATA_DEPTH = 32
+_LOOKUP_CHUNK = 1000
+
+
+def _resolve_card_references(
+    session: Session, document: dict[str, Any], subject_key: bytes
+) -> dict[str, Any]:
+    """The document with each ``card:<id>`` text value replaced by the card's subject."""
+    references: set[str] = set()
+
+    def collect(value: Any, depth: int) -> None:
+        if depth > MAX_SCENE_DATA_DEPTH:
+            # Bounds the recursion here and below; no scene's data nests half as deep.
+            raise CardError("invalid_scene_data", "scene data nests too deeply")
+        if isinstance(value, str) and value.startswith(CARD_REFERENCE):
+            references.add(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                collect(item, depth + 1)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item, depth + 1)
+
+    collect(document, 0)
+    if not references:
+        return document
+    card_ids: dict[str, str] = {}  # reference -> card id as stored
+    for reference in sorted(references):
+        try:
+            card_ids[reference] = str(uuid.UUID(reference.removeprefix(CARD_REFERENCE)))
+        except ValueError:
+            raise CardError("unknown_card", f"{reference[:64]!r} names no card") from None
+    wanted = sorted(set(card_ids.values()))
+    pseudonyms: dict[str, bytes] = {}
+    for start in range(0, len(wanted), _LOOKUP_CHUNK):
+        chunk = wanted[start : start + _LOOKUP_CHUNK]
+        rows = session.execute(
+            select(CardRecord.id, CardRecord.pseudonym).where(CardRecord.id.in_(chunk))
+        )
+        pseudonyms.update((card_id, pseudonym) for card_id, pseudonym in rows)
+    missing = sorted(ref for ref, card_id in card_ids.items() if card_id not in pseudonyms)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CardError("unknown_card", f"{missing[0]!r} names no card{more}")
+    subjects = {
+        reference: subject_of(subject_key, pseudonyms[card_id])
+        for reference, card_id in card_ids.items()
+    }
+
+    def replace(value: Any) -> Any:
+        if isinstance(value, str):
+            return subjects.get(value, value)
+        if isinstance(value, dict):
+            return {key: replace(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [replace(item) for item in value]
+        return value
+
+    resolved: dict[str, Any] = replace(document)
+    return resolved

@@ -4,22 +4,50 @@
     code = issuer.mint(age_band=AgeBand.AGE_65_69)
     verdict = verify(code, issuer.trust(), now=issuer.now)
 
-Keys are generated in memory for each ``TestIssuer`` and never touch the disk.
+and for a scene adapter, a signed trust bundle and an in-memory terminal:
+
+    issuer = TestIssuer()
+    gate = TestTerminal(issuer.bundle("tourism", data={"daily_capacity": 2}))
+    decision = gate.scan(issuer.mint(age_band=AgeBand.AGE_65_69))
+
+Keys (issuer, city root and the city's subject key) are generated in memory for each
+``TestIssuer`` and never touch the disk.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from idcode.bundle import TrustBundle, sign_bundle, verify_bundle
 from idcode.claims import PSEUDONYM_LENGTH, AgeBand, Card, CodeClaims, Programme, Residency
 from idcode.codetext import DEFAULT_DEPLOYMENT, prefix_for
 from idcode.cose import Algorithm
+from idcode.decider import Decider
 from idcode.idnumber import check_digit
 from idcode.issuer import DEFAULT_TTL, mint_code, sign_code
 from idcode.keys import IssuerKey
+from idcode.keystore import RootKey
+from idcode.replay import ReplayCache
+from idcode.scenes import (
+    SCENE_KEY_BYTES,
+    Decision,
+    Event,
+    MemoryHistory,
+    SceneAdapter,
+    encode_scene_key,
+    load_adapter,
+    scene_subject_key,
+    subject_of,
+)
+from idcode.statuslist import StatusList
 from idcode.verifier import DEFAULT_CLOCK_SKEW, Trust
 
 
@@ -52,9 +80,13 @@ class TestIssuer:
     deployment: str = DEFAULT_DEPLOYMENT
     now: int = field(default_factory=lambda: int(time.time()))
     key: IssuerKey = field(init=False)
+    root: RootKey = field(init=False)
+    city_key: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.key = IssuerKey.generate(self.kid, self.alg)
+        self.root = RootKey("R", Ed25519PrivateKey.generate())
+        self.city_key = secrets.token_bytes(SCENE_KEY_BYTES)
 
     @property
     def prefix(self) -> str:
@@ -85,6 +117,134 @@ class TestIssuer:
         return Trust.of(
             [self.key.public], prefix=self.prefix, algorithms=[self.alg], clock_skew=clock_skew
         )
+
+    def subject(self, card_or_pseudonym: Card | bytes, scene: str) -> str:
+        """The card's subject in ``scene``: what scene data (residents, permits) lists and
+        what journals record."""
+        pseudonym = (
+            card_or_pseudonym.pseudonym
+            if isinstance(card_or_pseudonym, Card)
+            else card_or_pseudonym
+        )
+        return subject_of(scene_subject_key(self.city_key, scene), pseudonym)
+
+    def visitor_pass(
+        self,
+        host: Card | str,
+        community: str = "test-site",
+        *,
+        valid_from: int | None = None,
+        valid_until: int | None = None,
+        at: int | None = None,
+        pass_id: bytes | None = None,
+    ) -> str:
+        """A visitor pass from resident ``host`` (a card, or its community subject) for
+        ``community`` (a community bundle's site), issued ``at`` (default ``now``), valid
+        from ``valid_from`` (default: when issued) to ``valid_until`` (default: a day later).
+        """
+        from idcode.visitorpass import issue_pass
+
+        issued = self.now if at is None else at
+        start = issued if valid_from is None else valid_from
+        subject = self.subject(host, "community") if isinstance(host, Card) else host
+        text, _ = issue_pass(
+            self.key,
+            code_prefix=self.prefix,
+            community=community,
+            host=bytes.fromhex(subject),
+            valid_from=start,
+            valid_until=start + 86_400 if valid_until is None else valid_until,
+            now=issued,
+            pass_id=pass_id,
+        )
+        return text
+
+    def bundle(
+        self,
+        scene: str,
+        site: str = "test-site",
+        data: Mapping[str, Any] | None = None,
+        *,
+        revoked: Iterable[int] = (),
+        status_size: int = 1024,
+        at: int | None = None,
+        max_age: int = 48 * 3600,
+        version: int = 1,
+    ) -> TrustBundle:
+        """A trust bundle for one terminal of ``scene`` at ``site``, signed by this issuer's
+        root key and checked as a terminal checks it. ``revoked``: status-list indices."""
+        status = StatusList(status_size)
+        for index in revoked:
+            status.set(index, True)
+        token = sign_bundle(
+            self.root,
+            version=version,
+            issued_at=self.now if at is None else at,
+            max_age=max_age,
+            keys=[self.key.public],
+            status=status,
+            scene={
+                "scene": scene,
+                "site": site,
+                "version": 1,
+                "data": dict(data or {}),
+                "subject_key": encode_scene_key(scene_subject_key(self.city_key, scene)),
+            },
+        )
+        return verify_bundle(token, self.root.public_jwk)
+
+
+class TestTerminal:
+    """An in-memory terminal: the verifier and a scene adapter over a bundle, with replay
+    state and a history, deciding as the terminal runtime does (without a journal file).
+
+    ``adapter`` defaults to the scene's adapter from ``idcode_adapters``; ``options`` are the
+    terminal's own settings (``lane``, ``mode``), as ``idcode terminal run --option`` gives them.
+    """
+
+    __test__ = False
+
+    def __init__(
+        self,
+        bundle: TrustBundle,
+        adapter: type[SceneAdapter] | None = None,
+        *,
+        deployment: str = DEFAULT_DEPLOYMENT,
+        algorithms: Iterable[Algorithm] = (Algorithm.EDDSA, Algorithm.ES256),
+        options: Mapping[str, str] | None = None,
+        history: MemoryHistory | None = None,
+    ) -> None:
+        if adapter is None:
+            adapter = load_adapter(str(bundle.scene.get("scene")))
+        # Terminals that share a journal (a car park's entry and exit lanes) share a history.
+        self.history = MemoryHistory() if history is None else history
+        self.decider = Decider(
+            bundle,
+            adapter,
+            prefix=prefix_for(deployment),
+            replay=ReplayCache(),
+            algorithms=algorithms,
+            options=options,
+        )
+        self.now = bundle.issued_at
+
+    def scan(self, code: str, at: int | None = None) -> Decision:
+        """Decide on ``code`` at ``at`` (default: the terminal's ``now``) and remember the
+        decision in the history, as the journal would."""
+        now = self.now if at is None else at
+        scan, decision = self.decider.decide(code, now, self.history)
+        self.history.add(
+            Event(
+                event_id=uuid.uuid4().hex,
+                at=now,
+                subject=decision.subject or scan.subject,
+                admitted=decision.admitted,
+                reason=decision.reason,
+                action=decision.action,
+                result=decision.result,
+            )
+        )
+        return decision
 
 
 def random_id_number(birth: date | None = None, region: str = "420102") -> str:

@@ -29,6 +29,7 @@ from idcode.database import make_engine, make_session_factory, upgrade
 from idcode.keystore import initialise, open_key_store, rotate
 from idcode.reasons import Reason
 from idcode.replay import ReplayCache
+from idcode.scenes import decode_scene_key, subject_of
 from idcode.settings import Settings
 from idcode.statuslist import StatusDelta
 from idcode.terminals import terminal_token
@@ -115,6 +116,17 @@ def sync(client: TestClient, terminal: Terminal, root_jwk: dict[str, Any]) -> Tr
     return verify_bundle(fetch_bundle(client, terminal).text, root_jwk)
 
 
+def subject_key(bundle: TrustBundle) -> bytes:
+    """The scene's subject key in a bundle, as a terminal decodes it."""
+    return decode_scene_key(bundle.scene.get("subject_key"))
+
+
+def without_subject_key(bundle: TrustBundle) -> dict[str, Any]:
+    """The bundle's scene without its subject key (checked to be a key)."""
+    subject_key(bundle)
+    return {name: value for name, value in bundle.scene.items() if name != "subject_key"}
+
+
 def fresh_code(client: TestClient, tokens: Tokens, id_number: str) -> str:
     response = client.post("/v1/codes", headers=tokens.citizen(id_number))
     assert response.status_code == 200, response.text
@@ -133,6 +145,12 @@ def set_status(client: TestClient, tokens: Tokens, card_id: str, action: str) ->
         f"/v1/cards/{card_id}/status", json={"action": action}, headers=tokens.operator()
     )
     assert response.status_code == 200, response.text
+
+
+def assert_ok(response: httpx2.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def read_card(client: TestClient, tokens: Tokens, card_id: str) -> dict[str, Any]:
@@ -450,7 +468,12 @@ def test_trust_bundle_verifies_with_the_pinned_root_key_and_holds_the_service_ke
 
     bundle = sync(client, terminal, root_jwk)
 
-    assert bundle.scene == {"scene": "community", "site": "hall-1", "version": 0, "data": {}}
+    assert without_subject_key(bundle) == {
+        "scene": "community",
+        "site": "hall-1",
+        "version": 0,
+        "data": {},
+    }
     published = client.get("/.well-known/jwks.json").json()["keys"]
     assert {key.kid for key in bundle.keys} == {key["kid"] for key in published}
     assert bundle.max_age == service_settings.bundle_max_age_seconds
@@ -465,12 +488,15 @@ def test_each_terminal_gets_the_scene_data_of_its_own_scene_and_site(
     car_park = register_terminal(scene="parking", site="car-park-9")
 
     no_data = {"version": 0, "data": {}}
-    assert sync(client, hall, root_jwk).scene == {"scene": "community", "site": "hall-1", **no_data}
-    assert sync(client, car_park, root_jwk).scene == {
+    hall_bundle, car_park_bundle = sync(client, hall, root_jwk), sync(client, car_park, root_jwk)
+    assert without_subject_key(hall_bundle) == {"scene": "community", "site": "hall-1", **no_data}
+    assert without_subject_key(car_park_bundle) == {
         "scene": "parking",
         "site": "car-park-9",
         **no_data,
     }
+    # Each scene keys subjects with its own key: the two journals cannot be joined.
+    assert subject_key(hall_bundle) != subject_key(car_park_bundle)
     hall_tag = fetch_bundle(client, hall).headers["etag"]
     car_park_tag = fetch_bundle(client, car_park).headers["etag"]
     assert hall_tag != car_park_tag
@@ -959,7 +985,7 @@ def test_on_sqlite_a_batch_uploaded_twice_is_stored_once_and_the_bundle_is_serve
         }
         assert len(stored_events(client, tokens, terminal_id=terminal.id)) == 6
         root = open_key_store(settings.keys_dir).root_public_jwk()
-        assert sync(client, terminal, root).scene == {
+        assert without_subject_key(sync(client, terminal, root)) == {
             "scene": "eldercare",
             "site": "home-3",
             "version": 0,
@@ -978,7 +1004,7 @@ def test_each_terminal_receives_the_scene_data_of_its_own_scene_and_site(
 ) -> None:
     gate = register_terminal(scene="community", site="garden-court")
     elsewhere = register_terminal(scene="community", site="river-view")
-    residents = {"residents": ["a3f09c41d27e", "5e1f0c2a9b3d"]}
+    residents = {"residents": ["a3f09c41d27e5e1f0c2a9b3d", "5e1f0c2a9b3d4e67a3f09c41"]}
 
     before = fetch_bundle(client, gate).headers["etag"]
     response = client.put(
@@ -988,7 +1014,7 @@ def test_each_terminal_receives_the_scene_data_of_its_own_scene_and_site(
     assert response.status_code == 200, response.text
     assert response.json() == {"scene": "community", "site": "garden-court", "version": 1}
     assert fetch_bundle(client, gate).headers["etag"] != before
-    assert sync(client, gate, root_jwk).scene == {
+    assert without_subject_key(sync(client, gate, root_jwk)) == {
         "scene": "community",
         "site": "garden-court",
         "version": 1,
@@ -997,10 +1023,108 @@ def test_each_terminal_receives_the_scene_data_of_its_own_scene_and_site(
     assert sync(client, elsewhere, root_jwk).scene["data"] == {}
 
 
+def test_card_references_in_scene_data_become_the_cards_subjects_for_that_scene(
+    client: TestClient,
+    tokens: Tokens,
+    enrol: Enrol,
+    register_terminal: RegisterTerminal,
+    root_jwk: dict[str, Any],
+) -> None:
+    gate = register_terminal(scene="community", site="court-with-cards")
+    car_park = register_terminal(scene="parking", site="court-with-cards")
+    first, second = enrol()[0], enrol()[0]
+    already_a_subject = "a3f09c41d27e5e1f0c2a9b3d"
+    document = {"residents": [f"card:{first}", already_a_subject, f"card:{second.upper()}"]}
+
+    assert_ok(
+        client.put(
+            "/v1/scenes/community/court-with-cards", json=document, headers=tokens.operator()
+        )
+    )
+    assert_ok(
+        client.put(
+            "/v1/scenes/parking/court-with-cards",
+            json={"unit_fee": 300, "permits": [f"card:{first}"]},
+            headers=tokens.operator(),
+        )
+    )
+
+    bundle = sync(client, gate, root_jwk)
+    key = subject_key(bundle)
+    pseudonyms = [
+        bytes.fromhex(read_card(client, tokens, card)["pseudonym"]) for card in (first, second)
+    ]
+    assert bundle.scene["data"] == {
+        "residents": [
+            subject_of(key, pseudonyms[0]),
+            already_a_subject,
+            subject_of(key, pseudonyms[1]),
+        ]
+    }
+    # The same card is another subject in another scene.
+    permits = sync(client, car_park, root_jwk).scene["data"]["permits"]
+    assert permits == [subject_of(subject_key(sync(client, car_park, root_jwk)), pseudonyms[0])]
+    assert permits[0] not in bundle.scene["data"]["residents"]
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["card:0b0e8a5e-5c8a-4f7e-9d1a-2f4c6b8e0a1c", "card:not-a-card-id", "card:"],
+    ids=["no-such-card", "not-a-uuid", "empty"],
+)
+def test_scene_data_naming_a_card_that_does_not_exist_is_422_unknown_card_and_not_stored(
+    client: TestClient,
+    tokens: Tokens,
+    enrol: Enrol,
+    register_terminal: RegisterTerminal,
+    root_jwk: dict[str, Any],
+    reference: str,
+) -> None:
+    terminal = register_terminal(scene="community", site="court-refused")
+    card_id, _ = enrol()
+    document = {"residents": [f"card:{card_id}", reference]}
+
+    response = client.put(
+        "/v1/scenes/community/court-refused", json=document, headers=tokens.operator()
+    )
+
+    problem = assert_problem(response, 422, "unknown_card")
+    assert reference in problem["detail"]
+    assert sync(client, terminal, root_jwk).scene["version"] == 0
+
+
+@pytest.mark.parametrize(
+    ("scene", "document", "field"),
+    [
+        ("community", {"residents": ["a3f09c41d27e"]}, "residents"),
+        ("community", {"resident": []}, "resident"),
+        ("community", {"visitor_entries_per_pass": 0}, "visitor_entries_per_pass"),
+        ("parking", {"tariff": {"first_hour": 5}}, "unit_fee"),
+    ],
+    ids=["pseudonym-not-subject", "typo", "out-of-range", "parking-without-its-fee"],
+)
+def test_scene_data_its_adapter_refuses_is_422_invalid_scene_data_and_not_stored(
+    client: TestClient,
+    tokens: Tokens,
+    register_terminal: RegisterTerminal,
+    root_jwk: dict[str, Any],
+    scene: str,
+    document: dict[str, Any],
+    field: str,
+) -> None:
+    terminal = register_terminal(scene=scene, site="site-1")
+
+    response = client.put(f"/v1/scenes/{scene}/site-1", json=document, headers=tokens.operator())
+
+    problem = assert_problem(response, 422, "invalid_scene_data")
+    assert field in problem["detail"]
+    assert sync(client, terminal, root_jwk).scene["version"] == 0
+
+
 def test_scene_data_is_written_by_operators_only_and_for_known_scenes(
     client: TestClient, tokens: Tokens, terminal: Terminal
 ) -> None:
-    body = {"tariff": {"first_hour": 5}}
+    body = {"unit_fee": 500, "free_minutes": 15}
     assert_problem(
         client.put("/v1/scenes/parking/lot-1", json=body, headers=tokens.citizen("x")),
         403,
@@ -1016,12 +1140,13 @@ def test_scene_data_is_written_by_operators_only_and_for_known_scenes(
         404,
         "unknown_scene",
     )
-    too_big = {"residents": ["0" * 12] * 200_000}
+    too_big = {"residents": ["0" * 24] * 200_000}
     assert_problem(
         client.put("/v1/scenes/community/big", json=too_big, headers=tokens.operator()),
         413,
         "payload_too_large",
     )
+    assert_ok(client.put("/v1/scenes/parking/lot-1", json=body, headers=tokens.operator()))
 
 
 @pytest.mark.parametrize(

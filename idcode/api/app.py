@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from idcode import __version__
 from idcode.api import problems
 from idcode.api.deps import BEARER_SCHEME, Services
-from idcode.api.routes import cards, codes, health, terminals, verify
+from idcode.api.routes import cards, codes, health, passes, terminals, verify
 from idcode.auth import token_verifier
 from idcode.database import make_engine, make_session_factory
 from idcode.keystore import SigningKeyCache, initialise, open_key_store
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(codes.router)
+    app.include_router(passes.router)
     app.include_router(cards.router)
     app.include_router(verify.router)
     app.include_router(terminals.router)

@@ -144,6 +144,8 @@ def install(app: FastAPI) -> None:
 
 DEFAULT_BODY_LIMIT = 64 * 1024
 BODY_LIMITS = {"/v1/cards/import": 64 * 1024 * 1024, "/v1/events": 1024 * 1024}
+# Scene data lists residents and permits: a large community's list is well over 64 KiB.
+SCENE_DATA_LIMIT = 2 * 1024 * 1024  # idcode.terminals.MAX_SCENE_DATA_BYTES
 
 
 class BodyLimit:
@@ -157,7 +159,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = BODY_LIMITS.get(scope["path"], DEFAULT_BODY_LIMIT)
+        path = scope["path"]
+        limit = BODY_LIMITS.get(path) or (
+            SCENE_DATA_LIMIT if path.startswith("/v1/scenes/") else DEFAULT_BODY_LIMIT
+        )
         too_large = Problem(
             413, "payload_too_large", f"The request body is limited to {limit} bytes here."
         )

@@ -19,6 +19,7 @@ from idcode.api.problems import Problem, problem_responses
 from idcode.bundle import sign_bundle, sign_delta
 from idcode.cards import CardError
 from idcode.models import ScanEvent, TerminalRecord
+from idcode.scenes import encode_scene_key
 from idcode.statuslist import StatusDelta
 from idcode.terminals import (
     MAX_CLOCK_DRIFT,
@@ -231,6 +232,7 @@ def _bundle_contents(
             "site": terminal.site,
             "version": record.version if record else 0,
             "data": record.document if record else {},
+            "subject_key": encode_scene_key(services.vault.scene_subject_key(terminal.scene)),
         }
         return version, status, scene
 
@@ -257,9 +259,12 @@ async def replace_scene_data(
     def work() -> dict[str, Any]:
         with services.sessions() as session:
             try:
-                record = put_scene_data(session, scene, site, document, operator.subject)
+                record = put_scene_data(
+                    session, scene, site, document, operator.subject, services.vault
+                )
             except CardError as exc:
-                raise Problem(404, exc.reason, str(exc)) from None
+                status = 404 if exc.reason == "unknown_scene" else 422
+                raise Problem(status, exc.reason, "The scene data was refused.", str(exc)) from None
             session.commit()
             return {"scene": record.scene, "site": record.site, "version": record.version}
 

@@ -1,0 +1,305 @@
+"""The scene adapter SDK: what an adapter sees of a scan, what it decides, and the history of
+earlier decisions it may consult.
+
+An adapter is a policy over the verifier's verdict, the code's coarse attributes and the
+scene data from the terminal's trust bundle. It does no I/O: the terminal runtime (or a
+test) hands it a ``Scan`` and a ``History`` and acts on the ``Decision`` only after it is in
+the journal. See docs/adapters.md.
+
+Privacy across scenes: a terminal never journals or uploads the card pseudonym itself, only
+a *subject*, the pseudonym keyed with its scene's key (HMAC-SHA256, truncated). Each scene's
+key is derived from the city's key, so the logs of two scenes cannot be joined without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import import_module
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from idcode.claims import Card
+from idcode.errors import IdcodeError
+from idcode.reasons import Reason
+from idcode.verifier import Trust, Verdict
+
+SCENES = ("community", "parking", "tourism", "eldercare")
+SUBJECT_BYTES = 12  # 96 bits: no collision among a city's cards, short in every log line
+SUBJECT_PATTERN = r"^[0-9a-f]{24}$"
+SCENE_KEY_BYTES = 32
+_SCENE_KEY_LABEL = b"idcode/scene-subject/v1/"
+DAY = 86_400
+
+#: A scene result value: coarse scalars only (a fee in fen, a ticket class, a count).
+ResultValue = str | int | bool | None
+
+
+class SceneError(IdcodeError, ValueError):
+    """Scene data or a scene key that an adapter cannot work with."""
+
+
+def scene_subject_key(city_key: bytes, scene: str) -> bytes:
+    """The key a scene's terminals use to turn pseudonyms into subjects, derived from the
+    city's key; the city's key never leaves the service."""
+    if scene not in SCENES:
+        raise SceneError(f"scene must be one of {', '.join(SCENES)}")
+    return hmac.digest(city_key, _SCENE_KEY_LABEL + scene.encode("ascii"), hashlib.sha256)
+
+
+def subject_of(scene_key: bytes, pseudonym: bytes) -> str:
+    """The pseudonym keyed for one scene, as the hex text journals and uploads carry."""
+    return hmac.digest(scene_key, pseudonym, hashlib.sha256)[:SUBJECT_BYTES].hex()
+
+
+def encode_scene_key(key: bytes) -> str:
+    return base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii")
+
+
+def decode_scene_key(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise SceneError("the scene's subject key is missing from the trust bundle")
+    try:
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        raise SceneError("the scene's subject key is not base64url") from None
+    if len(key) != SCENE_KEY_BYTES:
+        raise SceneError(f"the scene's subject key must be {SCENE_KEY_BYTES} bytes")
+    return key
+
+
+class SceneData(BaseModel):
+    """Scene data every scene understands; each adapter extends it with its own fields.
+
+    Unknown fields are refused, so an operator's typo is a 422 when the data is set, not a
+    silently ignored rule at the gate.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    utc_offset_minutes: int = Field(
+        default=480,
+        ge=-720,
+        le=840,
+        description="Where a scene's 'day' starts: local midnight at this UTC offset (China: 480).",
+    )
+    allow_stale: bool = Field(
+        default=False,
+        description="Keep deciding with a trust bundle past its max-age (with a warning).",
+    )
+
+
+@dataclass(frozen=True)
+class SceneContext:
+    """What an adapter knows about where it runs: its scene, site, data and subject key."""
+
+    scene: str
+    site: str
+    data: SceneData
+    subject_key: bytes
+    trust: Trust  # for adapters that verify more than codes (community visitor passes)
+    options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def subject(self, pseudonym: bytes) -> str:
+        return subject_of(self.subject_key, pseudonym)
+
+    def day_start(self, at: int) -> int:
+        """The start of the local day (scene data's UTC offset) that ``at`` falls in."""
+        offset = self.data.utc_offset_minutes * 60
+        return (at + offset) // DAY * DAY - offset
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """One presented code: its text, the verifier's verdict, when, and its scene subject."""
+
+    text: str
+    verdict: Verdict
+    at: int
+    subject: str | None = None  # None when the code could not be decoded
+
+    @property
+    def card(self) -> Card | None:
+        claims = self.verdict.claims
+        return claims.card if claims is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the terminal does: admit or deny, one machine-readable reason, and coarse results.
+
+    ``reason`` is ``ok`` for an admission, the verdict's reason for a code that did not
+    verify, or one of the scene's own denial reasons. ``action`` names what happened
+    (``entry``, ``exit``, ``meal``, ``check_in`` ...). ``subject`` replaces the scan's subject
+    when the decision is about something else (a visitor pass).
+    """
+
+    admitted: bool
+    reason: str
+    action: str = ""
+    result: Mapping[str, ResultValue] = field(default_factory=lambda: MappingProxyType({}))
+    subject: str | None = None
+
+    @classmethod
+    def admit(cls, action: str, *, subject: str | None = None, **result: ResultValue) -> Decision:
+        return cls(True, Reason.OK.value, action, MappingProxyType(result), subject)
+
+    @classmethod
+    def deny(
+        cls, reason: str, action: str = "", *, subject: str | None = None, **result: ResultValue
+    ) -> Decision:
+        return cls(False, str(reason), action, MappingProxyType(result), subject)
+
+    def __post_init__(self) -> None:
+        for name, value in self.result.items():
+            if value is not None and not isinstance(value, str | int | bool):
+                raise SceneError(f"scene result {name!r} must be a text, integer or boolean")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A journaled decision, as an adapter sees it in the history."""
+
+    event_id: str
+    at: int
+    subject: str | None
+    admitted: bool
+    reason: str
+    action: str
+    result: Mapping[str, ResultValue]
+
+
+class History(Protocol):
+    """Earlier decisions at this terminal (and the terminals sharing its journal). "Newest"
+    means most recently journaled, whatever the time stamps say (the clocks of lanes sharing
+    a journal may differ a little). The journal implements it; ``MemoryHistory`` is the
+    in-memory one for tests."""
+
+    def last(
+        self,
+        *,
+        subject: str | None = None,
+        action: str | None = None,
+        since: int = 0,
+        admitted: bool | None = True,
+    ) -> Event | None:
+        """The newest matching event at or after ``since``."""
+        ...
+
+    def count(
+        self,
+        *,
+        since: int,
+        subject: str | None = None,
+        action: str | None = None,
+        admitted: bool | None = True,
+    ) -> int:
+        """How many matching events there are at or after ``since``."""
+        ...
+
+
+class MemoryHistory:
+    """A History in a list: for tests, examples and anything that need not survive a restart."""
+
+    def __init__(self, events: Iterable[Event] = ()) -> None:
+        self.events: list[Event] = list(events)
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+
+    def _matching(
+        self, subject: str | None, action: str | None, since: int, admitted: bool | None
+    ) -> Iterable[Event]:
+        for event in reversed(self.events):
+            if (
+                event.at >= since
+                and (subject is None or event.subject == subject)
+                and (action is None or event.action == action)
+                and (admitted is None or event.admitted == admitted)
+            ):
+                yield event
+
+    def last(
+        self,
+        *,
+        subject: str | None = None,
+        action: str | None = None,
+        since: int = 0,
+        admitted: bool | None = True,
+    ) -> Event | None:
+        return next(iter(self._matching(subject, action, since, admitted)), None)
+
+    def count(
+        self,
+        *,
+        since: int,
+        subject: str | None = None,
+        action: str | None = None,
+        admitted: bool | None = True,
+    ) -> int:
+        return sum(1 for _ in self._matching(subject, action, since, admitted))
+
+
+class SceneAdapter(ABC):
+    """Base class of scene adapters. A subclass names its ``scene``, its ``Data`` model and
+    its denial ``reasons``, and implements ``decide_valid`` for codes that verified.
+
+    ``decide`` denies every code the verifier refused with the verifier's reason; override it
+    only to accept something other than a citizen code (as the community gate does for
+    visitor passes).
+    """
+
+    scene: ClassVar[str]
+    Data: ClassVar[type[SceneData]] = SceneData
+    #: The scene's own denial reasons, beside the verifier's (docs/adapters.md lists them).
+    reasons: ClassVar[tuple[str, ...]] = ()
+    #: The actions its decisions name.
+    actions: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, context: SceneContext) -> None:
+        self.context = context
+        self.data = context.data
+
+    @classmethod
+    def parse_data(cls, document: Mapping[str, Any]) -> SceneData:
+        """The scene data from a trust bundle (or an operator's PUT), validated."""
+        try:
+            return cls.Data.model_validate(dict(document))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'data'}: {error['msg']}"
+                for error in exc.errors()[:5]
+            )
+            raise SceneError(f"{cls.scene} scene data is not valid: {problems}") from None
+
+    def decide(self, scan: Scan, history: History) -> Decision:
+        if not scan.verdict.valid or scan.card is None or scan.subject is None:
+            return Decision.deny(scan.verdict.reason.value)
+        return self.decide_valid(scan, scan.card, scan.subject, history)
+
+    @abstractmethod
+    def decide_valid(self, scan: Scan, card: Card, subject: str, history: History) -> Decision:
+        """The scene's policy for a code that verified (signature, time, status, replay)."""
+
+
+def load_adapter(name: str) -> type[SceneAdapter]:
+    """The adapter class for a scene (``parking``: ``idcode_adapters.parking.Adapter``) or
+    named as ``module:Class`` (an integrator's own adapter)."""
+    module_name, _, class_name = (
+        name.partition(":") if ":" in name else (f"idcode_adapters.{name}", ":", "Adapter")
+    )
+    if ":" not in name and name not in SCENES:
+        raise SceneError(f"scene must be one of {', '.join(SCENES)}, or give module:Class")
+    try:
+        adapter = getattr(import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise SceneError(f"cannot load the adapter {name!r}: {exc}") from None
+    if not (isinstance(adapter, type) and issubclass(adapter, SceneAdapter)):
+        raise SceneError(f"{name!r} is not a SceneAdapter")
+    return adapter

@@ -1,0 +1,122 @@
+"""A terminal's identity: its id, scene, site and service, its own key and the pinned root key.
+
+Provisioning creates the terminal's key (Ed25519, in a 0600 file that never leaves the
+terminal), registers the public half with the service under an operator's token, and pins
+the city's root key from a file the operator hands over. Everything lives in the terminal's
+directory: ``terminal.json``, ``terminal-key.pem`` and ``root.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
+
+from idcode.bundle import load_root_jwk
+from idcode.errors import IdcodeError
+from idcode.scenes import SCENES
+from idcode.secretfiles import check_private, ensure_private_directory, write_secret_file
+
+IDENTITY_FILE = "terminal.json"
+KEY_FILE = "terminal-key.pem"
+ROOT_FILE = "root.json"
+
+
+class ProvisioningError(IdcodeError):
+    """The terminal is not provisioned, or not as the command line says."""
+
+
+@dataclass(frozen=True)
+class TerminalIdentity:
+    id: str
+    scene: str
+    site: str
+    server: str
+    private_key: Ed25519PrivateKey
+    root_jwk: dict[str, Any]
+    alg: str = "EdDSA"
+
+    @property
+    def public_jwk(self) -> dict[str, Any]:
+        return public_jwk_of(self.private_key)
+
+    def check(self, *, scene: str | None, site: str | None, server: str | None) -> None:
+        """Refuse to run as another scene, site or service than the one provisioned."""
+        for name, given, held in (
+            ("scene", scene, self.scene),
+            ("site", site, self.site),
+            ("server", server.rstrip("/") if server else None, self.server),
+        ):
+            if given is not None and given != held:
+                raise ProvisioningError(
+                    f"this terminal was provisioned with {name} {held!r}, not {given!r}; "
+                    "provision a new terminal directory to change it"
+                )
+
+
+def new_terminal_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def public_jwk_of(private_key: Ed25519PrivateKey) -> dict[str, Any]:
+    jwk: dict[str, Any] = OKPAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
+    return jwk
+
+
+def save(directory: Path, identity: TerminalIdentity) -> None:
+    ensure_private_directory(directory)
+    pem = identity.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_secret_file(directory / KEY_FILE, pem, replace=True)
+    write_secret_file(
+        directory / ROOT_FILE, json.dumps(identity.root_jwk, indent=2).encode(), replace=True
+    )
+    document = {
+        "id": identity.id,
+        "scene": identity.scene,
+        "site": identity.site,
+        "server": identity.server,
+        "alg": identity.alg,
+    }
+    # Written last: a terminal directory with terminal.json is complete.
+    write_secret_file(
+        directory / IDENTITY_FILE, json.dumps(document, indent=2).encode(), replace=True
+    )
+
+
+def is_provisioned(directory: Path) -> bool:
+    return (directory / IDENTITY_FILE).exists()
+
+
+def load(directory: Path) -> TerminalIdentity:
+    if not is_provisioned(directory):
+        raise ProvisioningError(f"{directory} holds no provisioned terminal ({IDENTITY_FILE})")
+    try:
+        for name in (IDENTITY_FILE, KEY_FILE):
+            check_private(directory / name)
+        document = json.loads((directory / IDENTITY_FILE).read_text())
+        private_key = serialization.load_pem_private_key(
+            (directory / KEY_FILE).read_bytes(), password=None
+        )
+        root_jwk = load_root_jwk(json.loads((directory / ROOT_FILE).read_text()))
+    except (OSError, ValueError) as exc:
+        raise ProvisioningError(f"cannot read the terminal in {directory}: {exc}") from None
+    if not isinstance(private_key, Ed25519PrivateKey):
+        raise ProvisioningError("the terminal key must be Ed25519")
+    if document.get("scene") not in SCENES:
+        raise ProvisioningError(f"unknown scene in {directory / IDENTITY_FILE}")
+    return TerminalIdentity(
+        id=str(document["id"]),
+        scene=document["scene"],
+        site=str(document["site"]),
+        server=str(document["server"]),
+        private_key=private_key,
+        root_jwk=root_jwk,
+        alg=str(document.get("alg", "EdDSA")),
+    )

@@ -1,0 +1,293 @@
+"""The terminal runtime: scans in, decisions out, journal first; trust sync and uploads beside.
+
+A scan is verified offline and decided by the scene adapter, written to the journal (and
+synced to disk), and only then acted on. Two background threads talk to the service when
+the network is there: the syncer keeps the trust bundle current (status deltas every
+``sync_interval``, a conditional fetch of the whole bundle every ``bundle_interval``), and the
+uploader sends journaled events in batches. Both back off exponentially, with jitter, while
+the service cannot be reached; the terminal meanwhile goes on deciding for as long as its
+trust is fresh (docs/terminal.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from idcode.bundle import BundleError, TrustBundle, verify_bundle, verify_delta
+from idcode.codetext import DEFAULT_DEPLOYMENT, prefix_for
+from idcode.cose import Algorithm
+from idcode.decider import Decider
+from idcode.errors import IdcodeError
+from idcode.reasons import Reason
+from idcode.scenes import Decision, Scan, SceneAdapter, load_adapter
+from idcode.terminal.client import ServiceError, ServiceUnreachable, TerminalClient
+from idcode.terminal.identity import TerminalIdentity
+from idcode.terminal.journal import Journal, JournalEntry, JournalReplay
+from idcode.terminal.trust import TrustStore, describe
+from idcode.verifier import DEFAULT_CLOCK_SKEW, Verdict
+
+log = logging.getLogger("idcode.terminal")
+
+JOURNAL_FILE = "journal.sqlite3"
+MAX_BACKOFF = 300.0  # seconds between attempts while the service stays unreachable
+DRIFT_WARNING = DEFAULT_CLOCK_SKEW
+RETENTION_DAYS = 35  # uploaded events kept for adapters' history and local inspection
+
+
+def backoff(failures: int, base: float = 1.0, cap: float = MAX_BACKOFF) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, so that terminals
+    that lost the network together do not come back together."""
+    delay: float = min(cap, base * 2 ** min(failures, 30))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class TerminalRuntime:
+    """One terminal: its identity, journal, trust and adapter, and the loops around them."""
+
+    def __init__(
+        self,
+        directory: Path,
+        identity: TerminalIdentity,
+        *,
+        journal_path: Path | None = None,
+        options: Mapping[str, str] | None = None,
+        deployment: str = DEFAULT_DEPLOYMENT,
+        algorithms: Iterable[Algorithm] = (Algorithm.EDDSA,),
+        clock: Callable[[], float] = time.time,
+        sync_interval: float = 60.0,
+        bundle_interval: float = 900.0,
+        upload_interval: float = 5.0,
+        batch_size: int = 500,
+        online: bool = True,
+        client: TerminalClient | None = None,
+        adapter: type[SceneAdapter] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.options = dict(options or {})
+        self.prefix = prefix_for(deployment)
+        self.algorithms = tuple(algorithms)
+        self.clock = clock
+        self.sync_interval = sync_interval
+        self.bundle_interval = bundle_interval
+        self.upload_interval = upload_interval
+        if not 1 <= batch_size <= 1000:  # the service takes at most 1,000 events a request
+            raise IdcodeError("the upload batch size must be 1-1000")
+        self.batch_size = batch_size
+        self.client = client or TerminalClient(identity)
+        self.adapter = adapter or load_adapter(identity.scene)
+        self.journal = Journal(journal_path or directory / JOURNAL_FILE)
+        self.replay = JournalReplay(self.journal)
+        self.trust_store = TrustStore(directory, identity.root_jwk)
+        #: Cleared while the terminal is offline: the loops then leave the service alone.
+        self.network = threading.Event()
+        if online:
+            self.network.set()
+        self.clock_drift: int | None = None
+        self.last_sync: float | None = None
+        self._decide_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._upload_wanted = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._next_bundle_check = 0.0
+        self.bundle: TrustBundle | None = None
+        self.decider: Decider | None = None
+        held = self.trust_store.load()
+        if held is not None:
+            self._adopt(held)
+
+    # -- deciding -----------------------------------------------------------------------------
+
+    def scan(self, text: str) -> JournalEntry:
+        """Decide on one scanned text and journal the decision; act on what this returns."""
+        with self._decide_lock:
+            now = int(self.clock())
+            decider = self.decider
+            if decider is None:
+                scan = Scan(text, Verdict(Reason.STALE_TRUST, detail="no trust bundle yet"), now)
+                decision = Decision.deny(Reason.STALE_TRUST.value)
+            else:
+                scan, decision = decider.decide(text, now, self.journal)
+            entry = self.journal.record(self.identity.id, scan, decision)
+        self._upload_wanted.set()
+        return entry
+
+    def _adopt(self, bundle: TrustBundle) -> None:
+        decider = Decider(
+            bundle,
+            self.adapter,
+            prefix=self.prefix,
+            replay=self.replay,
+            algorithms=self.algorithms,
+            options=self.options,
+        )
+        with self._decide_lock:
+            self.bundle, self.decider = bundle, decider
+
+    # -- trust sync ---------------------------------------------------------------------------
+
+    def sync_once(self) -> str:
+        """One sync step: ``bundle`` (a new bundle), ``delta`` (a status delta applied) or
+        ``unchanged``. Raises ServiceUnreachable, ServiceError or BundleError."""
+        now = self.clock()
+        held = self.bundle
+        if held is None or now >= self._next_bundle_check:
+            outcome = self._fetch_bundle(held)
+            self._next_bundle_check = now + self.bundle_interval
+        else:
+            outcome = self._fetch_delta(held)
+        self.last_sync = now
+        return outcome
+
+    def _fetch_bundle(self, held: TrustBundle | None) -> str:
+        token, etag = self.client.trust_bundle(self.trust_store.etag if held else None)
+        if token is None:
+            return "unchanged"
+        bundle = verify_bundle(token, self.identity.root_jwk)
+        self._note_drift(bundle)
+        if held is not None and not held.superseded_by(bundle):
+            raise BundleError(
+                "the service sent a bundle older than the one held; kept the held one"
+            )
+        self._adopt(bundle)  # SceneError here leaves the held trust in place
+        self.trust_store.save_bundle(token, etag)
+        return "bundle"
+
+    def _fetch_delta(self, held: TrustBundle) -> str:
+        try:
+            token = self.client.status_delta(held.version)
+        except ServiceError as exc:
+            if exc.status == 409:  # the service does not know our version: start afresh
+                return self._fetch_bundle(None)
+            raise
+        delta, signed_at = verify_delta(token, self.identity.root_jwk)
+        self._adopt(held.apply_delta(delta, signed_at))
+        self.trust_store.save_delta(token)
+        return "delta" if delta.invalidated or delta.validated else "unchanged"
+
+    def _note_drift(self, bundle: TrustBundle) -> None:
+        drift = int(self.clock() - bundle.issued_at)
+        self.clock_drift = drift
+        if abs(drift) > DRIFT_WARNING:
+            log.warning(
+                "this terminal's clock is %+d s off the service's; codes are judged by it", drift
+            )
+
+    # -- uploads ------------------------------------------------------------------------------
+
+    def upload_once(self) -> int:
+        """Send one batch of pending events; returns how many left the pending state."""
+        batch = self.journal.pending(self.identity.id, self.batch_size)
+        if batch:
+            self._upload(batch)
+        return len(batch)
+
+    def _upload(self, batch: list[JournalEntry]) -> None:
+        try:
+            self.client.upload([entry.to_upload() for entry in batch])
+        except ServiceError as exc:
+            if exc.status not in (413, 422):
+                raise
+            if len(batch) == 1:
+                # The service will never take this event: keep it, marked, and go on.
+                log.error("the service refused event %s: %s", batch[0].event_id, exc)
+                self.journal.mark_refused(batch)
+                return
+            # Find the refused event(s) by halves; the others go through.
+            half = len(batch) // 2
+            self._upload(batch[:half])
+            self._upload(batch[half:])
+            return
+        self.journal.mark_uploaded(batch)
+
+    # -- loops ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the sync and upload threads (after one sync if no trust is held yet)."""
+        if self.decider is None and self.network.is_set():
+            self._attempt("sync", self.sync_once)
+        for name, loop in (("sync", self._sync_loop), ("upload", self._upload_loop)):
+            thread = threading.Thread(target=loop, name=f"idcode-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._upload_wanted.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        self.journal.close()
+
+    def drain(self, timeout: float) -> bool:
+        """Upload until nothing is pending or ``timeout`` seconds passed; True when done."""
+        deadline = time.monotonic() + timeout
+        while self.journal.pending_count(self.identity.id):
+            if time.monotonic() >= deadline or not self.network.is_set():
+                return False
+            if not self._attempt("upload", self.upload_once):
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        return True
+
+    def _attempt(self, what: str, step: Callable[[], Any]) -> bool:
+        try:
+            step()
+            return True
+        except ServiceUnreachable as exc:
+            log.info("%s: the service is unreachable (%s); retrying later", what, exc)
+        except (ServiceError, IdcodeError) as exc:
+            log.warning("%s failed: %s", what, exc)
+        return False
+
+    def _sync_loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            if not self.network.is_set():
+                self._stop.wait(1.0)
+                continue
+            if self._attempt("sync", self.sync_once):
+                failures = 0
+                delay = self.sync_interval
+            else:
+                failures += 1
+                delay = min(self.sync_interval, backoff(failures))
+            self._stop.wait(delay)
+
+    def _upload_loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            self._upload_wanted.clear()
+            if self.network.is_set() and self.journal.pending_count(self.identity.id):
+                if self._attempt("upload", self.upload_once):
+                    failures = 0
+                    if self.journal.pending_count(self.identity.id):
+                        continue  # more to send: no pause between batches
+                    self._prune()
+                else:
+                    failures += 1
+                    self._stop.wait(backoff(failures))
+                    continue
+            self._upload_wanted.wait(self.upload_interval)
+
+    def _prune(self) -> None:
+        self.journal.prune(int(self.clock()) - RETENTION_DAYS * 86_400)
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        bundle = self.bundle
+        now = int(self.clock())
+        return {
+            "terminal": self.identity.id,
+            "scene": self.identity.scene,
+            "site": self.identity.site,
+            "online": self.network.is_set(),
+            "trust": describe(bundle) if bundle else None,
+            "trust_fresh": bool(bundle and now < bundle.fresh_until),
+            "clock_drift": self.clock_drift,
+            "pending_uploads": self.journal.pending_count(self.identity.id),
+        }
