@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from idcode.reasons import Reason
 from idcode.replay import ReplayCache
 from idcode.scenes import Decision, Event, ResultValue, Scan
 
@@ -39,7 +40,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject, at);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (at);
-CREATE INDEX IF NOT EXISTS events_by_code ON events (code_id) WHERE code_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS events_code_once ON events (code_id) WHERE code_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_to_upload ON events (terminal_id, seq) WHERE upload = 0;
 """
 
@@ -121,6 +122,20 @@ class Journal:
     def record(self, terminal_id: str, scan: Scan, decision: Decision) -> JournalEntry:
         """Journal one decision durably; the terminal acts on it only after this returns."""
         claims = scan.verdict.claims
+        # Only a code the verifier accepted is used up (as in the service's replay state):
+        # one refused, e.g. not yet valid, may come back.
+        code_id = claims.code_id if claims is not None and scan.verdict.valid else None
+        try:
+            return self._insert(terminal_id, scan, decision, code_id)
+        except sqlite3.IntegrityError:
+            # Another process on this journal (the other lane) used the same code between our
+            # replay check and this insert: the unique code id makes this one the replay.
+            replayed = Decision.deny(Reason.REPLAYED.value)
+            return self._insert(terminal_id, scan, replayed, None)
+
+    def _insert(
+        self, terminal_id: str, scan: Scan, decision: Decision, code_id: bytes | None
+    ) -> JournalEntry:
         entry = JournalEntry(
             seq=0,
             event_id=uuid.uuid4().hex,
@@ -145,9 +160,7 @@ class Journal:
                     entry.action,
                     entry.subject,
                     json.dumps(entry.result, separators=(",", ":")),
-                    # Only a code the verifier accepted is used up (as in the service's
-                    # replay state): one refused, e.g. not yet valid, may come back.
-                    claims.code_id if claims is not None and scan.verdict.valid else None,
+                    code_id,
                 ),
             )
         return JournalEntry(int(cursor.lastrowid or 0), *_fields_after_seq(entry))

@@ -81,9 +81,10 @@ class TerminalRuntime:
         self.batch_size = batch_size
         self.client = client or TerminalClient(identity)
         self.adapter = adapter or load_adapter(identity.scene)
+        self.trust_store = TrustStore(directory, identity.root_jwk)
+        held = self.trust_store.load()  # before the journal opens: a bad bundle stops here
         self.journal = Journal(journal_path or directory / JOURNAL_FILE)
         self.replay = JournalReplay(self.journal)
-        self.trust_store = TrustStore(directory, identity.root_jwk)
         #: Cleared while the terminal is offline: the loops then leave the service alone.
         self.network = threading.Event()
         if online:
@@ -97,9 +98,12 @@ class TerminalRuntime:
         self._next_bundle_check = 0.0
         self.bundle: TrustBundle | None = None
         self.decider: Decider | None = None
-        held = self.trust_store.load()
         if held is not None:
-            self._adopt(held)
+            try:
+                self._adopt(held)
+            except BaseException:
+                self.journal.close()
+                raise
 
     # -- deciding -----------------------------------------------------------------------------
 
@@ -144,13 +148,22 @@ class TerminalRuntime:
         self.last_sync = now
         return outcome
 
-    def _fetch_bundle(self, held: TrustBundle | None) -> str:
-        token, etag = self.client.trust_bundle(self.trust_store.etag if held else None)
+    def _fetch_bundle(self, held: TrustBundle | None, *, version_reset: bool = False) -> str:
+        """Fetch the whole bundle. ``version_reset``: the service said it does not know the
+        held version (restored from a backup, say), so a lower version is accepted, but
+        still never a bundle signed before the held one: that would be a replay, which
+        could bring back a revoked card or a removed key."""
+        etag = self.trust_store.etag if held is not None and not version_reset else None
+        token, etag = self.client.trust_bundle(etag)
         if token is None:
             return "unchanged"
         bundle = verify_bundle(token, self.identity.root_jwk)
         self._note_drift(bundle)
-        if held is not None and not held.superseded_by(bundle):
+        if held is not None and (
+            # Signed after the held trust, to the second: one from the same second as the held
+            # one may be the recorded predecessor of a delta (the next sync retries).
+            bundle.issued_at <= held.issued_at if version_reset else not held.superseded_by(bundle)
+        ):
             raise BundleError(
                 "the service sent a bundle older than the one held; kept the held one"
             )
@@ -163,7 +176,7 @@ class TerminalRuntime:
             token = self.client.status_delta(held.version)
         except ServiceError as exc:
             if exc.status == 409:  # the service does not know our version: start afresh
-                return self._fetch_bundle(None)
+                return self._fetch_bundle(held, version_reset=True)
             raise
         delta, signed_at = verify_delta(token, self.identity.root_jwk)
         self._adopt(held.apply_delta(delta, signed_at))
