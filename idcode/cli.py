@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from idcode import servicecli, terminalcli
+from idcode import citydemo, servicecli, terminalcli
 from idcode.claims import (
     ALL_PROGRAMMES,
     PSEUDONYM_LENGTH,
@@ -483,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.set_defaults(handler=cmd_bundle)
     servicecli.add_commands(commands)
     terminalcli.add_commands(commands)
+    citydemo.add_commands(commands)
     return parser
 
 
