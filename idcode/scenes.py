@@ -16,10 +16,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
+from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
@@ -30,7 +32,11 @@ from idcode.errors import IdcodeError
 from idcode.reasons import Reason
 from idcode.verifier import Trust, Verdict
 
+#: The scenes idcode ships adapters for (in idcode_adapters). More come from other packages
+#: through the ``idcode.scenes`` entry point group: see scene_names and docs/adapters.md.
 SCENES = ("community", "parking", "tourism", "eldercare")
+ENTRY_POINT_GROUP = "idcode.scenes"
+SCENE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 SUBJECT_BYTES = 12  # 96 bits: no collision among a city's cards, short in every log line
 SUBJECT_PATTERN = r"^[0-9a-f]{24}$"
 SCENE_KEY_BYTES = 32
@@ -48,8 +54,8 @@ class SceneError(IdcodeError, ValueError):
 def scene_subject_key(city_key: bytes, scene: str) -> bytes:
     """The key a scene's terminals use to turn pseudonyms into subjects, derived from the
     city's key; the city's key never leaves the service."""
-    if scene not in SCENES:
-        raise SceneError(f"scene must be one of {', '.join(SCENES)}")
+    if not SCENE_NAME.fullmatch(scene):
+        raise SceneError("a scene name is 1-32 of a-z, 0-9 and _, starting with a letter")
     return hmac.digest(city_key, _SCENE_KEY_LABEL + scene.encode("ascii"), hashlib.sha256)
 
 
@@ -288,18 +294,43 @@ class SceneAdapter(ABC):
         """The scene's policy for a code that verified (signature, time, status, replay)."""
 
 
+def _plugins() -> dict[str, EntryPoint]:
+    """Adapters other packages register for scenes of their own (entry points)."""
+    return {
+        point.name: point
+        for point in entry_points(group=ENTRY_POINT_GROUP)
+        if SCENE_NAME.fullmatch(point.name) and point.name not in SCENES
+    }
+
+
+def scene_names() -> tuple[str, ...]:
+    """Every scene this installation knows: the built-in ones, then those of plugins."""
+    return SCENES + tuple(sorted(_plugins()))
+
+
 def load_adapter(name: str) -> type[SceneAdapter]:
-    """The adapter class for a scene (``parking``: ``idcode_adapters.parking.Adapter``) or
-    named as ``module:Class`` (an integrator's own adapter)."""
-    module_name, _, class_name = (
-        name.partition(":") if ":" in name else (f"idcode_adapters.{name}", ":", "Adapter")
-    )
-    if ":" not in name and name not in SCENES:
-        raise SceneError(f"scene must be one of {', '.join(SCENES)}, or give module:Class")
+    """The adapter class of a scene: a built-in one (``parking``:
+    ``idcode_adapters.parking.Adapter``), one a plugin registers under the ``idcode.scenes``
+    entry point group, or one named directly as ``module:Class``."""
     try:
-        adapter = getattr(import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
+        if ":" in name:
+            module_name, _, class_name = name.partition(":")
+            adapter = getattr(import_module(module_name), class_name)
+        elif name in SCENES:
+            adapter = import_module(f"idcode_adapters.{name}").Adapter
+        elif (plugin := _plugins().get(name)) is not None:
+            adapter = plugin.load()
+        else:
+            raise SceneError(
+                f"unknown scene {name[:40]!r}: known are {', '.join(scene_names())} "
+                "(or give an adapter as module:Class)"
+            )
+    except (ImportError, AttributeError, ValueError) as exc:
+        if isinstance(exc, SceneError):
+            raise
         raise SceneError(f"cannot load the adapter {name!r}: {exc}") from None
     if not (isinstance(adapter, type) and issubclass(adapter, SceneAdapter)):
         raise SceneError(f"{name!r} is not a SceneAdapter")
+    if ":" not in name and adapter.scene != name:
+        raise SceneError(f"the adapter registered for {name!r} is for scene {adapter.scene!r}")
     return adapter

@@ -15,7 +15,7 @@ from typing import Any
 from idcode.bundle import load_root_jwk
 from idcode.cose import Algorithm
 from idcode.errors import IdcodeError
-from idcode.scenes import SCENES
+from idcode.scenes import SCENES, load_adapter
 from idcode.settings import Settings
 from idcode.terminal import identity as identities
 from idcode.terminal.client import register
@@ -132,6 +132,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         upload_interval=args.upload_interval,
         batch_size=args.batch_size,
         online=not args.offline,
+        adapter=load_adapter(args.adapter) if args.adapter else None,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     # SIGUSR1 prints every thread's stack to stderr: how to see where a stuck gate hangs.
@@ -203,7 +204,7 @@ def add_commands(commands: Any) -> None:
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--dir", help="the terminal's directory (default terminals/SCENE-SITE)")
-        parser.add_argument("--scene", choices=SCENES)
+        parser.add_argument("--scene", help=f"{', '.join(SCENES)}, or a plugin's scene")
         parser.add_argument("--site", help="the site (community, car park, scenic spot, canteen)")
         parser.add_argument("--server", help="the service's base URL, e.g. http://127.0.0.1:8000")
         parser.add_argument(
@@ -251,6 +252,11 @@ def add_commands(commands: Any) -> None:
     run.add_argument(
         "--algorithms", default="EdDSA", help="accepted code algorithms, comma-separated (EdDSA)"
     )
+    run.add_argument(
+        "--adapter",
+        metavar="MODULE:CLASS",
+        help="an adapter of your own for the terminal's scene (default: the scene's adapter)",
+    )
     run.add_argument("--offline", action="store_true", help="do not contact the service")
     run.add_argument(
         "--sync-interval", type=float, default=60.0, help="seconds between status deltas (60)"
@@ -271,7 +277,7 @@ def add_commands(commands: Any) -> None:
 
     status = actions.add_parser("status", help="print the terminal's trust and journal state")
     status.add_argument("--dir")
-    status.add_argument("--scene", choices=SCENES)
+    status.add_argument("--scene")
     status.add_argument("--site")
     status.add_argument("--journal")
     status.set_defaults(handler=cmd_status)

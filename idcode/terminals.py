@@ -31,17 +31,18 @@ from idcode.models import (
     TerminalRecord,
 )
 from idcode.pii import PersonalDataVault
-from idcode.scenes import SCENES, SceneError, load_adapter, subject_of
+from idcode.scenes import SCENES, SceneError, load_adapter, scene_names, subject_of
 from idcode.statuslist import StatusDelta, StatusList
+from idcode.terminal.token import MAX_TOKEN_LIFETIME, TERMINAL_AUDIENCE, terminal_token
+
+__all__ = ["MAX_TOKEN_LIFETIME", "TERMINAL_AUDIENCE", "terminal_token"]  # re-exported
 
 log = logging.getLogger("idcode.terminals")
 
-TERMINAL_AUDIENCE = "idcode"
 CLOCK_DRIFT_ALLOWANCE = 30  # seconds, the verifier's default clock-skew allowance
 # A terminal whose clock is off by up to this much can still authenticate (and learn it);
 # each token is single-use (jti), so the wider window does not make captured tokens useful.
 MAX_CLOCK_DRIFT = 600
-MAX_TOKEN_LIFETIME = 300
 MAX_EVENTS_PER_BATCH = 1000
 _RESULT_NAME = re.compile(r"[a-z0-9_]{1,32}")
 TERMINAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -54,15 +55,15 @@ class TerminalAuthError(CardError):
 class NewTerminal(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    scene: str = Field(description=" | ".join(SCENES))
+    scene: str = Field(description=" | ".join(SCENES) + ", or a scene an installed plugin adds")
     site: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     public_jwk: dict[str, Any] = Field(description="The terminal's public key (Ed25519 or P-256).")
 
     @field_validator("scene")
     @classmethod
     def _known_scene(cls, scene: str) -> str:
-        if scene not in SCENES:
-            raise ValueError(f"scene must be one of {', '.join(SCENES)}")
+        if scene not in scene_names():
+            raise ValueError(f"scene must be one of {', '.join(scene_names())}")
         return scene
 
     @field_validator("public_jwk")
@@ -168,26 +169,6 @@ def authenticate(session: Session, token: str, now: float | None = None) -> Term
     record.clock_drift = drift
     record.last_seen_at = datetime.fromtimestamp(now, UTC)
     return record
-
-
-def terminal_token(
-    terminal_id: str,
-    private_key: Any,
-    alg: str = "EdDSA",
-    now: int | None = None,
-    lifetime: int = 120,
-) -> str:
-    """A request token for a terminal (what the terminal runtime sends; used by tests)."""
-    issued = int(time.time()) if now is None else now
-    claims = {
-        "iss": terminal_id,
-        "sub": terminal_id,
-        "aud": TERMINAL_AUDIENCE,
-        "iat": issued,
-        "exp": issued + lifetime,
-        "jti": uuid.uuid4().hex,
-    }
-    return jwt.encode(claims, private_key, algorithm=alg)
 
 
 # -- status list for bundles ---------------------------------------------------------------
@@ -330,8 +311,8 @@ def put_scene_data(
     scene's adapter validates the result. CardError says why not: ``unknown_scene``,
     ``unknown_card`` or ``invalid_scene_data``.
     """
-    if scene not in SCENES:
-        raise CardError("unknown_scene", f"scene must be one of {', '.join(SCENES)}")
+    if scene not in scene_names():
+        raise CardError("unknown_scene", f"scene must be one of {', '.join(scene_names())}")
     document = _resolve_card_references(session, document, vault.scene_subject_key(scene))
     try:
         load_adapter(scene).parse_data(document)

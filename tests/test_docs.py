@@ -39,3 +39,35 @@ def test_spec_lists_every_reason() -> None:
 
     for reason in Reason:
         assert f"`{reason.value}`" in SPEC
+
+
+ADAPTERS_DOC = (ROOT / "docs" / "adapters.md").read_text(encoding="utf-8")
+
+
+def test_adapters_doc_lists_every_scenes_reasons_and_actions() -> None:
+    from idcode.scenes import SCENES, load_adapter
+
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in ADAPTERS_DOC.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip() in SCENES
+    }
+    for scene in SCENES:
+        adapter = load_adapter(scene)
+        listed = set(re.findall(r"`([a-z_]+)`", rows[scene].split("|", 2)[2]))
+        assert listed >= set(adapter.reasons) | set(adapter.actions), scene
+
+
+def test_adapters_doc_example_is_the_library_adapter_as_shipped() -> None:
+    shipped = (ROOT / "examples" / "library-adapter" / "idcode_library.py").read_text()
+    example = ADAPTERS_DOC.split("## A new scene in under 60 lines", 1)[1]
+    code = example.split("```python\n", 1)[1].split("```", 1)[0]
+    assert code.strip() in shipped
+
+
+def test_readme_python_examples_run_as_written() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})  # noqa: S102  (our own README)

@@ -1,7 +1,7 @@
 """The terminal's side of the service API: signed requests for trust and event uploads.
 
 Each request carries a fresh single-use token signed with the terminal's key
-(``idcode.terminals.terminal_token``). Plain ``urllib``: a terminal makes a few small
+(``idcode.terminal.token``). Plain ``urllib``: a terminal makes a few small
 requests a minute, and the standard library keeps its footprint small.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from idcode.errors import IdcodeError
 from idcode.terminal.identity import TerminalIdentity
-from idcode.terminals import terminal_token
+from idcode.terminal.token import terminal_token
 
 
 class ServiceError(IdcodeError):

@@ -19,7 +19,7 @@ from jwt.algorithms import OKPAlgorithm
 
 from idcode.bundle import load_root_jwk
 from idcode.errors import IdcodeError
-from idcode.scenes import SCENES
+from idcode.scenes import scene_names
 from idcode.secretfiles import check_private, ensure_private_directory, write_secret_file
 
 IDENTITY_FILE = "terminal.json"
@@ -109,7 +109,7 @@ def load(directory: Path) -> TerminalIdentity:
         raise ProvisioningError(f"cannot read the terminal in {directory}: {exc}") from None
     if not isinstance(private_key, Ed25519PrivateKey):
         raise ProvisioningError("the terminal key must be Ed25519")
-    if document.get("scene") not in SCENES:
+    if document.get("scene") not in scene_names():
         raise ProvisioningError(f"unknown scene in {directory / IDENTITY_FILE}")
     return TerminalIdentity(
         id=str(document["id"]),

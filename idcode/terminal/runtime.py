@@ -121,7 +121,10 @@ class TerminalRuntime:
         self._upload_wanted.set()
         return entry
 
-    def _adopt(self, bundle: TrustBundle) -> None:
+    def _adopt(self, bundle: TrustBundle, keep: Callable[[], None] | None = None) -> None:
+        """Decide with ``bundle`` from now on. ``keep`` writes it to disk: after the adapter
+        accepted its scene data, before the first decision with it, so a restart never goes
+        back to an older trust nor comes up with one it cannot use."""
         decider = Decider(
             bundle,
             self.adapter,
@@ -130,6 +133,8 @@ class TerminalRuntime:
             algorithms=self.algorithms,
             options=self.options,
         )
+        if keep is not None:
+            keep()
         with self._decide_lock:
             self.bundle, self.decider = bundle, decider
 
@@ -167,8 +172,8 @@ class TerminalRuntime:
             raise BundleError(
                 "the service sent a bundle older than the one held; kept the held one"
             )
-        self._adopt(bundle)  # SceneError here leaves the held trust in place
-        self.trust_store.save_bundle(token, etag)
+        # A SceneError (scene data this adapter refuses) leaves the held trust in place.
+        self._adopt(bundle, keep=lambda: self.trust_store.save_bundle(token, etag))
         return "bundle"
 
     def _fetch_delta(self, held: TrustBundle) -> str:
@@ -179,8 +184,9 @@ class TerminalRuntime:
                 return self._fetch_bundle(held, version_reset=True)
             raise
         delta, signed_at = verify_delta(token, self.identity.root_jwk)
-        self._adopt(held.apply_delta(delta, signed_at))
-        self.trust_store.save_delta(token)
+        self._adopt(
+            held.apply_delta(delta, signed_at), keep=lambda: self.trust_store.save_delta(token)
+        )
         return "delta" if delta.invalidated or delta.validated else "unchanged"
 
     def _note_drift(self, bundle: TrustBundle) -> None:
