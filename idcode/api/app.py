@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
@@ -90,29 +91,74 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cards.router)
     app.include_router(verify.router)
     app.include_router(terminals.router)
-    _declare_bearer_auth(app)
+    _complete_openapi(app)
     return app
 
 
-def _declare_bearer_auth(app: FastAPI) -> None:
-    """Tell OpenAPI that every /v1 route takes an ID token as a bearer token (deps.py reads
-    it itself instead of through fastapi.security)."""
+def _complete_openapi(app: FastAPI) -> None:
+    """Add to the OpenAPI document what the routes' own declarations cannot say: the bearer
+    scheme and the problems every route shares."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            schema.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER_SCHEME] = {
-                "type": "http",
-                "scheme": "bearer",
-                "bearerFormat": "JWT",
-                "description": "An OIDC ID token from the city's identity provider.",
-            }
-            for path, operations in schema["paths"].items():
-                if path.startswith("/v1/"):
-                    for operation in operations.values():
-                        operation["security"] = [{BEARER_SCHEME: []}]
+            _declare_bearer_auth(schema)
+            _declare_problems(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _declare_bearer_auth(schema: dict[str, Any]) -> None:
+    """Every /v1 route takes an ID token as a bearer token (deps.py reads it itself instead of
+    through fastapi.security)."""
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An OIDC ID token from the city's identity provider.",
+    }
+    for path, operations in schema["paths"].items():
+        if path.startswith("/v1/"):
+            for operation in operations.values():
+                operation["security"] = [{BEARER_SCHEME: []}]
+
+
+UNAVAILABLE = (
+    "A dependency cannot be reached now (database_unavailable, state_unavailable, "
+    "idp_unavailable, no_signing_key); Retry-After says when to try again."
+)
+
+
+def _declare_problems(schema: dict[str, Any]) -> None:
+    """Document errors as the service sends them: every one as application/problem+json with
+    the ProblemBody schema (problems.install), FastAPI's own 422 too, which it would document
+    as application/json; and wherever a route takes a body, 400 for one FastAPI cannot read
+    (not UTF-8) and 413 for one over the route's limit (problems.BodyLimit)."""
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("ProblemBody", problems.ProblemBody.model_json_schema())
+    # FastAPI's validation error models, which no response of this service has.
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    fastapi_422 = {"$ref": "#/components/schemas/HTTPValidationError"}
+    problem = {problems.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            responses: dict[str, Any] = operation["responses"]
+            if "requestBody" in operation:
+                for status in (HTTPStatus.BAD_REQUEST, HTTPStatus.REQUEST_ENTITY_TOO_LARGE):
+                    responses.setdefault(str(status.value), {"description": status.phrase})
+            if path.startswith("/v1/"):
+                # Any /v1 route may find the database, the shared state, the identity
+                # provider or the signing key away (docs/data.md, "When ... is down").
+                responses.setdefault("503", {"description": UNAVAILABLE})
+            for code, response in responses.items():
+                content = response.get("content", {})
+                if (
+                    problems.PROBLEM_JSON in content
+                    or content.get("application/json", {}).get("schema") == fastapi_422
+                    or (code[0] in "45" and not content)
+                ):
+                    response["content"] = problem
