@@ -52,7 +52,10 @@ class KeySource:
 
     def __init__(self, jwks: dict[str, Any] | None = None, url: str | None = None) -> None:
         self._set = jwt.PyJWKSet.from_dict(jwks) if jwks is not None else None
-        self._client = jwt.PyJWKClient(url, cache_keys=True, lifespan=300) if url else None
+        # The key set is cached for 5 minutes (lifespan), and nothing longer: pyjwt's
+        # cache_keys would keep each key by kid with no expiry, so a key the provider
+        # withdraws would stay trusted until the process restarts.
+        self._client = jwt.PyJWKClient(url, cache_keys=False, lifespan=300) if url else None
         self.needs_network = self._client is not None
 
     def key_for(self, token: str, kid: str | None) -> jwt.PyJWK:

@@ -33,7 +33,17 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # pre_ping: a connection broken while PostgreSQL was away is replaced before it is used,
+    # so the first request after PostgreSQL returns succeeds. The timeouts turn a database
+    # that does not answer into a prompt 503 rather than requests hanging.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 5},
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

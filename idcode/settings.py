@@ -133,6 +133,8 @@ class Settings(BaseSettings):
             problems.append("IDCODE_OIDC_ISSUER must name the city's identity provider")
         if self.oidc_jwks_url is None and self.oidc_jwks_file is None:
             problems.append("IDCODE_OIDC_JWKS_URL (or _FILE) must be set")
+        if self.oidc_jwks_url is not None and not self.oidc_jwks_url.startswith("https://"):
+            problems.append("IDCODE_OIDC_JWKS_URL must be https: the keys decide who is who")
         if self.demo_data:
             problems.append("IDCODE_DEMO_DATA must be false")
         if problems:

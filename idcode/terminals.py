@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idcode.cards import CardError, record_audit
+from idcode.decider import ADAPTER_ERROR
 from idcode.models import (
     CardRecord,
     CardStatus,
@@ -31,7 +32,15 @@ from idcode.models import (
     TerminalRecord,
 )
 from idcode.pii import PersonalDataVault
-from idcode.scenes import SCENES, SceneError, load_adapter, scene_names, subject_of
+from idcode.reasons import Reason
+from idcode.scenes import (
+    SCENES,
+    SUBJECT_PATTERN,
+    SceneError,
+    load_adapter,
+    scene_names,
+    subject_of,
+)
 from idcode.statuslist import StatusDelta, StatusList
 from idcode.terminal.token import MAX_TOKEN_LIFETIME, TERMINAL_AUDIENCE, terminal_token
 
@@ -250,10 +259,28 @@ class ScanEventIn(BaseModel):
 
     subject: str | None = Field(
         default=None,
-        max_length=64,
-        pattern=r"^[0-9a-f]+$",
-        description="The card pseudonym keyed for this scene (hex).",
+        pattern=SUBJECT_PATTERN,
+        description="The card pseudonym keyed for this scene (24 hex digits).",
     )
+
+
+def check_events(scene: str, events: list[ScanEventIn]) -> None:
+    """Refuse events no terminal of ``scene`` can have decided: a reason outside the closed
+    set (the verifier's, ``adapter_error`` and the scene adapter's own), or an admission whose
+    reason is not ``ok`` (and the other way round)."""
+    known = {reason.value for reason in Reason} | {ADAPTER_ERROR}
+    known.update(load_adapter(scene).reasons)
+    for event in events:
+        if event.reason not in known:
+            raise CardError(
+                "unknown_reason",
+                f"event {event.event_id}: {event.reason!r} is not a reason of the {scene} scene",
+            )
+        if event.valid != (event.reason == Reason.OK.value):
+            raise CardError(
+                "inconsistent_event",
+                f"event {event.event_id}: an admission has reason ok, a denial another one",
+            )
 
 
 def ingest(session: Session, terminal: TerminalRecord, events: list[ScanEventIn]) -> int:

@@ -25,6 +25,7 @@ class FaultProxy:
         self.delay = 0.0  # seconds added before each chunk the service sends back
         self.refuse = False  # reset new connections instead of forwarding them
         self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)  # so that the accept loop notices the end promptly
         self.port: int = self._listener.getsockname()[1]
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -42,9 +43,9 @@ class FaultProxy:
         traceback: TracebackType | None,
     ) -> None:
         self._closed.set()
+        self._thread.join(timeout=5)
         self._listener.close()
         self.cut_all()
-        self._thread.join(timeout=5)
 
     @property
     def url(self) -> str:
@@ -61,8 +62,11 @@ class FaultProxy:
         while not self._closed.is_set():
             try:
                 client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            client.settimeout(None)
             if self.refuse:
                 _reset(client)
                 continue

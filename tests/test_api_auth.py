@@ -366,3 +366,49 @@ def test_the_id_number_claim_is_matched_however_it_is_written(
     response = client.get("/v1/me", headers=tokens.citizen(id_number.lower()))
     assert response.status_code == 200, response.text
     assert response.json()["id"] == card_id
+
+
+def test_a_key_the_identity_provider_withdraws_is_not_trusted_after_its_key_set_expires() -> None:
+    """The provider's key set is cached for five minutes and keys are not cached apart from
+    it: once the set expires (simulated by dropping it), a withdrawn key stops verifying."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from jwt.algorithms import OKPAlgorithm
+
+    from idcode.auth import KeySource
+
+    key = Ed25519PrivateKey.generate()
+    published = {"keys": [{**OKPAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1"}]}
+
+    class Provider(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(published).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Provider)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = KeySource(url=f"http://127.0.0.1:{server.server_address[1]}/jwks.json")
+        token = jwt.encode({"sub": "x"}, key, algorithm="EdDSA", headers={"kid": "k1"})
+        assert source.key_for(token, "k1").key_id == "k1"
+
+        published["keys"] = []  # the provider withdraws the key
+        client = source._client
+        assert client is not None and client.jwk_set_cache is not None
+        client.jwk_set_cache.put(None)  # as after its five minutes
+
+        with pytest.raises((jwt.PyJWKClientError, jwt.PyJWKSetError)):
+            source.key_for(token, "k1")
+    finally:
+        server.shutdown()
+        server.server_close()

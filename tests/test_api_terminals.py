@@ -167,7 +167,7 @@ def event(number: int, reason: str = "ok") -> dict[str, Any]:
         "valid": reason == "ok",
         "reason": reason,
         "scene_result": {"admitted": reason == "ok"},
-        "subject": f"{number:016x}",
+        "subject": f"{number:024x}",
     }
 
 
@@ -664,6 +664,17 @@ def test_status_delta_changed_by_one_byte_does_not_verify_with_the_root_key(
 
     with pytest.raises(jwt.PyJWTError):
         jwt.decode(changed, jwt.PyJWK(root_jwk).key, algorithms=["EdDSA"], issuer="idcode")
+
+
+def test_status_delta_from_a_version_the_service_has_not_reached_is_a_documented_409(
+    client: TestClient, terminal: Terminal
+) -> None:
+    response = client.get(
+        "/v1/trust-bundle/status-delta", params={"since": 2**31 - 1}, headers=terminal.headers()
+    )
+    assert_problem(response, 409, "unknown_version")
+    operation = client.get("/openapi.json").json()["paths"]["/v1/trust-bundle/status-delta"]
+    assert PROBLEM_JSON in operation["get"]["responses"]["409"]["content"]
 
 
 # -- key rotation and emergency removal ----------------------------------------------------------
@@ -1183,3 +1194,34 @@ def test_a_scene_result_that_is_not_a_finite_number_is_refused(
         headers={**terminal.headers(), "Content-Type": "application/json"},
     )
     assert response.status_code in (400, 422), response.text
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"reason": "made_up", "valid": False}, "unknown_reason"),
+        ({"reason": "capacity_reached", "valid": False}, "unknown_reason"),  # tourism's, not here
+        ({"reason": "revoked", "valid": True}, "inconsistent_event"),
+        ({"reason": "ok", "valid": False}, "inconsistent_event"),
+    ],
+    ids=["made-up", "another-scenes-reason", "admitted-but-revoked", "denied-but-ok"],
+)
+def test_events_no_terminal_of_the_scene_can_have_decided_are_refused(
+    client: TestClient, tokens: Tokens, terminal: Terminal, change: dict[str, Any], reason: str
+) -> None:
+    batch = [event(1), {**event(2), **change}]
+
+    response = client.post("/v1/events", json={"events": batch}, headers=terminal.headers())
+
+    assert_problem(response, 422, reason)
+    assert "evt-0002" in response.json()["detail"]
+    assert stored_events(client, tokens, terminal_id=terminal.id) == []
+
+
+def test_a_scenes_own_reasons_are_accepted_from_its_terminals(
+    client: TestClient, register_terminal: RegisterTerminal
+) -> None:
+    gate = register_terminal(scene="community")
+    batch = [event(1, "not_resident"), event(2, "wrong_community"), event(3, "adapter_error")]
+
+    assert upload(client, gate, batch)["stored"] == 3

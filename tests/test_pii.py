@@ -266,3 +266,10 @@ def test_production_settings_with_bad_keys_fail_when_the_vault_is_built(tmp_path
     settings = production_settings(tmp_path, pii_encryption_key="short", pii_hash_key="short")
     with pytest.raises(PersonalDataError, match="IDCODE_PII_ENCRYPTION_KEY"):
         vault_for(settings)
+
+
+def test_production_settings_refuse_an_identity_provider_key_set_over_plain_http(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValidationError, match="IDCODE_OIDC_JWKS_URL must be https"):
+        production_settings(tmp_path, oidc_jwks_url="http://idp.example.gov.cn/jwks.json")

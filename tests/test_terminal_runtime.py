@@ -42,6 +42,7 @@ from idcode.scenes import (
     History,
     Scan,
     SceneAdapter,
+    SceneError,
     encode_scene_key,
     scene_subject_key,
     subject_of,
@@ -144,6 +145,75 @@ def local_terminal(
         directory, identity, clock=lambda: float(issuer.now), online=False, **options
     ) as runtime:
         yield runtime
+
+
+class HandsOut(TerminalClient):
+    """A service that hands out the bundle it is given, whatever the terminal asks."""
+
+    def __init__(self, identity: TerminalIdentity, token: str) -> None:
+        super().__init__(identity)
+        self.token = token
+
+    def trust_bundle(self, etag: str | None) -> tuple[str | None, str | None]:
+        return self.token, None
+
+
+def _signed(issuer: TestIssuer, *, at: int, site: str = "test-site", version: int = 2) -> str:
+    return sign_bundle(
+        issuer.root,
+        version=version,
+        issued_at=at,
+        max_age=48 * 3600,
+        keys=[issuer.key.public],
+        status=StatusList(1024),
+        scene={
+            "scene": SCENE,
+            "site": site,
+            "version": 1,
+            "data": {},
+            "subject_key": encode_scene_key(scene_subject_key(issuer.city_key, SCENE)),
+        },
+    )
+
+
+def test_bundle_signed_in_the_terminals_future_is_refused_and_the_held_trust_kept(
+    issuer: TestIssuer, tmp_path: Path
+) -> None:
+    """A service clock that jumped ahead would otherwise freeze the terminal's trust: every
+    later, correctly dated bundle would look older than the one it holds."""
+    with local_terminal(tmp_path / "gate", issuer) as runtime:
+        held = runtime.bundle
+        runtime.client = HandsOut(runtime.identity, _signed(issuer, at=issuer.now + 3600))
+        with pytest.raises(BundleError, match="future"):
+            runtime.sync_once()
+        assert runtime.bundle == held
+
+        runtime.client = HandsOut(runtime.identity, _signed(issuer, at=issuer.now + 60))
+        assert runtime.sync_once() == "bundle"  # a little ahead is ordinary clock drift
+
+
+def test_bundle_for_another_site_is_refused_and_the_held_trust_kept(
+    issuer: TestIssuer, tmp_path: Path
+) -> None:
+    with local_terminal(tmp_path / "gate", issuer) as runtime:
+        held = runtime.bundle
+        runtime.client = HandsOut(
+            runtime.identity, _signed(issuer, at=issuer.now + 1, site="another-court")
+        )
+        with pytest.raises(SceneError, match="another-court"):
+            runtime.sync_once()
+        assert runtime.bundle == held
+        assert runtime.scan(issuer.mint()).admitted
+
+
+def test_journal_outside_the_terminal_directory_is_readable_by_its_owner_only(
+    issuer: TestIssuer, tmp_path: Path
+) -> None:
+    shared = tmp_path / "car-park" / "lanes.sqlite3"
+    with local_terminal(tmp_path / "gate", issuer, journal_path=shared) as runtime:
+        runtime.scan(issuer.mint())
+    for path in shared.parent.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
 
 
 def test_decision_is_in_the_journal_when_scan_returns(issuer: TestIssuer, tmp_path: Path) -> None:

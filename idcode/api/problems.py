@@ -17,7 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from redis.exceptions import RedisError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -107,15 +108,17 @@ def install(app: FastAPI) -> None:
             exc.status_code, reason, str(exc.detail), headers=dict(exc.headers or {})
         ).response()
 
-    @app.exception_handler(OperationalError)
-    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(DBAPIError)
+    async def _database_down(_: Request, exc: DBAPIError) -> JSONResponse:
+        if not database_unreachable(exc):
+            raise exc  # a defect (an integrity error, say): UnexpectedErrors answers 500
         log.error("database unavailable: %s", type(exc.orig).__name__)
-        return Problem(
-            503,
-            "database_unavailable",
-            "The database cannot be reached; try again shortly.",
-            headers={"Retry-After": "5"},
-        ).response()
+        return _database_unavailable()
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def _pool_exhausted(_: Request, exc: SQLAlchemyTimeoutError) -> JSONResponse:
+        log.error("database unavailable: no connection free in the pool")
+        return _database_unavailable()
 
     @app.exception_handler(RedisError)
     async def _state_down(_: Request, exc: RedisError) -> JSONResponse:
@@ -140,6 +143,20 @@ def install(app: FastAPI) -> None:
     app.add_middleware(UnexpectedErrors)
     # Outermost: a body over its limit is refused before any route (or token check) reads it.
     app.add_middleware(BodyLimit)
+
+
+def database_unreachable(exc: DBAPIError) -> bool:
+    """Whether a database error means "cannot reach it now" (503) rather than a defect."""
+    return isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
+
+
+def _database_unavailable() -> JSONResponse:
+    return Problem(
+        503,
+        "database_unavailable",
+        "The database cannot be reached; try again shortly.",
+        headers={"Retry-After": "5"},
+    ).response()
 
 
 DEFAULT_BODY_LIMIT = 64 * 1024

@@ -8,14 +8,21 @@ requests a minute, and the standard library keeps its footprint small.
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+from idcode.bundle import MAX_BUNDLE_BYTES
 from idcode.errors import IdcodeError
 from idcode.terminal.identity import TerminalIdentity
 from idcode.terminal.token import terminal_token
+
+# The largest answer a terminal reads: a trust bundle is at most 8 MiB (bundle.MAX_BUNDLE_BYTES).
+MAX_RESPONSE_BYTES = MAX_BUNDLE_BYTES + 64 * 1024
+log = logging.getLogger("idcode.terminal")
 
 
 class ServiceError(IdcodeError):
@@ -60,7 +67,12 @@ def request(
     prepared = urllib.request.Request(url, data=data, headers=all_headers, method=method)  # noqa: S310
     try:
         with urllib.request.urlopen(prepared, timeout=timeout) as answer:  # noqa: S310
-            return Response(answer.status, dict(answer.headers.items()), answer.read())
+            body = answer.read(MAX_RESPONSE_BYTES + 1)
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise ServiceError(
+                    answer.status, "response_too_large", f"over {MAX_RESPONSE_BYTES} bytes"
+                )
+            return Response(answer.status, dict(answer.headers.items()), body)
     except urllib.error.HTTPError as exc:
         if exc.code == 304:
             return Response(304, dict(exc.headers.items()), b"")
@@ -81,6 +93,12 @@ class TerminalClient:
     def __init__(self, identity: TerminalIdentity, timeout: float = 10.0) -> None:
         self.identity = identity
         self.timeout = timeout
+        address = urlsplit(identity.server)
+        if address.scheme == "http" and address.hostname not in ("127.0.0.1", "localhost", "::1"):
+            # Bundles and deltas are signed, but request tokens and uploads are not encrypted.
+            log.warning(
+                "the service URL %s is plain HTTP: use https beyond this machine", identity.server
+            )
 
     def _call(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None

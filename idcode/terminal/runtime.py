@@ -25,7 +25,7 @@ from idcode.cose import Algorithm
 from idcode.decider import Decider
 from idcode.errors import IdcodeError
 from idcode.reasons import Reason
-from idcode.scenes import Decision, Scan, SceneAdapter, load_adapter
+from idcode.scenes import Decision, Scan, SceneAdapter, SceneError, load_adapter
 from idcode.terminal.client import ServiceError, ServiceUnreachable, TerminalClient
 from idcode.terminal.identity import TerminalIdentity
 from idcode.terminal.journal import Journal, JournalEntry, JournalReplay
@@ -38,6 +38,11 @@ JOURNAL_FILE = "journal.sqlite3"
 MAX_BACKOFF = 300.0  # seconds between attempts while the service stays unreachable
 DRIFT_WARNING = DEFAULT_CLOCK_SKEW
 RETENTION_DAYS = 35  # uploaded events kept for adapters' history and local inspection
+#: Trust signed further than this in the terminal's future is refused: adopting it would
+#: freeze the terminal's trust (every later, correctly dated bundle or delta would look older)
+#: until its clock caught up. A terminal whose clock is that far behind keeps its old trust,
+#: which goes stale (fail closed) and shows in the service's view of its clock drift.
+MAX_FUTURE_TRUST = 600
 
 
 def backoff(failures: int, base: float = 1.0, cap: float = MAX_BACKOFF) -> float:
@@ -125,6 +130,12 @@ class TerminalRuntime:
         """Decide with ``bundle`` from now on. ``keep`` writes it to disk: after the adapter
         accepted its scene data, before the first decision with it, so a restart never goes
         back to an older trust nor comes up with one it cannot use."""
+        site = bundle.scene.get("site")
+        if site != self.identity.site:
+            raise SceneError(
+                f"the trust bundle is for site {str(site)[:64]!r}, this terminal is at "
+                f"{self.identity.site!r}"
+            )
         decider = Decider(
             bundle,
             self.adapter,
@@ -164,6 +175,7 @@ class TerminalRuntime:
             return "unchanged"
         bundle = verify_bundle(token, self.identity.root_jwk)
         self._note_drift(bundle)
+        self._not_from_the_future(bundle.issued_at)
         if held is not None and (
             # Signed after the held trust, to the second: one from the same second as the held
             # one may be the recorded predecessor of a delta (the next sync retries).
@@ -184,10 +196,19 @@ class TerminalRuntime:
                 return self._fetch_bundle(held, version_reset=True)
             raise
         delta, signed_at = verify_delta(token, self.identity.root_jwk)
+        self._not_from_the_future(signed_at)
         self._adopt(
             held.apply_delta(delta, signed_at), keep=lambda: self.trust_store.save_delta(token)
         )
         return "delta" if delta.invalidated or delta.validated else "unchanged"
+
+    def _not_from_the_future(self, signed_at: int) -> None:
+        ahead = signed_at - int(self.clock())
+        if ahead > MAX_FUTURE_TRUST:
+            raise BundleError(
+                f"the trust was signed {ahead} s in this terminal's future: kept the held trust;"
+                " set this terminal's clock (or the service's) right"
+            )
 
     def _note_drift(self, bundle: TrustBundle) -> None:
         drift = int(self.clock() - bundle.issued_at)

@@ -207,5 +207,5 @@ async def set_status(
     view, id_hash, fresh = await run_in_threadpool(work)
     # Every replica reads cards through the shared cache: write the new version through, so
     # the next request for a code sees the new status at once, whichever replica it reaches.
-    await services.state.cache_card(id_hash, fresh, int(time.time()))
+    await services.state.cache_card(id_hash, fresh, int(time.time()), write_through=True)
     return view

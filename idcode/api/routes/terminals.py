@@ -30,6 +30,7 @@ from idcode.terminals import (
     ScanEventIn,
     TerminalAuthError,
     authenticate,
+    check_events,
     current_status,
     decommission,
     ingest,
@@ -274,7 +275,7 @@ async def replace_scene_data(
 @router.get(
     "/trust-bundle/status-delta",
     summary="What changed in the status list since a version (JWS signed by the root key)",
-    responses={200: {"content": {"application/jwt": {}}}, **problem_responses(401, 403)},
+    responses={200: {"content": {"application/jwt": {}}}, **problem_responses(401, 403, 409)},
 )
 async def status_list_delta(
     request: Request,
@@ -308,6 +309,13 @@ async def status_list_delta(
 async def upload_events(batch: EventBatch, request: Request) -> dict[str, int]:
     terminal = await _terminal(request)
     services: Services = request.app.state.services
+    try:
+        check_events(terminal.scene, batch.events)
+    except CardError as exc:
+        # The whole batch is refused; the runtime then splits it to find the event.
+        raise Problem(
+            422, exc.reason, "An event cannot come from this terminal.", str(exc)
+        ) from None
 
     def work() -> int:
         for attempt in range(2):

@@ -69,7 +69,12 @@ async def verify_online(
         if status != CardStatus.ACTIVE.value:
             verdict = Verdict(Reason.REVOKED, claims, verdict.kid, f"card is {status or 'unknown'}")
         elif await services.state.seen_before(
-            claims.code_id, claims.expires_at + settings.clock_skew_seconds, now
+            claims.code_id,
+            claims.expires_at + settings.clock_skew_seconds,
+            now,
+            # Online verification exists for its replay check across replicas: never answer
+            # it from one process's memory (503 state_unavailable while Redis is down).
+            shared_only=True,
         ):
             verdict = Verdict(Reason.REPLAYED, claims, verdict.kid)
     return verdict.to_json()
