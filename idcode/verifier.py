@@ -15,7 +15,7 @@ from typing import Any
 
 from idcode.claims import CodeClaims
 from idcode.codetext import MAX_CODE_LENGTH, decode_body
-from idcode.cose import Algorithm, decode_sign1
+from idcode.cose import Algorithm, Sign1, decode_sign1
 from idcode.errors import ClaimsError, CodeFormatError, CoseError, IdcodeError, KeyMaterialError
 from idcode.issuer import MAX_TTL
 from idcode.keys import PublicKey
@@ -124,6 +124,24 @@ def verify(code: object, trust: Trust, now: int, replay: ReplayState | None = No
     return verdict
 
 
+def trusted_signer(message: Sign1, trust: Trust) -> tuple[PublicKey | None, Reason | None, str]:
+    """(the trusted key that signed ``message``, None, "") or (the key named or None, the
+    reason it is refused, a detail): algorithm not accepted here, kid not trusted, algorithm
+    and key confused, signature wrong. Codes and visitor passes share this check."""
+    alg = message.alg
+    if alg not in trust.algorithms:
+        return None, Reason.UNSUPPORTED_ALG, f"alg {alg!r} is not accepted here"
+    key = trust.keys.get(message.kid)
+    if key is None:
+        return None, Reason.UNKNOWN_KEY, f"kid {message.kid!r} is not trusted"
+    if key.alg != alg:
+        # Algorithm confusion: a trusted key is only ever used with its own algorithm.
+        return key, Reason.UNSUPPORTED_ALG, f"key {key.kid!r} is {key.alg.jose_name}"
+    if not key.verify(message.signature, message.to_be_signed()):
+        return key, Reason.BAD_SIGNATURE, ""
+    return key, None, ""
+
+
 def _check(code: object, trust: Trust, now: int) -> Verdict:
     """Every check but replay, which needs state; see the module docstring for the order."""
     stale = trust.fresh_until is not None and now >= trust.fresh_until
@@ -140,19 +158,9 @@ def _check(code: object, trust: Trust, now: int) -> Verdict:
     except (CodeFormatError, CoseError) as exc:
         return Verdict(Reason.MALFORMED, detail=str(exc))
 
-    alg = message.alg
-    if alg not in trust.algorithms:
-        return Verdict(Reason.UNSUPPORTED_ALG, detail=f"alg {alg!r} is not accepted here")
-    key = trust.keys.get(message.kid)
-    if key is None:
-        return Verdict(Reason.UNKNOWN_KEY, detail=f"kid {message.kid!r} is not trusted")
-    if key.alg != alg:
-        # Algorithm confusion: a trusted key is only ever used with its own algorithm.
-        return Verdict(
-            Reason.UNSUPPORTED_ALG, kid=key.kid, detail=f"key {key.kid!r} is {key.alg.jose_name}"
-        )
-    if not key.verify(message.signature, message.to_be_signed()):
-        return Verdict(Reason.BAD_SIGNATURE, kid=key.kid)
+    key, refusal, detail = trusted_signer(message, trust)
+    if key is None or refusal is not None:
+        return Verdict(refusal or Reason.UNKNOWN_KEY, kid=key.kid if key else None, detail=detail)
 
     try:
         claims = CodeClaims.from_cbor(message.payload)

@@ -18,7 +18,7 @@ from idcode.errors import ClaimsError, CodeFormatError, CoseError
 from idcode.keys import Signer
 from idcode.reasons import Reason
 from idcode.scenes import DAY, SUBJECT_BYTES
-from idcode.verifier import Trust
+from idcode.verifier import Trust, trusted_signer
 
 # CWT claim keys (RFC 8392 section 4) and the two pass claims. Like the code's card claim,
 # the pass claims use small negative keys: the prefix fixes the context, and every byte
@@ -225,18 +225,11 @@ def _check(text: object, trust: Trust, now: int) -> PassVerdict:
     except (CodeFormatError, CoseError) as exc:
         return PassVerdict(Reason.MALFORMED, detail=str(exc))
 
-    alg = message.alg
-    if alg not in trust.algorithms:
-        return PassVerdict(Reason.UNSUPPORTED_ALG, detail=f"alg {alg!r} is not accepted here")
-    key = trust.keys.get(message.kid)
-    if key is None:
-        return PassVerdict(Reason.UNKNOWN_KEY, detail=f"kid {message.kid!r} is not trusted")
-    if key.alg != alg:
+    key, refusal, detail = trusted_signer(message, trust)
+    if key is None or refusal is not None:
         return PassVerdict(
-            Reason.UNSUPPORTED_ALG, kid=key.kid, detail=f"key {key.kid!r} is {key.alg.jose_name}"
+            refusal or Reason.UNKNOWN_KEY, kid=key.kid if key else None, detail=detail
         )
-    if not key.verify(message.signature, message.to_be_signed()):
-        return PassVerdict(Reason.BAD_SIGNATURE, kid=key.kid)
 
     try:
         claims = PassClaims.from_cbor(message.payload)
