@@ -413,3 +413,56 @@ def test_saving_a_new_bundle_discards_the_deltas_of_the_old_one(
     assert held is not None and (held.version, held.issued_at) == (4, NOW + 120)
     assert not (tmp_path / DELTAS_FILE).exists()
     assert store.etag == '"new"'
+
+
+def test_terminal_reads_no_answer_larger_than_a_bundle_can_be() -> None:
+    """A hostile or broken service cannot make a terminal read gigabytes into memory."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from idcode.terminal.client import MAX_RESPONSE_BYTES, ServiceError, request
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(MAX_RESPONSE_BYTES + 1))
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                for _ in range(MAX_RESPONSE_BYTES // len(chunk) + 1):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass  # the terminal stopped reading
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ServiceError, match="response_too_large"):
+            request(f"http://127.0.0.1:{server.server_address[1]}/v1/trust-bundle")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_plain_http_to_another_host_is_logged_as_a_warning(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from idcode.terminal import identity as identities
+    from idcode.terminal.client import TerminalClient
+
+    def client_for(server: str) -> None:
+        TerminalClient(
+            identities.TerminalIdentity(
+                TERMINAL, "community", "x", server, identities.new_terminal_key(), {}
+            )
+        )
+
+    with caplog.at_level("WARNING", logger="idcode.terminal"):
+        client_for("http://127.0.0.1:8000")
+        client_for("https://idcode.city.example")
+        assert not caplog.records
+        client_for("http://idcode.city.example")
+    assert "plain HTTP" in caplog.text
