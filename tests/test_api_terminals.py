@@ -1225,3 +1225,34 @@ def test_a_scenes_own_reasons_are_accepted_from_its_terminals(
     batch = [event(1, "not_resident"), event(2, "wrong_community"), event(3, "adapter_error")]
 
     assert upload(client, gate, batch)["stored"] == 3
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"terminal_id": "\x00x00000000-0000-4000-8000-000000000000\x8b"},
+        {"terminal_id": "00000000-0000-4000-8000-000000000000 "},
+        {"reason": "ok\x00"},
+        {"reason": "Revoked"},
+    ],
+    ids=["uuid-inside-garbage", "uuid-and-space", "nul-in-reason", "upper-case-reason"],
+)
+def test_event_filters_that_are_not_exactly_an_id_or_a_reason_are_422_not_500(
+    client: TestClient, tokens: Tokens, query: dict[str, str]
+) -> None:
+    """Found by schemathesis: an unanchored pattern let a UUID with NUL bytes around it
+    through to PostgreSQL, which cannot take NUL in text (a 500)."""
+    response = client.get("/v1/events", params=query, headers=tokens.operator())
+
+    assert_problem(response, 422, "invalid_request")
+
+
+def test_decommissioning_a_terminal_id_with_garbage_around_it_is_422(
+    client: TestClient, tokens: Tokens
+) -> None:
+    response = client.post(
+        "/v1/terminals/x00000000-0000-4000-8000-000000000000x/decommission",
+        headers=tokens.operator(),
+    )
+
+    assert_problem(response, 422, "invalid_request")

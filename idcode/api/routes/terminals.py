@@ -41,7 +41,10 @@ from idcode.terminals import (
 )
 
 router = APIRouter(prefix="/v1", tags=["terminals"])
-TerminalId = Annotated[str, Path(pattern=TERMINAL_ID.pattern, description="A terminal id (UUID).")]
+# Anchored: FastAPI (pydantic) searches a pattern anywhere in the value, so an unanchored one
+# let a UUID with NUL bytes around it through to the database (a 500 schemathesis found).
+TERMINAL_ID_PATTERN = f"^{TERMINAL_ID.pattern}$"
+TerminalId = Annotated[str, Path(pattern=TERMINAL_ID_PATTERN, description="A terminal id (UUID).")]
 
 
 class TerminalOut(BaseModel):
@@ -356,8 +359,8 @@ class EventOut(BaseModel):
 async def read_events(
     operator: OperatorDep,
     services: ServicesDep,
-    terminal_id: Annotated[str | None, Query(pattern=TERMINAL_ID.pattern)] = None,
-    reason: Annotated[str | None, Query(max_length=48)] = None,
+    terminal_id: Annotated[str | None, Query(pattern=TERMINAL_ID_PATTERN)] = None,
+    reason: Annotated[str | None, Query(max_length=48, pattern=r"^[a-z0-9_]+$")] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
