@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ RATE_WINDOW_SECONDS = 60
 #: While degraded, Redis is tried again this often (one request tries; the others do not
 #: wait for it), so the service is back on Redis within about a second of its return.
 RETRY_SECONDS = 1.0
+REDIS_CONNECTIONS = 100  # per process
 MAX_UNWRITTEN = 100_000  # status changes kept for Redis during one outage (beyond: dropped
 # from memory, still covered by forget_cards on recovery)
 T = TypeVar("T")
@@ -104,7 +106,11 @@ class SharedState(Protocol):
 
 
 def _card_ttl(card: CardSnapshot, now: int) -> int:
-    return max(1, min(CARD_CACHE_SECONDS, card.valid_until - now))
+    ttl = max(1, min(CARD_CACHE_SECONDS, card.valid_until - now))
+    # Up to a fifth shorter, at random: cards cached in one burst (after a restart or a
+    # Redis recovery) do not all expire in the same second and come back to the database
+    # together (bench/README.md, soak.py).
+    return max(1, ttl - random.randrange(ttl // 5 + 1))
 
 
 def _wait(count: int, limit: int, window: int, now: float) -> int | None:
@@ -118,7 +124,17 @@ class RedisState:
     degraded = False
 
     def __init__(self, url: str, prefix: str) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        # A blocking pool: a request beyond its connections waits for a free one (up to the
+        # same 2 s) instead of failing, which FailoverState would take for Redis being down
+        # (issuance collapsed above 100 concurrent requests; bench/README.md, soak.py).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=2,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
+        self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         self._prefix = prefix
         self._cache_if_not_older = self._redis.register_script(_CACHE_IF_NOT_OLDER)
         self._admit = self._redis.register_script(_ADMIT)

@@ -24,7 +24,7 @@ from idcode.api.app import create_app
 from idcode.settings import Settings
 from idcode.testing import random_id_number
 
-from .conftest import Tokens
+from .conftest import REDIS_RUN_PREFIX, Tokens
 from .faultproxy import FaultProxy
 
 RATE_LIMIT = 3
@@ -277,3 +277,32 @@ def test_database_connection_reset_mid_request_is_503_or_done_never_500(
     assert set(outcomes) <= {201, 503}, outcomes
     assert 503 in outcomes  # a reset really hit a request
     assert after.status_code == 201, after.text
+
+
+def test_more_concurrent_redis_commands_than_pool_connections_wait_instead_of_failing(
+    redis_url: str,
+) -> None:
+    """Found by bench/soak.py: a command beyond the pool's connections failed at once, which
+    FailoverState took for Redis being down (it dropped every cached card on "recovery", again
+    and again); a blocking pool makes the command wait its turn."""
+    import asyncio
+    import secrets
+
+    from idcode.state import REDIS_CONNECTIONS, RedisState
+
+    async def burst() -> list[BaseException]:
+        prefix = f"{REDIS_RUN_PREFIX}pool-{secrets.token_hex(3)}:"
+        state = RedisState(redis_url, prefix)
+        try:
+            answers = await asyncio.gather(
+                *(
+                    state.admit(secrets.token_bytes(32), 1_000_000, time.time())
+                    for _ in range(3 * REDIS_CONNECTIONS)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            await state.close()
+        return [answer for answer in answers if isinstance(answer, BaseException)]
+
+    assert asyncio.run(burst()) == []
