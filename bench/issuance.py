@@ -21,45 +21,30 @@ import io
 import json
 import os
 import platform
-import secrets
 import shlex
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
-import psycopg
-import redis
-
-from idcode.auth import dev_token
-from idcode.cards import NewCard, enrol
-from idcode.cose import Algorithm
-from idcode.database import make_engine, make_session_factory
-from idcode.keys import keys_from_jwks
-from idcode.pii import vault_for
-from idcode.settings import Settings
-from idcode.testing import random_id_number
-from idcode.verifier import Trust, verify
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "IDCODE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+from _service import (
+    REDIS_URL,
+    BenchError,
+    check_issuance,
+    cpu_model,
+    interrupt_on_sigterm,
+    prepare_service,
+    running_server,
+    server_versions,
 )
-REDIS_URL = os.environ.get("IDCODE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
 RATIO_TARGET = 0.3
-STARTUP_SECONDS = 60
 WARM_UP_SECONDS = 1
 
 ISSUE = "POST /v1/codes"
@@ -111,10 +96,6 @@ function done(summary, latency, requests)
     latency:percentile(50.0), latency:percentile(99.0)))
 end
 """
-
-
-class BenchError(Exception):
-    """The benchmark cannot run; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -182,148 +163,6 @@ class LoadGenerator:
         )
 
 
-# --- resources, each removed on the way out -------------------------------------------
-
-
-def _interrupt_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt, so ``finally`` clean-up runs as on Ctrl-C."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
-@contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    name = f"idcode_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    try:
-        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        raise BenchError(
-            f"PostgreSQL is not reachable at {admin_url} ({exc}); set IDCODE_TEST_POSTGRES_URL"
-        ) from None
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin_url.rsplit("/", 1)[0] + "/" + name
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
-def scratch_redis_prefix(url: str) -> Iterator[str]:
-    client = redis.Redis.from_url(url, socket_connect_timeout=5)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:
-        raise BenchError(
-            f"Redis is not reachable at {url} ({exc}); set IDCODE_TEST_REDIS_URL"
-        ) from None
-    prefix = f"idcode-bench-{os.getpid()}-{secrets.token_hex(3)}:"
-    try:
-        yield prefix
-    finally:
-        for key in client.scan_iter(match=prefix + "*", count=1000):
-            client.delete(key)
-        client.close()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _http(method: str, url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, method=method, headers=headers or {})  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (our server)
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-@contextmanager
-def running_server(env: dict[str, str], workdir: Path) -> Iterator[str]:
-    port = _free_port()
-    log = workdir / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "idcode.cli", "serve", "--port", str(port), "--no-access-log"],
-            env=env,
-            cwd=workdir,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-                raise BenchError(f"idcode serve did not become healthy:\n{tail}")
-            try:
-                if _http("GET", base_url + "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-# --- preparation ----------------------------------------------------------------------
-
-
-def run_cli(env: dict[str, str], workdir: Path, *args: str) -> None:
-    command = [sys.executable, "-m", "idcode.cli", *args]
-    completed = subprocess.run(command, env=env, cwd=workdir, capture_output=True, text=True)
-    if completed.returncode != 0:
-        raise BenchError(f"{shlex.join(command)} failed:\n{completed.stderr}")
-
-
-def enrol_cards(settings: Settings, count: int) -> list[str]:
-    """Enrol ``count`` cards directly in the database; returns their ID numbers."""
-    engine = make_engine(settings.sqlalchemy_url)
-    vault = vault_for(settings)
-    id_numbers: list[str] = []
-    try:
-        with make_session_factory(engine)() as session:
-            while len(id_numbers) < count:
-                id_number = random_id_number()
-                if id_number in id_numbers:
-                    continue
-                enrol(session, vault, NewCard(id_number=id_number, name="测试"), "bench")
-                id_numbers.append(id_number)
-            session.commit()
-    finally:
-        engine.dispose()
-    return id_numbers
-
-
-def check_issuance(base_url: str, token: str) -> None:
-    """One code through the API, verified offline with the server's JWKS, before timing."""
-    status, body = _http(
-        "POST", base_url + "/v1/codes", {"Authorization": f"Bearer {token}", "Content-Length": "0"}
-    )
-    if status != 200:
-        raise BenchError(f"POST /v1/codes answered {status}: {body[:300]!r}")
-    jwks = json.loads(_http("GET", base_url + "/.well-known/jwks.json")[1])
-    trust = Trust.of(keys_from_jwks(jwks), prefix="WH1:", algorithms=[Algorithm.EDDSA])
-    verdict = verify(json.loads(body)["code"], trust, int(time.time()))
-    if not verdict.valid:
-        raise BenchError(f"the issued code does not verify: {verdict}")
-
-
 # --- measuring and reporting ----------------------------------------------------------
 
 
@@ -343,28 +182,6 @@ def measure(generator: LoadGenerator, base_url: str, rounds: int) -> dict[str, l
             flush=True,
         )
     return results
-
-
-def server_versions(database_url: str, redis_url: str) -> str:
-    with psycopg.connect(database_url, connect_timeout=5) as connection:
-        row = connection.execute("SHOW server_version").fetchone()
-    postgres = row[0] if row else "?"
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
-    try:
-        info: dict[str, Any] = client.info("server")
-    finally:
-        client.close()
-    return f"PostgreSQL {postgres}, Redis {info.get('redis_version', '?')}"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def wrk_version(wrk: str) -> str:
@@ -462,43 +279,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    _interrupt_on_sigterm()
+    interrupt_on_sigterm()
     # The round-by-round progress goes to stderr; keep the report on stdout in order with it.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
     started = time.monotonic()
     try:
         with ExitStack() as cleanup:
-            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="idcode-")))
-            database_url = cleanup.enter_context(scratch_database(POSTGRES_ADMIN_URL))
-            prefix = cleanup.enter_context(scratch_redis_prefix(REDIS_URL))
-            env = {k: v for k, v in os.environ.items() if not k.startswith("IDCODE_")}
-            env.update(
-                IDCODE_ENVIRONMENT="development",
-                IDCODE_DATABASE_URL=database_url,
-                IDCODE_REDIS_URL=REDIS_URL,
-                IDCODE_REDIS_PREFIX=prefix,
-                IDCODE_KEYS_DIR=str(workdir / "keys"),
-                IDCODE_DATA_DIR=str(workdir / "data"),
-                IDCODE_DEMO_DATA="false",
-                # Raised, not lifted: the per-citizen counter stays on the measured path.
-                IDCODE_RATE_LIMIT_PER_MINUTE="1000000",
-            )
-            for command in (["db", "upgrade"], ["keys", "init"]):
-                run_cli(env, workdir, *command)
-            settings = Settings(
-                environment="development",
-                keys_dir=workdir / "keys",
-                database_url=database_url,
-                redis_url=REDIS_URL,
-                redis_prefix=prefix,
-                demo_data=False,
-            )
-            id_numbers = enrol_cards(settings, args.cards)
-            tokens = [
-                dev_token(settings, f"citizen-{n}", id_number=id_number, ttl=3600)
-                for n, id_number in enumerate(id_numbers)
-            ]
+            service = prepare_service(cleanup, args.cards)
+            workdir, tokens = service.workdir, service.tokens
             tokens_file = workdir / "tokens.txt"
             tokens_file.write_text("\n".join(tokens) + "\n")
             script = workdir / "idcode.lua"
@@ -507,9 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wrk, args.threads, args.connections, args.seconds, 5, script, tokens_file
             )
 
-            base_url = cleanup.enter_context(running_server(env, workdir))
+            base_url = cleanup.enter_context(running_server(service.env, workdir)).base_url
             check_issuance(base_url, tokens[0])
-            print_header(generator, base_url, server_versions(database_url, REDIS_URL), len(tokens))
+            versions = server_versions(service.database_url, REDIS_URL)
+            print_header(generator, base_url, versions, len(tokens))
             results = measure(generator, base_url, args.rounds)
             print_results(results)
     except BenchError as exc:
