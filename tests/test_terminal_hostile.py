@@ -1,0 +1,374 @@
+"""A terminal meets hostile or garbled HTTP answers (a captive portal, a broken proxy, someone
+on the network path): each becomes a precise error, the sync and upload loops go on, and the
+next honest answer is taken. Also provisioning from the command line.
+
+The hostile answers come from tests/hostile.py, raw bytes on a real loopback socket; the
+honest ones from a real service (uvicorn on PostgreSQL and Redis, tests/live.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
+
+from idcode.cli import main as idcode_main
+from idcode.settings import Settings
+from idcode.terminal import identity as identities
+from idcode.terminal.client import (
+    BadResponse,
+    ServiceError,
+    ServiceUnreachable,
+    TerminalClient,
+    register,
+)
+from idcode.terminal.identity import TerminalIdentity
+
+from .conftest import REDIS_RUN_PREFIX
+from .hostile import ANSWERS, HOSTILE_ETAG, Hostile, HostileService, sized
+from .live import LiveService, live_service
+from .test_terminal_runtime import (
+    SCENE,
+    WAIT,
+    enrol,
+    issue,
+    journaled_ids,
+    mint,
+    new_site,
+    provision,
+    revoke,
+    running,
+    stored_ids,
+)
+
+BY_NAME = [pytest.param(hostile, id=hostile.name) for hostile in ANSWERS]
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileService]:
+    with HostileService() as server:
+        yield server
+
+
+def identity_at(server: str) -> TerminalIdentity:
+    return TerminalIdentity(
+        str(uuid.uuid4()), SCENE, "site", server, identities.new_terminal_key(), {}
+    )
+
+
+def assert_precise(error: BaseException, hostile: Hostile) -> None:
+    """The error names what went wrong, as the client's own type and reason."""
+    if hostile.expected == "unreachable":
+        assert type(error) is ServiceUnreachable, repr(error)
+    else:
+        assert isinstance(error, BadResponse), repr(error)
+        assert error.reason == hostile.expected, repr(error)
+        assert all(" " <= c <= "~" for c in str(error)), str(error)  # nothing to forge a log
+
+
+# -- the client: every hostile answer is a precise error -------------------------------------
+
+
+@pytest.mark.parametrize("hostile_answer", BY_NAME)
+def test_hostile_answer_to_each_terminal_request_is_a_precise_error(
+    hostile: HostileService, hostile_answer: Hostile
+) -> None:
+    client = TerminalClient(identity_at(hostile.url), timeout=WAIT)
+    requests: dict[str, Callable[[], object]] = {
+        "trust bundle": lambda: client.trust_bundle(None),
+        "status delta": lambda: client.status_delta(3),
+        "upload": lambda: client.upload([{"event_id": uuid.uuid4().hex}]),
+        "register": lambda: register(
+            hostile.url, "operator", scene=SCENE, site="site", public_jwk={}
+        ),
+    }
+    for name, send in requests.items():
+        hostile.script("GET", [hostile_answer.raw])
+        hostile.script("POST", [hostile_answer.raw])
+        with pytest.raises((ServiceError, ServiceUnreachable)) as raised:
+            send()
+        assert_precise(raised.value, hostile_answer)
+        assert hostile.remaining("GET") + hostile.remaining("POST") == 1, name  # it was asked
+        hostile.clear()
+
+
+def test_service_problem_keeps_its_status_and_reason(hostile: HostileService) -> None:
+    problem = b'{"type": "urn:idcode:problem:unknown_version", "reason": "unknown_version"}'
+    hostile.script("GET", [sized("409 Conflict", "application/problem+json", problem)])
+    client = TerminalClient(identity_at(hostile.url))
+
+    with pytest.raises(ServiceError) as raised:
+        client.status_delta(7)
+
+    assert type(raised.value) is ServiceError
+    assert (raised.value.status, raised.value.reason) == (409, "unknown_version")
+
+
+def test_entity_tag_that_could_not_be_sent_back_is_dropped(hostile: HostileService) -> None:
+    answers = [
+        (b'"\xe9t\xe9"', None),  # Latin-1: cannot be stored as ASCII nor sent back
+        (b'"a"\x01', None),
+        (b'"' + b"a" * 300 + b'"', None),
+        (b'W/"v1"', 'W/"v1"'),
+        (b'"v2"', '"v2"'),
+    ]
+    client = TerminalClient(identity_at(hostile.url))
+    for tag, kept in answers:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/jwt\r\nContent-Length: 5\r\n"
+        hostile.script("GET", [head + b"ETag: " + tag + b"\r\n\r\na.b.c"])
+        assert client.trust_bundle(None) == ("a.b.c", kept), tag
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": 7}',
+        b'{"id": "../../etc"}',
+        b'{"id": "\\n"}',
+        b'{"id": ["' + str(uuid.uuid4()).encode() + b'"]}',
+        b"{}",
+    ],
+)
+def test_registration_answer_without_a_terminal_id_is_a_bad_response(
+    hostile: HostileService, body: bytes
+) -> None:
+    hostile.script("POST", [sized("201 Created", "application/json", body)])
+    with pytest.raises(BadResponse) as raised:
+        register(hostile.url, "operator", scene=SCENE, site="site", public_jwk={})
+    assert raised.value.reason == "bad_response"
+
+
+# -- the runtime: the loops survive every hostile answer, then take the honest ones ----------
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str, redis_url: str
+) -> Iterator[LiveService]:
+    workdir = tmp_path_factory.mktemp("hostile-service")
+    settings = Settings(
+        environment="development",
+        keys_dir=workdir / "keys",
+        data_dir=workdir / "data",
+        database_url=postgres_url,
+        redis_url=redis_url,
+        redis_prefix=f"{REDIS_RUN_PREFIX}hostile-{secrets.token_hex(3)}:",
+        demo_data=False,
+    )
+    with live_service(settings) as live:
+        yield live
+
+
+@pytest.fixture
+def thread_crashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Threads that died of an exception ("Exception in thread ..."), by name."""
+    crashes: list[str] = []
+
+    def record(args: threading.ExceptHookArgs) -> None:
+        crashes.append(f"{args.thread.name if args.thread else '?'}: {args.exc_type.__name__}")
+
+    monkeypatch.setattr(threading, "excepthook", record)
+    return crashes
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT * 2
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.02)
+
+
+def loops_alive() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name in ("idcode-sync", "idcode-upload")}
+
+
+def test_hostile_answers_do_not_stop_sync_or_upload_and_honest_answers_are_then_taken(
+    service: LiveService,
+    tmp_path: Path,
+    thread_crashes: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="idcode.terminal")
+    directory = tmp_path / "gate"
+    card_id, id_number = enrol(service)
+    before, after = issue(service, id_number), issue(service, id_number)  # after: once revoked
+    with HostileService(upstream=service.address) as hostile:
+        identity = replace(provision(service, directory, new_site()), server=hostile.url)
+        # Every hostile answer to the bundle requests, then an honest bundle whose ETag cannot
+        # be kept; every hostile answer to the uploads, then the service's own answers.
+        hostile.script("GET", [answer.raw for answer in ANSWERS] + [HOSTILE_ETAG.raw])
+        hostile.script("POST", [answer.raw for answer in ANSWERS])
+        with running(
+            directory,
+            identity,
+            sync_interval=0.05,
+            bundle_interval=3600,  # once the bundle is held, status deltas
+            upload_interval=0.05,
+            max_backoff=0.05,
+        ) as runtime:
+            early = [runtime.scan(mint(service, time.time())) for _ in range(3)]
+            runtime.start()
+            wait_for(lambda: runtime.bundle is not None, "the honest bundle")
+            assert hostile.remaining("GET") == 0
+            admitted = runtime.scan(before)
+
+            wait_for(
+                lambda: (
+                    not hostile.remaining("POST") and not runtime.journal.pending_count(identity.id)
+                ),
+                "the honest uploads",
+            )
+            assert stored_ids(service, identity.id) == journaled_ids(runtime)
+
+            # A revocation still reaches the terminal, through hostile answers to its deltas.
+            assert runtime.bundle is not None
+            version = runtime.bundle.version
+            hostile.script("GET", [answer.raw for answer in ANSWERS])
+            revoke(service, card_id)
+            wait_for(
+                lambda: runtime.bundle is not None and runtime.bundle.version > version,
+                "the honest status delta",
+            )
+            assert hostile.remaining("GET") == 0
+            refused = runtime.scan(after)
+            wait_for(lambda: not runtime.journal.pending_count(identity.id), "the last upload")
+            assert loops_alive() == {"idcode-sync", "idcode-upload"}
+            assert stored_ids(service, identity.id) == journaled_ids(runtime)
+
+    assert [entry.reason for entry in early] == ["stale_trust"] * 3
+    assert (admitted.reason, refused.reason) == ("ok", "revoked")
+    assert thread_crashes == []
+    # Each failure was expected and said what it was: nothing logged as an unexpected error.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("failed (BadResponse)" in line for line in warnings) >= len(ANSWERS)
+
+
+class Exploding(TerminalClient):
+    """A client with a bug: its first calls raise errors nobody planned for."""
+
+    def __init__(self, identity: TerminalIdentity, failures: list[BaseException]) -> None:
+        super().__init__(identity)
+        self.failures = failures
+
+    def trust_bundle(self, etag: str | None) -> tuple[str | None, str | None]:
+        if self.failures:
+            raise self.failures.pop(0)
+        return super().trust_bundle(etag)
+
+    def upload(self, events: list[dict[str, Any]]) -> dict[str, int]:
+        if self.failures:
+            raise self.failures.pop(0)
+        return super().upload(events)
+
+
+def test_unexpected_errors_are_logged_by_type_and_the_loops_go_on(
+    service: LiveService,
+    tmp_path: Path,
+    thread_crashes: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="idcode.terminal")
+    directory = tmp_path / "gate"
+    identity = provision(service, directory, new_site())
+    code_text = "WH1:A-CODE-TEXT-THAT-MUST-NOT-BE-LOGGED"
+    failures: list[BaseException] = [
+        KeyError(code_text),
+        AttributeError(code_text),
+        RecursionError(code_text),
+        UnicodeDecodeError("ascii", code_text.encode(), 0, 1, code_text),
+        MemoryError(code_text),
+        TypeError(code_text),
+    ]
+    client = Exploding(identity, failures)
+    with running(
+        directory, identity, client=client, sync_interval=0.05, upload_interval=0.05,
+        max_backoff=0.05,
+    ) as runtime:  # fmt: skip
+        runtime.scan(mint(service, time.time()))
+        runtime.start()
+        wait_for(lambda: runtime.bundle is not None, "the bundle after the errors")
+        wait_for(lambda: not runtime.journal.pending_count(identity.id), "the upload")
+        assert loops_alive() == {"idcode-sync", "idcode-upload"}
+        assert stored_ids(service, identity.id) == journaled_ids(runtime)
+
+    assert failures == [] and thread_crashes == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 6
+    for kind in ("KeyError", "AttributeError", "RecursionError", "MemoryError", "TypeError"):
+        assert any(f"unexpected {kind} at " in line for line in errors), kind
+    assert all(code_text not in record.getMessage() for record in caplog.records)
+
+
+# -- provisioning from the command line --------------------------------------------------------
+
+
+@pytest.mark.parametrize("hostile_answer", BY_NAME)
+def test_hostile_answer_to_provisioning_is_a_clear_cli_error(
+    hostile: HostileService,
+    hostile_answer: Hostile,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = Ed25519PrivateKey.generate().public_key()
+    (tmp_path / "root.json").write_text(json.dumps(OKPAlgorithm.to_jwk(root, as_dict=True)))
+    settings = Settings(environment="development", keys_dir=tmp_path / "keys")
+    monkeypatch.setattr("idcode.cli.get_settings", lambda: settings)
+    hostile.script("POST", [hostile_answer.raw])
+    directory = tmp_path / "gate"
+
+    status = idcode_main(
+        [
+            "terminal",
+            "provision",
+            *("--dir", str(directory), "--server", hostile.url),
+            *("--scene", SCENE, "--site", "site", "--root", str(tmp_path / "root.json")),
+            *("--operator-token", "operator"),
+        ]
+    )
+
+    error = capsys.readouterr().err
+    assert status == 2
+    expected = "cannot reach" if hostile_answer.expected == "unreachable" else "unusable answer"
+    assert error.startswith(f"idcode: error: {expected}"), error
+    assert not identities.is_provisioned(directory)
+
+
+def test_provisioning_against_a_captive_portal_exits_2_without_a_traceback(
+    hostile: HostileService, tmp_path: Path
+) -> None:
+    root = Ed25519PrivateKey.generate().public_key()
+    (tmp_path / "root.json").write_text(json.dumps(OKPAlgorithm.to_jwk(root, as_dict=True)))
+    hostile.script("POST", [sized("200 OK", "text/html", "<html>登录 Wi-Fi</html>".encode())])
+    arguments = ["--dir", str(tmp_path / "gate"), "--server", hostile.url, "--scene", SCENE]
+    arguments += ["--site", "site", "--root", "root.json", "--operator-token", "operator"]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("IDCODE_")}
+    environment.update(IDCODE_ENVIRONMENT="development", IDCODE_KEYS_DIR=str(tmp_path / "k"))
+    done = subprocess.run(
+        [sys.executable, "-m", "idcode.cli", "terminal", "provision", *arguments],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "unusable answer from the service (HTTP 200, bad_response)" in done.stderr
+    assert "expected HTTP 201" in done.stderr
