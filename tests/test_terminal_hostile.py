@@ -1,6 +1,7 @@
 """A terminal meets hostile or garbled HTTP answers (a captive portal, a broken proxy, someone
 on the network path): each becomes a precise error, the sync and upload loops go on, and the
-next honest answer is taken. Also provisioning from the command line.
+next honest answer is taken. Also the other places that read a network answer: provisioning
+from the command line, and the service's fetch of the identity provider's keys.
 
 The hostile answers come from tests/hostile.py, raw bytes on a real loopback socket; the
 honest ones from a real service (uvicorn on PostgreSQL and Redis, tests/live.py).
@@ -22,10 +23,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
 from jwt.algorithms import OKPAlgorithm
 
+from idcode.api.app import create_app
+from idcode.auth import AuthError, KeySource, TokenVerifier
 from idcode.cli import main as idcode_main
 from idcode.settings import Settings
 from idcode.terminal import identity as identities
@@ -372,3 +377,64 @@ def test_provisioning_against_a_captive_portal_exits_2_without_a_traceback(
     assert "Traceback" not in done.stderr
     assert "unusable answer from the service (HTTP 200, bad_response)" in done.stderr
     assert "expected HTTP 201" in done.stderr
+
+
+# -- the service's fetch of the identity provider's keys ----------------------------------------
+
+JWKS_ANSWERS = [
+    *(hostile for hostile in ANSWERS if hostile.name != "closed at once"),
+    Hostile("JWKS keys not a list", sized("200 OK", "application/json", b'{"keys": "k1"}')),
+    Hostile("JWKS key not an object", sized("200 OK", "application/json", b'{"keys": ["k1"]}')),
+    Hostile(
+        "JWKS key with odd members",
+        sized(
+            "200 OK",
+            "application/json",
+            b'{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": 5, "kid": "k1"},'
+            b' {"kty": "RSA", "n": "!!", "e": [], "kid": "k1"}, {"kty": 7}]}',
+        ),
+    ),
+    Hostile("JWKS with no keys", sized("200 OK", "application/json", b'{"keys": []}')),
+    Hostile("closed at once", b""),
+]
+
+
+def provider_token(settings: Settings) -> str:
+    claims = {"iss": settings.oidc_issuer, "aud": settings.oidc_audience, "sub": "x"}
+    return jwt.encode(
+        {**claims, "iat": int(time.time()), "exp": int(time.time()) + 60},
+        Ed25519PrivateKey.generate(),
+        algorithm="EdDSA",
+        headers={"kid": "k1"},
+    )
+
+
+@pytest.mark.parametrize(
+    "hostile_answer", [pytest.param(h, id=h.name) for h in JWKS_ANSWERS]
+)  # fmt: skip
+def test_hostile_key_set_answer_is_idp_unavailable(
+    hostile: HostileService, hostile_answer: Hostile, tmp_path: Path
+) -> None:
+    settings = Settings(environment="development", keys_dir=tmp_path / "keys")
+    verifier = TokenVerifier(settings, KeySource(url=f"{hostile.url}/jwks.json"))
+    for _ in range(2):  # and again: nothing unusable is kept in pyjwt's cache
+        hostile.script("GET", [hostile_answer.raw])
+        with pytest.raises(AuthError) as raised:
+            verifier.verify(provider_token(settings))
+        assert raised.value.reason == "idp_unavailable", raised.value
+
+
+def test_hostile_key_set_answer_gives_citizens_503_not_500(
+    hostile: HostileService, service_settings: Settings
+) -> None:
+    settings = service_settings.model_copy(update={"oidc_jwks_url": f"{hostile.url}/jwks.json"})
+    kinds = [h for h in JWKS_ANSWERS if h.name in ("non-ASCII bundle", "JSON deeply nested")]
+    kinds += [h for h in JWKS_ANSWERS if h.name.startswith("JWKS key")]
+    with TestClient(create_app(settings)) as client:
+        for kind in kinds:
+            hostile.script("GET", [kind.raw])
+            response = client.post(
+                "/v1/codes", headers={"Authorization": f"Bearer {provider_token(settings)}"}
+            )
+            assert response.status_code == 503, (kind.name, response.text)
+            assert response.json()["reason"] == "idp_unavailable"
