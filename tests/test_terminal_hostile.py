@@ -1,7 +1,8 @@
 """A terminal meets hostile or garbled HTTP answers (a captive portal, a broken proxy, someone
 on the network path): each becomes a precise error, the sync and upload loops go on, and the
 next honest answer is taken. Also the other places that read a network answer: provisioning
-from the command line, and the service's fetch of the identity provider's keys.
+from the command line, and the service's fetch of the identity provider's keys; and the
+terminal's input loops (text lines, serial port, scan endpoint), which outlive a failing scan.
 
 The hostile answers come from tests/hostile.py, raw bytes on a real loopback socket; the
 honest ones from a real service (uvicorn on PostgreSQL and Redis, tests/live.py).
@@ -9,10 +10,12 @@ honest ones from a real service (uvicorn on PostgreSQL and Redis, tests/live.py)
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -42,6 +45,10 @@ from idcode.terminal.client import (
     register,
 )
 from idcode.terminal.identity import TerminalIdentity
+from idcode.terminal.journal import JournalEntry
+from idcode.terminal.runtime import TerminalRuntime
+from idcode.terminal.scanners import scan_lines
+from idcode.testing import TestIssuer
 
 from .conftest import REDIS_RUN_PREFIX
 from .hostile import ANSWERS, HOSTILE_ETAG, Hostile, HostileService, sized
@@ -49,14 +56,17 @@ from .live import LiveService, live_service
 from .test_terminal_runtime import (
     SCENE,
     WAIT,
+    call,
     enrol,
     issue,
     journaled_ids,
+    local_terminal,
     mint,
     new_site,
     provision,
     revoke,
     running,
+    scan_endpoint,
     stored_ids,
 )
 
@@ -379,6 +389,49 @@ def test_provisioning_against_a_captive_portal_exits_2_without_a_traceback(
     assert "expected HTTP 201" in done.stderr
 
 
+@pytest.mark.parametrize("root", [b"<html>", b"\xff\xfe", b"[1]", b'{"keys": "x"}'])
+def test_root_key_file_that_is_not_a_root_key_is_a_clear_cli_error(
+    root: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "root.json").write_bytes(root)
+    settings = Settings(environment="development", keys_dir=tmp_path / "keys")
+    monkeypatch.setattr("idcode.cli.get_settings", lambda: settings)
+
+    status = idcode_main(
+        [
+            "terminal",
+            "provision",
+            *("--dir", str(tmp_path / "gate"), "--server", "http://127.0.0.1:9"),
+            *("--scene", SCENE, "--site", "site", "--root", str(tmp_path / "root.json")),
+            *("--operator-token", "operator"),
+        ]
+    )
+
+    assert status == 2
+    assert "does not hold the city root key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("hostile_answer", BY_NAME)
+def test_examples_stop_with_a_message_on_a_hostile_answer(
+    hostile: HostileService, hostile_answer: Hostile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The examples' requests (examples/terminal_common.py) end with a one-line message."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    from terminal_common import Example
+
+    example = Example.__new__(Example)  # only its server is needed to make a request
+    example.server = hostile.url
+    hostile.script("GET", [hostile_answer.raw])
+    try:
+        example.call("GET", "/healthz")  # JSON of any shape is returned: its caller reads it
+    except SystemExit as stopped:
+        assert isinstance(stopped.code, str)
+        assert stopped.code.startswith(("GET /healthz: ", "cannot reach ")), stopped.code
+
+
 # -- the service's fetch of the identity provider's keys ----------------------------------------
 
 JWKS_ANSWERS = [
@@ -438,3 +491,91 @@ def test_hostile_key_set_answer_gives_citizens_503_not_500(
             )
             assert response.status_code == 503, (kind.name, response.text)
             assert response.json()["reason"] == "idp_unavailable"
+
+
+# -- the scanner inputs: an error in one scan does not end the input --------------------------
+
+
+class FailingOnce:
+    """Wraps a runtime's scan: the ``nth`` scan fails as a journal on a failing disk would."""
+
+    def __init__(self, runtime: TerminalRuntime, nth: int) -> None:
+        self.scan, self.nth, self.calls = runtime.scan, nth, 0
+
+    def __call__(self, text: str) -> JournalEntry:
+        self.calls += 1
+        if self.calls == self.nth:
+            raise sqlite3.OperationalError(f"disk I/O error while journaling {text}")
+        return self.scan(text)
+
+
+def test_scan_that_cannot_be_journaled_is_denied_and_the_next_lines_are_decided(
+    issuer: TestIssuer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    codes = [issuer.mint() for _ in range(3)]
+    out = io.StringIO()
+    with local_terminal(tmp_path / "gate", issuer) as runtime:
+        runtime.scan = FailingOnce(runtime, 2)  # type: ignore[method-assign]
+        count = scan_lines(runtime, [code + "\n" for code in codes], out)
+        journaled = runtime.journal.entries()
+
+    decisions = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert count == 3
+    assert [(d["admitted"], d["reason"]) for d in decisions] == [
+        (True, "ok"),
+        (False, "terminal_error"),
+        (True, "ok"),
+    ]
+    assert decisions[1]["event_id"] is None and len(journaled) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "unexpected OperationalError at " in errors[0]
+    assert all(code not in r.getMessage() for r in caplog.records for code in codes)
+
+
+def test_scan_endpoint_answers_500_denied_when_a_scan_fails_and_serves_the_next_one(
+    issuer: TestIssuer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = issuer.mint(), issuer.mint()
+    with local_terminal(tmp_path / "gate", issuer) as runtime, scan_endpoint(runtime) as address:
+        runtime.scan = FailingOnce(runtime, 1)  # type: ignore[method-assign]
+        failed = call(address, "POST", "/scan", first.encode())
+        decided = call(address, "POST", "/scan", second.encode())
+
+    assert failed[0] == 500
+    assert (failed[1]["admitted"], failed[1]["reason"]) == (False, "terminal_error")
+    assert decided[0] == 200 and decided[1]["reason"] == "ok"
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_serial_port_that_goes_away_is_opened_again_and_its_scans_decided(
+    issuer: TestIssuer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from idcode.terminal.scanners import reopening_serial_lines
+
+    codes = [issuer.mint() for _ in range(3)]
+    openings: list[str] = []
+
+    def flaky_port(port: str, baudrate: int, opened: Callable[[], None]) -> Iterator[str]:
+        """The first opening delivers two scans, then the USB link resets; the second, one."""
+        openings.append(port)
+        opened()
+        if len(openings) == 1:
+            yield from codes[:2]
+            raise OSError(5, "Input/output error")
+        yield codes[2]
+
+    out = io.StringIO()
+    lines = reopening_serial_lines("/dev/ttyUSB0", open_lines=flaky_port, max_pause=0.01)
+    with local_terminal(tmp_path / "gate", issuer) as runtime:
+        count = scan_lines(runtime, lines, out)
+
+    assert count == 3 and openings == ["/dev/ttyUSB0"] * 2
+    assert [json.loads(line)["reason"] for line in out.getvalue().splitlines()] == ["ok"] * 3
+    assert any("went away (OSError)" in r.getMessage() for r in caplog.records)
+
+
+def test_serial_port_that_cannot_be_opened_at_all_is_an_error(tmp_path: Path) -> None:
+    from idcode.terminal.scanners import reopening_serial_lines
+
+    with pytest.raises(OSError):
+        next(reopening_serial_lines(str(tmp_path / "no-such-port"), max_pause=0.01))
