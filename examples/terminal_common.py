@@ -5,6 +5,7 @@ examples/<example>/<example>.py uses it to tell its scene's story (see that READ
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from urllib.error import HTTPError, URLError
 
 from idcode.testing import random_id_number
 
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # the largest answer an example reads
 REPO = Path(__file__).resolve().parents[1]  # idcode runs here: scripts/run's keys/ and data/
 
 
@@ -76,11 +78,18 @@ class Example:
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-                return json.load(response)
+                return json.loads(response.read(MAX_ANSWER_BYTES))
         except HTTPError as exc:
-            sys.exit(f"{method} {path}: {exc.code} {exc.read().decode(errors='replace')}")
+            problem = exc.read(2000).decode(errors="replace")
+            sys.exit(f"{method} {path}: {exc.code} {problem}")
         except URLError as exc:
             sys.exit(f"cannot reach {self.server} ({exc.reason}); is scripts/run running?")
+        except (OSError, http.client.HTTPException, ValueError, RecursionError) as exc:
+            # An answer that is not the service's JSON (another program on the port, a proxy):
+            # say so and stop, rather than a traceback.
+            sys.exit(
+                f"{method} {path}: not an answer from the idcode service ({type(exc).__name__})"
+            )
 
     def enrol(self, name: str, birth: date | None = None, **card: Any) -> str:
         """Enrol a card with a made-up ID number (which holds the birth date); its id."""

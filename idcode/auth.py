@@ -47,6 +47,50 @@ class Principal:
     roles: frozenset[str] = frozenset()
 
 
+class _ProviderKeys(jwt.PyJWKClient):
+    """pyjwt's JWKS client, with every way a fetch can fail reported as a connection error.
+
+    pyjwt turns an unreachable provider into PyJWKClientConnectionError, but lets an answer it
+    cannot read (not UTF-8, not JSON, nested too deeply, a connection reset mid-answer, a key
+    that is not an object) escape as ValueError, RecursionError, OSError, AttributeError or
+    PyJWKSetError, which would be a 500 for every citizen. Whatever the provider (or a proxy
+    before it) answers, the token cannot be checked now: 503 idp_unavailable, and a later
+    request tries again. Keys pyjwt cannot load are left out; a set with none left is unusable.
+    """
+
+    def fetch_data(self) -> Any:
+        try:
+            keys = super().fetch_data().get("keys")  # pyjwt checked it is an object
+            if not isinstance(keys, list):
+                raise ValueError("not a JWK Set")
+            usable = {"keys": [jwk for jwk in keys if _loadable(jwk)]}
+            if not usable["keys"]:
+                raise ValueError("no key in the set can be used")
+        # Any error at all: pyjwt parses the answer (and caches it, parsing each key) with
+        # code that raises whatever the answer's shape provokes. Whatever it was, the set is
+        # not usable now, and that is all the caller can act on.
+        except Exception as exc:
+            if self.jwk_set_cache is not None:
+                self.jwk_set_cache.put(None)  # pyjwt cached the answer before it was checked
+            raise jwt.PyJWKClientConnectionError(
+                f"the identity provider's key set is unusable ({type(exc).__name__})"
+            ) from None
+        if self.jwk_set_cache is not None:
+            self.jwk_set_cache.put(usable)
+        return usable
+
+
+def _loadable(jwk: Any) -> bool:
+    """Whether pyjwt can load ``jwk``: it raises more than its own errors on odd members."""
+    if not isinstance(jwk, dict):
+        return False
+    try:
+        jwt.PyJWK(jwk)
+    except Exception:  # TypeError, ValueError, KeyError...: any failure leaves the key out
+        return False
+    return True
+
+
 class KeySource:
     """Verification keys by kid: a static JWK Set, or the identity provider's JWKS URL."""
 
@@ -55,7 +99,7 @@ class KeySource:
         # The key set is cached for 5 minutes (lifespan), and nothing longer: pyjwt's
         # cache_keys would keep each key by kid with no expiry, so a key the provider
         # withdraws would stay trusted until the process restarts.
-        self._client = jwt.PyJWKClient(url, cache_keys=False, lifespan=300) if url else None
+        self._client = _ProviderKeys(url, cache_keys=False, lifespan=300) if url else None
         self.needs_network = self._client is not None
 
     def key_for(self, token: str, kid: str | None) -> jwt.PyJWK:

@@ -20,7 +20,7 @@ from idcode.settings import Settings
 from idcode.terminal import identity as identities
 from idcode.terminal.client import register
 from idcode.terminal.runtime import JOURNAL_FILE, TerminalRuntime
-from idcode.terminal.scanners import ScanServer, scan_lines, serial_lines
+from idcode.terminal.scanners import ScanServer, reopening_serial_lines, scan_lines
 
 EXIT_OK, EXIT_USAGE = 0, 2
 log = logging.getLogger("idcode.terminal")
@@ -54,7 +54,10 @@ def _provision(args: argparse.Namespace, directory: Path) -> identities.Terminal
         raise IdcodeError(
             f"{directory} is not provisioned yet; provisioning needs {', '.join(missing)}"
         )
-    root_jwk = load_root_jwk(json.loads(Path(args.root).read_text()))
+    try:
+        root_jwk = load_root_jwk(json.loads(Path(args.root).read_text(encoding="utf-8")))
+    except ValueError as exc:  # not UTF-8, not JSON, or not a root key (BundleError)
+        raise IdcodeError(f"{args.root} does not hold the city root key: {exc}") from None
     private_key = identities.new_terminal_key()
     server = args.server.rstrip("/")
     terminal_id = register(
@@ -150,7 +153,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             scan_lines(runtime, sys.stdin, sys.stdout)
         elif args.input.startswith("serial:"):
             port, _, baud = args.input.removeprefix("serial:").partition("@")
-            scan_lines(runtime, serial_lines(port, int(baud or 9600)), sys.stdout)
+            scan_lines(runtime, reopening_serial_lines(port, int(baud or 9600)), sys.stdout)
         elif args.input.startswith("http:"):
             host, _, port = args.input.removeprefix("http:").rpartition(":")
             server = ScanServer(runtime, (host or "127.0.0.1", int(port)))

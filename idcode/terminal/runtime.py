@@ -5,8 +5,9 @@ synced to disk), and only then acted on. Two background threads talk to the serv
 the network is there: the syncer keeps the trust bundle current (status deltas every
 ``sync_interval``, a conditional fetch of the whole bundle every ``bundle_interval``), and the
 uploader sends journaled events in batches. Both back off exponentially, with jitter, while
-the service cannot be reached; the terminal meanwhile goes on deciding for as long as its
-trust is fresh (docs/terminal.md).
+the service cannot be reached or answers with something unusable; the terminal meanwhile goes
+on deciding for as long as its trust is fresh (docs/terminal.md). No answer and no error ends
+either loop: each failure is logged, by type, and the loop tries again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import random
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from idcode.decider import Decider
 from idcode.errors import IdcodeError
 from idcode.reasons import Reason
 from idcode.scenes import Decision, Scan, SceneAdapter, SceneError, load_adapter
-from idcode.terminal.client import ServiceError, ServiceUnreachable, TerminalClient
+from idcode.terminal.client import BadResponse, ServiceError, ServiceUnreachable, TerminalClient
 from idcode.terminal.identity import TerminalIdentity
 from idcode.terminal.journal import Journal, JournalEntry, JournalReplay
 from idcode.terminal.trust import TrustStore, describe
@@ -52,6 +54,21 @@ def backoff(failures: int, base: float = 1.0, cap: float = MAX_BACKOFF) -> float
     return delay / 2 + random.uniform(0, delay / 2)
 
 
+def _log_failure(what: str, exc: Exception) -> None:
+    """Log why a sync or upload step failed, by the error's type: no answer, an answer the
+    terminal refused, or an error it did not expect (a bug: at error level, with where it
+    happened). Messages are the terminal's own; none repeats a code or personal data."""
+    if isinstance(exc, ServiceUnreachable):
+        log.info("%s: the service is unreachable (%s); retrying later", what, exc)
+    elif isinstance(exc, IdcodeError):
+        log.warning("%s failed (%s): %s; retrying later", what, type(exc).__name__, exc)
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+        # The type and the place, not the message: an unexpected error's text is not vetted.
+        log.error("%s failed: unexpected %s at %s; retrying later", what, type(exc).__name__, where)
+
+
 class TerminalRuntime:
     """One terminal: its identity, journal, trust and adapter, and the loops around them."""
 
@@ -69,6 +86,7 @@ class TerminalRuntime:
         bundle_interval: float = 900.0,
         upload_interval: float = 5.0,
         batch_size: int = 500,
+        max_backoff: float = MAX_BACKOFF,
         online: bool = True,
         client: TerminalClient | None = None,
         adapter: type[SceneAdapter] | None = None,
@@ -84,6 +102,7 @@ class TerminalRuntime:
         if not 1 <= batch_size <= 1000:  # the service takes at most 1,000 events a request
             raise IdcodeError("the upload batch size must be 1-1000")
         self.batch_size = batch_size
+        self.max_backoff = max_backoff  # the longest pause between failed attempts
         self.client = client or TerminalClient(identity)
         self.adapter = adapter or load_adapter(identity.scene)
         self.trust_store = TrustStore(directory, identity.root_jwk)
@@ -192,7 +211,9 @@ class TerminalRuntime:
         try:
             token = self.client.status_delta(held.version)
         except ServiceError as exc:
-            if exc.status == 409:  # the service does not know our version: start afresh
+            # The service does not know our version: start afresh. Only on its own problem
+            # answer; a garbled 409 is retried like any unusable answer.
+            if exc.status == 409 and not isinstance(exc, BadResponse):
                 return self._fetch_bundle(held, version_reset=True)
             raise
         delta, signed_at = verify_delta(token, self.identity.root_jwk)
@@ -231,7 +252,9 @@ class TerminalRuntime:
         try:
             self.client.upload([entry.to_upload() for entry in batch])
         except ServiceError as exc:
-            if exc.status not in (413, 422):
+            # Only the service's own refusal marks events refused: a garbled 413 or 422 (a proxy,
+            # a portal) must not cost the journal its events.
+            if exc.status not in (413, 422) or isinstance(exc, BadResponse):
                 raise
             if len(batch) == 1:
                 # The service will never take this event: keep it, marked, and go on.
@@ -274,13 +297,13 @@ class TerminalRuntime:
         return True
 
     def _attempt(self, what: str, step: Callable[[], Any]) -> bool:
+        """Run ``step``; False when it failed, whatever the failure: a loop must outlive any
+        answer and any error, so that the next honest answer still reaches the terminal."""
         try:
             step()
             return True
-        except ServiceUnreachable as exc:
-            log.info("%s: the service is unreachable (%s); retrying later", what, exc)
-        except (ServiceError, IdcodeError) as exc:
-            log.warning("%s failed: %s", what, exc)
+        except Exception as exc:  # the loop's boundary: logged below, then retried
+            _log_failure(what, exc)
         return False
 
     def _sync_loop(self) -> None:
@@ -294,24 +317,33 @@ class TerminalRuntime:
                 delay = self.sync_interval
             else:
                 failures += 1
-                delay = min(self.sync_interval, backoff(failures))
+                delay = min(self.sync_interval, backoff(failures, cap=self.max_backoff))
             self._stop.wait(delay)
 
     def _upload_loop(self) -> None:
         failures = 0
         while not self._stop.is_set():
             self._upload_wanted.clear()
-            if self.network.is_set() and self.journal.pending_count(self.identity.id):
-                if self._attempt("upload", self.upload_once):
-                    failures = 0
-                    if self.journal.pending_count(self.identity.id):
-                        continue  # more to send: no pause between batches
-                    self._prune()
-                else:
-                    failures += 1
-                    self._stop.wait(backoff(failures))
-                    continue
-            self._upload_wanted.wait(self.upload_interval)
+            try:
+                more = self._upload_round()
+            except Exception as exc:  # the loop's boundary, as in _attempt
+                _log_failure("upload", exc)
+                failures += 1
+                self._stop.wait(backoff(failures, cap=self.max_backoff))
+                continue
+            failures = 0
+            if not more:  # else more to send: no pause between batches
+                self._upload_wanted.wait(self.upload_interval)
+
+    def _upload_round(self) -> bool:
+        """Send one batch if the network is there; True when more events wait to be sent."""
+        if not self.network.is_set() or not self.journal.pending_count(self.identity.id):
+            return False
+        self.upload_once()
+        if self.journal.pending_count(self.identity.id):
+            return True
+        self._prune()
+        return False
 
     def _prune(self) -> None:
         self.journal.prune(int(self.clock()) - RETENTION_DAYS * 86_400)

@@ -3,21 +3,26 @@ scanners), a serial port, or a local HTTP endpoint for kiosk screens.
 
 Every decision is acted on by writing it out (one JSON line, or the HTTP answer) after the
 runtime has journaled it. A gate controller reads the line and opens the barrier on
-``"admitted": true``.
+``"admitted": true``. No input loop ends on an error: a scan that cannot be decided and
+journaled is denied (``terminal_error``, fail closed) and logged, a serial port that goes away
+is opened again, and the scan endpoint answers every request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
 from idcode.codetext import MAX_CODE_LENGTH
 from idcode.terminal.journal import JournalEntry
-from idcode.terminal.runtime import TerminalRuntime
+from idcode.terminal.runtime import TerminalRuntime, backoff
 
 log = logging.getLogger("idcode.terminal")
 
@@ -38,6 +43,44 @@ def decision_line(entry: JournalEntry) -> dict[str, Any]:
     }
 
 
+#: The reason of a scan the terminal could not decide and journal (its journal's disk failing,
+#: say): the gate stays shut and the input goes on.
+TERMINAL_ERROR = "terminal_error"
+
+
+def _where(exc: BaseException) -> str:
+    """Where an unexpected error was raised (file:line), for a log line without its message:
+    the message of an error nobody planned for may hold the scanned text."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else "?"
+
+
+def undecided(at: int) -> dict[str, Any]:
+    """The decision line of a scan that could not be decided: denied, and not journaled."""
+    return {
+        "event_id": None,
+        "at": at,
+        "admitted": False,
+        "reason": TERMINAL_ERROR,
+        "action": "",
+        "result": {},
+    }
+
+
+def decide(runtime: TerminalRuntime, text: str) -> dict[str, Any]:
+    """The decision line for one scan; a scan the runtime fails on is denied, never raised."""
+    try:
+        return decision_line(runtime.scan(text))
+    except Exception as exc:  # the input loop's boundary: deny, log, go on with the next scan
+        log.error(
+            "a scan could not be decided: unexpected %s at %s; denied with %s",
+            type(exc).__name__,
+            _where(exc),
+            TERMINAL_ERROR,
+        )
+        return undecided(int(time.time()))
+
+
 def scan_lines(runtime: TerminalRuntime, lines: Iterable[str], out: TextIO) -> int:
     """Decide on each non-empty line and write each decision as a JSON line; returns the
     number of scans."""
@@ -46,19 +89,23 @@ def scan_lines(runtime: TerminalRuntime, lines: Iterable[str], out: TextIO) -> i
         text = line.strip()[:MAX_SCAN_BYTES]
         if not text:
             continue
-        entry = runtime.scan(text)
-        out.write(json.dumps(decision_line(entry), ensure_ascii=False) + "\n")
+        out.write(json.dumps(decide(runtime, text), ensure_ascii=False) + "\n")
         out.flush()
         count += 1
     return count
 
 
-def serial_lines(port: str, baudrate: int = 9600) -> Iterator[str]:
+def serial_lines(
+    port: str, baudrate: int = 9600, opened: Callable[[], None] | None = None
+) -> Iterator[str]:
     """Lines from a serial scanner (CR, LF or CR LF terminated), as text. Runs until the port
-    goes away. Uses pyserial, the standard serial library for Python."""
+    goes away; ``opened`` is called once the port is open. Uses pyserial, the standard serial
+    library for Python."""
     import serial  # imported here: only serial terminals need it
 
     with serial.Serial(port, baudrate=baudrate, timeout=1) as device:
+        if opened is not None:
+            opened()
         pending = bytearray()
         while True:
             chunk = device.read(device.in_waiting or 1)
@@ -77,6 +124,38 @@ def serial_lines(port: str, baudrate: int = 9600) -> Iterator[str]:
                     yield line.decode("ascii", errors="replace")
 
 
+def reopening_serial_lines(
+    port: str,
+    baudrate: int = 9600,
+    *,
+    open_lines: Callable[..., Iterator[str]] = serial_lines,
+    max_pause: float = 30.0,
+) -> Iterator[str]:
+    """``serial_lines``, opened again whenever the port goes away (a scanner unplugged, a USB
+    reset), after a pause that grows to ``max_pause``: the gate reads again once its scanner is
+    back. A port that cannot be opened at the start is an error (a wrong --input)."""
+    ever_opened, failures = False, 0
+
+    def opened() -> None:
+        nonlocal ever_opened, failures
+        ever_opened, failures = True, 0
+
+    while True:
+        try:
+            yield from open_lines(port, baudrate, opened)
+            return
+        except OSError as exc:  # pyserial's SerialException is an OSError
+            if not ever_opened:
+                raise
+            failures += 1
+            log.warning(
+                "the serial scanner on %s went away (%s); opening it again",
+                port,
+                type(exc).__name__,
+            )
+        time.sleep(backoff(failures, cap=max_pause))
+
+
 class ScanServer(ThreadingHTTPServer):
     """``POST /scan`` (the code as text/plain, or JSON ``{"code": ...}``) answers with the
     decision; ``GET /status`` with the terminal's state. Meant for a kiosk screen on the same
@@ -88,9 +167,15 @@ class ScanServer(ThreadingHTTPServer):
         super().__init__(address, _ScanHandler)
         self.runtime = runtime
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver would print the traceback to stderr; the handler answers and logs its
+        # own errors, so what reaches here is the kiosk hanging up or stalling: logged, no more.
+        log.info("scan endpoint: a request ended early")
+
 
 class _ScanHandler(BaseHTTPRequestHandler):
     server: ScanServer
+    timeout = 30  # seconds a kiosk may take to send its request: a stalled one frees the thread
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("scan endpoint: " + format, *args)
@@ -103,13 +188,35 @@ class _ScanHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _guarded(self, handle: Callable[[], None]) -> None:
+        """Run a request's handler; an error in it is logged and answered (500, denied)."""
+        try:
+            handle()
+        except OSError:
+            raise  # the kiosk went away mid-request: nothing to answer (handle_error logs it)
+        except Exception as exc:  # the request's boundary: the endpoint serves the next one
+            log.error(
+                "scan endpoint: unexpected %s at %s; answered %s",
+                type(exc).__name__,
+                _where(exc),
+                TERMINAL_ERROR,
+            )
+            with contextlib.suppress(OSError):
+                self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, undecided(int(time.time())))
+
     def do_GET(self) -> None:
+        self._guarded(self._get)
+
+    def do_POST(self) -> None:
+        self._guarded(self._post)
+
+    def _get(self) -> None:
         if self.path != "/status":
             self._answer(HTTPStatus.NOT_FOUND, {"reason": "not_found"})
             return
         self._answer(HTTPStatus.OK, self.server.runtime.status())
 
-    def do_POST(self) -> None:
+    def _post(self) -> None:
         if self.path != "/scan":
             self._answer(HTTPStatus.NOT_FOUND, {"reason": "not_found"})
             return
@@ -139,5 +246,5 @@ class _ScanHandler(BaseHTTPRequestHandler):
             # As on the other inputs, a blank scan is no scan: nothing to decide or journal.
             self._answer(HTTPStatus.BAD_REQUEST, {"reason": "bad_request", "detail": "empty"})
             return
-        entry = self.server.runtime.scan(code)
+        entry = self.server.runtime.scan(code)  # an error here is answered by _guarded
         self._answer(HTTPStatus.OK, decision_line(entry))
