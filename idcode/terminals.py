@@ -58,6 +58,7 @@ CLOCK_DRIFT_ALLOWANCE = 30  # seconds, the verifier's default clock-skew allowan
 # each token is single-use (jti), so the wider window does not make captured tokens useful.
 MAX_CLOCK_DRIFT = 600
 MAX_EVENTS_PER_BATCH = 1000
+MAX_RESULT_INTEGER = 2**53 - 1
 _RESULT_NAME = re.compile(r"[a-z0-9_]{1,32}")
 EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 TERMINAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -314,6 +315,10 @@ class ScanEventIn(BaseModel):
                 raise ValueError("scene results are numbers, booleans or short texts")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError("scene results are finite numbers")
+            if isinstance(value, int) and abs(value) > MAX_RESULT_INTEGER:
+                # Beyond this a JSON reader in JavaScript rounds it, and it no longer fits a
+                # PostgreSQL bigint should the column ever be typed.
+                raise ValueError("scene result integers are within +-(2**53 - 1)")
         return result
 
     subject: str | None = Field(

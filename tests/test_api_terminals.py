@@ -411,8 +411,8 @@ def test_a_terminal_token_cannot_be_used_twice(client: TestClient, terminal: Ter
 
 @pytest.mark.parametrize(
     "scene_result",
-    [{"note": "x" * 65}, {"resident": {"name": "张三"}}, {"Name": "x"}],
-    ids=["long-text", "nested", "bad-name"],
+    [{"note": "x" * 65}, {"resident": {"name": "张三"}}, {"Name": "x"}, {"fee": 2**63}],
+    ids=["long-text", "nested", "bad-name", "integer-beyond-2**53"],
 )
 def test_scene_results_are_coarse_values_only(
     client: TestClient, terminal: Terminal, scene_result: dict[str, object]
