@@ -54,9 +54,11 @@ def embedded_service(settings: Settings) -> Iterator[str]:
     from idcode.keystore import initialise, open_key_store
 
     upgrade(settings.sqlalchemy_url)
+    # The first issuer key signs from a day ago: the demo shows scans of the last hours
+    # (cars that came in, a caregiver's round) with the codes of those moments.
     initialise(
         open_key_store(settings.keys_dir, settings.passphrase),
-        int(time.time()),
+        int(time.time()) - 86_400,
         settings.issuer_key_days,
     )
     config = uvicorn.Config(
@@ -137,9 +139,10 @@ class City:
         return code
 
     def code_later(self, citizen: Citizen, later: int) -> str:
-        """The code the citizen's app would get ``later`` seconds from now. A demo cannot
-        wait two hours for a car to leave, so this signs it as the service would then: the
-        same card snapshot, the service's signing key for that moment, the same lifetime."""
+        """The code the citizen's app would get ``later`` seconds from now (before now when
+        negative). A demo cannot wait two hours for a car to leave, so this signs it as the
+        service would then: the same card snapshot, the service's signing key for that
+        moment, the same lifetime."""
         from sqlalchemy import select
 
         from idcode.cards import snapshot
@@ -329,13 +332,18 @@ def _scan_the_city(demo: Demo, citizens: list[Citizen], people: dict[str, list[C
 
     entry, exit_ = gates["car park entry"], gates["car park exit"]
     drivers = _some(chance, citizens, 70)
-    for citizen in drivers:
+    # The cars that leave now came in earlier: the service takes no event from its future,
+    # so a demo that cannot wait for them moves their arrival back, not their departure on.
+    leaving = drivers[10:60]
+    stays = [chance.randrange(10, 300) * 60 for _ in leaving]
+    for citizen, stay in zip(leaving, stays, strict=True):
+        entry.scan(city.code_later(citizen, -stay), later=-stay)
+    for citizen in drivers[:10] + drivers[60:]:
         entry.scan(city.code(citizen))
     for citizen in drivers[:5]:
         entry.scan(city.code(citizen))  # the barrier behind them was open: already_inside
-    for citizen in drivers[10:60]:
-        stay = chance.randrange(10, 300) * 60
-        exit_.scan(city.code_later(citizen, stay), later=stay)  # paid by the hour
+    for citizen in leaving:
+        exit_.scan(city.code(citizen))  # paid by the hour
     for citizen in _some(chance, [c for c in citizens if c not in drivers], 6):
         exit_.scan(city.code(citizen))  # tailgated in: no_entry
 
@@ -353,13 +361,19 @@ def _scan_the_city(demo: Demo, citizens: list[Citizen], people: dict[str, list[C
     for citizen in [c for c in seniors if "meal-subsidy" in c.programmes][:10]:
         canteen.scan(city.code(citizen))  # a second meal: daily_limit_reached
     # A caregiver's round: one home at a time, with the way to the next home in between.
-    at = 0
+    # The round ended just now (the service takes no event from its future).
+    visits, at = [], 0
     for citizen in [c for c in seniors if "home-care" in c.programmes][:4]:
-        caregiver.scan(city.code_later(citizen, at), later=at)  # check_in at the door
-        caregiver.scan(city.code_later(citizen, at + 60), later=at + 60)  # visit_too_short
+        arrived = at
         at += chance.randrange(30, 120) * 60
-        caregiver.scan(city.code_later(citizen, at), later=at)  # check_out, billed
+        visits.append((citizen, arrived, at))
         at += 20 * 60
+    for citizen, arrived, left in visits:
+        arrived, left = arrived - at, left - at
+        caregiver.scan(city.code_later(citizen, arrived), later=arrived)  # check_in at the door
+        too_soon = arrived + 60
+        caregiver.scan(city.code_later(citizen, too_soon), later=too_soon)  # visit_too_short
+        caregiver.scan(city.code_later(citizen, left), later=left)  # check_out, billed
     for citizen in [c for c in seniors if "home-care" not in c.programmes][:3]:
         caregiver.scan(city.code(citizen))  # not_enrolled
 

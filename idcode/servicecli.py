@@ -1,4 +1,5 @@
-"""The service's commands: ``serve``, ``db upgrade``, ``cards import`` and ``dev-token``."""
+"""The service's commands: ``serve``, ``db upgrade``, ``cards import``, ``events delete`` and
+``dev-token``."""
 
 from __future__ import annotations
 
@@ -169,6 +170,35 @@ def _operator_name() -> str:
         return "unknown"
 
 
+def cmd_events_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from idcode.cards import CardError
+    from idcode.database import make_engine, make_session_factory
+    from idcode.terminals import EVENT_ID, TERMINAL_ID, delete_event
+
+    if not TERMINAL_ID.fullmatch(args.terminal):
+        raise IdcodeError("TERMINAL must be a terminal id (a lower-case UUID)")
+    if not EVENT_ID.fullmatch(args.event):
+        raise IdcodeError("EVENT must be an event id: 1-64 of A-Z a-z 0-9 . _ : -")
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with make_session_factory(engine)() as session:
+            detail = delete_event(session, args.terminal, args.event, "cli:" + _operator_name())
+            session.commit()
+    except CardError as exc:
+        raise IdcodeError(f"terminal {args.terminal} has no event {args.event}") from exc
+    except (OperationalError, ProgrammingError) as exc:  # unreachable or not migrated
+        raise _database_problem(exc) from None
+    finally:
+        engine.dispose()
+    print(
+        f"removed event {args.event} of terminal {args.terminal} (occurred_at "
+        f"{detail['occurred_at']}, reason {detail['reason']}); the audit trail records it"
+    )
+    return EXIT_OK
+
+
 def cmd_dev_token(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy import select
     from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -252,6 +282,19 @@ def add_commands(commands: Any) -> None:
     )
     importing.add_argument("--chunk-size", type=int, default=1000, help=argparse.SUPPRESS)
     importing.set_defaults(handler=cmd_cards_import)
+
+    events = commands.add_parser("events", help="scan event administration")
+    event_commands = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    deleting = event_commands.add_parser(
+        "delete",
+        help="remove one stored scan event, with an audit record of what it was",
+        description="Remove the event EVENT that terminal TERMINAL uploaded, with an audit "
+        "record of its time and reason (actor cli:<user>). Works on the database directly, "
+        "so also for an event the API cannot read.",
+    )
+    deleting.add_argument("terminal", metavar="TERMINAL")
+    deleting.add_argument("event", metavar="EVENT")
+    deleting.set_defaults(handler=cmd_events_delete)
 
     token = commands.add_parser(
         "dev-token",

@@ -14,6 +14,9 @@ from idcode.issuer import DEFAULT_TTL, MAX_TTL
 from idcode.verifier import DEFAULT_CLOCK_SKEW
 
 DEV_IDP_ISSUER = "urn:idcode:dev-idp"
+#: The longest a trust bundle may stay fresh: the longest a terminal can be meant to decide
+#: offline (the service also accepts that terminal's older events for this long, and more).
+MAX_BUNDLE_MAX_AGE = 30 * 86_400
 
 
 class Settings(BaseSettings):
@@ -55,7 +58,7 @@ class Settings(BaseSettings):
     bundle_max_age_seconds: int = Field(
         default=48 * 3600,
         ge=300,
-        le=30 * 86_400,
+        le=MAX_BUNDLE_MAX_AGE,
         description="How long a terminal's trust bundle stays fresh.",
     )
 

@@ -7,17 +7,21 @@ five minutes. Decommissioning a terminal cuts it off at its next request.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Insert, func, select, text
+from sqlalchemy import Insert, String, cast, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -41,6 +45,7 @@ from idcode.scenes import (
     scene_names,
     subject_of,
 )
+from idcode.settings import MAX_BUNDLE_MAX_AGE
 from idcode.statuslist import StatusDelta, StatusList
 from idcode.terminal.token import MAX_TOKEN_LIFETIME, TERMINAL_AUDIENCE, terminal_token
 
@@ -53,7 +58,9 @@ CLOCK_DRIFT_ALLOWANCE = 30  # seconds, the verifier's default clock-skew allowan
 # each token is single-use (jti), so the wider window does not make captured tokens useful.
 MAX_CLOCK_DRIFT = 600
 MAX_EVENTS_PER_BATCH = 1000
+MAX_RESULT_INTEGER = 2**53 - 1
 _RESULT_NAME = re.compile(r"[a-z0-9_]{1,32}")
+EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 TERMINAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -118,27 +125,68 @@ def decommission(session: Session, terminal_id: str, actor: str) -> TerminalReco
     return record
 
 
-def authenticate(session: Session, token: str, now: float | None = None) -> TerminalRecord:
-    """The active terminal that signed ``token``, or TerminalAuthError saying why not."""
+@dataclass(frozen=True, slots=True)
+class AuthenticatedTerminal:
+    """A terminal whose request token passed every check but its single use (the caller's,
+    in shared state), and its clock drift: its signed ``iat`` minus the service's time."""
+
+    record: TerminalRecord
+    clock_drift: int
+
+
+#: Every answer to a token that the named terminal's key did not sign, whether that terminal
+#: exists or not: the detail must not tell which ids are registered, nor with which algorithm.
+NOT_SIGNED = "the token is not signed by a registered terminal's key"
+_TERMINAL_ALGS = ("EdDSA", "ES256")
+
+
+@functools.cache
+def _decoy_jwk(alg: str) -> dict[str, Any]:
+    """A public key no terminal holds (its private half is dropped at once), for ``alg``.
+
+    A token naming an unknown terminal is checked against it: the same key parsing and
+    signature check as a forged token for a registered terminal, failing the same way."""
+    if alg == "EdDSA":
+        return jwt.algorithms.OKPAlgorithm.to_jwk(
+            Ed25519PrivateKey.generate().public_key(), as_dict=True
+        )
+    return jwt.algorithms.ECAlgorithm.to_jwk(
+        ec.generate_private_key(ec.SECP256R1()).public_key(), as_dict=True
+    )
+
+
+def authenticate(session: Session, token: str, now: float | None = None) -> AuthenticatedTerminal:
+    """The active terminal that signed ``token``, or TerminalAuthError saying why not.
+
+    Reads only: the caller checks the token's single use, then records the terminal as seen
+    (``record_seen``), so that a refused or replayed token changes nothing about it."""
     now = time.time() if now is None else now
     try:
+        header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
         terminal_id = unverified.get("iss")
     except jwt.PyJWTError:
         raise TerminalAuthError("invalid_token", "not a terminal token") from None
     if not isinstance(terminal_id, str) or not TERMINAL_ID.fullmatch(terminal_id):
         raise TerminalAuthError("invalid_token", "the token names no terminal")
+    alg = header.get("alg")
+    if alg not in _TERMINAL_ALGS:
+        raise TerminalAuthError("invalid_token", NOT_SIGNED)
     record = session.get(TerminalRecord, terminal_id)
-    if record is None:
-        raise TerminalAuthError("invalid_token", "no such terminal")
-    jwk = record.public_jwk
+    # The signature is checked with the header's algorithm against the terminal's key when it
+    # has one of that algorithm, else against a decoy: an unknown id, or a known one with a
+    # key of the other kind, costs one signature check and fails as a forgery does.
+    jwk = record.public_jwk if record is not None else None
+    if jwk is None or jwk.get("alg") != alg:
+        jwk = _decoy_jwk(alg)
+    key = jwt.PyJWK(jwk, algorithm=alg).key
     try:
         # Times are judged below against the terminal's own clock, which may drift while it
         # is offline for days: it must still reach the service to learn that it drifts.
         claims = jwt.decode(
             token,
-            jwt.PyJWK(jwk, algorithm=jwk["alg"]).key,
-            algorithms=[jwk["alg"]],
+            key,
+            algorithms=[alg],
             audience=TERMINAL_AUDIENCE,
             issuer=terminal_id,
             options={
@@ -147,10 +195,15 @@ def authenticate(session: Session, token: str, now: float | None = None) -> Term
                 "verify_iat": False,
             },
         )
+    except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError, jwt.DecodeError):
+        raise TerminalAuthError("invalid_token", NOT_SIGNED) from None
     except jwt.PyJWTError as exc:
+        # Claims are judged only after the signature verified: only the key's holder sees this.
         raise TerminalAuthError(
             "invalid_token", f"the terminal token is not valid: {exc}"
         ) from None
+    if record is None:  # unreachable: nobody holds a decoy's private key
+        raise TerminalAuthError("invalid_token", NOT_SIGNED)
     issued, expires = claims["iat"], claims["exp"]
     if (
         claims["sub"] != terminal_id
@@ -172,12 +225,19 @@ def authenticate(session: Session, token: str, now: float | None = None) -> Term
     if not record.active:
         raise TerminalAuthError("terminal_decommissioned", "this terminal is decommissioned")
     # The terminal signed iat with its own clock: its drift against ours, for operators.
-    drift = int(claims["iat"] - now)
-    if abs(drift) > CLOCK_DRIFT_ALLOWANCE:
-        log.warning("terminal %s clock drifts %+d s", terminal_id, drift)
-    record.clock_drift = drift
-    record.last_seen_at = datetime.fromtimestamp(now, UTC)
-    return record
+    return AuthenticatedTerminal(record, int(issued - now))
+
+
+def record_seen(session: Session, terminal_id: str, clock_drift: int, now: float) -> None:
+    """Note a terminal's accepted request: when, and how far its clock drifts from ours.
+    Called only once its token passed every check, single use included."""
+    if abs(clock_drift) > CLOCK_DRIFT_ALLOWANCE:
+        log.warning("terminal %s clock drifts %+d s", terminal_id, clock_drift)
+    session.execute(
+        update(TerminalRecord)
+        .where(TerminalRecord.id == terminal_id)
+        .values(clock_drift=clock_drift, last_seen_at=datetime.fromtimestamp(now, UTC))
+    )
 
 
 # -- status list for bundles ---------------------------------------------------------------
@@ -233,7 +293,7 @@ class ScanEventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    event_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    event_id: str = Field(min_length=1, max_length=64, pattern=f"^{EVENT_ID.pattern}$")
     occurred_at: datetime
     valid: bool
     reason: str = Field(min_length=1, max_length=48, pattern=r"^[a-z0-9_]+$")
@@ -255,6 +315,10 @@ class ScanEventIn(BaseModel):
                 raise ValueError("scene results are numbers, booleans or short texts")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError("scene results are finite numbers")
+            if isinstance(value, int) and abs(value) > MAX_RESULT_INTEGER:
+                # Beyond this a JSON reader in JavaScript rounds it, and it no longer fits a
+                # PostgreSQL bigint should the column ever be typed.
+                raise ValueError("scene result integers are within +-(2**53 - 1)")
         return result
 
     subject: str | None = Field(
@@ -264,10 +328,13 @@ class ScanEventIn(BaseModel):
     )
 
 
-def check_events(scene: str, events: list[ScanEventIn]) -> None:
+def check_events(scene: str, events: list[ScanEventIn], now: float | None = None) -> None:
     """Refuse events no terminal of ``scene`` can have decided: a reason outside the closed
-    set (the verifier's, ``adapter_error`` and the scene adapter's own), or an admission whose
-    reason is not ``ok`` (and the other way round)."""
+    set (the verifier's, ``adapter_error`` and the scene adapter's own), an admission whose
+    reason is not ``ok`` (and the other way round), or a time outside the window the service
+    takes (``event_time_out_of_range``, see ``event_time_problem``). The CardError names the
+    first such event, so that a terminal splitting its refused batch finds it."""
+    now = time.time() if now is None else now
     known = {reason.value for reason in Reason} | {ADAPTER_ERROR}
     known.update(load_adapter(scene).reasons)
     for event in events:
@@ -281,11 +348,49 @@ def check_events(scene: str, events: list[ScanEventIn]) -> None:
                 "inconsistent_event",
                 f"event {event.event_id}: an admission has reason ok, a denial another one",
             )
+        problem = event_time_problem(event.occurred_at, now)
+        if problem is not None:
+            raise CardError("event_time_out_of_range", f"event {event.event_id}: {problem}")
+
+
+#: How long after an event its terminal may still upload it: the longest a terminal can be
+#: meant to decide offline (the longest bundle max-age) and five days to reconnect after that.
+MAX_EVENT_AGE = MAX_BUNDLE_MAX_AGE + 5 * 86_400
+#: How far in the service's future an event may lie: the clock drift a terminal may have
+#: and still authenticate (a terminal whose clock is further ahead cannot upload at all).
+MAX_EVENT_AHEAD = MAX_CLOCK_DRIFT
+
+
+def as_utc(at: datetime) -> datetime:
+    """``at`` in UTC; a time without an offset is taken as UTC. Raises OverflowError where
+    UTC leaves years 1-9999 (year 1 at +14:00): call it on checked times only."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def event_time_problem(at: datetime, now: float) -> str | None:
+    """Why an event time is not taken, or None. The window is the service's time minus
+    MAX_EVENT_AGE to plus MAX_EVENT_AHEAD: nothing else can come from a terminal that
+    authenticates, and every time in it can be stored and read back on any database (a time
+    such as year 1 at +14:00 is year 0 in UTC, which no reader of the table can load)."""
+    # timestamp() never overflows, unlike a conversion to UTC near year 1 or 9999.
+    seconds = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
+    if seconds < now - MAX_EVENT_AGE:
+        return (
+            f"occurred_at is more than {MAX_EVENT_AGE // 86_400} days before the service's "
+            "time; the terminal keeps it"
+        )
+    if seconds > now + MAX_EVENT_AHEAD:
+        return (
+            f"occurred_at is more than {MAX_EVENT_AHEAD} s after the service's time; set the "
+            "terminal's clock right"
+        )
+    return None
 
 
 def ingest(session: Session, terminal: TerminalRecord, events: list[ScanEventIn]) -> int:
-    """Store events not stored before; returns how many were new. Idempotent by event id,
-    also when overlapping uploads race: the database skips what another has stored."""
+    """Store events not stored before (``check_events`` passed them); returns how many were
+    new. Idempotent by event id, also when overlapping uploads race: the database skips what
+    another has stored. Times are stored in UTC (SQLite would otherwise drop the offset)."""
     fresh: dict[str, ScanEventIn] = {}
     for event in events:
         fresh.setdefault(event.event_id, event)
@@ -301,7 +406,7 @@ def ingest(session: Session, terminal: TerminalRecord, events: list[ScanEventIn]
         {
             "terminal_id": terminal.id,
             "event_id": event.event_id,
-            "occurred_at": event.occurred_at,
+            "occurred_at": as_utc(event.occurred_at),
             "valid": event.valid,
             "reason": event.reason,
             "scene_result": event.scene_result,
@@ -314,6 +419,34 @@ def ingest(session: Session, terminal: TerminalRecord, events: list[ScanEventIn]
     ]
     stored = session.scalars(statement.values(rows).returning(ScanEvent.event_id)).all()
     return len(stored)
+
+
+def delete_event(session: Session, terminal_id: str, event_id: str, actor: str) -> dict[str, str]:
+    """Remove one stored event (an operator's correction), with an audit record of what it
+    was; returns that record's detail. CardError ``event_not_found`` when there is none.
+
+    The time is read as text, so that an event no reader can load (a time written before the
+    service bounded event times) can still be removed."""
+    found = session.execute(
+        select(cast(ScanEvent.occurred_at, String), ScanEvent.reason).where(
+            ScanEvent.terminal_id == terminal_id, ScanEvent.event_id == event_id
+        )
+    ).first()
+    if found is None:
+        raise CardError("event_not_found", "this terminal has no event with this id")
+    session.execute(
+        delete(ScanEvent).where(
+            ScanEvent.terminal_id == terminal_id, ScanEvent.event_id == event_id
+        )
+    )
+    detail = {
+        "terminal": terminal_id,
+        "event": event_id,
+        "occurred_at": str(found[0]),
+        "reason": str(found[1]),
+    }
+    record_audit(session, actor, "event.delete", detail=detail)
+    return detail
 
 
 # -- scene data --------------------------------------------------------------------------------

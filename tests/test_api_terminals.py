@@ -5,11 +5,14 @@ the offline verifier at the next sync, signed status deltas and idempotent event
 from __future__ import annotations
 
 import itertools
+import json
+import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ from idcode.statuslist import StatusDelta
 from idcode.terminals import terminal_token
 from idcode.verifier import Verdict, verify
 
-from .conftest import Tokens
+from .conftest import POSTGRES_ADMIN_URL, RUN_ID, Tokens
 
 Enrol = Callable[..., tuple[str, str]]
 TerminalKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -160,10 +163,19 @@ def read_card(client: TestClient, tokens: Tokens, card_id: str) -> dict[str, Any
     return card
 
 
+# Events of these tests happened in the last hour: the service takes recent events only.
+EVENTS_START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+
+def event_time(number: int) -> str:
+    """When event ``number`` happened: ``number`` seconds after EVENTS_START, in UTC."""
+    return (EVENTS_START + timedelta(seconds=number)).isoformat()
+
+
 def event(number: int, reason: str = "ok") -> dict[str, Any]:
     return {
         "event_id": f"evt-{number:04d}",
-        "occurred_at": f"2026-12-01T08:{number // 60 % 60:02d}:{number % 60:02d}Z",
+        "occurred_at": event_time(number),
         "valid": reason == "ok",
         "reason": reason,
         "scene_result": {"admitted": reason == "ok"},
@@ -399,8 +411,8 @@ def test_a_terminal_token_cannot_be_used_twice(client: TestClient, terminal: Ter
 
 @pytest.mark.parametrize(
     "scene_result",
-    [{"note": "x" * 65}, {"resident": {"name": "张三"}}, {"Name": "x"}],
-    ids=["long-text", "nested", "bad-name"],
+    [{"note": "x" * 65}, {"resident": {"name": "张三"}}, {"Name": "x"}, {"fee": 2**63}],
+    ids=["long-text", "nested", "bad-name", "integer-beyond-2**53"],
 )
 def test_scene_results_are_coarse_values_only(
     client: TestClient, terminal: Terminal, scene_result: dict[str, object]
@@ -790,8 +802,8 @@ def test_operators_read_events_filtered_by_terminal_and_reason(
         client,
         tokens,
         terminal_id=gate.id,
-        since="2026-12-01T08:00:02Z",
-        until="2026-12-01T08:00:04Z",
+        since=event_time(2),
+        until=event_time(4),
     )
     assert [e["event_id"] for e in window] == ["evt-0002", "evt-0003"]
 
@@ -1256,3 +1268,271 @@ def test_decommissioning_a_terminal_id_with_garbage_around_it_is_422(
     )
 
     assert_problem(response, 422, "invalid_request")
+
+
+# -- outside review (issue 10): event times, replayed tokens, unknown terminals -----------------
+
+
+def terminal_row(client: TestClient, tokens: Tokens, terminal: Terminal) -> dict[str, Any]:
+    """The terminal as operators list it (last seen, clock drift)."""
+    listed = client.get("/v1/terminals", headers=tokens.operator())
+    assert listed.status_code == 200, listed.text
+    row: dict[str, Any] = {t["id"]: t for t in listed.json()}[terminal.id]
+    return row
+
+
+def _seconds_from_now(seconds: int) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+        "0001-01-01T00:00:00Z",
+        "1970-01-01T00:00:00Z",
+        _seconds_from_now(-36 * 86_400),
+        _seconds_from_now(3600),
+    ],
+    ids=["year-0-in-utc", "year-10000-in-utc", "year-1", "epoch", "36-days-ago", "an-hour-ahead"],
+)
+def test_an_event_time_outside_the_window_is_refused_by_name_and_reads_keep_working(
+    client: TestClient, tokens: Tokens, terminal: Terminal, occurred_at: str
+) -> None:
+    """Issue 10 finding 4: year 1 at +14:00 is year 0 in UTC, which PostgreSQL stored and no
+    reader could load: every read of events that included it answered 500."""
+    batch = [event(1), {**event(2), "occurred_at": occurred_at}]
+
+    response = client.post("/v1/events", json={"events": batch}, headers=terminal.headers())
+
+    problem = assert_problem(response, 422, "event_time_out_of_range")
+    assert "evt-0002" in problem["detail"]
+    # The good event alone goes through (the terminal splits a refused batch so).
+    assert upload(client, terminal, [event(1)])["stored"] == 1
+    # Every operator's read keeps working (this one reads all terminals' events).
+    everything = stored_events(client, tokens, limit="1000")
+    assert [e["event_id"] for e in everything if e["terminal_id"] == terminal.id] == ["evt-0001"]
+
+
+def test_event_times_in_the_window_with_any_offset_are_stored_and_returned_in_utc(
+    client: TestClient, tokens: Tokens, terminal: Terminal
+) -> None:
+    at = EVENTS_START.astimezone(timezone(timedelta(hours=14)))
+    upload(client, terminal, [{**event(1), "occurred_at": at.isoformat()}])
+
+    [stored] = stored_events(client, tokens, terminal_id=terminal.id)
+
+    assert datetime.fromisoformat(stored["occurred_at"]) == EVENTS_START
+    assert datetime.fromisoformat(stored["occurred_at"]).utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"since": "0001-01-01T00:00:00+14:00"},
+        {"until": "9999-12-31T23:59:59-14:00"},
+        {"since": "0001-01-01T00:00:00+14:00", "until": "9999-12-31T23:59:59-14:00"},
+        {"since": "0001-01-01T00:00:00"},
+    ],
+    ids=["since-year-0-in-utc", "until-year-10000-in-utc", "both", "without-offset"],
+)
+def test_event_filters_at_the_ends_of_time_select_everything_not_500(
+    client: TestClient, tokens: Tokens, terminal: Terminal, window: dict[str, str]
+) -> None:
+    upload(client, terminal, [event(1), event(2)])
+
+    found = stored_events(client, tokens, terminal_id=terminal.id, **window)
+
+    assert [e["event_id"] for e in found] == ["evt-0001", "evt-0002"]
+
+
+def test_on_sqlite_an_event_with_an_offset_is_found_by_its_utc_time(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """SQLite keeps no offset: a time is stored in UTC, or a filter misses it by the offset."""
+    settings = make_settings()
+    upgrade(settings.sqlalchemy_url)
+    tokens = Tokens(settings)
+    key = Ed25519PrivateKey.generate()
+    body = {"scene": "eldercare", "site": "home-3", "public_jwk": public_jwk(key)}
+    at = EVENTS_START.astimezone(timezone(timedelta(hours=8)))
+    with TestClient(create_app(settings)) as client:
+        registered = client.post("/v1/terminals", json=body, headers=tokens.operator())
+        terminal = Terminal(registered.json()["id"], key, "EdDSA")
+        upload(client, terminal, [{**event(1), "occurred_at": at.isoformat()}])
+
+        found = stored_events(
+            client,
+            tokens,
+            since=(EVENTS_START - timedelta(seconds=1)).isoformat(),
+            until=(EVENTS_START + timedelta(seconds=1)).isoformat(),
+        )
+
+    assert [datetime.fromisoformat(e["occurred_at"]) for e in found] == [EVENTS_START]
+
+
+def audit_actions(url: str, action: str) -> list[tuple[str, dict[str, Any]]]:
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            "SELECT actor, detail FROM audit_records WHERE action = %s ORDER BY id", (action,)
+        ).fetchall()
+    return [
+        (actor, json.loads(detail) if isinstance(detail, str) else detail) for actor, detail in rows
+    ]
+
+
+def test_operator_removes_one_event_with_an_audit_record_of_what_it_was(
+    client: TestClient, tokens: Tokens, terminal: Terminal, postgres_url: str
+) -> None:
+    upload(client, terminal, [event(1), event(2, "revoked")])
+    path = f"/v1/events/{terminal.id}/evt-0002"
+
+    assert client.delete(path, headers=tokens.operator()).status_code == 204
+
+    assert [e["event_id"] for e in stored_events(client, tokens, terminal_id=terminal.id)] == [
+        "evt-0001"
+    ]
+    removals = [d for _, d in audit_actions(postgres_url, "event.delete")]
+    assert {"terminal": terminal.id, "event": "evt-0002", "reason": "revoked"}.items() <= (
+        removals[-1].items()
+    )
+    assert_problem(client.delete(path, headers=tokens.operator()), 404, "event_not_found")
+
+
+def test_only_operators_remove_events(
+    client: TestClient, tokens: Tokens, terminal: Terminal
+) -> None:
+    upload(client, terminal, [event(1)])
+    path = f"/v1/events/{terminal.id}/evt-0001"
+
+    assert_problem(client.delete(path, headers=tokens.verifier()), 403, "forbidden")
+    assert_problem(client.delete(path, headers=terminal.headers()), 401, "invalid_token")
+    assert_problem(client.delete(path), 401, "missing_token")
+    assert_problem(
+        client.delete(f"/v1/events/{terminal.id}/evt%000001", headers=tokens.operator()),
+        422,
+        "invalid_request",
+    )
+    assert len(stored_events(client, tokens, terminal_id=terminal.id)) == 1
+
+
+def test_a_replayed_terminal_token_changes_neither_last_seen_nor_clock_drift(
+    client: TestClient, tokens: Tokens, terminal: Terminal
+) -> None:
+    """Issue 10 finding 5: operators watch last_seen_at after an emergency key removal; a
+    replayed (captured) token must not make the terminal look alive, nor move its drift."""
+    captured = terminal.headers(now=int(time.time()) - 300)
+    assert client.get("/v1/trust-bundle", headers=captured).status_code == 200
+    assert client.get("/v1/trust-bundle", headers=terminal.headers()).status_code == 200
+    before = terminal_row(client, tokens, terminal)
+    assert abs(before["clock_drift"]) <= 5
+
+    assert_problem(client.get("/v1/trust-bundle", headers=captured), 401, "token_replayed")
+
+    assert terminal_row(client, tokens, terminal) == before
+
+
+def _unsigned_for(terminal_id: str, _: Terminal) -> str:
+    now = int(time.time())
+    claims = {"iss": terminal_id, "sub": terminal_id, "aud": "idcode", "iat": now}
+    return jwt.encode({**claims, "exp": now + 60, "jti": "x"}, "", algorithm="none")
+
+
+def _ed25519_by_another_key(terminal_id: str, _: Terminal) -> str:
+    return terminal_token(terminal_id, Ed25519PrivateKey.generate())
+
+
+def _p256_by_another_key(terminal_id: str, _: Terminal) -> str:
+    return terminal_token(terminal_id, ec.generate_private_key(ec.SECP256R1()), "ES256")
+
+
+def _hs256_with_the_public_key(terminal_id: str, terminal: Terminal) -> str:
+    return terminal_token(terminal_id, b"k" * 32, "HS256")
+
+
+def _signature_cut_off(terminal_id: str, terminal: Terminal) -> str:
+    return terminal_token(terminal_id, terminal.private_key).rsplit(".", 1)[0] + ".AAAA"
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        _unsigned_for,
+        _ed25519_by_another_key,
+        _p256_by_another_key,
+        _hs256_with_the_public_key,
+        _signature_cut_off,
+    ],
+    ids=["alg-none", "ed25519-another-key", "p256-another-key", "hs256", "bad-signature"],
+)
+@pytest.mark.parametrize("path", ["/v1/trust-bundle", "/v1/trust-bundle/status-delta?since=0"])
+def test_a_forged_token_gets_the_same_answer_whether_its_terminal_exists_or_not(
+    client: TestClient, terminal: Terminal, forge: Callable[[str, Terminal], str], path: str
+) -> None:
+    """Issue 10 finding 8b: the answer told "no such terminal" from a signature failure."""
+    unknown = "00000000-0000-4000-8000-000000000000"
+
+    answers = [
+        client.get(path, headers={"Authorization": f"Bearer {forge(terminal_id, terminal)}"})
+        for terminal_id in (terminal.id, unknown)
+    ]
+
+    assert_problem(answers[0], 401, "invalid_token")
+    assert (answers[0].status_code, answers[0].headers.get("content-type"), answers[0].json()) == (
+        answers[1].status_code,
+        answers[1].headers.get("content-type"),
+        answers[1].json(),
+    )
+
+
+@pytest.fixture
+def database_at_0004() -> Iterator[str]:
+    """A PostgreSQL database migrated to revision 0004: as it was before event times were
+    bounded."""
+    name = f"idcode_test_0004_{RUN_ID}_{secrets.token_hex(3)}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+            upgrade(Settings(database_url=url).sqlalchemy_url, "0004")
+            yield url
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_events_no_reader_can_load_are_removed_by_the_upgrade_with_an_audit_record(
+    make_settings: Callable[..., Settings], database_at_0004: str
+) -> None:
+    """Events the unbounded service stored (year 0 and 10000 in UTC) broke every read that
+    included them; the upgrade removes them, and only them, noting each in the audit trail."""
+    terminal_id = "11111111-1111-4111-8111-111111111111"
+    with psycopg.connect(database_at_0004) as db:
+        db.execute(
+            "INSERT INTO terminals (id, scene, site, public_jwk, active, created_at)"
+            " VALUES (%s, 'community', 'hall-1', '{}', true, now())",
+            (terminal_id,),
+        )
+        for event_id, at in [
+            ("year-0", "0001-01-01T00:00:00+14:00"),
+            ("year-10000", "9999-12-31T23:59:59-14:00"),
+            ("kept", EVENTS_START.isoformat()),
+        ]:
+            db.execute(
+                "INSERT INTO scan_events (terminal_id, event_id, occurred_at, valid, reason,"
+                " scene_result, received_at) VALUES (%s, %s, %s, false, 'revoked', '{}', now())",
+                (terminal_id, event_id, at),
+            )
+    settings = make_settings(database_url=database_at_0004)
+
+    upgrade(settings.sqlalchemy_url)
+
+    with TestClient(create_app(settings)) as client:
+        read = stored_events(client, Tokens(settings))
+    assert [e["event_id"] for e in read] == ["kept"]
+    removed = audit_actions(database_at_0004, "event.delete")
+    assert [(actor, detail["event"]) for actor, detail in removed] == [
+        ("migration 0005", "year-0"),
+        ("migration 0005", "year-10000"),
+    ]
+    assert all(detail["terminal"] == terminal_id for _, detail in removed)

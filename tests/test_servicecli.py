@@ -433,3 +433,70 @@ def test_citizen_dev_token_is_refused_where_an_operator_is_needed(server: Server
         timeout=10,
     )
     assert response.status_code == 403
+
+
+# -- events delete ----------------------------------------------------------------------------
+
+TERMINAL = "22222222-2222-4222-8222-222222222222"
+
+
+def store_event(idcode: Idcode, event_id: str) -> None:
+    """An event as the service stores one, written straight into the database."""
+    with closing(sqlite3.connect(idcode.database)) as connection, connection:
+        connection.execute(
+            "INSERT OR IGNORE INTO terminals (id, scene, site, public_jwk, active, created_at)"
+            " VALUES (?, 'community', 'hall-1', '{}', 1, '2026-12-01 08:00:00.000000')",
+            (TERMINAL,),
+        )
+        connection.execute(
+            "INSERT INTO scan_events (terminal_id, event_id, occurred_at, valid, reason,"
+            " scene_result, received_at) VALUES (?, ?, '2026-12-01 08:00:00.000000', 0,"
+            " 'revoked', '{}', '2026-12-01 08:00:01.000000')",
+            (TERMINAL, event_id),
+        )
+
+
+def event_ids(idcode: Idcode) -> list[str]:
+    with closing(sqlite3.connect(idcode.database)) as connection:
+        return [row[0] for row in connection.execute("SELECT event_id FROM scan_events")]
+
+
+def test_events_delete_removes_one_event_and_records_it_in_the_audit_trail(
+    migrated: Idcode,
+) -> None:
+    store_event(migrated, "evt-1")
+    store_event(migrated, "evt-2")
+
+    out = migrated.ok("events", "delete", TERMINAL, "evt-1")
+
+    assert "removed event evt-1" in out
+    assert event_ids(migrated) == ["evt-2"]
+    with closing(sqlite3.connect(migrated.database)) as connection:
+        [(actor, detail)] = connection.execute(
+            "SELECT actor, detail FROM audit_records WHERE action = 'event.delete'"
+        ).fetchall()
+    assert actor.startswith("cli:")
+    assert json.loads(detail) == {
+        "terminal": TERMINAL,
+        "event": "evt-1",
+        "occurred_at": "2026-12-01 08:00:00.000000",
+        "reason": "revoked",
+    }
+
+
+@pytest.mark.parametrize(
+    ("terminal", "event", "message"),
+    [
+        (TERMINAL, "evt-9", f"terminal {TERMINAL} has no event evt-9"),
+        ("not-a-terminal", "evt-1", "TERMINAL must be a terminal id"),
+        (TERMINAL, "evt 1", "EVENT must be an event id"),
+    ],
+    ids=["unknown-event", "bad-terminal-id", "bad-event-id"],
+)
+def test_events_delete_of_what_is_not_there_is_a_clear_error_and_removes_nothing(
+    migrated: Idcode, terminal: str, event: str, message: str
+) -> None:
+    store_event(migrated, "evt-1")
+
+    assert_clean_error(migrated("events", "delete", terminal, event), message)
+    assert event_ids(migrated) == ["evt-1"]

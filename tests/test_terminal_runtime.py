@@ -36,7 +36,7 @@ from idcode.bundle import BundleError, sign_bundle
 from idcode.claims import MAX_STATUS_INDEX, Card
 from idcode.errors import IdcodeError
 from idcode.issuer import mint_code
-from idcode.keystore import open_key_store
+from idcode.keystore import initialise, open_key_store
 from idcode.scenes import (
     Decision,
     History,
@@ -306,6 +306,9 @@ def service(
         redis_prefix=f"{REDIS_RUN_PREFIX}terminal-{secrets.token_hex(3)}:",
         demo_data=False,
     )
+    # Keys that began signing two days ago, so that a test can replay a terminal's offline
+    # days that end now (the service takes no events from its future).
+    initialise(open_key_store(settings.keys_dir), int(time.time()) - 2 * 86_400, 90)
     with live_service(settings) as live:
         yield live
 
@@ -387,7 +390,8 @@ def test_offline_terminal_decides_for_days_then_uploads_every_event_exactly_once
 ) -> None:
     directory = tmp_path / "gate"
     identity = provision(service, directory, new_site())
-    clock = Clock(time.time())
+    reconnected = time.time()
+    clock = Clock(reconnected)
     with running(
         directory, identity, clock=clock, sync_interval=3600, upload_interval=0.05, batch_size=7
     ) as runtime:
@@ -395,6 +399,10 @@ def test_offline_terminal_decides_for_days_then_uploads_every_event_exactly_once
         runtime.network.clear()
         runtime.start()  # the loops run, but leave the service alone while offline
 
+        # The 30 hours offline end now, not 30 hours ahead: the service takes no event from
+        # its future, and a test cannot move the service's clock. (The service's keys began
+        # signing days ago, see the fixture; the held trust is the one fetched above.)
+        clock.now = reconnected - 30 * 3600
         reasons = []
         for number in range(40):
             code = mint(service, clock())
@@ -402,8 +410,7 @@ def test_offline_terminal_decides_for_days_then_uploads_every_event_exactly_once
             if number % 10 == 0:
                 reasons.append(runtime.scan(code).reason)  # shown twice
             clock.advance(45 * 60)  # 30 hours in all
-        assert runtime.bundle is not None
-        assert clock() - runtime.bundle.issued_at >= 30 * 3600
+        assert clock() <= reconnected
 
         assert reasons.count("ok") == 40 and reasons.count("replayed") == 4
         assert len(runtime.journal.entries()) == 44
@@ -417,6 +424,35 @@ def test_offline_terminal_decides_for_days_then_uploads_every_event_exactly_once
         assert runtime.journal.pending_count(identity.id) == 0
         assert stored_ids(service, identity.id) == journaled_ids(runtime)
         assert len(set(journaled_ids(runtime))) == 44
+
+
+def test_an_event_outside_the_services_window_is_kept_refused_and_the_others_upload(
+    service: LiveService, tmp_path: Path
+) -> None:
+    """A terminal whose clock was wrong journals an event the service will never take
+    (event_time_out_of_range): the terminal keeps it, marked refused, never sends it again,
+    and every other event of the batch is stored."""
+    directory = tmp_path / "gate"
+    identity = provision(service, directory, new_site())
+    clock = Clock(time.time())
+    with running(directory, identity, clock=clock, batch_size=50) as runtime:
+        runtime.sync_once()
+        runtime.scan(mint(service, clock()))
+        clock.now -= 40 * 86_400  # a clock that jumped back (a flat RTC battery, say)
+        runtime.scan("WH1:garbage")
+        clock.now += 40 * 86_400
+        runtime.scan(mint(service, clock()))
+
+        assert runtime.drain(WAIT)
+
+        [too_old] = [e for e in runtime.journal.entries() if e.reason == "malformed"]
+        stored = stored_ids(service, identity.id)
+        assert too_old.event_id not in stored
+        assert sorted(stored) == sorted(e for e in journaled_ids(runtime) if e != too_old.event_id)
+        with sqlite3.connect(directory / JOURNAL_FILE) as db:
+            states = dict(db.execute("SELECT event_id, upload FROM events").fetchall())
+        assert states[too_old.event_id] == REFUSED
+        assert runtime.upload_once() == 0  # nothing left to send, and nothing is resent
 
 
 def test_decisions_past_the_bundle_max_age_are_denied_stale_trust(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import jwt
@@ -22,19 +22,24 @@ from idcode.models import ScanEvent, TerminalRecord
 from idcode.scenes import encode_scene_key
 from idcode.statuslist import StatusDelta
 from idcode.terminals import (
+    EVENT_ID,
     MAX_CLOCK_DRIFT,
     MAX_EVENTS_PER_BATCH,
     MAX_TOKEN_LIFETIME,
     TERMINAL_ID,
+    AuthenticatedTerminal,
     NewTerminal,
     ScanEventIn,
     TerminalAuthError,
+    as_utc,
     authenticate,
     check_events,
     current_status,
     decommission,
+    delete_event,
     ingest,
     put_scene_data,
+    record_seen,
     register,
     scene_data,
     status_delta,
@@ -44,6 +49,7 @@ router = APIRouter(prefix="/v1", tags=["terminals"])
 # Anchored: FastAPI (pydantic) searches a pattern anywhere in the value, so an unanchored one
 # let a UUID with NUL bytes around it through to the database (a 500 schemathesis found).
 TERMINAL_ID_PATTERN = f"^{TERMINAL_ID.pattern}$"
+EVENT_ID_PATTERN = f"^{EVENT_ID.pattern}$"
 TerminalId = Annotated[str, Path(pattern=TERMINAL_ID_PATTERN, description="A terminal id (UUID).")]
 
 
@@ -78,7 +84,11 @@ def _view(record: TerminalRecord) -> dict[str, Any]:
 
 
 async def _terminal(request: Request) -> TerminalRecord:
-    """The terminal that signed this request, or a 401/403 problem."""
+    """The terminal that signed this request, or a 401/403 problem.
+
+    In this order: every check of the token (signature, times, decommissioning), then its
+    single use, and only then the terminal's last-seen time and clock drift: a replayed or
+    otherwise refused token changes nothing operators read about the terminal."""
     services: Services = request.app.state.services
     token = bearer_token(request)
     if token is None:
@@ -89,26 +99,32 @@ async def _terminal(request: Request) -> TerminalRecord:
             headers={"WWW-Authenticate": "Bearer"},
         )
 
-    def work() -> TerminalRecord:
+    def check() -> AuthenticatedTerminal:
         with services.sessions() as session:
-            terminal = _authenticate(session, token)
-            session.commit()  # its last-seen time and clock drift
-            return terminal
+            return _authenticate(session, token)
 
-    terminal = await run_in_threadpool(work)
+    accepted = await run_in_threadpool(check)
+    terminal = accepted.record
     # Each request token is used once: a captured one cannot be replayed.
     jti = str(jwt.decode(token, options={"verify_signature": False}).get("jti", ""))
-    now = int(time.time())
+    now = time.time()
     if await services.state.seen_before(
         hashlib.sha256(f"terminal-jti:{terminal.id}:{jti}".encode()).digest(),
-        now + 2 * MAX_CLOCK_DRIFT + MAX_TOKEN_LIFETIME + 60,  # past any time it could pass
-        now,
+        int(now) + 2 * MAX_CLOCK_DRIFT + MAX_TOKEN_LIFETIME + 60,  # past any time it could pass
+        int(now),
     ):
         raise Problem(401, "token_replayed", "This terminal token was used before.")
+
+    def seen() -> None:
+        with services.sessions() as session:
+            record_seen(session, terminal.id, accepted.clock_drift, now)
+            session.commit()
+
+    await run_in_threadpool(seen)
     return terminal
 
 
-def _authenticate(session: Any, token: str) -> TerminalRecord:
+def _authenticate(session: Any, token: str) -> AuthenticatedTerminal:
     try:
         return authenticate(session, token)
     except TerminalAuthError as exc:
@@ -313,9 +329,10 @@ async def upload_events(batch: EventBatch, request: Request) -> dict[str, int]:
     terminal = await _terminal(request)
     services: Services = request.app.state.services
     try:
-        check_events(terminal.scene, batch.events)
+        check_events(terminal.scene, batch.events, time.time())
     except CardError as exc:
-        # The whole batch is refused; the runtime then splits it to find the event.
+        # The whole batch is refused; the runtime then splits it to find the event, keeps
+        # that one marked refused and uploads the others.
         raise Problem(
             422, exc.reason, "An event cannot come from this terminal.", str(exc)
         ) from None
@@ -361,8 +378,12 @@ async def read_events(
     services: ServicesDep,
     terminal_id: Annotated[str | None, Query(pattern=TERMINAL_ID_PATTERN)] = None,
     reason: Annotated[str | None, Query(max_length=48, pattern=r"^[a-z0-9_]+$")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[
+        datetime | None, Query(description="From this time on (without an offset: UTC).")
+    ] = None,
+    until: Annotated[
+        datetime | None, Query(description="Before this time (without an offset: UTC).")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     def work() -> list[dict[str, Any]]:
@@ -372,15 +393,15 @@ async def read_events(
         if reason is not None:
             query = query.where(ScanEvent.reason == reason)
         if since is not None:
-            query = query.where(ScanEvent.occurred_at >= since)
+            query = query.where(ScanEvent.occurred_at >= _filter_time(since))
         if until is not None:
-            query = query.where(ScanEvent.occurred_at < until)
+            query = query.where(ScanEvent.occurred_at < _filter_time(until))
         with services.sessions() as session:
             return [
                 {
                     "terminal_id": e.terminal_id,
                     "event_id": e.event_id,
-                    "occurred_at": e.occurred_at,
+                    "occurred_at": as_utc(e.occurred_at),
                     "valid": e.valid,
                     "reason": e.reason,
                     "scene_result": e.scene_result,
@@ -390,3 +411,39 @@ async def read_events(
             ]
 
     return await run_in_threadpool(work)
+
+
+def _filter_time(at: datetime) -> datetime:
+    """A filter time in UTC, as events are stored. One outside years 1-9999 in UTC (year 1 at
+    +14:00, say) becomes the nearest end of that range, which selects the same events."""
+    try:
+        return as_utc(at)
+    except OverflowError:
+        end = datetime.min if at.year == 1 else datetime.max
+        return end.replace(tzinfo=UTC)
+
+
+@router.delete(
+    "/events/{terminal_id}/{event_id}",
+    status_code=204,
+    summary="Remove one stored event, with an audit record of what it was (operators)",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def remove_event(
+    terminal_id: TerminalId,
+    event_id: Annotated[
+        str, Path(pattern=EVENT_ID_PATTERN, description="The event id the terminal gave it.")
+    ],
+    operator: OperatorDep,
+    services: ServicesDep,
+) -> Response:
+    def work() -> None:
+        with services.sessions() as session:
+            try:
+                delete_event(session, terminal_id, event_id, operator.subject)
+            except CardError as exc:
+                raise Problem(404, exc.reason, "No such event.", str(exc)) from None
+            session.commit()
+
+    await run_in_threadpool(work)
+    return Response(status_code=204)
