@@ -192,6 +192,7 @@ class FileKeyStore:
         # list a key removed since, is refused.
         self._manifest_seq = -1
         self._lock_held = threading.local()  # re-entrant per thread, see locked()
+        self._reported: set[Path] = set()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -509,7 +510,10 @@ class FileKeyStore:
 
     def _report_strays(self, manifest: KeyManifest) -> None:
         for meta_path in sorted(self.directory.glob("issuer-*.json")):
-            if _issuer_file_kid(meta_path.name) not in manifest.keys:
+            if _issuer_file_kid(meta_path.name) in manifest.keys:
+                continue
+            if meta_path not in self._reported:  # once per file and store object, not per read
+                self._reported.add(meta_path)
                 log.warning(
                     "ignoring %s: the key manifest does not list it (idcode did not write it, "
                     "or its creation was cut short); it is not published",
