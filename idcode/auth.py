@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from idcode.errors import IdcodeError
-from idcode.secretfiles import read_or_create_secret
+from idcode.secretfiles import check_trusted_directory, check_trusted_file, read_or_create_secret
 from idcode.settings import DEV_IDP_ISSUER, Settings
 
 DEV_IDP_KID = "idcode-dev-idp"
@@ -189,8 +189,13 @@ def token_verifier(settings: Settings) -> TokenVerifier:
     if settings.oidc_jwks_url:
         return TokenVerifier(settings, KeySource(url=settings.oidc_jwks_url))
     if settings.oidc_jwks_file:
+        # The identity provider's keys decide who is an operator: a file another user could
+        # rewrite is refused. Its target is checked, so a mounted config map's links work.
+        target = settings.oidc_jwks_file.resolve()
+        check_trusted_directory(target.parent)
         try:
-            jwks = json.loads(settings.oidc_jwks_file.read_text())
+            check_trusted_file(target)
+            jwks = json.loads(target.read_text())
         except (OSError, ValueError) as exc:
             raise IdcodeError(f"cannot read IDCODE_OIDC_JWKS_FILE: {exc}") from None
         return TokenVerifier(settings, KeySource(jwks=jwks))

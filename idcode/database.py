@@ -13,6 +13,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from idcode.secretfiles import check_trusted_directory, check_trusted_file
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -21,8 +23,13 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # It holds card status and terminal keys: a file another user could write (or
+            # swap, through its directory or a link) could unrevoke a card or add a terminal.
+            check_trusted_directory(Path(path).parent)
+            if os.path.lexists(path):
+                check_trusted_file(Path(path))
             # The file holds ciphertexts and keyed hashes only, but still: owner only.
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), 0o600))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

@@ -29,3 +29,9 @@ class KeyMaterialError(IdcodeError, ValueError):
 
 class KeyStoreError(IdcodeError):
     """The key store cannot provide what was asked (no signing key, locked key, bad files)."""
+
+
+class UnsafeFileError(KeyStoreError):
+    """A file or directory idcode trusts (keys, the pinned root key, a terminal's trust) could
+    have been changed by someone else: another user owns it, others may write to it, or it is
+    a symbolic link. Refused on every read, not only when written."""

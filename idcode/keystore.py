@@ -11,19 +11,43 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
+import os
+import re
 import secrets
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from idcode.cose import Algorithm
-from idcode.errors import KeyStoreError
+from idcode.errors import KeyMaterialError, KeyStoreError
 from idcode.issuer import MAX_TTL
-from idcode.keys import KID_ALPHABET, IssuerKey, PrivateKey, PublicKey, Signer, check_kid
-from idcode.secretfiles import check_private, directory_lock, write_secret_file
+from idcode.keys import (
+    KID_ALPHABET,
+    IssuerKey,
+    PrivateKey,
+    PublicKey,
+    Signer,
+    VerificationKey,
+    check_kid,
+)
+from idcode.secretfiles import (
+    check_private,
+    check_trusted_directory,
+    check_trusted_file,
+    directory_lock,
+    write_secret_file,
+)
+
+log = logging.getLogger("idcode.keys")
 
 #: How long a key stays published after its signing period ends: the longest anything it
 #: signed can be presented (a visitor pass: issued up to 30 days ahead for a window of up
@@ -78,6 +102,39 @@ def _root_public_jwk(kid: str, private_key: Ed25519PrivateKey) -> dict[str, Any]
     return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}
 
 
+_ISSUER_FILE = re.compile(r"issuer-([0-9a-f]{2})\.(?:json|pem)")
+_REMOVED_FILE = re.compile(r"removed-(\d+)-issuer-([0-9a-f]{2})\.(?:json|pem)")
+
+
+def _kid_of_hex(text: str) -> str | None:
+    kid = chr(int(text, 16))
+    return kid if kid in KID_ALPHABET else None
+
+
+def _issuer_file_kid(name: str) -> str | None:
+    """The kid an ``issuer-<hex>.json``/``.pem`` file name stands for, else None."""
+    match = _ISSUER_FILE.fullmatch(name)
+    return _kid_of_hex(match[1]) if match else None
+
+
+def _removed_file(name: str) -> tuple[str, int] | None:
+    """(kid, when) of a ``removed-<time>-issuer-<hex>`` file name, else None."""
+    match = _REMOVED_FILE.fullmatch(name)
+    if not match:
+        return None
+    kid = _kid_of_hex(match[2])
+    return None if kid is None else (kid, int(match[1]))
+
+
+def _same_public_key(private_key: PrivateKey, public_key: VerificationKey) -> bool:
+    def spki(key: VerificationKey) -> bytes:
+        return key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    return spki(private_key.public_key()) == spki(public_key)
+
+
 def _thumbprint(private_key: Ed25519PrivateKey) -> str:
     """RFC 7638 JWK thumbprint of the public key, base64url."""
     jwk = _root_public_jwk("", private_key)
@@ -88,126 +145,432 @@ def _thumbprint(private_key: Ed25519PrivateKey) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
+MANIFEST_FILE = "manifest.jwt"
+MANIFEST_TYPE = "idcode-key-manifest+jwt"
+ROOT_META_FILE = "root.json"
+ROOT_PEM_FILE = "root.pem"
+
+
+@dataclass
+class KeyManifest:
+    """What the store itself wrote, signed by the root key: the issuer keys (public JWKs with
+    their signing periods) and the kids removed for good. Loading publishes exactly these
+    keys, so a file dropped into the directory by anyone else is never trusted."""
+
+    seq: int = 0
+    keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)  # kid -> when it was removed
+
+    def claims(self, root_kid: str, at: int) -> dict[str, Any]:
+        return {
+            "iss": "idcode",
+            "iat": at,
+            "root": root_kid,
+            "seq": self.seq,
+            "keys": [self.keys[kid] for kid in sorted(self.keys)],
+            "removed": [{"kid": kid, "at": self.removed[kid]} for kid in sorted(self.removed)],
+        }
+
+
 class FileKeyStore:
-    """Keys as files: ``root.pem``/``root.json`` and ``issuer-<hex kid>.pem``/``.json``.
+    """Keys as files: ``root.pem``/``root.json``, ``issuer-<hex kid>.pem``/``.json`` and
+    ``manifest.jwt``, the list of issuer keys the store wrote, signed by the root key.
 
     The kid is hex-encoded in file names because case-insensitive file systems would
-    otherwise confuse kid ``a`` with kid ``A``.
+    otherwise confuse kid ``a`` with kid ``A``. Every read checks the directory and the files
+    it uses (owner, mode, no symbolic link; see secretfiles), and publishes only the keys the
+    manifest lists; ``issuer-*.json`` files are a readable copy, never trusted on their own.
     """
 
     def __init__(self, directory: Path, passphrase: bytes | None = None) -> None:
         self.directory = directory
         self._passphrase = passphrase
+        # The root public key, read once per store object and then held: a root.json swapped
+        # while the service runs cannot vouch for a manifest signed by another key.
+        self._root_jwk: dict[str, Any] | None = None
+        # The highest manifest sequence number seen: an older (replayed) manifest, which might
+        # list a key removed since, is refused.
+        self._manifest_seq = -1
+        self._lock_held = threading.local()  # re-entrant per thread, see locked()
+        self._reported: set[Path] = set()
 
     # -- reading -----------------------------------------------------------------------
 
     def issuer_keys(self) -> list[PublicKey]:
-        keys = []
-        if self.directory.is_dir():
-            for meta_path in sorted(self.directory.glob("issuer-*.json")):
-                jwk = self._read_json(meta_path).get("public_jwk")
-                if not isinstance(jwk, dict):
-                    raise KeyStoreError(f"{meta_path} has no public_jwk object")
-                keys.append(PublicKey.from_jwk(jwk))
+        manifest = self.manifest()
+        try:
+            keys = [PublicKey.from_jwk(jwk) for jwk in manifest.keys.values()]
+        except KeyMaterialError as exc:
+            path = self.directory / MANIFEST_FILE
+            raise KeyStoreError(f"{path} lists an unusable key: {exc}") from None
         return sorted(keys, key=lambda k: k.not_before or 0, reverse=True)
 
     def published_keys(self, now: int) -> list[PublicKey]:
         return [key for key in self.issuer_keys() if _published_at(key, now)]
 
     def revision(self) -> object:
-        """Changes whenever a key file is added, replaced or removed (the directory's mtime)."""
+        """Changes whenever a file is added, replaced or removed (the directory's mtime), the
+        manifest is rewritten, or the directory's owner or mode changes."""
         try:
-            return self.directory.stat().st_mtime_ns
+            directory = self.directory.stat()
         except OSError:
             return None
+        try:
+            manifest = (self.directory / MANIFEST_FILE).lstat()
+            written: tuple[int, ...] | None = (
+                manifest.st_ino,
+                manifest.st_mtime_ns,
+                manifest.st_size,
+                manifest.st_mode,
+                manifest.st_uid,
+            )
+        except OSError:
+            written = None
+        return (directory.st_mtime_ns, directory.st_mode, directory.st_uid, written)
 
     def signing_key(self, now: int) -> IssuerKey:
+        missing = []
         for key in self.issuer_keys():  # newest first
-            if key.signs_at(now):
-                private_key = self._read_private_key(self._issuer_path(key.kid, ".pem"))
-                return IssuerKey(key.kid, key.alg, private_key, key.not_before, key.not_after)
+            if not key.signs_at(now):
+                continue
+            path = self._issuer_path(key.kid, ".pem")
+            if not os.path.lexists(path):
+                # A public key without its private half never signs: it may be a planted or
+                # half-written key, and signing would fail anyway.
+                missing.append(path)
+                continue
+            private_key = self._read_private_key(path)
+            if not _same_public_key(private_key, key.key):
+                raise KeyStoreError(
+                    f"{path} does not hold the private half of issuer key {key.kid!r} that "
+                    f"{self.directory / MANIFEST_FILE} lists; it was replaced: restore it"
+                )
+            return IssuerKey(key.kid, key.alg, private_key, key.not_before, key.not_after)
+        because = (
+            f" ({', '.join(map(str, missing))} missing: a key whose private half is missing "
+            "never signs)"
+            if missing
+            else ""
+        )
         raise KeyStoreError(
-            f"no issuer key in {self.directory} may sign now; run 'idcode keys init' or "
-            "'idcode keys rotate --starts-in 0'"
+            f"no issuer key in {self.directory} may sign now{because}; run 'idcode keys init' "
+            "or 'idcode keys rotate --starts-in 0'"
         )
 
     def root_key(self) -> RootKey:
-        meta_path = self.directory / "root.json"
-        if not meta_path.exists():
+        meta = self._root_meta()
+        if meta is None:
             raise KeyStoreError(f"no root key in {self.directory}; run 'idcode keys init'")
-        private_key = self._read_private_key(self.directory / "root.pem")
+        private_key = self._read_private_key(self.directory / ROOT_PEM_FILE)
         if not isinstance(private_key, Ed25519PrivateKey):
             raise KeyStoreError("the root key must be an Ed25519 key")
-        return RootKey(self._read_json(meta_path)["kid"], private_key)
+        root = RootKey(str(meta["kid"]), private_key)
+        pinned = self._pinned_root_jwk(meta, private_key)
+        if root.public_jwk["x"] != pinned.get("x") or root.kid != pinned.get("kid"):
+            raise KeyStoreError(
+                f"{self.directory / ROOT_PEM_FILE} does not match the root public key in "
+                f"{self.directory / ROOT_META_FILE} (kid {pinned.get('kid')!r}); one of them "
+                "was replaced: restore both from the backup"
+            )
+        return root
 
     def has_root_key(self) -> bool:
-        return (self.directory / "root.json").exists()
+        return os.path.lexists(self.directory / ROOT_META_FILE)
 
     def root_public_jwk(self) -> dict[str, Any]:
         """The root public key as a JWK, read without the passphrase."""
-        if not self.has_root_key():
+        meta = self._root_meta()
+        if meta is None:
             raise KeyStoreError(f"no root key in {self.directory}; run 'idcode keys init'")
-        jwk = self._read_json(self.directory / "root.json").get("public_jwk")
-        return jwk if isinstance(jwk, dict) else self.root_key().public_jwk
+        return dict(self._pinned_root_jwk(meta))
 
     def root_kid(self) -> str | None:
         """The root key's kid, read without touching (or decrypting) the private key."""
-        if not self.has_root_key():
-            return None
-        return str(self._read_json(self.directory / "root.json")["kid"])
+        meta = self._root_meta()
+        return None if meta is None else str(meta["kid"])
+
+    def manifest(self) -> KeyManifest:
+        """The issuer keys this store wrote, checked against the root key.
+
+        A store made before manifests existed gets one on its first load (``_adopt``)."""
+        if not self.directory.exists():
+            return KeyManifest()
+        check_trusted_directory(self.directory)
+        path = self.directory / MANIFEST_FILE
+        try:
+            check_trusted_file(path)
+        except FileNotFoundError:
+            return self._adopt()
+        try:
+            token = path.read_text(encoding="ascii").strip()
+        except (OSError, ValueError) as exc:
+            raise KeyStoreError(f"cannot read {path}: {exc}") from None
+        manifest = self._verify_manifest(path, token)
+        self._report_strays(manifest)
+        return manifest
 
     # -- writing -----------------------------------------------------------------------
 
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the directory lock (re-entrant within a thread), so that processes creating
+        keys or rewriting the manifest at once do not lose each other's change."""
+        if getattr(self._lock_held, "depth", 0):
+            self._lock_held.depth += 1
+            try:
+                yield
+            finally:
+                self._lock_held.depth -= 1
+            return
+        with directory_lock(self.directory):
+            self._lock_held.depth = 1
+            try:
+                yield
+            finally:
+                self._lock_held.depth = 0
+
     def create_root_key(self) -> RootKey:
-        if self.has_root_key():
-            raise KeyStoreError(f"{self.directory} already holds a root key")
-        private_key = Ed25519PrivateKey.generate()
-        kid = "root-" + _thumbprint(private_key)[:12]
-        self._write_private_key(self.directory / "root.pem", private_key)
-        self._write_json(
-            self.directory / "root.json",
-            {"kid": kid, "alg": "EdDSA", "public_jwk": _root_public_jwk(kid, private_key)},
-        )
-        return RootKey(kid, private_key)
+        with self.locked():
+            if self.has_root_key():
+                raise KeyStoreError(f"{self.directory} already holds a root key")
+            private_key = Ed25519PrivateKey.generate()
+            kid = "root-" + _thumbprint(private_key)[:12]
+            self._write_private_key(self.directory / ROOT_PEM_FILE, private_key)
+            public_jwk = _root_public_jwk(kid, private_key)
+            self._write_json(
+                self.directory / ROOT_META_FILE,
+                {"kid": kid, "alg": "EdDSA", "public_jwk": public_jwk},
+            )
+            self._root_jwk = public_jwk
+            return RootKey(kid, private_key)
 
     def create_issuer_key(self, alg: Algorithm, not_before: int, not_after: int) -> PublicKey:
         if not_after <= not_before:
             raise KeyStoreError("a key's signing period must end after it starts")
-        kid = self._free_kid()
-        issuer_key = IssuerKey.generate(kid, alg, not_before, not_after)
-        self._write_private_key(self._issuer_path(kid, ".pem"), issuer_key.private_key)
-        self._write_json(
-            self._issuer_path(kid, ".json"), {"public_jwk": issuer_key.public.to_jwk()}
-        )
-        return issuer_key.public
+        with self.locked():
+            root = self.root_key()  # the manifest needs it: check before writing anything
+            manifest = self.manifest()
+            kid = self._free_kid(manifest)
+            issuer_key = IssuerKey.generate(kid, alg, not_before, not_after)
+            jwk = issuer_key.public.to_jwk()
+            self._write_private_key(self._issuer_path(kid, ".pem"), issuer_key.private_key)
+            self._write_json(self._issuer_path(kid, ".json"), {"public_jwk": jwk})
+            manifest.keys[kid] = jwk  # published from here on
+            self._write_manifest(manifest, root)
+            return issuer_key.public
 
     def remove_issuer_key(self, kid: str, at: int) -> None:
-        """Emergency removal: the key leaves the published set (and the next trust bundle)
-        at once. Its files are kept, renamed ``removed-…``, for the record."""
-        paths = [self._issuer_path(check_kid(kid), suffix) for suffix in (".json", ".pem")]
-        if not all(path.exists() for path in paths):
-            raise KeyStoreError(f"no issuer key {kid!r} in {self.directory}")
-        for path in paths:
-            path.rename(path.with_name(f"removed-{at}-{path.name}"))
+        """Emergency removal: the key leaves the manifest, hence the published set and the
+        next trust bundle, at once; its kid is recorded there as never to be given again.
+        Its files are kept, renamed ``removed-…``, for the record."""
+        check_kid(kid)
+        with self.locked():
+            root = self.root_key()
+            manifest = self.manifest()
+            if kid not in manifest.keys:
+                raise KeyStoreError(f"no issuer key {kid!r} in {self.directory}")
+            del manifest.keys[kid]
+            manifest.removed[kid] = at
+            self._write_manifest(manifest, root)
+            for suffix in (".json", ".pem"):
+                path = self._issuer_path(kid, suffix)
+                if os.path.lexists(path):
+                    path.rename(path.with_name(f"removed-{at}-{path.name}"))
 
     def end_signing_period(self, kid: str, at: int) -> None:
-        meta_path = self._issuer_path(check_kid(kid), ".json")
-        if not meta_path.exists():
-            raise KeyStoreError(f"no issuer key {kid!r} in {self.directory}")
-        meta = self._read_json(meta_path)
-        jwk = meta["public_jwk"]
-        if "exp" not in jwk or jwk["exp"] > at:
+        check_kid(kid)
+        with self.locked():
+            root = self.root_key()
+            manifest = self.manifest()
+            jwk = manifest.keys.get(kid)
+            if jwk is None:
+                raise KeyStoreError(f"no issuer key {kid!r} in {self.directory}")
+            if "exp" in jwk and jwk["exp"] <= at:
+                return
             jwk["exp"] = max(at, jwk.get("nbf", at))
-            self._write_json(meta_path, meta, replace=True)
+            self._write_manifest(manifest, root)
+            self._write_json(self._issuer_path(kid, ".json"), {"public_jwk": jwk}, replace=True)
+
+    # -- the manifest --------------------------------------------------------------------
+
+    def _verify_manifest(self, path: Path, token: str) -> KeyManifest:
+        meta = self._root_meta()
+        if meta is None:
+            raise KeyStoreError(f"{path} is there but the root key that signs it is not")
+        root_jwk = self._pinned_root_jwk(meta)
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("typ") != MANIFEST_TYPE or header.get("kid") != root_jwk.get("kid"):
+                raise ValueError("not a key manifest signed by this store's root key")
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                jwt.PyJWK(root_jwk, algorithm="EdDSA").key,
+                algorithms=["EdDSA"],
+                options={"require": ["iat"], "verify_iat": False},
+                issuer="idcode",
+            )
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise KeyStoreError(
+                f"{path} does not verify with the root key {root_jwk.get('kid')}: {exc}; "
+                "it was changed by something other than idcode: restore it from the backup"
+            ) from None
+        try:
+            seq, keys, removed = claims["seq"], claims["keys"], claims["removed"]
+            if type(seq) is not int or not isinstance(keys, list) or not isinstance(removed, list):
+                raise ValueError("seq, keys or removed has the wrong type")
+            manifest = KeyManifest(seq=seq)
+            for jwk in keys:
+                public = PublicKey.from_jwk(jwk)
+                if public.kid in manifest.keys:
+                    raise ValueError(f"it lists kid {public.kid!r} twice")
+                manifest.keys[public.kid] = dict(jwk)
+            for entry in removed:
+                manifest.removed[check_kid(entry["kid"])] = int(entry["at"])
+            if set(manifest.keys) & set(manifest.removed):
+                raise ValueError("it lists a removed kid as a key")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyStoreError(f"{path} is not a valid key manifest: {exc}") from None
+        if seq < self._manifest_seq:
+            raise KeyStoreError(
+                f"{path} is older (sequence {seq}) than the one read before "
+                f"({self._manifest_seq}): an earlier manifest was put back; restore the newest"
+            )
+        self._manifest_seq = seq
+        return manifest
+
+    def _write_manifest(self, manifest: KeyManifest, root: RootKey) -> None:
+        manifest.seq = max(manifest.seq, self._manifest_seq) + 1
+        token = jwt.encode(
+            manifest.claims(root.kid, int(time.time())),
+            root.private_key,
+            algorithm="EdDSA",
+            headers={"kid": root.kid, "typ": MANIFEST_TYPE},
+        )
+        self._write_file(self.directory / MANIFEST_FILE, (token + "\n").encode("ascii"), True)
+        self._manifest_seq = manifest.seq
+
+    def _adopt(self) -> KeyManifest:
+        """Write the manifest of a store made before manifests existed (idcode keys init
+        before this release): its issuer keys that have their private half, under the lock,
+        signed with the root key. Keys without a matching private key are left out."""
+        if not any(self.directory.glob("issuer-*.json")):
+            return KeyManifest()  # nothing to list yet; the first new key writes it
+        with self.locked():
+            if os.path.lexists(self.directory / MANIFEST_FILE):
+                return self.manifest()  # another process adopted the keys meanwhile
+            try:
+                root = self.root_key()
+            except KeyStoreError as exc:
+                raise KeyStoreError(
+                    f"{self.directory} has no key manifest yet (it was made by an earlier "
+                    "idcode) and writing one needs the root key: run 'idcode keys list' as the "
+                    f"store's owner with IDCODE_KEY_PASSPHRASE if the keys are encrypted ({exc})"
+                ) from None
+            manifest = KeyManifest()
+            for meta_path in sorted(self.directory.glob("issuer-*.json")):
+                public = self._adoptable(meta_path)
+                if public is not None:
+                    manifest.keys[public.kid] = public.to_jwk()
+            for removed_path in self.directory.glob("removed-*-issuer-*.json"):
+                removed = _removed_file(removed_path.name)
+                if removed is not None and removed[0] not in manifest.keys:
+                    manifest.removed[removed[0]] = removed[1]
+            self._write_manifest(manifest, root)
+            log.warning(
+                "wrote %s for a key store made before key manifests: issuer keys %s",
+                self.directory / MANIFEST_FILE,
+                ", ".join(sorted(manifest.keys)) or "(none)",
+            )
+            return manifest
+
+    def _adoptable(self, meta_path: Path) -> PublicKey | None:
+        """The key ``meta_path`` describes, if its private half is there and matches."""
+        kid = _issuer_file_kid(meta_path.name)
+        pem_path = meta_path.with_suffix(".pem")
+        if kid is None:
+            log.warning("not adopting %s: not an issuer key file name", meta_path)
+            return None
+        check_trusted_file(meta_path)
+        jwk = self._read_json(meta_path).get("public_jwk")
+        try:
+            public = PublicKey.from_jwk(jwk)  # type: ignore[arg-type]
+        except KeyMaterialError as exc:
+            log.warning("not adopting %s: %s", meta_path, exc)
+            return None
+        if public.kid != kid:
+            log.warning("not adopting %s: it names kid %r", meta_path, public.kid)
+            return None
+        if not os.path.lexists(pem_path):
+            log.warning("not adopting %s: no private key %s", meta_path, pem_path)
+            return None
+        if not _same_public_key(self._read_private_key(pem_path), public.key):
+            log.warning("not adopting %s: %s holds another key", meta_path, pem_path)
+            return None
+        return public
+
+    def _report_strays(self, manifest: KeyManifest) -> None:
+        for meta_path in sorted(self.directory.glob("issuer-*.json")):
+            if _issuer_file_kid(meta_path.name) in manifest.keys:
+                continue
+            if meta_path not in self._reported:  # once per file and store object, not per read
+                self._reported.add(meta_path)
+                log.warning(
+                    "ignoring %s: the key manifest does not list it (idcode did not write it, "
+                    "or its creation was cut short); it is not published",
+                    meta_path,
+                )
 
     # -- files -------------------------------------------------------------------------
 
-    def _free_kid(self) -> str:
-        used = {key.kid for key in self.issuer_keys()}
+    def _root_meta(self) -> dict[str, Any] | None:
+        """root.json, checked (owner, mode, no link), or None when the store has no root."""
+        path = self.directory / ROOT_META_FILE
+        if not self.directory.exists():
+            return None
+        check_trusted_directory(self.directory)
+        try:
+            check_trusted_file(path)
+        except FileNotFoundError:
+            return None
+        meta = self._read_json(path)
+        if not isinstance(meta.get("kid"), str):
+            raise KeyStoreError(f"{path} has no kid")
+        return meta
+
+    def _pinned_root_jwk(
+        self, meta: dict[str, Any], private_key: Ed25519PrivateKey | None = None
+    ) -> dict[str, Any]:
+        """The root public JWK, read once per store object and held from then on."""
+        if self._root_jwk is None:
+            jwk = meta.get("public_jwk")
+            if not isinstance(jwk, dict):
+                # root.json of the earliest stores holds only the kid: derive the public key.
+                if private_key is None:
+                    private_key = self.root_key().private_key
+                jwk = _root_public_jwk(str(meta["kid"]), private_key)
+            if jwk.get("kid") != meta["kid"] or jwk.get("crv") != "Ed25519" or "d" in jwk:
+                raise KeyStoreError(
+                    f"{self.directory / ROOT_META_FILE} does not hold a public Ed25519 key "
+                    "with its kid"
+                )
+            self._root_jwk = jwk
+        return self._root_jwk
+
+    def _free_kid(self, manifest: KeyManifest) -> str:
+        # A listed key whose files the operator deleted (docs/keys.md: when all kids are used,
+        # delete the files of retired keys) gives its kid back; the manifest is rewritten next.
+        for kid in list(manifest.keys):
+            if not any(os.path.lexists(self._issuer_path(kid, s)) for s in (".json", ".pem")):
+                del manifest.keys[kid]
+        used = set(manifest.keys) | set(manifest.removed)
         # Never hand a removed (perhaps compromised) key's kid to a new key: terminals that
-        # have not synced yet would check the new key's codes against the old key.
-        for removed in self.directory.glob("removed-*-issuer-*.json"):
-            used.add(chr(int(removed.stem.rsplit("-", 1)[-1], 16)))
+        # have not synced yet would check the new key's codes against the old key. Nor the kid
+        # of a file the manifest does not list: its file name is taken.
+        for path in self.directory.glob("*issuer-*"):
+            removed = _removed_file(path.name)
+            taken = removed[0] if removed is not None else _issuer_file_kid(path.name)
+            if taken is not None:
+                used.add(taken)
         free = [kid for kid in KID_ALPHABET if kid not in used]
         if not free:
             raise KeyStoreError(
@@ -279,7 +642,7 @@ def initialise(
 
     Under a lock on the key directory, so that replicas starting together create one set."""
     created = []
-    with directory_lock(store.directory):
+    with store.locked():
         if not store.has_root_key():
             created.append(f"root key {store.create_root_key().kid}")
         if not any(key.signs_at(now) for key in store.issuer_keys()):
@@ -313,6 +676,12 @@ class SigningKeyCache:
     that changed, so a rotation done with ``idcode keys rotate`` takes effect within a second
     on every replica, and requests do not read key files. A private key is loaded once, when
     it first signs.
+
+    ``load`` reads the store at start-up and raises on a store it cannot trust. A re-read that
+    fails later (a directory others can now write to, a manifest that no longer verifies) is
+    logged once per change and the last good keys stay published: a file planted while the
+    service runs never is. A signing key already loaded goes on signing; none is loaded from
+    the untrusted store, so issuance fails closed (503) if it needs a new one.
     """
 
     def __init__(self, store: KeyStore, recheck_seconds: float = 1.0) -> None:
@@ -320,9 +689,20 @@ class SigningKeyCache:
         self._recheck_seconds = recheck_seconds
         self._checked_at: float | None = None
         self._revision: object = None
+        self._failed_revision: object = None
+        self._loaded = False
         self._keys: list[PublicKey] = []
         self._signers: dict[str, Signer] = {}
         self._root: RootKey | None = None
+
+    def load(self, now: float) -> None:
+        """Read the keys now; KeyStoreError when the store cannot be trusted."""
+        self._checked_at = now
+        revision = self._store.revision()
+        self._keys = self._store.issuer_keys()
+        self._signers.clear()
+        self._revision = revision
+        self._loaded = True
 
     def signer(self, now: int) -> Signer:
         for public in self._view(now):  # newest first
@@ -344,12 +724,25 @@ class SigningKeyCache:
         return self._root
 
     def _view(self, now: float) -> list[PublicKey]:
-        if self._checked_at is None or abs(now - self._checked_at) >= self._recheck_seconds:
+        if not self._loaded:
+            self.load(now)
+        elif self._checked_at is None or abs(now - self._checked_at) >= self._recheck_seconds:
             self._checked_at = now
             revision = self._store.revision()
             if revision != self._revision:
-                self._keys = self._store.issuer_keys()
-                self._signers.clear()
+                try:
+                    keys = self._store.issuer_keys()
+                except KeyStoreError as exc:
+                    if revision != self._failed_revision:
+                        self._failed_revision = revision
+                        log.error("keeping the issuer keys read before: %s", exc)
+                    return self._keys
+                self._keys = keys
+                # A signer stays loaded while the store lists its key unchanged; one whose
+                # period changed, or that left the store, is dropped.
+                self._signers = {
+                    kid: signer for kid, signer in self._signers.items() if signer.public in keys
+                }
                 self._revision = revision
         return self._keys
 

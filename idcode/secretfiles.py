@@ -1,4 +1,5 @@
-"""Writing secret files: atomically, mode 0600, in a 0700 directory, never over another."""
+"""Secret and trusted files: written atomically, mode 0600, in a 0700 directory, never over
+another; and checked on every read (owner, mode, no symbolic link), not only when written."""
 
 from __future__ import annotations
 
@@ -14,27 +15,92 @@ try:
 except ImportError:  # pragma: no cover (Windows)
     fcntl = None  # type: ignore[assignment]
 
-from idcode.errors import KeyStoreError
+from idcode.errors import KeyStoreError, UnsafeFileError
 
 
 def ensure_private_directory(directory: Path) -> None:
     """Create ``directory`` with mode 0700, or check an existing one.
 
     An existing directory keeps its mode: the files in it are 0600 either way (a checkout's
-    keys/ is 0755 because it holds a tracked README). One that others can write to is
-    refused, since they could replace a key file.
+    keys/ is 0755 because it holds a tracked README). One that others can write to, or that
+    another user owns, is refused (check_trusted_directory), since they could swap a file.
     """
     try:
         directory.mkdir(mode=0o700, parents=True)
         return
     except FileExistsError:
         pass  # already there (perhaps made a moment ago by another process): check it
-    if not directory.is_dir():
+    check_trusted_directory(directory)
+
+
+def _trusted_owner(uid: int) -> bool:
+    """Files this process may trust: its own, or root's (root can replace any file anyway,
+    so trusting what root owns adds no one; ssh's StrictModes draws the same line)."""
+    return uid in (os.geteuid(), 0)
+
+
+def _owner_problem(path: Path, uid: int) -> str:
+    return (
+        f"{path} is owned by uid {uid}, not by this process's user (uid {os.geteuid()}), "
+        f"who could replace what idcode trusts there; 'chown' it to the user idcode runs as"
+    )
+
+
+def check_trusted_directory(directory: Path) -> None:
+    """Refuse a directory whose files idcode cannot trust: one that group or others can write
+    to, or that another user owns (either could add or swap a file in it).
+
+    A symbolic link to a directory is followed and the target checked, so a deployment may
+    point ``IDCODE_KEYS_DIR`` at a mounted secrets directory.
+    """
+    try:
+        status = directory.stat()
+    except FileNotFoundError:
+        raise KeyStoreError(f"{directory} does not exist") from None
+    except OSError as exc:
+        raise KeyStoreError(f"cannot read {directory}: {exc.strerror}") from None
+    if not stat.S_ISDIR(status.st_mode):
         raise KeyStoreError(f"{directory} is not a directory")
-    if os.name == "posix" and directory.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise KeyStoreError(
-            f"{directory} is writable by group or others, who could swap a key file; "
+    if os.name != "posix":  # pragma: no cover (Windows has ACLs, not modes)
+        return
+    if not _trusted_owner(status.st_uid):
+        raise UnsafeFileError(_owner_problem(directory, status.st_uid))
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeFileError(
+            f"{directory} is writable by group or others "
+            f"(mode {stat.S_IMODE(status.st_mode):o}), who could swap a key file; "
             f"'chmod go-w {directory}' or use a private directory"
+        )
+
+
+def check_trusted_file(path: Path, *, secret: bool = False) -> None:
+    """Refuse a file idcode cannot trust: a symbolic link or anything but a regular file
+    (idcode writes its files itself, by rename, never as links, so a link was put there by
+    someone else and may point anywhere), a file another user owns, or one that group or
+    others can write to. A ``secret`` file must not be readable by them either, as ssh
+    refuses a private key that others can read.
+
+    Raises FileNotFoundError when there is no file, so a caller can tell "missing" apart.
+    """
+    status = path.lstat()
+    if stat.S_ISLNK(status.st_mode):
+        raise UnsafeFileError(
+            f"{path} is a symbolic link; idcode refuses links in its key and terminal "
+            "directories (it never writes one): replace it with the file itself"
+        )
+    if not stat.S_ISREG(status.st_mode):
+        raise UnsafeFileError(f"{path} is not a regular file")
+    if os.name != "posix":  # pragma: no cover
+        return
+    mode = stat.S_IMODE(status.st_mode)
+    if not _trusted_owner(status.st_uid):
+        raise UnsafeFileError(_owner_problem(path, status.st_uid))
+    if secret and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UnsafeFileError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeFileError(
+            f"{path} is writable by group or others (mode {mode:o}), who could replace "
+            f"what it holds; 'chmod go-w {path}'"
         )
 
 
@@ -72,10 +138,12 @@ def write_secret_file(path: Path, content: bytes, *, replace: bool = False) -> N
 
 def read_or_create_secret(path: Path, make: Callable[[], bytes]) -> bytes:
     """The secret in ``path``, created with ``make()`` if missing; concurrent creators agree
-    on whichever file was linked first."""
-    if not path.exists():
+    on whichever file was linked first. The directory and the file are checked on every read,
+    not only when written: a development key another user could swap is refused."""
+    if not path.exists() and not path.is_symlink():
         with suppress(SecretFileExists):
             write_secret_file(path, make())
+    check_trusted_directory(path.parent)
     check_private(path)
     return path.read_bytes()
 
@@ -97,9 +165,6 @@ def directory_lock(directory: Path) -> Iterator[None]:
 
 
 def check_private(path: Path) -> None:
-    """Refuse a secret file that group or others can read, as ssh does."""
-    mode = path.stat().st_mode
-    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyStoreError(
-            f"{path} is readable by others (mode {stat.S_IMODE(mode):o}); chmod 600 it"
-        )
+    """Refuse a secret file that group or others can read or write, that another user owns,
+    or that is a symbolic link (check_trusted_file)."""
+    check_trusted_file(path, secret=True)

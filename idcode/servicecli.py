@@ -37,12 +37,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             "its own rate limits and replay memory"
         )
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    store = open_key_store(settings.keys_dir, settings.passphrase)
+    # The workers check the key store again as they start; checking here first turns a store
+    # idcode cannot trust into one clear line (idcode: error: ...), not a worker traceback.
+    store.issuer_keys()
     if settings.development:
         upgrade(settings.sqlalchemy_url)
-        store = open_key_store(
-            settings.keys_dir,
-            settings.passphrase,
-        )
         initialise(store, int(time.time()), settings.issuer_key_days)
         if settings.demo_data:
             engine = make_engine(settings.sqlalchemy_url)

@@ -412,3 +412,44 @@ def test_a_key_the_identity_provider_withdraws_is_not_trusted_after_its_key_set_
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- the identity provider's keys on disk (outside review, issue 10 finding 2) --------------
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o620])
+def test_an_identity_provider_jwks_file_others_can_write_to_is_refused(
+    make_settings: Callable[..., Settings], tmp_path: Path, mode: int
+) -> None:
+    from idcode.auth import dev_idp_jwks, token_verifier
+    from idcode.errors import UnsafeFileError
+
+    jwks_file = tmp_path / "city-idp-jwks.json"
+    jwks_file.write_text(json.dumps(dev_idp_jwks(tmp_path / "city-idp")))
+    settings = make_settings(oidc_issuer="urn:test-idp", oidc_jwks_file=jwks_file)
+    assert token_verifier(settings) is not None
+    jwks_file.chmod(mode)
+
+    with pytest.raises(UnsafeFileError, match="writable by group or others") as excinfo:
+        token_verifier(settings)
+    assert str(jwks_file) in str(excinfo.value)
+
+
+def test_an_identity_provider_jwks_file_reached_through_a_link_is_checked_at_its_target(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from idcode.auth import dev_idp_jwks, token_verifier
+    from idcode.errors import UnsafeFileError
+
+    mounted = tmp_path / "config-map"
+    mounted.mkdir()
+    target = mounted / "jwks.json"
+    target.write_text(json.dumps(dev_idp_jwks(tmp_path / "city-idp")))
+    link = tmp_path / "jwks.json"
+    link.symlink_to(target)
+    settings = make_settings(oidc_issuer="urn:test-idp", oidc_jwks_file=link)
+
+    assert token_verifier(settings) is not None  # a config map's link to a safe file is fine
+    mounted.chmod(0o777)
+    with pytest.raises(UnsafeFileError, match="writable by group or others"):
+        token_verifier(settings)

@@ -4,6 +4,7 @@ the offline verifier at the next sync, signed status deltas and idempotent event
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import secrets
@@ -26,9 +27,14 @@ from fastapi.testclient import TestClient
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from idcode.api.app import create_app
+from idcode.auth import dev_idp_jwks
 from idcode.bundle import BundleError, TrustBundle, verify_bundle
 from idcode.cards import change_status
+from idcode.cose import Algorithm
 from idcode.database import make_engine, make_session_factory, upgrade
+from idcode.errors import UnsafeFileError
+from idcode.issuer import mint_code
+from idcode.keys import IssuerKey
 from idcode.keystore import initialise, open_key_store, rotate
 from idcode.reasons import Reason
 from idcode.replay import ReplayCache
@@ -36,6 +42,7 @@ from idcode.scenes import decode_scene_key, subject_of
 from idcode.settings import Settings
 from idcode.statuslist import StatusDelta
 from idcode.terminals import terminal_token
+from idcode.testing import random_card
 from idcode.verifier import Verdict, verify
 
 from .conftest import POSTGRES_ADMIN_URL, RUN_ID, Tokens
@@ -750,6 +757,76 @@ def test_key_removed_in_an_emergency_stops_verifying_after_the_next_sync(
     assert verdict.reason is Reason.UNKNOWN_KEY, verdict
     new_code = scan(fresh_code(client, tokens, id_number), after, service_settings, ReplayCache())
     assert new_code.valid and new_code.kid == replacement.kid, new_code
+
+
+# -- a key planted in the key store (outside review, issue 10 finding 2) ---------------------
+
+
+def _plant_issuer_key(keys_dir: Path, kid: str) -> IssuerKey:
+    """The reviewer's reproducer: an attacker drops issuer-<hex>.json with their public JWK."""
+    now = int(time.time())
+    attacker = IssuerKey.generate(kid, Algorithm.EDDSA, now - 60, now + 86_400)
+    planted = keys_dir / f"issuer-{ord(kid):02x}.json"
+    planted.write_text(json.dumps({"public_jwk": attacker.public.to_jwk()}))
+    return attacker
+
+
+def test_a_key_planted_in_the_key_store_is_in_neither_jwks_nor_bundle_and_its_codes_fail(
+    client: TestClient,
+    service_settings: Settings,
+    tokens: Tokens,
+    enrol: Enrol,
+    terminal: Terminal,
+    root_jwk: dict[str, Any],
+) -> None:
+    _, id_number = enrol()
+    ours = sync(client, terminal, root_jwk).keys[0].kid
+    kid = "Z" if ours != "Z" else "Y"
+    attacker = _plant_issuer_key(service_settings.keys_dir, kid)  # while the service runs
+    prefix = service_settings.code_prefix
+    attacker_code, _ = mint_code(random_card(), attacker, prefix=prefix, now=int(time.time()))
+    time.sleep(KEY_RECHECK)
+
+    jwks_kids = [key["kid"] for key in client.get("/.well-known/jwks.json").json()["keys"]]
+    bundle = sync(client, terminal, root_jwk)
+    with TestClient(create_app(service_settings)) as restarted:  # and after a restart
+        restarted_kids = [k["kid"] for k in restarted.get("/.well-known/jwks.json").json()["keys"]]
+
+    assert jwks_kids == restarted_kids == [ours]
+    assert [key.kid for key in bundle.keys] == [ours]
+    verdict = scan(attacker_code, bundle, service_settings, ReplayCache())
+    assert verdict.reason is Reason.UNKNOWN_KEY, verdict
+    our_code = fresh_code(client, tokens, id_number)
+    assert scan(our_code, bundle, service_settings, ReplayCache()).valid
+
+
+def test_production_service_refuses_to_start_on_a_key_directory_others_can_write_to(
+    make_settings: Callable[..., Settings], postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    keys_dir = tmp_path / "production-keys"
+    initialise(open_key_store(keys_dir), int(time.time()), 90)
+    keys_dir.chmod(0o777)
+    _plant_issuer_key(keys_dir, "Z")
+    jwks_file = tmp_path / "city-idp-jwks.json"
+    jwks_file.write_text(json.dumps(dev_idp_jwks(tmp_path / "city-idp")))
+    settings = make_settings(
+        environment="production",
+        keys_dir=keys_dir,
+        database_url=postgres_url,
+        redis_url=redis_url,
+        pii_encryption_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        pii_hash_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        oidc_issuer="urn:test-idp",
+        oidc_jwks_file=jwks_file,
+        demo_data=False,
+    )
+
+    with (
+        pytest.raises(UnsafeFileError, match="writable by group or others") as excinfo,
+        TestClient(create_app(settings)),
+    ):
+        pass
+    assert str(keys_dir) in str(excinfo.value)
 
 
 # -- events ----------------------------------------------------------------------------------

@@ -444,6 +444,108 @@ def test_mint_with_a_world_readable_key_file_is_refused_with_a_chmod_hint(cli: C
     _assert_usage_error(result, "chmod 600")
 
 
+ATTACKER_KID = "Z"  # issuer-5a.json, as in the outside review's reproducer
+
+
+def _plant_attacker_key(cli: Cli) -> str:
+    """Drop issuer-5a.json with an attacker's public JWK into the key store; return a code
+    the attacker signed with the matching private key."""
+    from idcode.codetext import prefix_for
+    from idcode.cose import Algorithm
+    from idcode.issuer import mint_code
+    from idcode.keys import IssuerKey
+    from idcode.testing import random_card
+
+    now = int(time.time())
+    attacker = IssuerKey.generate(ATTACKER_KID, Algorithm.EDDSA, now - 60, now + 86_400)
+    planted = cli.keys_dir / f"issuer-{ord(ATTACKER_KID):02x}.json"
+    planted.write_text(json.dumps({"public_jwk": attacker.public.to_jwk()}))
+    code, _ = mint_code(random_card(), attacker, prefix=prefix_for(), now=now, ttl=600)
+    return code
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["mint"],
+        ["keys", "init"],
+        ["keys", "list"],
+        ["keys", "jwks"],
+        ["keys", "jwks", "--root"],
+        ["keys", "rotate"],
+        ["keys", "remove", ATTACKER_KID],
+        ["bundle", "-o", "bundle.jwt"],
+        ["verify", "--no-replay-check", "CODE"],
+    ],
+    ids=" ".join,
+)
+def test_every_command_refuses_a_key_directory_others_can_write_to(
+    cli: Cli, command: list[str]
+) -> None:
+    cli("keys", "init")
+    cli.keys_dir.chmod(0o777)
+    attacker_code = _plant_attacker_key(cli)
+
+    result = cli(*[attacker_code if arg == "CODE" else arg for arg in command])
+
+    _assert_usage_error(result, str(cli.keys_dir), "writable by group or others")
+
+
+def test_serve_refuses_a_key_directory_others_can_write_to_in_one_line(cli: Cli) -> None:
+    cli("keys", "init")
+    cli.keys_dir.chmod(0o777)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("IDCODE_")}
+    environment["IDCODE_KEYS_DIR"] = str(cli.keys_dir)
+    environment["IDCODE_DATA_DIR"] = str(cli.cwd / "data")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "idcode.cli", "serve", "--port", "1"],
+            capture_output=True,
+            text=True,
+            cwd=cli.cwd,
+            env=environment,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("idcode serve started on a key directory others can write to")
+
+    _assert_usage_error(result, str(cli.keys_dir), "writable by group or others")
+
+
+def test_a_key_file_dropped_into_the_key_store_is_not_trusted_by_any_command(
+    cli: Cli, tmp_path: Path
+) -> None:
+    cli("keys", "init")
+    attacker_code = _plant_attacker_key(cli)
+
+    jwks = cli("keys", "jwks")
+    listing = cli("keys", "list")
+    verified = cli("verify", attacker_code)
+    cli("bundle", "-o", "bundle.jwt")
+    with_bundle = cli("verify", "--bundle", "bundle.jwt", attacker_code)
+    ours = cli("verify", "--bundle", "bundle.jwt", cli.mint())
+
+    assert jwks.returncode == 0, jwks.stderr
+    assert ATTACKER_KID not in [key["kid"] for key in json.loads(jwks.stdout)["keys"]]
+    assert not [line for line in listing.stdout.splitlines() if line.startswith(ATTACKER_KID)]
+    assert "issuer-5a.json" in listing.stderr  # said once, as a warning, by every command
+    assert _reasons(verified.stdout) == ["unknown_key"]
+    assert _reasons(with_bundle.stdout) == ["unknown_key"]
+    assert _reasons(ours.stdout) == ["ok"]
+
+
+def test_mint_refuses_a_key_store_whose_manifest_was_tampered_with(cli: Cli) -> None:
+    cli("keys", "init")
+    manifest = cli.keys_dir / "manifest.jwt"
+    header, payload, signature = manifest.read_text().strip().split(".")
+    manifest.write_text(f"{header}.{payload[:-2]}AA.{signature}\n")
+
+    result = cli("mint")
+
+    _assert_usage_error(result, str(manifest), "does not verify with the root key")
+
+
 # -- qr -------------------------------------------------------------------------------------------
 
 

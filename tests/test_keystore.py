@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import stat
 from pathlib import Path
 
+import jwt
 import pytest
 
 from idcode.codetext import prefix_for
 from idcode.cose import Algorithm
-from idcode.errors import KeyStoreError
+from idcode.errors import KeyStoreError, UnsafeFileError
 from idcode.issuer import MAX_TTL, mint_code
 from idcode.keys import KID_ALPHABET, PublicKey, Signer, jwks, keys_from_jwks
 from idcode.keystore import (
     RETAIN_AFTER_SIGNING,
     FileKeyStore,
+    SigningKeyCache,
     initialise,
     open_key_store,
     rotate,
@@ -37,6 +41,13 @@ def keys_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(keys_dir: Path) -> FileKeyStore:
     return open_key_store(keys_dir)
+
+
+@pytest.fixture
+def rooted(store: FileKeyStore) -> FileKeyStore:
+    """A store with only its root key (which signs the manifest of issuer keys)."""
+    store.create_root_key()
+    return store
 
 
 def _mode(path: Path) -> int:
@@ -94,6 +105,7 @@ def test_first_use_creates_a_root_key_and_one_issuer_key(
             ".lock",  # held while creating keys, so replicas starting together agree
             "root.pem",
             "root.json",
+            "manifest.jwt",  # the issuer keys the store wrote, signed by the root key
             f"issuer-{ord(issuer_keys[0].kid):02x}.pem",
             f"issuer-{ord(issuer_keys[0].kid):02x}.json",
         ]
@@ -222,25 +234,28 @@ def test_root_key_file_readable_by_others_is_refused_with_a_chmod_600_hint(
         store.root_key()
 
 
-def test_missing_private_key_file_is_a_key_store_error(store: FileKeyStore, keys_dir: Path) -> None:
+def test_missing_private_key_file_is_a_key_store_error_naming_the_file(
+    store: FileKeyStore, keys_dir: Path
+) -> None:
     initialise(store, NOW, 90)
     (issuer_pem,) = keys_dir.glob("issuer-*.pem")
     issuer_pem.unlink()
 
-    with pytest.raises(KeyStoreError, match="cannot read"):
+    with pytest.raises(KeyStoreError, match="missing") as excinfo:
         store.signing_key(NOW)
+    assert str(issuer_pem) in str(excinfo.value)
 
 
 # -- key ids ---------------------------------------------------------------------------------
 
 
 def test_kids_are_single_ascii_letters_or_digits_distinct_across_all_keys(
-    store: FileKeyStore,
+    rooted: FileKeyStore,
 ) -> None:
     for _ in KID_ALPHABET:
-        store.create_issuer_key(Algorithm.EDDSA, NOW, NOW + DAY)
+        rooted.create_issuer_key(Algorithm.EDDSA, NOW, NOW + DAY)
 
-    kids = [key.kid for key in store.issuer_keys()]
+    kids = [key.kid for key in rooted.issuer_keys()]
     assert len(kids) == len(KID_ALPHABET) == 62
     assert set(kids) == set(KID_ALPHABET)
     for kid in kids:
@@ -250,20 +265,20 @@ def test_kids_are_single_ascii_letters_or_digits_distinct_across_all_keys(
 
 
 def test_creating_a_key_when_every_kid_is_taken_says_to_delete_retired_keys(
-    store: FileKeyStore,
+    rooted: FileKeyStore,
 ) -> None:
     for _ in KID_ALPHABET:
-        store.create_issuer_key(Algorithm.EDDSA, NOW, NOW + DAY)
+        rooted.create_issuer_key(Algorithm.EDDSA, NOW, NOW + DAY)
 
     with pytest.raises(KeyStoreError, match="delete retired issuer keys"):
-        store.create_issuer_key(Algorithm.EDDSA, NOW, NOW + DAY)
+        rooted.create_issuer_key(Algorithm.EDDSA, NOW, NOW + DAY)
 
 
 def test_key_file_names_use_the_hex_kid_so_lower_and_upper_case_kids_cannot_collide(
-    store: FileKeyStore, keys_dir: Path
+    rooted: FileKeyStore, keys_dir: Path
 ) -> None:
     for _ in KID_ALPHABET:
-        store.create_issuer_key(Algorithm.EDDSA, NOW, NOW + DAY)
+        rooted.create_issuer_key(Algorithm.EDDSA, NOW, NOW + DAY)
 
     names = [path.name for path in keys_dir.glob("issuer-*")]
     assert len(names) == 2 * len(KID_ALPHABET)
@@ -277,9 +292,9 @@ def test_key_file_names_use_the_hex_kid_so_lower_and_upper_case_kids_cannot_coll
     assert meta_upper_a["public_jwk"]["kid"] == "A"
 
 
-def test_a_key_signing_period_must_end_after_it_starts(store: FileKeyStore) -> None:
+def test_a_key_signing_period_must_end_after_it_starts(rooted: FileKeyStore) -> None:
     with pytest.raises(KeyStoreError, match="must end after it starts"):
-        store.create_issuer_key(Algorithm.EDDSA, NOW, NOW)
+        rooted.create_issuer_key(Algorithm.EDDSA, NOW, NOW)
 
 
 # -- signing key -----------------------------------------------------------------------------
@@ -508,3 +523,428 @@ def test_codes_verify_with_keys_loaded_from_the_exported_jwks(store: FileKeyStor
     keys = keys_from_jwks(json.loads(json.dumps(jwks(store.published_keys(NOW)))))
 
     assert _verify(code, keys, NOW).reason is Reason.OK
+
+
+# -- a key store idcode cannot trust (outside review, issue 10 finding 2) ---------------------
+#
+# Writing keys always refused a directory others can write to; loading them did not, and
+# published every issuer-*.json it found. Whoever could write to the directory got their key
+# into /.well-known/jwks.json and into every root-signed trust bundle.
+
+NOBODY = 65534
+
+
+def _attacker_jwk(kid: str = "Z", not_before: int = NOW) -> tuple[Signer, dict[str, object]]:
+    """An issuer key the attacker holds, and its public JWK as they would plant it."""
+    from idcode.keys import IssuerKey
+
+    key = IssuerKey.generate(kid, Algorithm.EDDSA, not_before, not_before + 365 * DAY)
+    return key, key.public.to_jwk()
+
+
+def _plant(keys_dir: Path, jwk: dict[str, object], with_private: Signer | None = None) -> Path:
+    """Drop an issuer-<hex>.json (and its .pem) as the reviewer's reproducer does."""
+    from cryptography.hazmat.primitives import serialization
+
+    kid = str(jwk["kid"])
+    meta = keys_dir / f"issuer-{ord(kid):02x}.json"
+    meta.write_text(json.dumps({"public_jwk": jwk}))
+    meta.chmod(0o600)
+    if with_private is not None:
+        pem = keys_dir / f"issuer-{ord(kid):02x}.pem"
+        pem.write_bytes(
+            with_private.private_key.private_bytes(  # type: ignore[attr-defined]
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        pem.chmod(0o600)
+    return meta
+
+
+def _every_read(store: FileKeyStore) -> dict[str, object]:
+    """Each way idcode reads a key store (service start, CLI commands)."""
+    return {
+        "issuer_keys": store.issuer_keys,
+        "published_keys": lambda: store.published_keys(NOW),
+        "signing_key": lambda: store.signing_key(NOW),
+        "root_key": store.root_key,
+        "root_public_jwk": store.root_public_jwk,
+    }
+
+
+needs_root = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="changing a file's owner needs root"
+)
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o720, 0o702, 0o755 | 0o020])
+def test_loading_a_key_directory_others_can_write_to_is_refused_naming_it(
+    store: FileKeyStore, keys_dir: Path, mode: int
+) -> None:
+    initialise(store, NOW, 90)
+    keys_dir.chmod(mode)
+    _, jwk = _attacker_jwk()
+    _plant(keys_dir, jwk)
+
+    for name, read in _every_read(open_key_store(keys_dir)).items():
+        with pytest.raises(UnsafeFileError, match="writable by group or others") as excinfo:
+            read()  # type: ignore[operator]
+        assert str(keys_dir) in str(excinfo.value), name
+
+
+@needs_root
+def test_loading_a_key_directory_another_user_owns_is_refused(
+    store: FileKeyStore, keys_dir: Path
+) -> None:
+    initialise(store, NOW, 90)
+    os.chown(keys_dir, NOBODY, -1)
+
+    for name, read in _every_read(open_key_store(keys_dir)).items():
+        with pytest.raises(UnsafeFileError, match=f"owned by uid {NOBODY}") as excinfo:
+            read()  # type: ignore[operator]
+        assert str(keys_dir) in str(excinfo.value), name
+
+
+@pytest.mark.parametrize("name", ["root.json", "manifest.jwt", "root.pem", "issuer.pem"])
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o666])
+def test_a_key_file_others_can_write_to_is_refused_on_load(
+    store: FileKeyStore, keys_dir: Path, name: str, mode: int
+) -> None:
+    initialise(store, NOW, 90)
+    path = next(keys_dir.glob("issuer-*.pem")) if name == "issuer.pem" else keys_dir / name
+    path.chmod(mode)
+
+    with pytest.raises(UnsafeFileError) as excinfo:
+        reopened = open_key_store(keys_dir)
+        reopened.published_keys(NOW)
+        reopened.root_key()
+        reopened.signing_key(NOW)
+    assert str(path) in str(excinfo.value)
+
+
+@needs_root
+@pytest.mark.parametrize("name", ["root.json", "manifest.jwt", "root.pem", "issuer.pem"])
+def test_a_key_file_another_user_owns_is_refused_on_load(
+    store: FileKeyStore, keys_dir: Path, name: str
+) -> None:
+    initialise(store, NOW, 90)
+    path = next(keys_dir.glob("issuer-*.pem")) if name == "issuer.pem" else keys_dir / name
+    os.chown(path, NOBODY, -1)
+
+    with pytest.raises(UnsafeFileError, match=f"owned by uid {NOBODY}") as excinfo:
+        reopened = open_key_store(keys_dir)
+        reopened.published_keys(NOW)
+        reopened.root_key()
+        reopened.signing_key(NOW)
+    assert str(path) in str(excinfo.value)
+
+
+@pytest.mark.parametrize("name", ["root.json", "manifest.jwt", "root.pem", "issuer.pem"])
+def test_a_key_file_that_is_a_symbolic_link_is_refused_even_to_a_safe_target(
+    store: FileKeyStore, keys_dir: Path, tmp_path: Path, name: str
+) -> None:
+    initialise(store, NOW, 90)
+    path = next(keys_dir.glob("issuer-*.pem")) if name == "issuer.pem" else keys_dir / name
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    target = elsewhere / name
+    path.rename(target)  # the same, unchanged file, only reached through a link now
+    path.symlink_to(target)
+
+    with pytest.raises(UnsafeFileError, match="symbolic link") as excinfo:
+        reopened = open_key_store(keys_dir)
+        reopened.published_keys(NOW)
+        reopened.root_key()
+        reopened.signing_key(NOW)
+    assert str(path) in str(excinfo.value)
+
+
+def test_a_key_directory_reached_through_a_link_is_checked_at_its_target(
+    store: FileKeyStore, keys_dir: Path, tmp_path: Path
+) -> None:
+    initialise(store, NOW, 90)
+    link = tmp_path / "mounted-keys"
+    link.symlink_to(keys_dir)
+
+    assert _kids(open_key_store(link).published_keys(NOW)) == _kids(store.issuer_keys())
+    keys_dir.chmod(0o777)
+    with pytest.raises(UnsafeFileError, match="writable by group or others"):
+        open_key_store(link).published_keys(NOW)
+
+
+def test_a_planted_issuer_key_in_a_safe_directory_is_not_published_and_its_codes_fail(
+    store: FileKeyStore, keys_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    initialise(store, NOW, 90)
+    ours = store.signing_key(NOW).kid
+    attacker, jwk = _attacker_jwk(kid="Z" if ours != "Z" else "Y")
+    planted = _plant(keys_dir, jwk)
+    attacker_code = _mint(attacker, NOW)
+
+    reopened = open_key_store(keys_dir)
+    published = reopened.published_keys(NOW)
+
+    assert _kids(published) == {ours}
+    assert _verify(attacker_code, published, NOW).reason is Reason.UNKNOWN_KEY
+    assert _verify(_mint(reopened.signing_key(NOW), NOW), published, NOW).reason is Reason.OK
+    assert f"ignoring {planted}" in caplog.text
+
+
+def test_a_planted_key_with_its_private_half_never_signs_nor_is_published(
+    store: FileKeyStore, keys_dir: Path
+) -> None:
+    initialise(store, NOW, 90)
+    ours = store.signing_key(NOW).kid
+    # Newer than ours, so today's store would have made it the signing key.
+    attacker, jwk = _attacker_jwk(kid="Z" if ours != "Z" else "Y", not_before=NOW + 1)
+    _plant(keys_dir, jwk, with_private=attacker)
+
+    reopened = open_key_store(keys_dir)
+
+    assert reopened.signing_key(NOW + 10).kid == ours
+    assert _kids(reopened.published_keys(NOW + 10)) == {ours}
+
+
+def test_a_replaced_issuer_private_key_is_refused_when_it_would_sign(
+    store: FileKeyStore, keys_dir: Path
+) -> None:
+    initialise(store, NOW, 90)
+    (issuer_pem,) = keys_dir.glob("issuer-*.pem")
+    attacker, _ = _attacker_jwk()
+    issuer_pem.unlink()
+    _plant(keys_dir, {"kid": "x"}, with_private=attacker)  # writes issuer-78.pem
+    (keys_dir / "issuer-78.pem").rename(issuer_pem)
+    (keys_dir / "issuer-78.json").unlink()
+
+    with pytest.raises(KeyStoreError, match="does not hold the private half") as excinfo:
+        open_key_store(keys_dir).signing_key(NOW)
+    assert str(issuer_pem) in str(excinfo.value)
+
+
+def test_a_tampered_manifest_is_refused(store: FileKeyStore, keys_dir: Path) -> None:
+    initialise(store, NOW, 90)
+    manifest = keys_dir / "manifest.jwt"
+    header, payload, signature = manifest.read_text().strip().split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    _, jwk = _attacker_jwk()
+    claims["keys"].append(jwk)
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    manifest.write_text(f"{header}.{forged}.{signature}\n")
+
+    with pytest.raises(KeyStoreError, match="does not verify with the root key") as excinfo:
+        open_key_store(keys_dir).published_keys(NOW)
+    assert str(manifest) in str(excinfo.value)
+
+
+def test_a_manifest_signed_by_another_key_under_our_root_kid_is_refused(
+    store: FileKeyStore, keys_dir: Path, tmp_path: Path
+) -> None:
+    initialise(store, NOW, 90)
+    root_kid = store.root_key().kid
+    _, jwk = _attacker_jwk()
+    other = open_key_store(tmp_path / "attacker")
+    forged = jwt.encode(
+        {"iss": "idcode", "iat": NOW, "root": root_kid, "seq": 99, "keys": [jwk], "removed": []},
+        other.create_root_key().private_key,
+        algorithm="EdDSA",
+        headers={"kid": root_kid, "typ": "idcode-key-manifest+jwt"},
+    )
+    (keys_dir / "manifest.jwt").write_text(forged + "\n")
+
+    with pytest.raises(KeyStoreError, match="does not verify with the root key"):
+        open_key_store(keys_dir).published_keys(NOW)
+
+
+def test_a_swapped_root_json_cannot_vouch_for_a_forged_manifest(
+    store: FileKeyStore, keys_dir: Path, tmp_path: Path
+) -> None:
+    initialise(store, NOW, 90)
+    running = open_key_store(keys_dir)  # the service, which read the root key at start-up
+    running.published_keys(NOW)
+    # Someone replaces root.json and the manifest with their own root key's.
+    attacker_store = open_key_store(tmp_path / "attacker")
+    initialise(attacker_store, NOW, 90)
+    for name in ("root.json", "manifest.jwt"):
+        (keys_dir / name).write_bytes((tmp_path / "attacker" / name).read_bytes())
+
+    with pytest.raises(KeyStoreError, match="does not verify with the root key"):
+        running.published_keys(NOW)
+    with pytest.raises(KeyStoreError, match="does not match the root public key"):
+        open_key_store(keys_dir).root_key()  # bundles are never signed for that manifest
+
+
+def test_an_older_manifest_put_back_does_not_bring_a_removed_key_back(
+    store: FileKeyStore, keys_dir: Path
+) -> None:
+    initialise(store, NOW, 90)
+    first = store.signing_key(NOW).kid
+    rotate(store, NOW, 90, starts_in=0)
+    before_removal = (keys_dir / "manifest.jwt").read_bytes()
+    running = open_key_store(keys_dir)
+    running.published_keys(NOW)
+    store.remove_issuer_key(first, NOW)
+    assert first not in _kids(running.published_keys(NOW))
+
+    (keys_dir / "manifest.jwt").write_bytes(before_removal)
+
+    with pytest.raises(KeyStoreError, match="older"):
+        running.published_keys(NOW)
+
+
+def test_a_removed_kid_is_never_reused_even_when_its_renamed_files_are_deleted(
+    rooted: FileKeyStore, keys_dir: Path
+) -> None:
+    removed = rooted.create_issuer_key(Algorithm.EDDSA, NOW, NOW + DAY).kid
+    rooted.remove_issuer_key(removed, NOW)
+    for path in keys_dir.glob("removed-*"):
+        path.unlink()
+
+    for _ in range(len(KID_ALPHABET) - 1):
+        assert rooted.create_issuer_key(Algorithm.EDDSA, NOW, NOW + DAY).kid != removed
+    with pytest.raises(KeyStoreError, match="key ids are in use"):
+        rooted.create_issuer_key(Algorithm.EDDSA, NOW, NOW + DAY)
+
+
+def test_the_manifest_lists_removed_kids_with_their_removal_time(
+    store: FileKeyStore, keys_dir: Path
+) -> None:
+    initialise(store, NOW, 90)
+    kid = store.signing_key(NOW).kid
+    store.remove_issuer_key(kid, NOW + 5)
+
+    manifest = store.manifest()
+
+    assert manifest.removed == {kid: NOW + 5}
+    assert manifest.keys == {}
+    assert sorted(p.name for p in keys_dir.glob("removed-*")) == sorted(
+        [
+            f"removed-{NOW + 5}-issuer-{ord(kid):02x}.json",
+            f"removed-{NOW + 5}-issuer-{ord(kid):02x}.pem",
+        ]
+    )
+
+
+# -- stores made before the manifest ----------------------------------------------------------
+
+
+def _as_made_by_an_earlier_idcode(keys_dir: Path) -> None:
+    (keys_dir / "manifest.jwt").unlink()
+
+
+def test_a_store_without_a_manifest_gets_one_listing_only_keys_with_their_private_half(
+    store: FileKeyStore, keys_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    initialise(store, NOW, 90)
+    ours = store.signing_key(NOW).kid
+    store.remove_issuer_key(ours, NOW)
+    second = rotate(store, NOW, 90, starts_in=0).kid
+    _as_made_by_an_earlier_idcode(keys_dir)
+    attacker, jwk = _attacker_jwk(kid=next(k for k in "XYZ" if k not in {ours, second}))
+    _plant(keys_dir, jwk)  # planted before the upgrade, without a private key
+    attacker_code = _mint(attacker, NOW)
+
+    upgraded = open_key_store(keys_dir)
+    published = upgraded.published_keys(NOW)
+
+    assert _kids(published) == {second}
+    assert (keys_dir / "manifest.jwt").exists()
+    assert upgraded.manifest().removed == {ours: NOW}
+    assert _verify(attacker_code, published, NOW).reason is Reason.UNKNOWN_KEY
+    assert "wrote" in caplog.text and "not adopting" in caplog.text
+
+
+def test_an_encrypted_store_without_a_manifest_asks_for_the_passphrase_to_write_it(
+    keys_dir: Path,
+) -> None:
+    initialise(open_key_store(keys_dir, "correct horse"), NOW, 90)
+    _as_made_by_an_earlier_idcode(keys_dir)
+
+    with pytest.raises(KeyStoreError, match="IDCODE_KEY_PASSPHRASE"):
+        open_key_store(keys_dir).published_keys(NOW)
+    assert len(open_key_store(keys_dir, "correct horse").published_keys(NOW)) == 1
+    assert len(open_key_store(keys_dir).published_keys(NOW)) == 1  # then no passphrase needed
+
+
+def test_a_store_without_a_manifest_in_an_unsafe_directory_is_refused_not_adopted(
+    store: FileKeyStore, keys_dir: Path
+) -> None:
+    initialise(store, NOW, 90)
+    _as_made_by_an_earlier_idcode(keys_dir)
+    keys_dir.chmod(0o777)
+
+    with pytest.raises(UnsafeFileError):
+        open_key_store(keys_dir).published_keys(NOW)
+    assert not (keys_dir / "manifest.jwt").exists()
+
+
+# -- the service's view: start-up and re-reads ------------------------------------------------
+
+
+def test_the_service_view_refuses_to_start_on_a_directory_others_can_write_to(
+    store: FileKeyStore, keys_dir: Path
+) -> None:
+    initialise(store, NOW, 90)
+    keys_dir.chmod(0o777)
+
+    with pytest.raises(UnsafeFileError):
+        SigningKeyCache(open_key_store(keys_dir)).load(NOW)
+
+
+def test_a_file_planted_while_the_service_runs_is_not_published_and_the_last_keys_stay(
+    store: FileKeyStore, keys_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    initialise(store, NOW, 90)
+    ours = store.signing_key(NOW).kid
+    view = SigningKeyCache(open_key_store(keys_dir), recheck_seconds=1)
+    view.load(NOW)
+    assert view.signer(NOW).kid == ours
+    _, jwk = _attacker_jwk(kid="Z" if ours != "Z" else "Y")
+
+    _plant(keys_dir, jwk)  # in the safe directory: not in the manifest
+    assert _kids(view.published(NOW + 2)) == {ours}
+    keys_dir.chmod(0o777)  # the directory opened up, and another file dropped in
+    _plant(keys_dir, {**jwk, "kid": "Q" if ours != "Q" else "R"})
+
+    assert _kids(view.published(NOW + 4)) == {ours}
+    assert view.signer(NOW + 4).kid == ours
+    assert "keeping the issuer keys read before" in caplog.text
+    assert caplog.text.count("keeping the issuer keys read before") == 1  # once, not per second
+    view.published(NOW + 6)
+    assert caplog.text.count("keeping the issuer keys read before") == 1
+
+
+# -- other secrets idcode reads from its key directory -----------------------------------------
+
+
+def test_development_secrets_another_user_could_swap_are_refused_on_every_read(
+    keys_dir: Path, tmp_path: Path
+) -> None:
+    from idcode.auth import dev_idp_key
+    from idcode.pii import development_vault
+
+    dev_idp_key(keys_dir)
+    development_vault(keys_dir)
+    idp, pii = keys_dir / "dev-idp.pem", keys_dir / "pii-keys.json"
+    assert idp.exists() and pii.exists()
+
+    keys_dir.chmod(0o777)
+    with pytest.raises(UnsafeFileError, match="writable by group or others"):
+        dev_idp_key(keys_dir)
+    with pytest.raises(UnsafeFileError, match="writable by group or others"):
+        development_vault(keys_dir)
+    keys_dir.chmod(0o700)
+
+    for path, read in ((idp, dev_idp_key), (pii, development_vault)):
+        path.chmod(0o620)
+        with pytest.raises(UnsafeFileError, match=r"readable by others|writable"):
+            read(keys_dir)
+        path.chmod(0o600)
+        target = tmp_path / path.name
+        path.rename(target)
+        path.symlink_to(target)
+        with pytest.raises(UnsafeFileError, match="symbolic link"):
+            read(keys_dir)
+        path.unlink()
+        target.rename(path)

@@ -142,3 +142,40 @@ def test_reading_a_card_is_audited(client: TestClient, tokens: Tokens, tmp_path:
             )
         )
     assert audit == [("op", "card.enrol"), ("op", "card.read")]
+
+
+# -- files another user could swap (outside review, issue 10 finding 2) ---------------------
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775])
+def test_a_database_in_a_directory_others_can_write_to_is_refused(
+    make_settings: Callable[..., Settings], tmp_path: Path, mode: int
+) -> None:
+    from idcode.database import make_engine
+    from idcode.errors import UnsafeFileError
+
+    data = tmp_path / "shared-data"
+    data.mkdir()
+    data.chmod(mode)
+
+    with pytest.raises(UnsafeFileError, match="writable by group or others") as excinfo:
+        make_engine(make_settings(data_dir=data).sqlalchemy_url)
+    assert str(data) in str(excinfo.value)
+
+
+def test_a_database_that_is_a_symbolic_link_is_refused_and_its_target_left_alone(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from idcode.database import make_engine
+    from idcode.errors import UnsafeFileError
+
+    settings = make_settings()
+    target = tmp_path / "elsewhere.sqlite3"
+    target.write_bytes(b"not a database")
+    database = Path(settings.sqlalchemy_url.split("///", 1)[1])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    database.symlink_to(target)
+
+    with pytest.raises(UnsafeFileError, match="symbolic link"):
+        make_engine(settings.sqlalchemy_url)
+    assert target.read_bytes() == b"not a database"

@@ -34,7 +34,7 @@ import pytest
 
 from idcode.bundle import BundleError, sign_bundle
 from idcode.claims import MAX_STATUS_INDEX, Card
-from idcode.errors import IdcodeError
+from idcode.errors import IdcodeError, UnsafeFileError
 from idcode.issuer import mint_code
 from idcode.keystore import initialise, open_key_store
 from idcode.scenes import (
@@ -286,6 +286,133 @@ def test_terminal_without_trust_denies_every_scan_with_stale_trust(
         entry = runtime.scan(issuer.mint())
 
     assert (entry.admitted, entry.reason) == (False, "stale_trust")
+
+
+# -- files another user could swap (outside review, issue 10 finding 2) ---------------------
+#
+# The pinned root key decides everything a terminal trusts: whoever can replace root.json, or
+# the directory it lives in, can make the terminal accept codes they signed. The held bundle
+# and the journal are trusted at start-up too (an older bundle put back would revive a removed
+# key; a journal swapped would forget which codes were seen).
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+
+
+def provisioned(directory: Path, issuer: TestIssuer) -> TerminalIdentity:
+    """A terminal directory as 'idcode terminal provision' leaves it, holding a bundle."""
+    identity = local_identity(directory, issuer)
+    identities.save(directory, identity)
+    return identity
+
+
+def _attacker_root(directory: Path) -> None:
+    """Replace the pinned root key with another city's, keeping the file's mode."""
+    (directory / identities.ROOT_FILE).write_text(json.dumps(TestIssuer().root.public_jwk))
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o620, 0o602])
+def test_a_pinned_root_key_others_can_write_to_is_refused_when_the_terminal_loads(
+    issuer: TestIssuer, tmp_path: Path, mode: int
+) -> None:
+    directory = tmp_path / "gate"
+    provisioned(directory, issuer)
+    root_file = directory / identities.ROOT_FILE
+    root_file.chmod(mode)
+
+    with pytest.raises(UnsafeFileError, match="writable by group or others") as excinfo:
+        identities.load(directory)
+    assert str(root_file) in str(excinfo.value)
+
+
+@needs_root
+def test_a_pinned_root_key_another_user_owns_is_refused_when_the_terminal_loads(
+    issuer: TestIssuer, tmp_path: Path
+) -> None:
+    directory = tmp_path / "gate"
+    provisioned(directory, issuer)
+    _attacker_root(directory)
+    os.chown(directory / identities.ROOT_FILE, NOBODY, -1)
+
+    with pytest.raises(UnsafeFileError, match=f"owned by uid {NOBODY}"):
+        identities.load(directory)
+
+
+def test_a_pinned_root_key_that_is_a_symbolic_link_is_refused(
+    issuer: TestIssuer, tmp_path: Path
+) -> None:
+    directory = tmp_path / "gate"
+    provisioned(directory, issuer)
+    root_file = directory / identities.ROOT_FILE
+    target = tmp_path / "shared-root.json"
+    root_file.rename(target)
+    root_file.symlink_to(target)
+
+    with pytest.raises(UnsafeFileError, match="symbolic link"):
+        identities.load(directory)
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o703])
+def test_a_terminal_directory_others_can_write_to_is_refused_when_the_terminal_loads(
+    issuer: TestIssuer, tmp_path: Path, mode: int
+) -> None:
+    directory = tmp_path / "gate"
+    provisioned(directory, issuer)
+    directory.chmod(mode)
+
+    with pytest.raises(UnsafeFileError, match="writable by group or others") as excinfo:
+        identities.load(directory)
+    assert str(directory) in str(excinfo.value)
+
+
+@needs_root
+def test_a_terminal_directory_another_user_owns_is_refused_when_the_terminal_loads(
+    issuer: TestIssuer, tmp_path: Path
+) -> None:
+    directory = tmp_path / "gate"
+    provisioned(directory, issuer)
+    os.chown(directory, NOBODY, -1)
+
+    with pytest.raises(UnsafeFileError, match=f"owned by uid {NOBODY}"):
+        identities.load(directory)
+
+
+@pytest.mark.parametrize("name", [BUNDLE_FILE, DELTAS_FILE])
+def test_held_trust_others_can_write_to_stops_the_terminal_at_start(
+    issuer: TestIssuer, tmp_path: Path, name: str
+) -> None:
+    directory = tmp_path / "gate"
+    identity = provisioned(directory, issuer)
+    (directory / name).touch()
+    (directory / name).chmod(0o666)
+
+    with pytest.raises(UnsafeFileError, match="writable by group or others"):
+        TerminalRuntime(directory, identity, online=False, adapter=AdmitEveryCode)
+
+
+def test_a_journal_that_is_a_symbolic_link_is_refused_and_its_target_left_alone(
+    issuer: TestIssuer, tmp_path: Path
+) -> None:
+    directory = tmp_path / "gate"
+    identity = provisioned(directory, issuer)
+    target = tmp_path / "elsewhere.sqlite3"
+    target.write_bytes(b"not a journal")
+    (directory / JOURNAL_FILE).symlink_to(target)
+
+    with pytest.raises(UnsafeFileError, match="symbolic link"):
+        TerminalRuntime(directory, identity, online=False, adapter=AdmitEveryCode)
+    assert target.read_bytes() == b"not a journal"
+
+
+def test_a_shared_journal_in_a_directory_others_can_write_to_is_refused(
+    issuer: TestIssuer, tmp_path: Path
+) -> None:
+    shared = tmp_path / "car-park"
+    shared.mkdir()
+    shared.chmod(0o777)
+
+    with pytest.raises(UnsafeFileError, match="writable by group or others"):
+        Journal(shared / "lanes.sqlite3")
 
 
 # -- the service --------------------------------------------------------------------------------

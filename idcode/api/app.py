@@ -41,6 +41,10 @@ def build_services(settings: Settings) -> Services:
     if settings.development:
         for created in initialise(store, _now(), settings.issuer_key_days):
             log.info("created development %s in %s", created, settings.keys_dir)
+    # Read the keys now, not at the first request: a key store others could have written to,
+    # or whose manifest does not verify with the root key, stops the service here.
+    keys = SigningKeyCache(store)
+    keys.load(_now())
     vault = vault_for(settings)
     engine = make_engine(settings.sqlalchemy_url)
     return Services(
@@ -48,7 +52,7 @@ def build_services(settings: Settings) -> Services:
         engine=engine,
         sessions=make_session_factory(engine),
         state=make_state(settings.redis_url, settings.redis_prefix),
-        keys=SigningKeyCache(store),
+        keys=keys,
         tokens=token_verifier(settings),
         vault=vault,
         code_prefix=settings.code_prefix,

@@ -3,7 +3,9 @@
 Provisioning creates the terminal's key (Ed25519, in a 0600 file that never leaves the
 terminal), registers the public half with the service under an operator's token, and pins
 the city's root key from a file the operator hands over. Everything lives in the terminal's
-directory: ``terminal.json``, ``terminal-key.pem`` and ``root.json``.
+directory: ``terminal.json``, ``terminal-key.pem`` and ``root.json``. Loading refuses a
+directory or file that another user owns, that others can write to, or that is a symbolic
+link (idcode.secretfiles), as the key store does.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from jwt.algorithms import OKPAlgorithm
 from idcode.bundle import load_root_jwk
 from idcode.errors import IdcodeError
 from idcode.scenes import scene_names
-from idcode.secretfiles import check_private, ensure_private_directory, write_secret_file
+from idcode.secretfiles import (
+    check_private,
+    check_trusted_directory,
+    check_trusted_file,
+    ensure_private_directory,
+    write_secret_file,
+)
 
 IDENTITY_FILE = "terminal.json"
 KEY_FILE = "terminal-key.pem"
@@ -98,8 +106,12 @@ def load(directory: Path) -> TerminalIdentity:
     if not is_provisioned(directory):
         raise ProvisioningError(f"{directory} holds no provisioned terminal ({IDENTITY_FILE})")
     try:
+        # The pinned root key decides what this terminal trusts: whoever could replace it (or
+        # the directory around it) could make the terminal accept codes they signed.
+        check_trusted_directory(directory)
         for name in (IDENTITY_FILE, KEY_FILE):
             check_private(directory / name)
+        check_trusted_file(directory / ROOT_FILE)
         document = json.loads((directory / IDENTITY_FILE).read_text())
         private_key = serialization.load_pem_private_key(
             (directory / KEY_FILE).read_bytes(), password=None

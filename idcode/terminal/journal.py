@@ -24,6 +24,7 @@ from typing import Any
 from idcode.reasons import Reason
 from idcode.replay import ReplayCache
 from idcode.scenes import Decision, Event, ResultValue, Scan
+from idcode.secretfiles import check_trusted_directory, check_trusted_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -95,7 +96,12 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Owner only, also when it lives outside the terminal's 0700 directory (a journal
         # the lanes of a car park share); SQLite gives its -wal and -shm files the same mode.
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        # Never through a link, and never in a directory or file another user could swap:
+        # the journal is the record of every decision and of every code already seen.
+        check_trusted_directory(path.parent)
+        if os.path.lexists(path):
+            check_trusted_file(path)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), 0o600))
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

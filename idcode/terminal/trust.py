@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from idcode.bundle import BundleError, TrustBundle, verify_bundle, verify_delta
+from idcode.secretfiles import check_trusted_directory, check_trusted_file
 
 log = logging.getLogger("idcode.terminal")
 
@@ -19,7 +20,9 @@ ETAG_FILE = "bundle.etag"
 
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="ascii") as handle:
+    tmp.unlink(missing_ok=True)  # a leftover (or a planted link) is never written through
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
@@ -36,17 +39,21 @@ class TrustStore:
     @property
     def etag(self) -> str | None:
         path = self.directory / ETAG_FILE
-        return path.read_text(encoding="ascii").strip() or None if path.exists() else None
+        if not self._trusted(path):
+            return None
+        return path.read_text(encoding="ascii").strip() or None
 
     def load(self) -> TrustBundle | None:
         """The held trust, or None before the first sync. A file that no longer verifies
-        (tampered with, or another root) is an error, not silently ignored."""
+        (tampered with, or another root) is an error, not silently ignored; so is one another
+        user could have put back (an older bundle signed by the same root would revive a
+        removed key or unrevoke a card), see _trusted."""
         path = self.directory / BUNDLE_FILE
-        if not path.exists():
+        if not self._trusted(path):
             return None
         bundle = verify_bundle(path.read_text(encoding="ascii").strip(), self.root_jwk)
         deltas = self.directory / DELTAS_FILE
-        if not deltas.exists():
+        if not self._trusted(deltas):
             return bundle
         applied: list[str] = []
         for line in deltas.read_text(encoding="ascii", errors="replace").splitlines():
@@ -60,6 +67,16 @@ class TrustStore:
                 break
             applied.append(line.strip())
         return bundle
+
+    def _trusted(self, path: Path) -> bool:
+        """Whether ``path`` is there; UnsafeFileError when it, or the directory, could have
+        been written by another user or is a symbolic link."""
+        check_trusted_directory(self.directory)
+        try:
+            check_trusted_file(path)
+        except FileNotFoundError:
+            return False
+        return True
 
     def save_bundle(self, token: str, etag: str | None) -> None:
         _write_atomically(self.directory / BUNDLE_FILE, token)
