@@ -137,7 +137,6 @@ class PublicKey:
             alg = Algorithm.from_name(str(jwk.get("alg", "")), exact=True)
         except ValueError as exc:
             raise KeyMaterialError(str(exc)) from None
-        check_jwk_coordinates(jwk, alg)
         try:
             if alg is Algorithm.EDDSA:
                 key: Any = OKPAlgorithm.from_jwk(jwk)
@@ -145,6 +144,7 @@ class PublicKey:
                 key = ECAlgorithm.from_jwk(jwk)
         except Exception as exc:  # pyjwt raises InvalidKeyError and others on bad members
             raise KeyMaterialError(f"unusable JWK for kid {jwk.get('kid')!r}: {exc}") from None
+        check_jwk_coordinates(jwk, alg)
         validity = {}
         for member in ("nbf", "exp"):
             value = jwk.get(member)

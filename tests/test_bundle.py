@@ -30,8 +30,8 @@ from idcode.keys import PublicKey
 from idcode.keystore import FileKeyStore, RootKey, initialise, open_key_store, rotate
 from idcode.reasons import Reason
 from idcode.replay import ReplayCache
-from idcode.statuslist import StatusDelta, StatusList
 from idcode.scenes import encode_scene_key
+from idcode.statuslist import StatusDelta, StatusList
 from idcode.testing import random_card
 from idcode.verifier import verify
 
