@@ -31,6 +31,7 @@ from idcode.errors import IdcodeError
 from idcode.idnumber import birth_date, normalise_id_number
 from idcode.models import AuditRecord, CardRecord, CardStatus, StatusChange
 from idcode.pii import PersonalDataVault
+from idcode.text import control_reason
 
 #: Ages are counted on the civil date in China (UTC+8 all year, no daylight saving time).
 CHINA_TIME = timezone(timedelta(hours=8))
@@ -71,6 +72,16 @@ class NewCard(BaseModel):
     phone: str | None = Field(default=None, description="Optional contact number.")
     residency: str = Field(default="registered", description=" | ".join(_RESIDENCY_NAMES))
     programmes: list[str] = Field(default_factory=list, description=" ".join(_PROGRAMME_NAMES))
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        # A NUL or an unpaired surrogate cannot be encrypted as UTF-8 nor stored, and no
+        # control character is part of a name: refused, never stripped (the name would change).
+        problem = control_reason(value)
+        if problem is not None:
+            raise ValueError(f"the name {problem}")
+        return value
 
     @field_validator("id_number")
     @classmethod
