@@ -29,6 +29,7 @@ from idcode.claims import (
 )
 from idcode.errors import IdcodeError
 from idcode.idnumber import birth_date, normalise_id_number
+from idcode.masks import mask_id_number, mask_name
 from idcode.models import AuditRecord, CardRecord, CardStatus, StatusChange
 from idcode.pii import PersonalDataVault
 from idcode.text import control_reason
@@ -301,14 +302,6 @@ def record_audit(
     # The actor is the token's subject, which the identity provider chooses: keep it within
     # the column rather than fail the operator's action.
     session.add(AuditRecord(actor=actor[:255], action=action, card_id=card_id, detail=detail or {}))
-
-
-def mask_name(name: str) -> str:
-    return name[:1] + "*" * (len(name) - 1)
-
-
-def mask_id_number(id_number: str) -> str:
-    return id_number[:4] + "*" * 10 + id_number[-4:]
 
 
 def attribute_names(card: CardSnapshot) -> dict[str, Any]:
