@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from idcode.errors import IdcodeError
 from idcode.secretfiles import check_trusted_directory, check_trusted_file, read_or_create_secret
 from idcode.settings import DEV_IDP_ISSUER, Settings
+from idcode.text import control_reason
 
 DEV_IDP_KID = "idcode-dev-idp"
 DEV_IDP_FILE = "dev-idp.pem"
@@ -173,10 +174,19 @@ class TokenVerifier:
             raise AuthError("invalid_token", "the token's key is not the provider's") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError("invalid_token", f"the ID token is not valid: {exc}") from None
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject:
+            raise AuthError("invalid_token", "the ID token's sub must be a non-empty string")
+        problem = control_reason(subject)
+        if problem is not None:
+            # The subject names the actor in audit records: a NUL or an unpaired surrogate
+            # cannot be stored (a 500 when the record is written), and no provider's real
+            # subject has a control character (OIDC: at most 255 ASCII characters).
+            raise AuthError("invalid_token", f"the ID token's sub {problem}")
         roles = claims.get(settings.oidc_roles_claim, [])
         id_number = claims.get(settings.oidc_id_number_claim)
         principal = Principal(
-            subject=str(claims["sub"]),
+            subject=subject,
             id_number=id_number if isinstance(id_number, str) else None,
             roles=frozenset(r for r in roles if isinstance(r, str))
             if isinstance(roles, list)

@@ -9,21 +9,28 @@ past its max-age still loads; the verifier then answers ``stale_trust`` (see Tru
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jwt
 
+from idcode import b64url
 from idcode.cose import Algorithm
 from idcode.errors import IdcodeError
 from idcode.keys import PublicKey, jwks, keys_from_jwks
 from idcode.keystore import RootKey
+from idcode.scenes import SCENE_KEY_BYTES, SCENE_NAME
 from idcode.statuslist import StatusDelta, StatusList
+from idcode.text import surrogate_reason
 from idcode.verifier import DEFAULT_CLOCK_SKEW, Trust
 
 BUNDLE_TYPE = "idcode-trust+jwt"
 MAX_BUNDLE_BYTES = 8 * 1024 * 1024
+SCENE_MEMBERS = frozenset({"scene", "site", "version", "data", "subject_key"})
+SITE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class BundleError(IdcodeError, ValueError):
@@ -114,31 +121,120 @@ def sign_bundle(
     )
 
 
+def _strict_json(data: bytes) -> Any:
+    """JSON as I-JSON (RFC 7493) has it: UTF-8, no member twice (json.loads keeps the last
+    one, other decoders the first), no NaN or Infinity, no unpaired surrogate."""
+
+    def members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        document = dict(pairs)
+        if len(document) != len(pairs):
+            raise ValueError("a member appears twice in one object")
+        return document
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    document = json.loads(
+        data.decode("utf-8"), object_pairs_hook=members, parse_constant=no_constant
+    )
+    problem = surrogate_reason(document)
+    if problem is not None:
+        raise ValueError(f"the JSON {problem}")
+    return document
+
+
+class _NotStrictJson(jwt.DecodeError):
+    """The signed payload is not strict JSON (raised after the signature verified)."""
+
+
+class _StrictJWT(jwt.PyJWT):
+    """pyjwt, with the payload read by _strict_json (pyjwt documents this hook)."""
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        try:
+            payload = _strict_json(decoded["payload"])
+        except (ValueError, RecursionError) as exc:
+            raise _NotStrictJson(f"the payload is not strict JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise _NotStrictJson("the payload must be a JSON object")
+        return payload
+
+
+_JWT = _StrictJWT()
+
+
+def _strict_header(token: str) -> dict[str, Any]:
+    """The header of a compact JWS whose three parts are canonical unpadded base64url.
+    pyjwt's decoder drops characters outside the alphabet, so ``sig!!`` would verify like
+    ``sig``: one signed content, many accepted texts."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise BundleError("a compact JWS has three parts separated by '.'")
+    for name, part in zip(("header", "payload", "signature"), parts, strict=True):
+        try:
+            b64url.decode(part)
+        except b64url.Base64UrlError as exc:
+            raise BundleError(f"the JWS {name}: {exc}") from None
+    try:
+        header = _strict_json(b64url.decode(parts[0]))
+    except (ValueError, RecursionError) as exc:
+        raise BundleError(f"the JWS header is not strict JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise BundleError("the JWS header must be a JSON object")
+    return header
+
+
 def _verify_root_jws(token: str, root_jwk: dict[str, Any], typ: str) -> dict[str, Any]:
     """The claims of a JWS of type ``typ`` that the pinned root key signed, or BundleError."""
     if not isinstance(token, str) or len(token) > MAX_BUNDLE_BYTES:
         raise BundleError("expected a compact JWS of at most 8 MiB")
+    header = _strict_header(token)
+    if header.get("typ") != typ:
+        raise BundleError(f"not a {typ} (typ is {str(header.get('typ'))[:40]!r})")
+    if header.get("kid") != root_jwk.get("kid"):
+        raise BundleError("signed by another key than the pinned root key")
     try:
         root = jwt.PyJWK(root_jwk, algorithm="EdDSA")
-        header = jwt.get_unverified_header(token)
-        if header.get("typ") != typ:
-            raise BundleError(f"not a {typ} (typ is {str(header.get('typ'))[:40]!r})")
-        if header.get("kid") != root_jwk.get("kid"):
-            raise BundleError("signed by another key than the pinned root key")
-        claims: dict[str, Any] = jwt.decode(
+        claims: dict[str, Any] = _JWT.decode(
             token,
             root.key,
             algorithms=["EdDSA"],
             options={"require": ["iat"], "verify_iat": False},
             issuer="idcode",
         )
-    except BundleError:
-        raise
+    except _NotStrictJson as exc:
+        raise BundleError(str(exc)) from None
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise BundleError(f"it does not verify with the pinned root key: {exc}") from None
-    if type(claims["iat"]) is not int:
-        raise BundleError("iat must be an integer")
+    if type(claims["iat"]) is not int or claims["iat"] < 0:
+        raise BundleError("iat must be a non-negative integer")
     return claims
+
+
+def _scene_block(scene: object) -> dict[str, Any]:
+    """The bundle's scene block: ``{}`` (no scene), or exactly scene, site, version, data
+    and subject_key, each of its type (the adapter then reads ``data`` strictly)."""
+    if not isinstance(scene, dict):
+        raise BundleError("scene must be an object")
+    if not scene:
+        return scene
+    if scene.keys() != SCENE_MEMBERS:
+        raise BundleError(f"scene must have exactly the members {', '.join(sorted(SCENE_MEMBERS))}")
+    name, site, version = scene["scene"], scene["site"], scene["version"]
+    if not isinstance(name, str) or not SCENE_NAME.fullmatch(name):
+        raise BundleError("scene.scene must be a scene name")
+    if not isinstance(site, str) or not SITE.fullmatch(site):
+        raise BundleError("scene.site must be 1-64 of A-Z a-z 0-9 . _ -")
+    if type(version) is not int or version < 0:
+        raise BundleError("scene.version must be a non-negative integer")
+    if not isinstance(scene["data"], dict):
+        raise BundleError("scene.data must be an object")
+    try:
+        if len(b64url.decode(scene["subject_key"])) != SCENE_KEY_BYTES:
+            raise BundleError(f"scene.subject_key must be {SCENE_KEY_BYTES} bytes")
+    except b64url.Base64UrlError as exc:
+        raise BundleError(f"scene.subject_key: {exc}") from None
+    return scene
 
 
 def verify_bundle(token: str, root_jwk: dict[str, Any]) -> TrustBundle:
@@ -148,9 +244,7 @@ def verify_bundle(token: str, root_jwk: dict[str, Any]) -> TrustBundle:
         version, issued_at, max_age = claims["ver"], claims["iat"], claims["max_age"]
         if not all(type(v) is int and v >= 0 for v in (version, issued_at, max_age)):
             raise BundleError("ver, iat and max_age must be non-negative integers")
-        scene = claims.get("scene", {})
-        if not isinstance(scene, dict):
-            raise BundleError("scene must be an object")
+        scene = _scene_block(claims.get("scene", {}))
         return TrustBundle(
             version=version,
             issued_at=issued_at,

@@ -29,8 +29,10 @@ from idcode.claims import (
 )
 from idcode.errors import IdcodeError
 from idcode.idnumber import birth_date, normalise_id_number
+from idcode.masks import mask_id_number, mask_name
 from idcode.models import AuditRecord, CardRecord, CardStatus, StatusChange
 from idcode.pii import PersonalDataVault
+from idcode.text import control_reason
 
 #: Ages are counted on the civil date in China (UTC+8 all year, no daylight saving time).
 CHINA_TIME = timezone(timedelta(hours=8))
@@ -71,6 +73,16 @@ class NewCard(BaseModel):
     phone: str | None = Field(default=None, description="Optional contact number.")
     residency: str = Field(default="registered", description=" | ".join(_RESIDENCY_NAMES))
     programmes: list[str] = Field(default_factory=list, description=" ".join(_PROGRAMME_NAMES))
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        # A NUL or an unpaired surrogate cannot be encrypted as UTF-8 nor stored, and no
+        # control character is part of a name: refused, never stripped (the name would change).
+        problem = control_reason(value)
+        if problem is not None:
+            raise ValueError(f"the name {problem}")
+        return value
 
     @field_validator("id_number")
     @classmethod
@@ -290,14 +302,6 @@ def record_audit(
     # The actor is the token's subject, which the identity provider chooses: keep it within
     # the column rather than fail the operator's action.
     session.add(AuditRecord(actor=actor[:255], action=action, card_id=card_id, detail=detail or {}))
-
-
-def mask_name(name: str) -> str:
-    return name[:1] + "*" * (len(name) - 1)
-
-
-def mask_id_number(id_number: str) -> str:
-    return id_number[:4] + "*" * 10 + id_number[-4:]
 
 
 def attribute_names(card: CardSnapshot) -> dict[str, Any]:

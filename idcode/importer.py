@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from idcode.cards import CardError, NewCard, enrol, record_audit
 from idcode.models import CardRecord
 from idcode.pii import PersonalDataVault
+from idcode.text import printable
 
 ImportFormat = Literal["csv", "jsonl"]
 CSV_COLUMNS = ("id_number", "name", "phone", "residency", "programmes")
@@ -126,7 +127,7 @@ def validate(number: int, row: dict[str, Any]) -> NewCard | Rejection:
         return NewCard.model_validate(row)
     except ValidationError as exc:
         error = exc.errors(include_input=False, include_url=False)[0]
-        location = ".".join(str(part) for part in error["loc"]) or "row"
+        location = printable(".".join(str(part) for part in error["loc"])) or "row"
         message = str(error["msg"]).removeprefix("Value error, ")
         return Rejection(number, location, message)
 

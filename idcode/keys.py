@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
+from idcode import b64url
 from idcode.cose import Algorithm
 from idcode.errors import KeyMaterialError
 
@@ -54,6 +55,22 @@ def _check_key_matches_alg(key: object, alg: Algorithm) -> None:
         )
     if not ok:
         raise KeyMaterialError(f"{type(key).__name__} cannot be used for {alg.jose_name}")
+
+
+_COORDINATE_BYTES = 32  # an Ed25519 public key; a P-256 coordinate
+
+
+def check_jwk_coordinates(jwk: dict[str, Any], alg: Algorithm) -> None:
+    """Refuse a public JWK whose ``x`` (and ``y`` for P-256) is not canonical unpadded
+    base64url of 32 bytes. pyjwt's decoder drops characters outside the alphabet and
+    ignores unused bits, so ``x`` with junk in it would load as the same key."""
+    for member in ("x",) if alg is Algorithm.EDDSA else ("x", "y"):
+        try:
+            coordinate = b64url.decode(jwk.get(member))
+        except b64url.Base64UrlError as exc:
+            raise KeyMaterialError(f"JWK member {member}: {exc}") from None
+        if len(coordinate) != _COORDINATE_BYTES:
+            raise KeyMaterialError(f"JWK member {member} must be {_COORDINATE_BYTES} bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +144,7 @@ class PublicKey:
                 key = ECAlgorithm.from_jwk(jwk)
         except Exception as exc:  # pyjwt raises InvalidKeyError and others on bad members
             raise KeyMaterialError(f"unusable JWK for kid {jwk.get('kid')!r}: {exc}") from None
+        check_jwk_coordinates(jwk, alg)
         validity = {}
         for member in ("nbf", "exp"):
             value = jwk.get(member)

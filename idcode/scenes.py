@@ -13,9 +13,9 @@ key is derived from the city's key, so the logs of two scenes cannot be joined w
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from idcode import b64url
 from idcode.claims import Card
 from idcode.errors import IdcodeError
 from idcode.reasons import Reason
@@ -65,16 +66,16 @@ def subject_of(scene_key: bytes, pseudonym: bytes) -> str:
 
 
 def encode_scene_key(key: bytes) -> str:
-    return base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii")
+    return b64url.encode(key)
 
 
 def decode_scene_key(text: object) -> bytes:
     if not isinstance(text, str):
         raise SceneError("the scene's subject key is missing from the trust bundle")
     try:
-        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except ValueError:
-        raise SceneError("the scene's subject key is not base64url") from None
+        key = b64url.decode(text)
+    except b64url.Base64UrlError as exc:
+        raise SceneError(f"the scene's subject key: {exc}") from None
     if len(key) != SCENE_KEY_BYTES:
         raise SceneError(f"the scene's subject key must be {SCENE_KEY_BYTES} bytes")
     return key
@@ -274,9 +275,19 @@ class SceneAdapter(ABC):
 
     @classmethod
     def parse_data(cls, document: Mapping[str, Any]) -> SceneData:
-        """The scene data from a trust bundle (or an operator's PUT), validated."""
+        """The scene data from a trust bundle (or an operator's PUT), validated strictly.
+
+        The data is JSON, so it is validated as JSON in pydantic's strict mode: an integer
+        must be a JSON integer (not ``true``, ``"200"`` or ``2.5``), a flag ``true`` or
+        ``false`` (not ``1`` or ``"yes"``); NaN and Infinity, which Python's JSON decoder
+        lets through, are refused. Every terminal then reads the data as the operator meant.
+        """
         try:
-            return cls.Data.model_validate(dict(document))
+            text = json.dumps(dict(document), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise SceneError(f"{cls.scene} scene data is not JSON: {exc}") from None
+        try:
+            return cls.Data.model_validate_json(text, strict=True)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(part) for part in error['loc']) or 'data'}: {error['msg']}"

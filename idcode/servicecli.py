@@ -164,8 +164,12 @@ def _bar(done: int, total: int, width: int = 24) -> str:
 def _operator_name() -> str:
     import getpass
 
+    from idcode.text import printable
+
     try:
-        return getpass.getuser()
+        # The audit record's actor: an account name from undecodable bytes in the
+        # environment would hold surrogates, which no UTF-8 column stores.
+        return printable(getpass.getuser())
     except (KeyError, OSError):
         return "unknown"
 

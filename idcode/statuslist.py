@@ -10,12 +10,12 @@ LEB128 varints, so a terminal that syncs every minute downloads only what change
 
 from __future__ import annotations
 
-import base64
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from idcode import b64url
 from idcode.claims import MAX_STATUS_INDEX
 from idcode.errors import IdcodeError
 
@@ -26,29 +26,50 @@ class StatusListError(IdcodeError, ValueError):
     """A status list or delta is malformed, too large, or does not fit the list."""
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+_b64url = b64url.encode
+STATUS_LIST_MEMBERS = frozenset({"bits", "size", "lst"})
+DELTA_MEMBERS = frozenset({"base", "target", "size", "invalidated", "validated"})
 
 
-def _unb64url(text: object) -> bytes:
-    if not isinstance(text, str):
-        raise StatusListError("expected base64url text")
+def _unb64url(text: object, what: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except ValueError:
-        raise StatusListError("not base64url") from None
+        return b64url.decode(text)
+    except b64url.Base64UrlError as exc:
+        raise StatusListError(f"{what}: {exc}") from None
 
 
-def _inflate(data: bytes, limit: int) -> bytes:
-    """ZLIB-decompress at most ``limit`` bytes: a small hostile input cannot expand to gigabytes."""
+def _inflate(data: bytes, limit: int, what: str) -> bytes:
+    """ZLIB-decompress at most ``limit`` bytes: a small hostile input cannot expand to
+    gigabytes. Exactly one ZLIB stream: nothing may follow its end (a second stream or junk
+    would be bytes the signer did not mean and other decoders read differently)."""
     inflater = zlib.decompressobj()
     try:
         out = inflater.decompress(data, max(limit, 1))  # 0 would mean "no limit" to zlib
     except zlib.error:
-        raise StatusListError("not ZLIB data") from None
+        raise StatusListError(f"{what} is not ZLIB data") from None
     if inflater.unconsumed_tail or not inflater.eof:
-        raise StatusListError(f"decompresses to more than {limit} bytes or is truncated")
+        raise StatusListError(f"{what} decompresses to more than {limit} bytes or is truncated")
+    if inflater.unused_data:
+        raise StatusListError(f"{what} has data after the end of its ZLIB stream")
     return out
+
+
+def _members(document: object, allowed: frozenset[str], what: str) -> dict[str, Any]:
+    """``document`` as a JSON object with no members but ``allowed``: an unknown member is
+    refused, not ignored, so a format change an older terminal cannot read fails loudly."""
+    if not isinstance(document, dict):
+        raise StatusListError(f"{what} is a JSON object")
+    unknown = sorted(str(name)[:32] for name in document.keys() - allowed)
+    if unknown:
+        raise StatusListError(f"{what} has unknown members {unknown}")
+    return document
+
+
+def _integer(value: object, name: str, low: int, high: int) -> int:
+    # type() rather than isinstance(): True and False are ints to Python, and 1.0 is not one.
+    if type(value) is not int or not low <= value <= high:
+        raise StatusListError(f"{name} must be an integer in {low}..{high}")
+    return value
 
 
 class StatusList:
@@ -86,12 +107,15 @@ class StatusList:
 
     @classmethod
     def from_json(cls, document: object) -> StatusList:
-        if not isinstance(document, dict) or document.get("bits") != 1:
+        """Read ``{"bits": 1, "size": N, "lst": ...}`` strictly: exactly these members,
+        ``bits`` the integer 1 (one bit per card; not ``true``, not ``1.0``), ``size`` an
+        integer, ``lst`` canonical unpadded base64url of one ZLIB stream that inflates to
+        exactly the bytes ``size`` needs."""
+        document = _members(document, STATUS_LIST_MEMBERS, "a status list")
+        if type(document.get("bits")) is not int or document["bits"] != 1:
             raise StatusListError('a status list is {"bits": 1, "size": N, "lst": ...}')
-        size = document.get("size")
-        if type(size) is not int or not 0 <= size <= MAX_ENTRIES:
-            raise StatusListError(f"size must be an integer in 0..{MAX_ENTRIES}")
-        bits = _inflate(_unb64url(document.get("lst")), (size + 7) // 8)
+        size = _integer(document.get("size"), "size", 0, MAX_ENTRIES)
+        bits = _inflate(_unb64url(document.get("lst"), "lst"), (size + 7) // 8, "lst")
         if len(bits) != (size + 7) // 8:
             raise StatusListError("the bit array does not match the list's size")
         if size % 8 and bits[-1] >> (size % 8):
@@ -139,6 +163,9 @@ def _read_varints(data: bytes, limit: int) -> list[int]:
         if shift > 35:
             raise StatusListError("a varint is too long")
         if not byte & 0x80:
+            if byte == 0 and shift > 7:
+                # 0x80 0x00 is 0 in two bytes: each number has one encoding, the shortest.
+                raise StatusListError("a varint is not in its shortest form")
             numbers.append(value)
             value, shift = 0, 0
             if len(numbers) > limit:
@@ -154,8 +181,8 @@ def _encode_indices(indices: Iterable[int]) -> str:
     return _b64url(zlib.compress(_varints(gaps), 9))
 
 
-def _decode_indices(text: object, size: int) -> list[int]:
-    gaps = _read_varints(_inflate(_unb64url(text), 5 * MAX_ENTRIES), MAX_ENTRIES)
+def _decode_indices(text: object, size: int, what: str) -> list[int]:
+    gaps = _read_varints(_inflate(_unb64url(text, what), 5 * MAX_ENTRIES, what), MAX_ENTRIES)
     indices, position = [], -1
     for gap in gaps:
         if gap < 1:
@@ -214,8 +241,9 @@ class StatusDelta:
 
     @classmethod
     def from_json(cls, document: object) -> StatusDelta:
-        if not isinstance(document, dict):
-            raise StatusListError("a delta is a JSON object")
+        """Read a delta as strictly as a status list: exactly its five members, integers
+        that are ints, index lists in canonical base64url of one ZLIB stream each."""
+        document = _members(document, DELTA_MEMBERS, "a delta")
         base, target, size = (document.get(name) for name in ("base", "target", "size"))
         if not (
             type(base) is int
@@ -225,8 +253,8 @@ class StatusDelta:
             and 0 <= size <= MAX_ENTRIES
         ):
             raise StatusListError("need integers 0 <= base <= target and 0 <= size")
-        invalidated = tuple(_decode_indices(document.get("invalidated"), size))
-        validated = tuple(_decode_indices(document.get("validated"), size))
+        invalidated = tuple(_decode_indices(document.get("invalidated"), size, "invalidated"))
+        validated = tuple(_decode_indices(document.get("validated"), size, "validated"))
         if set(invalidated) & set(validated):
             raise StatusListError("an index cannot become both invalid and valid")
         return cls(base, target, size, invalidated, validated)

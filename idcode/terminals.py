@@ -26,7 +26,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idcode.cards import CardError, record_audit
+from idcode.cose import Algorithm
 from idcode.decider import ADAPTER_ERROR
+from idcode.errors import KeyMaterialError
+from idcode.keys import check_jwk_coordinates
 from idcode.models import (
     CardRecord,
     CardStatus,
@@ -48,6 +51,7 @@ from idcode.scenes import (
 from idcode.settings import MAX_BUNDLE_MAX_AGE
 from idcode.statuslist import StatusDelta, StatusList
 from idcode.terminal.token import MAX_TOKEN_LIFETIME, TERMINAL_AUDIENCE, terminal_token
+from idcode.text import unstorable_reason
 
 __all__ = ["MAX_TOKEN_LIFETIME", "TERMINAL_AUDIENCE", "terminal_token"]  # re-exported
 
@@ -62,6 +66,15 @@ MAX_RESULT_INTEGER = 2**53 - 1
 _RESULT_NAME = re.compile(r"[a-z0-9_]{1,32}")
 EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 TERMINAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+_JTI = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _numeric_date(value: object) -> bool:
+    """An RFC 7519 NumericDate: a finite JSON number. Not a boolean, which Python counts as
+    an int (``"iat": true`` would be 1 January 1970 plus one second)."""
+    return type(value) is int or (type(value) is float and math.isfinite(value))
 
 
 class TerminalAuthError(CardError):
@@ -92,6 +105,11 @@ class NewTerminal(BaseModel):
         alg = kinds.get((kty, crv)) if isinstance(kty, str) and isinstance(crv, str) else None
         if alg is None:
             raise ValueError("the key must be Ed25519 (OKP) or P-256 (EC)")
+        try:
+            # Stored as sent: junk in x or y (a NUL, say) would reach the database.
+            check_jwk_coordinates(jwk, Algorithm.from_name(alg, exact=True))
+        except KeyMaterialError as exc:
+            raise ValueError(str(exc)) from None
         try:
             jwt.PyJWK(jwk, algorithm=alg)
         except jwt.PyJWTError as exc:
@@ -204,16 +222,16 @@ def authenticate(session: Session, token: str, now: float | None = None) -> Auth
         ) from None
     if record is None:  # unreachable: nobody holds a decoy's private key
         raise TerminalAuthError("invalid_token", NOT_SIGNED)
-    issued, expires = claims["iat"], claims["exp"]
-    if (
-        claims["sub"] != terminal_id
-        or not isinstance(issued, int | float)
-        or not isinstance(expires, int | float)
-        or not 0 < expires - issued <= MAX_TOKEN_LIFETIME
-    ):
+    issued, expires, jti = claims["iat"], claims["exp"], claims["jti"]
+    if not (_numeric_date(issued) and _numeric_date(expires)):
+        raise TerminalAuthError("invalid_token", "iat and exp must be numbers (not booleans)")
+    if claims["sub"] != terminal_id or not 0 < expires - issued <= MAX_TOKEN_LIFETIME:
         raise TerminalAuthError(
             "invalid_token", "sub must be the terminal and the lifetime 1-300 s"
         )
+    if not isinstance(jti, str) or not _JTI.fullmatch(jti):
+        # The jti keys the replay record: text that hashes the same on every replica.
+        raise TerminalAuthError("invalid_token", "jti must be 1-128 of A-Z a-z 0-9 . _ : -")
     drift = math.ceil(issued - now)
     if drift > MAX_CLOCK_DRIFT:
         raise TerminalAuthError(
@@ -311,6 +329,8 @@ class ScanEventIn(BaseModel):
                 raise ValueError("scene result names are 1-32 of a-z, 0-9 and _")
             if isinstance(value, str) and len(value) > 64:
                 raise ValueError("scene result texts are at most 64 characters")
+            if isinstance(value, str) and (problem := unstorable_reason(value)) is not None:
+                raise ValueError(f"scene result {name} {problem}, which cannot be stored")
             if value is not None and not isinstance(value, str | int | float | bool):
                 raise ValueError("scene results are numbers, booleans or short texts")
             if isinstance(value, float) and not math.isfinite(value):
@@ -473,6 +493,11 @@ def put_scene_data(
     """
     if scene not in scene_names():
         raise CardError("unknown_scene", f"scene must be one of {', '.join(scene_names())}")
+    problem = unstorable_reason(document)
+    if problem is not None:
+        # Refused, not cleaned: PostgreSQL cannot read \u0000 in JSON as text, and an
+        # unpaired surrogate is no text at all. The adapter would refuse neither.
+        raise CardError("invalid_scene_data", f"the scene data {problem}")
     document = _resolve_card_references(session, document, vault.scene_subject_key(scene))
     try:
         load_adapter(scene).parse_data(document)

@@ -430,6 +430,28 @@ def test_invalid_tariff_data_is_a_scene_error(data: dict[str, Any], problem: str
         Adapter.parse_data(data)
 
 
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"unit_fee": "500"}, "unit_fee"),
+        ({"unit_fee": 500.0}, "unit_fee"),
+        ({"unit_fee": True}, "unit_fee"),
+        ({"unit_fee": 500, "daily_cap": float("nan")}, "not JSON"),
+        ({"unit_fee": 500, "utc_offset_minutes": "480"}, "utc_offset_minutes"),
+        ({"unit_fee": 500, "allow_stale": 1}, "allow_stale"),
+        ({"unit_fee": 500, "allow_stale": "yes"}, "allow_stale"),
+    ],
+    ids=["text", "float", "true", "nan", "offset-text", "flag-1", "flag-yes"],
+)
+def test_scene_data_that_only_coerces_to_its_type_is_refused(
+    data: dict[str, Any], problem: str
+) -> None:
+    """Scene data is JSON and read strictly (outside review, finding 8c): pydantic's lax
+    mode read "500" as 500, true as 1 and "yes" as true."""
+    with pytest.raises(SceneError, match=problem):
+        Adapter.parse_data(data)
+
+
 def test_invalid_tariff_data_in_a_bundle_stops_the_terminal(issuer: TestIssuer) -> None:
     bundle = issuer.bundle("parking", data={"unit_fee": 500, "daily_cap": 100})
     with pytest.raises(SceneError, match="daily_cap"):

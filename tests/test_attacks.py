@@ -128,6 +128,12 @@ def good_jwk() -> dict[str, Any]:
     return TestIssuer(kid="K").key.public.to_jwk()
 
 
+def unused_bits_set(text: str) -> str:
+    """``text`` (base64url of 32 bytes: 43 characters, 2 unused bits) with an unused bit set."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return text[:-1] + alphabet[alphabet.index(text[-1]) | 1]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -141,6 +147,11 @@ def good_jwk() -> dict[str, Any]:
         ({"alg": "eddsa"}, "unknown algorithm"),
         ({"alg": "HS256"}, "unknown algorithm"),
         ({"crv": "Ed448"}, "unusable"),
+        # pyjwt's base64url decoder ignores padding, drops junk and unused bits, so these
+        # loaded as the same key (review 10, finding 8c).
+        ({"x": good_jwk()["x"][:20] + "\x00=" + good_jwk()["x"][20:]}, "allows only"),
+        ({"x": good_jwk()["x"][:20] + "!!!!" + good_jwk()["x"][20:]}, "allows only"),
+        ({"x": unused_bits_set(good_jwk()["x"])}, "not canonical"),
     ],
 )
 def test_dangerous_or_sloppy_jwks_are_refused(change: dict[str, Any], message: str) -> None:

@@ -3,11 +3,18 @@ reach the offline verifier through them; stale trust is reported before anything
 
 from __future__ import annotations
 
+import json
+import re
+import zlib
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
 
+from idcode import b64url
 from idcode.bundle import (
+    BUNDLE_TYPE,
     DELTA_TYPE,
     BundleError,
     TrustBundle,
@@ -23,6 +30,7 @@ from idcode.keys import PublicKey
 from idcode.keystore import FileKeyStore, RootKey, initialise, open_key_store, rotate
 from idcode.reasons import Reason
 from idcode.replay import ReplayCache
+from idcode.scenes import encode_scene_key
 from idcode.statuslist import StatusDelta, StatusList
 from idcode.testing import random_card
 from idcode.verifier import verify
@@ -223,3 +231,163 @@ def test_signed_deltas_verify_only_with_the_pinned_root_key(
     )
     with pytest.raises(BundleError):
         verify_delta(forged, store.root_public_jwk())
+
+
+# -- strict parsing of what the root key signed (outside review, finding 8c) -------------------
+#
+# Each case is signed with the real root key, so the signature is valid: only the parser can
+# refuse it, and it must, with a reason naming what is wrong.
+
+
+def root_signed(store: FileKeyStore, payload: bytes | dict[str, Any], typ: str) -> str:
+    """A JWS of ``typ`` over ``payload`` (bytes as they are, or a dict as JSON) that the
+    pinned root key signed."""
+    root = store.root_key()
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return jwt.api_jws.encode(
+        raw, root.private_key, algorithm="EdDSA", headers={"kid": root.kid, "typ": typ}
+    )
+
+
+def bundle_claims(store: FileKeyStore) -> dict[str, Any]:
+    """The claims of a strict bundle with a scene block, as the service signs them."""
+    token = sign_bundle(
+        store.root_key(),
+        version=7,
+        issued_at=NOW,
+        max_age=3600,
+        keys=store.published_keys(NOW),
+        status=StatusList(1024),
+        scene={
+            "scene": "parking",
+            "site": "lot-1",
+            "version": 3,
+            "data": {"unit_fee": 200},
+            "subject_key": encode_scene_key(bytes(32)),
+        },
+    )
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def changed(claims: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """``claims`` (deep-copied) with the member at ``path`` ("status.bits") set to ``value``."""
+    copy: dict[str, Any] = json.loads(json.dumps(claims))
+    *parents, last = path.split(".")
+    target = copy
+    for name in parents:
+        target = target[name]
+    target[last] = value
+    return copy
+
+
+def test_the_strict_reference_bundle_verifies(store: FileKeyStore) -> None:
+    """Guards the cases below: each differs from this bundle in one way only."""
+    bundle = synced(store, root_signed(store, bundle_claims(store), BUNDLE_TYPE))
+    assert bundle.scene["site"] == "lot-1"
+
+
+LST_OF_1024 = StatusList(1024).to_json()["lst"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "reason"),
+    [
+        ("status.bits", True, "bits"),
+        ("status.bits", 1.0, "bits"),
+        ("status.size", 1024.0, "size must be an integer"),
+        ("status.lst", LST_OF_1024 + "!!", "allows only"),
+        ("status.lst", LST_OF_1024[:5] + "\n" + LST_OF_1024[5:], "allows only"),
+        ("status.lst", LST_OF_1024 + "=" * (-len(LST_OF_1024) % 4 or 4), "allows only"),
+        (
+            "status.lst",
+            b64url.encode(zlib.compress(bytes(128), 9) + b"trailing"),
+            "after the end of its ZLIB stream",
+        ),
+        ("status.extra", 1, "unknown members"),
+        ("ver", True, "ver, iat and max_age must be non-negative integers"),
+        ("max_age", 3600.0, "ver, iat and max_age must be non-negative integers"),
+        ("iat", True, "iat must be a non-negative integer"),
+        ("iat", float(NOW), "iat must be a non-negative integer"),
+        ("scene.version", True, "scene.version"),
+        ("scene.data", [], "scene.data must be an object"),
+        ("scene.site", "lot 1", "scene.site"),
+        ("scene.subject_key", "AAAA" * 10 + "AAA=", "scene.subject_key"),
+        ("scene.subject_key", "AAAA" * 10 + "AA!A", "scene.subject_key"),
+        ("scene.owner", "x", "scene must have exactly the members"),
+    ],
+)
+def test_a_lenient_bundle_signed_by_the_root_key_is_refused_with_a_precise_reason(
+    store: FileKeyStore, path: str, value: Any, reason: str
+) -> None:
+    token = root_signed(store, changed(bundle_claims(store), path, value), BUNDLE_TYPE)
+    with pytest.raises(BundleError, match=re.escape(reason)):
+        synced(store, token)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"ver": 1, "ver": 2}', "a member appears twice"),
+        (b'{"iat": NaN}', "NaN is not JSON"),
+        (b'{"iat": Infinity}', "Infinity is not JSON"),
+        (b'{"note": "\\ud800"}', "unpaired surrogate"),
+    ],
+    ids=["duplicate-member", "nan", "infinity", "lone-surrogate"],
+)
+def test_a_bundle_payload_that_is_not_strict_json_is_refused(
+    store: FileKeyStore, payload: bytes, reason: str
+) -> None:
+    claims = json.dumps(bundle_claims(store)).encode()
+    # The hostile member is added inside the (valid) bundle's object.
+    hostile = claims[:-1] + b", " + payload[1:]
+    with pytest.raises(BundleError, match=reason):
+        synced(store, root_signed(store, hostile, BUNDLE_TYPE))
+
+
+@pytest.mark.parametrize("junk", ["!", "=", " ", "\n", "AAA"])
+def test_a_bundle_whose_signature_has_junk_characters_is_refused(
+    store: FileKeyStore, junk: str
+) -> None:
+    """pyjwt's decoder drops characters outside the alphabet: the same signature in many
+    texts. Only the canonical text is accepted."""
+    token = root_signed(store, bundle_claims(store), BUNDLE_TYPE)
+    synced(store, token)
+    with pytest.raises(BundleError, match="JWS signature"):
+        synced(store, token + junk)
+
+
+def test_a_bundle_whose_signature_text_is_not_canonical_is_refused(store: FileKeyStore) -> None:
+    token = root_signed(store, bundle_claims(store), BUNDLE_TYPE)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    # 64 bytes are 86 characters; the last carries 4 unused bits.
+    altered = token[:-1] + alphabet[alphabet.index(token[-1]) + 1]
+    with pytest.raises(BundleError, match="not canonical"):
+        synced(store, altered)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"iat": True}, "iat must be a non-negative integer"),
+        ({"delta.base": True}, "integers"),
+        ({"delta.invalidated": "!"}, "allows only"),
+        (
+            {"delta.invalidated": b64url.encode(zlib.compress(bytes([4])) + b"x")},
+            "after the end of its ZLIB stream",
+        ),
+        ({"delta.extra": 0}, "unknown members"),
+    ],
+)
+def test_a_lenient_delta_signed_by_the_root_key_is_refused_with_a_precise_reason(
+    store: FileKeyStore, changes: dict[str, Any], reason: str
+) -> None:
+    claims: dict[str, Any] = {
+        "iss": "idcode",
+        "iat": NOW,
+        "delta": StatusDelta(1, 2, 16, (3,), ()).to_json(),
+    }
+    for path, value in changes.items():
+        claims = changed(claims, path, value)
+    with pytest.raises(BundleError, match=re.escape(reason)):
+        verify_delta(root_signed(store, claims, DELTA_TYPE), store.root_public_jwk())

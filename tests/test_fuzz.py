@@ -701,7 +701,14 @@ def valid_bundle_claims() -> dict[str, Any]:
         "max_age": 3600,
         "keys": jwks([ISSUER.key.public]),
         "status": StatusList(16).to_json(),
-        "scene": {"scene": "community", "site": "test-site", "data": {}},
+        # The scene block as the service sends it: all five members (docs/trust.md).
+        "scene": {
+            "scene": "community",
+            "site": "test-site",
+            "version": 1,
+            "data": {},
+            "subject_key": b64url(bytes(32)),
+        },
     }
 
 

@@ -15,7 +15,7 @@ import pytest
 from idcode.bundle import BundleError, sign_bundle, sign_delta
 from idcode.decider import Decider
 from idcode.reasons import Reason
-from idcode.scenes import Decision, Scan, SceneAdapter
+from idcode.scenes import Decision, Scan, SceneAdapter, encode_scene_key
 from idcode.statuslist import StatusDelta, StatusList
 from idcode.terminal.journal import REFUSED, UPLOADED, Journal, JournalEntry, JournalReplay
 from idcode.terminal.trust import BUNDLE_FILE, DELTAS_FILE, TrustStore
@@ -320,7 +320,13 @@ def bundle_token(
         max_age=48 * 3600,
         keys=[issuer.key.public],
         status=status,
-        scene={"scene": "community", "site": "test-site", "version": 1, "data": {}},
+        scene={
+            "scene": "community",
+            "site": "test-site",
+            "version": 1,
+            "data": {},
+            "subject_key": encode_scene_key(bytes(32)),
+        },
     )
 
 

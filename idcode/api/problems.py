@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idcode.errors import KeyStoreError
+from idcode.text import printable
 
 log = logging.getLogger("idcode.api")
 PROBLEM_JSON = "application/problem+json"
@@ -94,7 +95,12 @@ def install(app: FastAPI) -> None:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             # No "input": the rejected value may be an ID number or a name.
-            {"loc": list(error["loc"]), "msg": str(error["msg"]).removeprefix("Value error, ")}
+            {
+                # A member name the client sent may hold an unpaired surrogate, which would
+                # fail the response's UTF-8 encoding (a 500): escaped.
+                "loc": [printable(p) if isinstance(p, str) else p for p in error["loc"]],
+                "msg": str(error["msg"]).removeprefix("Value error, "),
+            }
             for error in exc.errors()
         ]
         return Problem(
