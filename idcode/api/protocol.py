@@ -184,6 +184,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = None
         self._disarm_deadline()
         super().on_headers_complete()
+        if self.cycle is not None and not self.cycle.keep_alive:
+            # uvicorn closes after this answer; if it comes before the body was read, a
+            # plain close would reset the connection under the client's feet.
+            self.cycle.transport = cast("asyncio.Transport", _CloseAfterAnswer(self))
 
     def on_message_complete(self) -> None:
         self._head_bytes = 0  # whatever comes next begins a new head
@@ -201,7 +205,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._head_bytes is None and not self.transport.is_closing():
+        if self._head_bytes is None and not (self._lingering or self.transport.is_closing()):
             # Answered before the request's body was all read (a 401 or 413 does not read
             # it): uvicorn discards the rest as it comes, for at most the head timeout.
             self._arm_deadline()
@@ -264,10 +268,40 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if status == HTTPStatus.SERVICE_UNAVAILABLE:
             head.append(b"retry-after: 5")
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
-        if status == HTTPStatus.SERVICE_UNAVAILABLE or not self.transport.can_write_eof():
+        if status == HTTPStatus.SERVICE_UNAVAILABLE:
+            self.transport.close()  # a connection over the limit is not kept a moment longer
+        else:
+            self._linger()
+
+    def _close_after_answer(self) -> None:
+        if self._head_bytes is None and not self.transport.is_closing():
+            self._disarm_deadline()
+            self._lingering = True
+            self._linger()  # the body is still coming
+        else:
+            self.transport.close()
+
+    def _linger(self) -> None:
+        """Shut the sending side, discard what still comes (data_received), close soon."""
+        if not self.transport.can_write_eof():
             self.transport.close()
             return
         self.transport.write_eof()
         self._deadline = self.loop.call_later(
             min(LINGER_SECONDS, self.limits.head_timeout), self.transport.close
         )
+
+
+class _CloseAfterAnswer:
+    """The transport as a request's cycle sees it, for a request after which the connection
+    closes: its close() lingers while the request's body is still coming."""
+
+    def __init__(self, protocol: BoundedHttpToolsProtocol) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._protocol._close_after_answer()
