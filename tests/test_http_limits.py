@@ -10,6 +10,7 @@ the server's behaviour (EOF on a socket) with generous upper bounds, never timin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -113,10 +114,8 @@ def _send_in_background(sock: socket.socket, data: bytes) -> threading.Thread:
     large request is all sent, and then the rest fails to send, which is expected."""
 
     def send() -> None:
-        try:
+        with contextlib.suppress(OSError):
             sock.sendall(data)
-        except OSError:
-            pass
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
@@ -192,10 +191,8 @@ def test_connections_with_unfinished_heads_are_closed_by_the_server(server: Serv
     def dribble() -> None:
         for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 1000:
             for sock in dribblers:
-                try:
+                with contextlib.suppress(OSError):  # closed by the server: what is waited for
                     sock.send(bytes([byte]))
-                except OSError:
-                    pass  # closed by the server: what the test waits for
             if stop.wait(HEAD_TIMEOUT / 5):
                 return
 

@@ -134,7 +134,5 @@ def test_the_document_here_is_the_one_the_service_serves(client: TestClient) -> 
     ("method", "path"),
     [(method, path) for method, path, _ in OPERATIONS if path.startswith("/v1/")],
 )
-def test_every_v1_route_documents_503_for_a_dependency_that_is_away(
-    method: str, path: str
-) -> None:
+def test_every_v1_route_documents_503_for_a_dependency_that_is_away(method: str, path: str) -> None:
     assert DOCUMENT["paths"][path][method.lower()]["responses"]["503"]["content"] == PROBLEM
