@@ -7,7 +7,6 @@ requests a minute, and the standard library keeps its footprint small.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import urllib.error
@@ -23,7 +22,6 @@ from idcode.terminal.token import terminal_token
 
 # The largest answer a terminal reads: a trust bundle is at most 8 MiB (bundle.MAX_BUNDLE_BYTES).
 MAX_RESPONSE_BYTES = MAX_BUNDLE_BYTES + 64 * 1024
-MAX_ERROR_BYTES = 64 * 1024  # of an error answer: enough for any problem document
 log = logging.getLogger("idcode.terminal")
 
 
@@ -78,12 +76,7 @@ def request(
     except urllib.error.HTTPError as exc:
         if exc.code == 304:
             return Response(304, dict(exc.headers.items()), b"")
-        try:
-            raw = exc.read(MAX_ERROR_BYTES)  # a problem is small; a hostile answer is not read
-        except (http.client.HTTPException, OSError):
-            raw = b""  # the status still says what happened
-        finally:
-            exc.close()  # the rest of a long answer is left unread, with its connection
+        raw = exc.read()
         try:
             problem = json.loads(raw)
             reason, detail = str(problem.get("reason", "")), str(problem.get("detail", ""))
@@ -92,11 +85,6 @@ def request(
         raise ServiceError(exc.code, reason or "error", detail) from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise ServiceUnreachable(f"cannot reach {url}: {exc}") from None
-    except http.client.HTTPException as exc:
-        # Not HTTP as http.client reads it: over 100 header fields, a line over 64 KiB, a
-        # bad status line, a body cut short. Like an unreachable service: try again later,
-        # instead of an exception nobody expects ending the syncer's or uploader's thread.
-        raise ServiceUnreachable(f"no usable answer from {url}: {type(exc).__name__}") from None
 
 
 class TerminalClient:

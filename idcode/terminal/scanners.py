@@ -8,19 +8,15 @@ runtime has journaled it. A gate controller reads the line and opens the barrier
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import logging
-import socket
-import threading
 from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from io import BufferedIOBase
 from typing import Any, TextIO
 
 from idcode.codetext import MAX_CODE_LENGTH
+from idcode.terminal.httpbounds import BoundedRequests
 from idcode.terminal.journal import JournalEntry
 from idcode.terminal.runtime import TerminalRuntime
 
@@ -29,12 +25,6 @@ log = logging.getLogger("idcode.terminal")
 # A scan longer than this is cut off before it reaches the verifier (which refuses anything
 # over MAX_CODE_LENGTH as malformed anyway): a jammed scanner cannot fill memory.
 MAX_SCAN_BYTES = 4 * MAX_CODE_LENGTH
-# The scan endpoint's bounds: a kiosk screen sends small requests, one at a time. Without
-# them http.server holds up to 100 header lines of 64 KiB each per request, and a thread for
-# every connection, however slow, for ever.
-MAX_SCAN_HEAD_BYTES = 8 * 1024  # request line and headers together
-SCAN_REQUEST_SECONDS = 10.0  # for the whole request to arrive, head and body
-MAX_SCAN_CONNECTIONS = 16
 
 
 def decision_line(entry: JournalEntry) -> dict[str, Any]:
@@ -88,103 +78,20 @@ def serial_lines(port: str, baudrate: int = 9600) -> Iterator[str]:
                     yield line.decode("ascii", errors="replace")
 
 
-class ScanServer(ThreadingHTTPServer):
+class ScanServer(BoundedRequests, ThreadingHTTPServer):  # bounded: see terminal.httpbounds
     """``POST /scan`` (the code as text/plain, or JSON ``{"code": ...}``) answers with the
     decision; ``GET /status`` with the terminal's state. Meant for a kiosk screen on the same
-    device: bind it to localhost. A request must arrive within ``request_seconds`` with a
-    head of at most MAX_SCAN_HEAD_BYTES; connections beyond ``max_connections`` get 503."""
+    device: bind it to localhost."""
 
     daemon_threads = True
 
-    def __init__(
-        self,
-        runtime: TerminalRuntime,
-        address: tuple[str, int],
-        *,
-        request_seconds: float = SCAN_REQUEST_SECONDS,
-        max_connections: int = MAX_SCAN_CONNECTIONS,
-    ) -> None:
+    def __init__(self, runtime: TerminalRuntime, address: tuple[str, int]) -> None:
         super().__init__(address, _ScanHandler)
         self.runtime = runtime
-        self.request_seconds = request_seconds
-        self._slots = threading.BoundedSemaphore(max_connections)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            body = b'{"reason": "too_many_connections"}'
-            with contextlib.suppress(OSError):
-                request.sendall(
-                    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-                )
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()  # no thread was started to release it
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
-class _HeadBudget:
-    """The request stream as http.server reads it: the request line and header lines draw on
-    one budget of MAX_SCAN_HEAD_BYTES (http.server's own limits are 64 KiB a line and 100
-    lines); the body is read as asked (do_POST bounds it by MAX_SCAN_BYTES)."""
-
-    def __init__(self, stream: BufferedIOBase) -> None:
-        self._stream = stream
-        self._left = MAX_SCAN_HEAD_BYTES
-
-    def readline(self, size: int = -1) -> bytes:
-        line = self._stream.readline(self._left + 1 if size < 0 else min(size, self._left + 1))
-        self._left -= len(line)
-        if self._left < 0:
-            raise http.client.LineTooLong("request head")
-        return line
-
-    def read(self, size: int = -1) -> bytes:
-        return self._stream.read(size)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
 
 class _ScanHandler(BaseHTTPRequestHandler):
     server: ScanServer
-
-    def setup(self) -> None:
-        super().setup()
-        self.rfile = _HeadBudget(self.rfile)  # type: ignore[assignment]
-        # One deadline for the whole request, however slowly it trickles in: a per-read
-        # socket timeout would start again with every byte.
-        self._deadline = threading.Timer(self.server.request_seconds, self._cut_off)
-        self._deadline.daemon = True
-        self._deadline.start()
-
-    def _cut_off(self) -> None:
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)  # a blocked read returns at once
-
-    def _request_read(self) -> None:
-        self._deadline.cancel()
-
-    def finish(self) -> None:
-        self._deadline.cancel()
-        super().finish()
-
-    def handle_one_request(self) -> None:
-        try:
-            super().handle_one_request()
-        except http.client.LineTooLong:  # the request line: header lines are parse_request's
-            self.requestline = self.request_version = self.command = ""
-            self.close_connection = True
-            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("scan endpoint: " + format, *args)
@@ -198,7 +105,6 @@ class _ScanHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        self._request_read()
         if self.path != "/status":
             self._answer(HTTPStatus.NOT_FOUND, {"reason": "not_found"})
             return
@@ -215,12 +121,7 @@ class _ScanHandler(BaseHTTPRequestHandler):
         if not 0 < length <= MAX_SCAN_BYTES:
             self._answer(HTTPStatus.BAD_REQUEST, {"reason": "bad_request", "detail": "size"})
             return
-        received = self.rfile.read(length)
-        self._request_read()
-        if len(received) < length:  # cut off at the deadline, or the client went away
-            self.close_connection = True
-            return
-        raw = received.decode("utf-8", errors="replace")
+        raw = self.rfile.read(length).decode("utf-8", errors="replace")
         text: object = raw
         if self.headers.get("Content-Type", "").startswith("application/json"):
             try:
