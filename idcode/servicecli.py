@@ -26,6 +26,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from idcode.api.protocol import HeadLimits, protocol_for
     from idcode.database import make_engine, make_session_factory, upgrade
     from idcode.demo import enrol_demo_cards
     from idcode.keystore import initialise, open_key_store
@@ -63,7 +64,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port or settings.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, with the bounds on request heads and connections uvicorn does not have.
+        http=protocol_for(HeadLimits.from_settings(settings)),
         access_log=not args.no_access_log,
         log_config=None,
     )

@@ -62,6 +62,29 @@ class Settings(BaseSettings):
         description="How long a terminal's trust bundle stays fresh.",
     )
 
+    # HTTP server bounds (idcode serve: idcode.api.protocol), per worker process
+    http_max_head_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Request line and headers together; more is refused with 431.",
+    )
+    http_max_headers: int = Field(
+        default=100, ge=10, le=1000, description="Header fields per request; more: 431."
+    )
+    http_max_url_bytes: int = Field(
+        default=8 * 1024, ge=256, le=1024 * 1024, description="Request target; longer: 414."
+    )
+    http_head_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Time for a request head to arrive (and for an unread body to drain).",
+    )
+    http_max_connections: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Open connections; more are refused."
+    )
+
     # Personal data at rest
     pii_encryption_key: SecretStr | None = Field(
         default=None, description="32 bytes, base64: AES-256-GCM key for personal data."

@@ -453,3 +453,45 @@ def test_an_identity_provider_jwks_file_reached_through_a_link_is_checked_at_its
     mounted.chmod(0o777)
     with pytest.raises(UnsafeFileError, match="writable by group or others"):
         token_verifier(settings)
+
+
+def _routes_with_a_body(app: Any) -> list[tuple[str, str]]:
+    """(method, path) of every route that takes a request body, path parameters filled in."""
+    fill = {
+        "{card_id}": "00000000-0000-4000-8000-000000000000",
+        "{scene}": "community",
+        "{site}": "site-1",
+    }
+    routes = []
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in operations.items():
+            if "requestBody" in operation:
+                for name, value in fill.items():
+                    path = path.replace(name, value)
+                assert "{" not in path, f"fill in a value for {path}"
+                routes.append((method.upper(), path))
+    return routes
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-a-token", "Basic b3A6c2VjcmV0"])
+def test_every_route_with_a_body_refuses_a_bad_caller_before_reading_the_body(
+    client: TestClient, tokens: Tokens, authorization: str | None
+) -> None:
+    """A body that is not even JSON gets the 401, not a 422 about the body: the caller is
+    checked before the body is read (a stranger's upload costs no parse, finding 8a), and a
+    stranger learns nothing about what a route expects."""
+    routes = _routes_with_a_body(client.app)
+    assert ("POST", "/v1/events") in routes and ("POST", "/v1/cards") in routes
+    headers = {"Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    for method, path in routes:
+        response = client.request(method, path, content=b"{not json", headers=headers)
+        assert response.status_code == 401, (method, path, response.text)
+    # A citizen on an operator route or a verifier route: 403, also before the body.
+    citizen = {**headers, **tokens.citizen(random_id_number())}
+    for method, path in routes:
+        if path.startswith(("/v1/codes", "/v1/visitor-passes", "/v1/events")):
+            continue  # citizen routes, and the terminal route (a citizen token is no terminal's)
+        response = client.request(method, path, content=b"{not json", headers=citizen)
+        assert response.status_code == 403, (method, path, response.text)

@@ -185,16 +185,19 @@ def test_concurrent_status_changes_of_a_suspended_card_never_undo_each_other(
 
 
 @pytest.mark.parametrize("sent", ["with-content-length", "chunked"])
-def test_verify_body_over_64_kib_is_refused_with_413_even_without_a_token(
-    client: TestClient, sent: str
+def test_verify_body_over_64_kib_is_refused_with_413_by_its_length_or_as_it_streams(
+    client: TestClient, tokens: Tokens, sent: str
 ) -> None:
+    """By Content-Length before anything else, even without a token; a chunked body (no
+    length to go by) while it streams in. The chunked one comes with a verifier's token: a
+    caller without a valid one is refused before any body is read (test_api_auth)."""
     body = b'{"code": "' + b"A" * BODY_LIMIT + b'"}'
     content: bytes | Iterator[bytes] = body
+    headers = {"Content-Type": "application/json"}
     if sent == "chunked":
         content = iter([body[:1000], body[1000:40_000], body[40_000:]])
-    response = client.post(
-        "/v1/verify", content=content, headers={"Content-Type": "application/json"}
-    )
+        headers.update(tokens.verifier())
+    response = client.post("/v1/verify", content=content, headers=headers)
     assert_problem(response, 413, "payload_too_large")
     assert ("content-length" in response.request.headers) == (sent == "with-content-length")
 

@@ -17,6 +17,7 @@ import json
 import os
 import queue
 import secrets
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -922,8 +923,10 @@ def test_scan_lines_writes_one_decision_line_per_scan_and_nothing_about_the_pers
 
 
 @contextmanager
-def scan_endpoint(runtime: TerminalRuntime) -> Iterator[tuple[str, int]]:
+def scan_endpoint(runtime: TerminalRuntime, **bounds: Any) -> Iterator[tuple[str, int]]:
     server = ScanServer(runtime, ("127.0.0.1", 0))
+    for name, value in bounds.items():  # request_seconds, max_connections
+        setattr(server, name, value)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -1217,3 +1220,82 @@ def test_cli_refuses_to_provision_a_directory_twice_or_run_it_as_another_scene_o
     assert identities.load(directory).id == identity.id
     assert registered_terminals(service) == terminals
     assert not (directory / JOURNAL_FILE).exists()
+
+
+# -- bounds of the scan endpoint (outside review, issue 10, finding 3) -----------------------
+
+
+def _exchange(address: tuple[str, int], data: bytes) -> bytes:
+    """Send raw bytes and read the answer until the endpoint closes the connection."""
+    with socket.create_connection(address, timeout=WAIT) as sock:
+        with contextlib.suppress(OSError):  # it may answer and close before all is sent
+            sock.sendall(data)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+        return received
+
+
+def test_scan_endpoint_refuses_large_heads_and_long_targets(
+    issuer: TestIssuer, tmp_path: Path
+) -> None:
+    big_field = b"POST /scan HTTP/1.1\r\nX-Padding: " + b"a" * 32_000 + b"\r\n\r\n"
+    many_fields = (
+        b"GET /status HTTP/1.1\r\n"
+        + b"".join(b"X-F-%d: %s\r\n" % (i, b"b" * 1000) for i in range(60))
+        + b"\r\n"
+    )
+    long_target = b"GET /status?" + b"q" * 16_000 + b" HTTP/1.1\r\n\r\n"
+    with local_terminal(tmp_path / "gate", issuer) as runtime, scan_endpoint(runtime) as address:
+        assert _exchange(address, big_field).startswith(b"HTTP/1.0 431 ")
+        assert _exchange(address, many_fields).startswith(b"HTTP/1.0 431 ")
+        assert _exchange(address, long_target).startswith(b"HTTP/1.0 414 ")
+        assert call(address, "GET", "/status")[0] == 200
+
+
+def test_scan_endpoint_closes_requests_that_do_not_arrive_in_time(
+    issuer: TestIssuer, tmp_path: Path
+) -> None:
+    """Half a head, or a body announced and never sent: the endpoint gives the connection
+    (and its thread) up at the deadline however the bytes trickle, then serves again."""
+    code = issuer.mint()
+    with (
+        local_terminal(tmp_path / "gate", issuer) as runtime,
+        scan_endpoint(runtime, request_seconds=1.0, max_connections=64) as address,
+    ):
+        slow = [socket.create_connection(address, timeout=WAIT) for _ in range(20)]
+        for number, sock in enumerate(slow):
+            if number % 2:
+                sock.sendall(b"POST /scan HTTP/1.1\r\nContent-Length: 100\r\n")
+            else:
+                sock.sendall(b"POST /scan HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b"W")
+        for sock in slow:
+            with sock, contextlib.suppress(ConnectionResetError):
+                assert sock.recv(65536) == b""  # closed by the endpoint, nothing decided
+        assert runtime.journal.entries() == []
+        status, decision = call(address, "POST", "/scan", code.encode())
+        assert (status, decision["reason"]) == (200, "ok")
+
+
+def test_scan_endpoint_refuses_connections_over_its_limit_with_503(
+    issuer: TestIssuer, tmp_path: Path
+) -> None:
+    with (
+        local_terminal(tmp_path / "gate", issuer) as runtime,
+        scan_endpoint(runtime, request_seconds=WAIT, max_connections=4) as address,
+    ):
+        held = [socket.create_connection(address, timeout=WAIT) for _ in range(4)]
+        try:
+            time.sleep(0.2)  # let the endpoint accept them (not a measure: order only)
+            assert _exchange(address, b"GET /status HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.0 503 ")
+        finally:
+            for sock in held:
+                sock.close()
+        deadline = time.monotonic() + WAIT
+        while True:  # the slots come back as the held connections end
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if call(address, "GET", "/status")[0] == 200:
+                    break
+            assert time.monotonic() < deadline, "the endpoint did not serve again"
+            time.sleep(0.1)

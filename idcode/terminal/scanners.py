@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
 from idcode.codetext import MAX_CODE_LENGTH
+from idcode.terminal.httpbounds import BoundedRequests
 from idcode.terminal.journal import JournalEntry
 from idcode.terminal.runtime import TerminalRuntime, backoff
 
@@ -156,7 +157,7 @@ def reopening_serial_lines(
         time.sleep(backoff(failures, cap=max_pause))
 
 
-class ScanServer(ThreadingHTTPServer):
+class ScanServer(BoundedRequests, ThreadingHTTPServer):  # bounded: see terminal.httpbounds
     """``POST /scan`` (the code as text/plain, or JSON ``{"code": ...}``) answers with the
     decision; ``GET /status`` with the terminal's state. Meant for a kiosk screen on the same
     device: bind it to localhost."""

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from idcode.api.deps import OperatorDep, ServicesDep
+from idcode.api.deps import AuthenticatedFirst, OperatorDep, ServicesDep
 from idcode.api.problems import Problem, problem_responses
 from idcode.cards import (
     CardError,
@@ -28,7 +28,7 @@ from idcode.cards import (
 )
 from idcode.importer import ImportFormat, import_cards, lines_of, parse_rows
 
-router = APIRouter(prefix="/v1/cards", tags=["operators"])
+router = APIRouter(prefix="/v1/cards", tags=["operators"], route_class=AuthenticatedFirst)
 
 # A card id is a UUID; anything else is refused with 422 before it reaches the database.
 CardId = Annotated[uuid.UUID, Path(description="The card's public id (a UUID).")]

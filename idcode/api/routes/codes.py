@@ -11,13 +11,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from idcode.api.deps import CitizenDep, Services, ServicesDep
+from idcode.api.deps import AuthenticatedFirst, CitizenDep, Services, ServicesDep
 from idcode.api.problems import Problem, problem_responses
 from idcode.cards import CardSnapshot, attribute_names, find_by_id_hash, snapshot
 from idcode.issuer import mint_code
 from idcode.qr import qr_image
 
-router = APIRouter(prefix="/v1", tags=["citizens"])
+router = APIRouter(prefix="/v1", tags=["citizens"], route_class=AuthenticatedFirst)
 
 MEDIA_TYPES = ("application/json", "image/png", "image/svg+xml")
 NO_CARD = "No citizen card is enrolled for this citizen."

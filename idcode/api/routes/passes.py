@@ -11,7 +11,7 @@ from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from idcode.api.deps import CitizenDep, ServicesDep
+from idcode.api.deps import AuthenticatedFirst, CitizenDep, ServicesDep
 from idcode.api.problems import Problem, problem_responses
 from idcode.api.routes.codes import NO_CARD
 from idcode.cards import find_by_id_hash, record_audit
@@ -20,7 +20,7 @@ from idcode.scenes import subject_of
 from idcode.terminals import scene_data
 from idcode.visitorpass import COMMUNITY_PATTERN, issue_pass, window_problem
 
-router = APIRouter(prefix="/v1", tags=["citizens"])
+router = APIRouter(prefix="/v1", tags=["citizens"], route_class=AuthenticatedFirst)
 
 SCENE = "community"
 

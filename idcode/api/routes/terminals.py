@@ -8,13 +8,20 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import jwt
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from idcode.api.deps import OperatorDep, Services, ServicesDep, bearer_token
+from idcode.api.deps import (
+    AuthenticatedFirst,
+    OperatorDep,
+    Services,
+    ServicesDep,
+    bearer_token,
+    caller_check,
+)
 from idcode.api.problems import Problem, problem_responses
 from idcode.bundle import sign_bundle, sign_delta
 from idcode.cards import CardError
@@ -45,7 +52,7 @@ from idcode.terminals import (
     status_delta,
 )
 
-router = APIRouter(prefix="/v1", tags=["terminals"])
+router = APIRouter(prefix="/v1", tags=["terminals"], route_class=AuthenticatedFirst)
 # Anchored: FastAPI (pydantic) searches a pattern anywhere in the value, so an unanchored one
 # let a UUID with NUL bytes around it through to the database (a 500 schemathesis found).
 TERMINAL_ID_PATTERN = f"^{TERMINAL_ID.pattern}$"
@@ -122,6 +129,10 @@ async def _terminal(request: Request) -> TerminalRecord:
 
     await run_in_threadpool(seen)
     return terminal
+
+
+# For routes with a body: checked before the body is read (deps.AuthenticatedFirst), once.
+TerminalDep = Annotated[TerminalRecord, Depends(caller_check(_terminal))]
 
 
 def _authenticate(session: Any, token: str) -> AuthenticatedTerminal:
@@ -325,8 +336,9 @@ async def status_list_delta(
     summary="Upload a batch of scan events; each event is stored once",
     responses=problem_responses(401, 403, 413, 422),
 )
-async def upload_events(batch: EventBatch, request: Request) -> dict[str, int]:
-    terminal = await _terminal(request)
+async def upload_events(
+    batch: EventBatch, terminal: TerminalDep, request: Request
+) -> dict[str, int]:
     services: Services = request.app.state.services
     try:
         check_events(terminal.scene, batch.events, time.time())

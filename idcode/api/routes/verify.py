@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from idcode.api.deps import Services, ServicesDep, VerifierDep
+from idcode.api.deps import AuthenticatedFirst, Services, ServicesDep, VerifierDep
 from idcode.api.problems import problem_responses
 from idcode.codetext import MAX_CODE_LENGTH
 from idcode.cose import Algorithm
@@ -23,7 +23,7 @@ from idcode.models import CardRecord, CardStatus
 from idcode.reasons import Reason
 from idcode.verifier import Trust, Verdict, verify
 
-router = APIRouter(prefix="/v1", tags=["verification"])
+router = APIRouter(prefix="/v1", tags=["verification"], route_class=AuthenticatedFirst)
 
 
 class CodeToVerify(BaseModel):
