@@ -11,6 +11,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
 from idcode.secretfiles import check_trusted_directory, check_trusted_file
@@ -43,7 +44,7 @@ def make_engine(url: str) -> Engine:
     # pre_ping: a connection broken while PostgreSQL was away is replaced before it is used,
     # so the first request after PostgreSQL returns succeeds. The timeouts turn a database
     # that does not answer into a prompt 503 rather than requests hanging.
-    return create_engine(
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=10,
@@ -51,6 +52,20 @@ def make_engine(url: str) -> Engine:
         pool_timeout=5,
         connect_args={"connect_timeout": 5},
     )
+    event.listen(engine, "handle_error", _failed_ping_means_a_lost_connection)
+    return engine
+
+
+def _failed_ping_means_a_lost_connection(context: ExceptionContext) -> None:
+    """A pooled connection whose ping fails for any reason is not used: it is replaced.
+
+    SQLAlchemy replaces it only when the error looks like a disconnect. But when the server
+    goes away under a pooled connection, psycopg can fail the ping's ``SELECT 1`` and then
+    refuse to restore autocommit on the half-broken connection ("can't change 'autocommit'
+    now: connection in transaction status UNKNOWN"), a ProgrammingError that hides the
+    OperationalError: the request answered 500 instead of 503 ``database_unavailable``."""
+    if context.is_pre_ping:
+        context.is_disconnect = True
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

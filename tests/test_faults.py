@@ -306,3 +306,37 @@ def test_more_concurrent_redis_commands_than_pool_connections_wait_instead_of_fa
         return [answer for answer in answers if isinstance(answer, BaseException)]
 
     assert asyncio.run(burst()) == []
+
+
+def test_a_ping_failing_as_a_programming_error_replaces_the_connection(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg can fail a ping on a connection the server dropped with a ProgrammingError
+    (restoring autocommit on a half-broken connection) rather than an OperationalError; seen
+    as a 500 in test_with_postgres_down_requests_get_503_with_retry_after under load. The pool
+    must replace that connection, as it does for a disconnect, not raise."""
+    import psycopg
+    from sqlalchemy import text
+
+    from idcode.database import make_engine
+    from idcode.settings import Settings
+
+    engine = make_engine(Settings(database_url=postgres_url).sqlalchemy_url)
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))  # one pooled connection now
+    real_ping = engine.dialect.do_ping
+    failures: list[Any] = []
+
+    def ping_once_half_broken(dbapi_connection: Any) -> bool:
+        if not failures:
+            failures.append(dbapi_connection)
+            raise psycopg.ProgrammingError(
+                "can't change 'autocommit' now: connection in transaction status UNKNOWN"
+            )
+        return bool(real_ping(dbapi_connection))
+
+    monkeypatch.setattr(engine.dialect, "do_ping", ping_once_half_broken)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+    assert len(failures) == 1  # the pooled connection was pinged, failed, and replaced
+    engine.dispose()
