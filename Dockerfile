@@ -9,10 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Only what the package needs; .dockerignore keeps keys, data and caches out of the context.
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml constraints.txt README.md LICENSE ./
 COPY idcode ./idcode
 COPY adapters ./adapters
-RUN pip install . && rm -rf build
+# The service's extra, at the versions the tests ran with (constraints.txt).
+RUN pip install -c constraints.txt '.[service]' && rm -rf build
 
 # An unprivileged user owns the key store (0700: idcode refuses a key directory others can
 # write to). A named volume mounted on /app/keys starts with this owner and mode.

@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from idcode.claims import Card
+from idcode.errors import SceneError
 from idcode.scenes import (
     SUBJECT_PATTERN,
     Decision,
@@ -16,7 +17,6 @@ from idcode.scenes import (
     SceneAdapter,
     SceneContext,
     SceneData,
-    SceneError,
 )
 from idcode.visitorpass import pass_prefix, verify_pass
 

@@ -10,16 +10,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from idcode.claims import AgeBand, Card, Programme
-from idcode.scenes import (
-    Decision,
-    Event,
-    History,
-    Scan,
-    SceneAdapter,
-    SceneContext,
-    SceneData,
-    SceneError,
-)
+from idcode.errors import SceneError
+from idcode.scenes import Decision, Event, History, Scan, SceneAdapter, SceneContext, SceneData
 
 CANTEEN = "canteen"
 HOME_CARE = "home_care"

@@ -9,6 +9,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field, model_validator
 
 from idcode.claims import Card, Residency
+from idcode.errors import SceneError
 from idcode.scenes import (
     SUBJECT_PATTERN,
     Decision,
@@ -18,7 +19,6 @@ from idcode.scenes import (
     SceneAdapter,
     SceneContext,
     SceneData,
-    SceneError,
 )
 
 ENTRY = "entry"

@@ -10,15 +10,8 @@ from typing import Annotated, ClassVar, Literal, get_args
 from pydantic import Field, StrictBool, field_validator, model_validator
 
 from idcode.claims import AgeBand, Card, Programme, Residency
-from idcode.scenes import (
-    Decision,
-    History,
-    Scan,
-    SceneAdapter,
-    SceneContext,
-    SceneData,
-    SceneError,
-)
+from idcode.errors import SceneError
+from idcode.scenes import Decision, History, Scan, SceneAdapter, SceneContext, SceneData
 
 TicketClass = Literal[
     "under_6",

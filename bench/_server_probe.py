@@ -82,8 +82,8 @@ def _timed(function: Callable[..., Any], events: list[list[float]]) -> Callable[
 
 
 def _time_card_loads_and_token_checks() -> None:
-    from idcode.api.routes import codes
-    from idcode.auth import TokenVerifier
+    from idcode.service.api.routes import codes
+    from idcode.service.auth import TokenVerifier
 
     # both looked up at each call: the route's module global and the verifier's method
     codes._load_card = _timed(codes._load_card, _events["card_loads"])
@@ -131,8 +131,8 @@ def _write() -> None:
 
 
 def main() -> int:
-    from idcode.api import app as app_module
     from idcode.cli import main as idcode_main
+    from idcode.service.api import app as app_module
 
     app_module.create_app = _probed_factory(  # type: ignore[assignment]
         app_module.create_app, os.environ.get("IDCODE_BENCH_GC_FREEZE") == "1"

@@ -31,13 +31,13 @@ from typing import Any
 import psycopg
 import redis
 
-from idcode.auth import dev_token
-from idcode.cards import NewCard, enrol
 from idcode.cose import Algorithm
-from idcode.database import make_engine, make_session_factory
 from idcode.keys import keys_from_jwks
-from idcode.pii import vault_for
-from idcode.settings import Settings
+from idcode.service.auth import dev_token
+from idcode.service.cards import NewCard, enrol
+from idcode.service.database import make_engine, make_session_factory
+from idcode.service.pii import vault_for
+from idcode.service.settings import Settings
 from idcode.testing import random_id_number
 from idcode.verifier import Trust, verify
 

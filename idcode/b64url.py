@@ -12,13 +12,9 @@ import base64
 import binascii
 import re
 
-from idcode.errors import IdcodeError
+from idcode.errors import Base64UrlError as Base64UrlError
 
 _ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
-
-
-class Base64UrlError(IdcodeError, ValueError):
-    """The text is not canonical unpadded base64url."""
 
 
 def encode(data: bytes) -> str:

@@ -19,6 +19,7 @@ import jwt
 
 from idcode import b64url
 from idcode.cose import Algorithm
+from idcode.errors import BundleError as BundleError
 from idcode.errors import IdcodeError
 from idcode.keys import PublicKey, jwks, keys_from_jwks
 from idcode.keystore import RootKey
@@ -31,10 +32,6 @@ BUNDLE_TYPE = "idcode-trust+jwt"
 MAX_BUNDLE_BYTES = 8 * 1024 * 1024
 SCENE_MEMBERS = frozenset({"scene", "site", "version", "data", "subject_key"})
 SITE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-class BundleError(IdcodeError, ValueError):
-    """The bundle is not one the pinned root key signed, or is malformed."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from idcode.errors import CborError as CborError
+
 
 def head(major: int, value: int) -> bytes:
     """The shortest head for major type ``major`` with argument ``value`` (0 <= value < 2**64)."""
@@ -35,10 +37,6 @@ def encode_bytes(value: bytes) -> bytes:
 def encode_text(value: str) -> bytes:
     encoded = value.encode("utf-8")
     return head(3, len(encoded)) + encoded
-
-
-class CborError(ValueError):
-    """The bytes are not the strict CBOR subset a code is made of."""
 
 
 MAX_DEPTH = 4  # a code nests at most two levels (array, then a header or claims map)

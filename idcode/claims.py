@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Any
 
-from idcode.cbor import CborError, decode_strict, encode_bytes, encode_int
-from idcode.errors import ClaimsError
+from idcode.cbor import decode_strict, encode_bytes, encode_int
+from idcode.errors import CborError, ClaimsError
 
 # Registered CWT claim keys (RFC 8392 section 4).
 CLAIM_EXP = 4

@@ -1,21 +1,28 @@
-"""The ``idcode`` command line: keys, minting, offline verification and QR rendering."""
+"""The ``idcode`` command line: keys, minting, offline verification and QR rendering, and
+the commands each installed side adds (``idcode.commands`` entry points: the service's
+``serve``, ``db``, ``cards``, ``events``, ``dev-token``; the terminal's ``terminal``;
+``demo``).
+
+Exit status: 0 done (every code valid), 1 a negative verdict (a code refused, a row
+rejected), 2 unusable input or settings, 3 something needed is away (the service, the
+database), 141 the reader of the output went away (``| head``). docs/cli.md has the table.
+"""
 
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
-
-from idcode import citydemo, servicecli, terminalcli
+from idcode import __version__
 from idcode.claims import (
     ALL_PROGRAMMES,
     PSEUDONYM_LENGTH,
@@ -24,22 +31,21 @@ from idcode.claims import (
     Residency,
     programme_names,
 )
+from idcode.config import core_settings
 from idcode.cose import Algorithm
-from idcode.errors import IdcodeError
+from idcode.errors import IdcodeError, UnavailableError, UsageError
 from idcode.issuer import MAX_TTL, mint_code
 from idcode.keys import PublicKey, jwks, keys_from_jwks
 from idcode.keystore import FileKeyStore, initialise, open_key_store, rotate
-from idcode.qr import write_qr
+from idcode.protocol import MAX_BUNDLE_MAX_AGE
 from idcode.replay import ReplayCache
-from idcode.settings import Settings, get_settings
 from idcode.testing import random_card
 from idcode.verifier import Trust, verify
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-class CliError(IdcodeError):
-    """A problem with the command's input, reported on stderr with exit status 2."""
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+#: As a filter killed by SIGPIPE would end (128 + 13): the reader went away, nothing failed.
+EXIT_BROKEN_PIPE = 141
+COMMANDS_GROUP = "idcode.commands"
 
 
 def parse_time(text: str) -> int:
@@ -65,7 +71,8 @@ def _choice_of(enum: type[Residency] | type[AgeBand]) -> list[str]:
     return [member.name.lower().replace("_", "-") for member in enum]
 
 
-def _key_store(args: argparse.Namespace, settings: Settings) -> FileKeyStore:
+def _key_store(args: argparse.Namespace) -> FileKeyStore:
+    settings = core_settings()
     directory = args.keys_dir or settings.keys_dir
     passphrase = settings.passphrase
     return open_key_store(directory, passphrase)
@@ -78,8 +85,9 @@ def _now(args: argparse.Namespace) -> int:
 # -- keys ------------------------------------------------------------------------------
 
 
-def cmd_keys_init(args: argparse.Namespace, settings: Settings) -> int:
-    store = _key_store(args, settings)
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    settings = core_settings()
+    store = _key_store(args)
     created = initialise(
         store, _now(args), settings.issuer_key_days if args.days is None else args.days, args.alg
     )
@@ -90,8 +98,8 @@ def cmd_keys_init(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    store = _key_store(args, settings)
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    store = _key_store(args)
     now = _now(args)
     published = {key.kid for key in store.published_keys(now)}
     print(f"{'kid':<18} {'alg':<6} {'signs from':<21} {'signs until':<21} state")
@@ -115,8 +123,9 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
-    store = _key_store(args, settings)
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    settings = core_settings()
+    store = _key_store(args)
     key = rotate(
         store,
         _now(args),
@@ -131,8 +140,8 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def cmd_keys_remove(args: argparse.Namespace, settings: Settings) -> int:
-    store = _key_store(args, settings)
+def cmd_keys_remove(args: argparse.Namespace) -> int:
+    store = _key_store(args)
     store.remove_issuer_key(args.kid, _now(args))
     print(
         f"issuer key {args.kid} removed: it is no longer published and the next trust bundle "
@@ -141,8 +150,8 @@ def cmd_keys_remove(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def cmd_keys_jwks(args: argparse.Namespace, settings: Settings) -> int:
-    store = _key_store(args, settings)
+def cmd_keys_jwks(args: argparse.Namespace) -> int:
+    store = _key_store(args)
     document = (
         {"keys": [store.root_public_jwk()]} if args.root else jwks(store.published_keys(_now(args)))
     )
@@ -153,8 +162,9 @@ def cmd_keys_jwks(args: argparse.Namespace, settings: Settings) -> int:
 # -- mint, verify, qr --------------------------------------------------------------------
 
 
-def cmd_mint(args: argparse.Namespace, settings: Settings) -> int:
-    store = _key_store(args, settings)
+def cmd_mint(args: argparse.Namespace) -> int:
+    settings = core_settings()
+    store = _key_store(args)
     now = _now(args)
     # First use creates development keys; a store that has keys is never added to here,
     # so minting at a time no key covers is an error rather than a surprise key.
@@ -197,13 +207,13 @@ def _codes(arguments: Sequence[str]) -> Iterator[str]:
                 yield line
 
 
-def _trusted_keys(args: argparse.Namespace, settings: Settings, now: int) -> list[PublicKey]:
+def _trusted_keys(args: argparse.Namespace, now: int) -> list[PublicKey]:
     if args.jwks is None:
-        return _key_store(args, settings).published_keys(now)
+        return _key_store(args).published_keys(now)
     try:
         document = json.loads(args.jwks.read_text())
     except (OSError, ValueError, RecursionError) as exc:
-        raise CliError(f"cannot read JWK Set {args.jwks}: {exc}") from None
+        raise UsageError(f"cannot read JWK Set {args.jwks}: {exc}") from None
     return keys_from_jwks(document)
 
 
@@ -211,19 +221,20 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as exc:
-        raise CliError(f"cannot read {what} {path}: {exc}") from None
+        raise UsageError(f"cannot read {what} {path}: {exc}") from None
 
 
-def _root_jwk(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+def _root_jwk(args: argparse.Namespace) -> dict[str, Any]:
     """The pinned root key: --root FILE, else the local key store's root."""
     from idcode.bundle import load_root_jwk
 
     if args.root is not None:
         return load_root_jwk(_read_json(args.root, "root key"))
-    return _key_store(args, settings).root_public_jwk()
+    return _key_store(args).root_public_jwk()
 
 
-def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings = core_settings()
     algorithms = args.alg or [Algorithm.EDDSA]
     skew = settings.clock_skew_seconds if args.skew is None else args.skew
     if args.bundle is not None:
@@ -232,8 +243,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         try:
             token = args.bundle.read_text().strip()
         except OSError as exc:
-            raise CliError(f"cannot read bundle {args.bundle}: {exc.strerror}") from None
-        bundle = verify_bundle(token, _root_jwk(args, settings))
+            raise UsageError(f"cannot read bundle {args.bundle}: {exc.strerror}") from None
+        bundle = verify_bundle(token, _root_jwk(args))
         trust = bundle.trust(
             prefix=settings.code_prefix,
             algorithms=algorithms,
@@ -242,7 +253,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         trust = Trust.of(
-            _trusted_keys(args, settings, _now(args)),
+            _trusted_keys(args, _now(args)),
             prefix=settings.code_prefix,
             algorithms=algorithms,
             clock_skew=skew,
@@ -255,15 +266,15 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         seen += 1
         all_valid += verdict.valid
     if seen == 0:
-        raise CliError("no code to verify")
+        raise UsageError("no code to verify")
     return EXIT_OK if all_valid == seen else EXIT_INVALID
 
 
-def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_bundle(args: argparse.Namespace) -> int:
     from idcode.bundle import sign_bundle
     from idcode.statuslist import StatusList
 
-    store = _key_store(args, settings)
+    store = _key_store(args)
     now = _now(args)
     status = StatusList(args.size)
     for index in args.revoked:
@@ -284,7 +295,9 @@ def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def cmd_qr(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_qr(args: argparse.Namespace) -> int:
+    from idcode.qr import write_qr  # the [qr] extra
+
     version = write_qr(args.code, args.output)
     print(f"wrote {args.output} (QR version {version}-M, {len(args.code)} characters)")
     return EXIT_OK
@@ -331,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--keys-dir", type=Path, help="key store directory (default: IDCODE_KEYS_DIR or keys/)"
     )
+    parser.add_argument("--version", action="version", version=f"idcode {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     at_help = "act as if the time were AT (ISO 8601 or epoch seconds; default: now)"
 
@@ -461,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
     bundle.add_argument(
         "--max-age",
-        type=_bounded_int(60, 30 * 86_400, "seconds"),
+        type=_bounded_int(60, MAX_BUNDLE_MAX_AGE, "seconds"),
         default=86_400,
         help="seconds the bundle stays fresh (default 86400)",
     )
@@ -481,9 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bundle.add_argument("--at", type=parse_time, help=at_help)
     bundle.set_defaults(handler=cmd_bundle)
-    servicecli.add_commands(commands)
-    terminalcli.add_commands(commands)
-    citydemo.add_commands(commands)
+    for point in sorted(entry_points(group=COMMANDS_GROUP), key=lambda point: point.name):
+        # The sides register their commands here; their modules import nothing heavy until a
+        # command runs, so this works on an install without the service's extra.
+        point.load()(commands)
     return parser
 
 
@@ -491,29 +506,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = get_settings()
-    except SettingsError as exc:  # e.g. a list setting that is not JSON
-        print(f"idcode: error: bad settings: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValidationError as exc:
-        problems = "; ".join(
-            (f"IDCODE_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
-            + str(e["msg"]).removeprefix("Value error, ")
-            for e in exc.errors()
-        )
-        print(f"idcode: error: bad settings: {problems}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        return int(args.handler(args, settings))
+        return int(args.handler(args))
+    except UnavailableError as exc:
+        print(f"idcode: error: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except IdcodeError as exc:
         print(f"idcode: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        extra = _extra_for(exc.name or "")
+        if extra is None:
+            raise
+        print(
+            f"idcode: error: 'idcode {args.command}' needs idcode[{extra}] "
+            f"(no module {exc.name!r}): pip install 'idcode[{extra}]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader is gone (idcode verify ... | head -1): end quietly, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"idcode: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:
-        return EXIT_INVALID
+
+
+#: Which extra brings the libraries a command may miss.
+EXTRAS = {
+    "fastapi": "service",
+    "starlette": "service",
+    "uvicorn": "service",
+    "sqlalchemy": "service",
+    "alembic": "service",
+    "psycopg": "service",
+    "redis": "service",
+    "pydantic_settings": "service",
+    "serial": "terminal",
+    "qrcode": "qr",
+    "PIL": "qr",
+}
+
+
+def _extra_for(module: str) -> str | None:
+    return EXTRAS.get(module.split(".")[0])
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def encode_body(data: bytes) -> str:
     """Base45-encode ``data`` (RFC 9285 section 4).
 
     Same result as the ``base45`` package (checked over every 16-bit value in
-    tests/test_codetext.py) at a third of its cost, which matters on the issuance path: each
+    tests/core/test_codetext.py) at a third of its cost, which matters on the issuance path: each
     pair of bytes goes into a 48-bit lane of one big integer, and the divisions by 2025 and
     45 are done for all lanes at once as multiplications by a 32-bit reciprocal and a shift,
     exact for every dividend below 2**16.
@@ -79,7 +79,7 @@ def decode_body(body: str) -> bytes:
     no final pair above 255. The ``base45`` package decodes one group per Python loop turn
     (about 14 us for a code); this decoder does the same arithmetic on all groups at once
     with big-integer arithmetic (about 2 us), which keeps verification within its budget. It is
-    checked against the package in tests/test_codetext.py.
+    checked against the package in tests/core/test_codetext.py.
     """
     try:
         digits = body.encode("ascii").translate(_DIGIT_OF_CHARACTER)

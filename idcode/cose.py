@@ -8,8 +8,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import NamedTuple
 
-from idcode.cbor import CborError, decode_strict, encode_bytes, encode_int, encode_text
-from idcode.errors import CoseError
+from idcode.cbor import decode_strict, encode_bytes, encode_int, encode_text
+from idcode.errors import CborError, CoseError
 
 # COSE header labels (RFC 9052 section 3.1).
 HEADER_ALG = 1
@@ -126,7 +126,7 @@ def decode_general(message: bytes) -> Sign1:
 # Every code an issuer signs with a one-byte kid has this exact layout (113 bytes): the
 # protected header ``a2 01 <alg> 04 41 <kid>``, a 36-byte payload and a 64-byte signature.
 # Slicing it costs a fraction of a CBOR decode; any other input takes the general path in
-# decode_general, which also decides the error. tests/test_cose.py checks that both paths
+# decode_general, which also decides the error. tests/core/test_cose.py checks that both paths
 # agree on every input the fixed one accepts.
 _FIXED_LENGTH = 113
 _PAYLOAD_LENGTH = 36

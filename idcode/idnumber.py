@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from idcode.errors import IdcodeError
+from idcode.errors import InvalidIdNumber as InvalidIdNumber
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARACTERS = "10X98765432"  # indexed by the weighted sum mod 11
@@ -51,10 +51,6 @@ _PROVINCES = frozenset(
         "83",
     ]
 )
-
-
-class InvalidIdNumber(IdcodeError, ValueError):
-    """The text is not a valid 18-character national ID number."""
 
 
 def check_digit(first_17: str) -> str:

@@ -29,8 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from idcode import b64url
 from idcode.claims import Card
-from idcode.errors import IdcodeError
+from idcode.errors import SceneError as SceneError
 from idcode.reasons import Reason
+from idcode.text import unstorable_reason
 from idcode.verifier import Trust, Verdict
 
 #: The scenes idcode ships adapters for (in idcode_adapters). More come from other packages
@@ -46,10 +47,19 @@ DAY = 86_400
 
 #: A scene result value: coarse scalars only (a fee in fen, a ticket class, a count).
 ResultValue = str | int | bool | None
+#: At most this many results per decision, names of this shape, texts this long: a scene
+#: reports coarse outcomes, never free text about a person. The service refuses uploads that
+#: break these rules; the decider refuses decisions that do, so a test finds it first.
+MAX_RESULTS = 20
+RESULT_NAME = re.compile(r"[a-z0-9_]{1,32}")
+MAX_RESULT_TEXT = 64
+MAX_RESULT_INTEGER = 2**53 - 1
 
-
-class SceneError(IdcodeError, ValueError):
-    """Scene data or a scene key that an adapter cannot work with."""
+#: The reason of a decision whose adapter raised: the gate stays shut (fail closed).
+ADAPTER_ERROR = "adapter_error"
+#: The reason of a decision whose adapter answered a reason outside its scene's closed set
+#: (a typo, or an admission with another reason than ``ok``): denied, fail closed.
+UNDECLARED_REASON = "undeclared_reason"
 
 
 def scene_subject_key(city_key: bytes, scene: str) -> bytes:
@@ -164,9 +174,27 @@ class Decision:
         return cls(False, str(reason), action, MappingProxyType(result), subject)
 
     def __post_init__(self) -> None:
-        for name, value in self.result.items():
-            if value is not None and not isinstance(value, str | int | bool):
-                raise SceneError(f"scene result {name!r} must be a text, integer or boolean")
+        check_scene_result(self.result)
+
+
+def check_scene_result(result: Mapping[str, object]) -> None:
+    """Refuse scene results the service would refuse: too many, odd names, long texts,
+    values that are not coarse scalars. Raises SceneError."""
+    if len(result) > MAX_RESULTS:
+        raise SceneError(f"at most {MAX_RESULTS} scene results")
+    for name, value in result.items():
+        if not isinstance(name, str) or not RESULT_NAME.fullmatch(name):
+            raise SceneError("scene result names are 1-32 of a-z, 0-9 and _")
+        if value is not None and not isinstance(value, str | int | bool):
+            raise SceneError(f"scene result {name!r} must be a text, integer or boolean")
+        if isinstance(value, str) and len(value) > MAX_RESULT_TEXT:
+            raise SceneError(f"scene result {name!r} is over {MAX_RESULT_TEXT} characters")
+        if isinstance(value, str) and (problem := unstorable_reason(value)) is not None:
+            raise SceneError(f"scene result {name!r} {problem}, which cannot be stored")
+        if isinstance(value, int) and abs(value) > MAX_RESULT_INTEGER:
+            # Beyond this a JSON reader in JavaScript rounds it, and it would no longer fit a
+            # PostgreSQL bigint should the column ever be typed.
+            raise SceneError(f"scene result {name!r} is beyond +-(2**53 - 1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +322,14 @@ class SceneAdapter(ABC):
                 for error in exc.errors()[:5]
             )
             raise SceneError(f"{cls.scene} scene data is not valid: {problems}") from None
+
+    @classmethod
+    def known_reasons(cls) -> frozenset[str]:
+        """The scene's closed set of reasons: the verifier's, the decider's own
+        (``adapter_error``, ``undeclared_reason``) and the adapter's ``reasons``."""
+        return frozenset(
+            {reason.value for reason in Reason} | {ADAPTER_ERROR, UNDECLARED_REASON}
+        ).union(cls.reasons)
 
     def decide(self, scan: Scan, history: History) -> Decision:
         if not scan.verdict.valid or scan.card is None or scan.subject is None:

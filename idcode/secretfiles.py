@@ -15,7 +15,7 @@ try:
 except ImportError:  # pragma: no cover (Windows)
     fcntl = None  # type: ignore[assignment]
 
-from idcode.errors import KeyStoreError, UnsafeFileError
+from idcode.errors import KeyStoreError, SecretFileExists, UnsafeFileError
 
 
 def ensure_private_directory(directory: Path) -> None:
@@ -102,10 +102,6 @@ def check_trusted_file(path: Path, *, secret: bool = False) -> None:
             f"{path} is writable by group or others (mode {mode:o}), who could replace "
             f"what it holds; 'chmod go-w {path}'"
         )
-
-
-class SecretFileExists(KeyStoreError):
-    """The secret file is already there (possibly written a moment ago by another process)."""
 
 
 def write_secret_file(path: Path, content: bytes, *, replace: bool = False) -> None:

@@ -17,13 +17,9 @@ from typing import Any
 
 from idcode import b64url
 from idcode.claims import MAX_STATUS_INDEX
-from idcode.errors import IdcodeError
+from idcode.errors import StatusListError as StatusListError
 
 MAX_ENTRIES = MAX_STATUS_INDEX + 1
-
-
-class StatusListError(IdcodeError, ValueError):
-    """A status list or delta is malformed, too large, or does not fit the list."""
 
 
 _b64url = b64url.encode

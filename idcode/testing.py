@@ -200,6 +200,11 @@ class TestTerminal:
 
     ``adapter`` defaults to the scene's adapter from ``idcode_adapters``; ``options`` are the
     terminal's own settings (``lane``, ``mode``), as ``idcode terminal run --option`` gives them.
+
+    Where a terminal would deny with ``adapter_error`` (the adapter raised) or
+    ``undeclared_reason`` (it answered a reason outside its scene's closed set, or admitted
+    with another reason than ``ok``), a test terminal raises SceneError naming the defect, so
+    a typo in an adapter fails its first test. ``strict=False`` denies as a terminal does.
     """
 
     __test__ = False
@@ -213,6 +218,7 @@ class TestTerminal:
         algorithms: Iterable[Algorithm] = (Algorithm.EDDSA, Algorithm.ES256),
         options: Mapping[str, str] | None = None,
         history: MemoryHistory | None = None,
+        strict: bool = True,
     ) -> None:
         if adapter is None:
             adapter = load_adapter(str(bundle.scene.get("scene")))
@@ -225,6 +231,7 @@ class TestTerminal:
             replay=ReplayCache(),
             algorithms=algorithms,
             options=options,
+            strict=strict,
         )
         self.now = bundle.issued_at
 

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import re
 
-from idcode.errors import IdcodeError
+from idcode.errors import UnstorableText as UnstorableText
 
 MAX_DEPTH = 64  # deeper than any JSON document idcode accepts (scene data: 32)
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # Control characters (C0, DEL, C1) and surrogates: never part of a name or an identifier.
 _CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-class UnstorableText(IdcodeError, ValueError):
-    """Text with a character the database cannot store (NUL, an unpaired surrogate)."""
 
 
 def _describe(character: str) -> str:

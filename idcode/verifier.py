@@ -24,6 +24,7 @@ from idcode.replay import ReplayState
 from idcode.statuslist import StatusList
 
 DEFAULT_CLOCK_SKEW = 30  # seconds; see docs/code-format.md, "Clock rules"
+MAX_CLOCK_SKEW = 300  # the most a deployment may allow
 
 
 @dataclass(frozen=True)

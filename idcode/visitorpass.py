@@ -9,12 +9,13 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from idcode.cbor import CborError, decode_strict, encode_bytes, encode_int, encode_text, head
+from idcode.cbor import decode_strict, encode_bytes, encode_int, encode_text, head
 from idcode.claims import MAX_NUMERIC_DATE
 from idcode.codetext import decode_body
 from idcode.codetext import encode_text as encode_code_text
 from idcode.cose import decode_sign1, encode_protected, encode_sign1, to_be_signed
-from idcode.errors import ClaimsError, CodeFormatError, CoseError
+from idcode.errors import CborError, ClaimsError, CodeFormatError, CoseError
+from idcode.errors import PassWindowError as PassWindowError
 from idcode.keys import Signer
 from idcode.reasons import Reason
 from idcode.scenes import DAY, SUBJECT_BYTES
@@ -47,14 +48,6 @@ def pass_prefix(code_prefix: str) -> str:
     if not code_prefix.endswith(":") or not code_prefix[:-1].isalnum():
         raise CodeFormatError(f"not a code prefix: {code_prefix!r}")
     return code_prefix[:-1] + "P:"
-
-
-class PassWindowError(ClaimsError):
-    """A pass window that may not be issued; ``reason`` is the machine-readable cause."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,13 +17,12 @@ from typing import Any
 import httpx2
 import uvicorn
 
-from idcode.api.app import create_app
-from idcode.database import upgrade
 from idcode.keystore import open_key_store
-from idcode.pii import development_vault
-from idcode.settings import Settings
-
-from .conftest import Tokens
+from idcode.service.api.app import create_app
+from idcode.service.database import upgrade
+from idcode.service.pii import development_vault
+from idcode.service.settings import Settings
+from tests.services import Tokens
 
 STARTUP_SECONDS = 30
 

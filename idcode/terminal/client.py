@@ -1,7 +1,7 @@
 """The terminal's side of the service API: signed requests for trust and event uploads.
 
 Each request carries a fresh single-use token signed with the terminal's key
-(``idcode.terminal.token``). Plain ``urllib``: a terminal makes a few small
+(``idcode.terminaltoken``). Plain ``urllib``: a terminal makes a few small
 requests a minute, and the standard library keeps its footprint small.
 
 Every answer is checked before it is used: whatever comes back (a captive portal's page, a
@@ -26,9 +26,12 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from idcode.bundle import MAX_BUNDLE_BYTES
+from idcode.errors import BadResponse as BadResponse
 from idcode.errors import IdcodeError
+from idcode.errors import ServiceError as ServiceError
+from idcode.errors import ServiceUnreachable as ServiceUnreachable
 from idcode.terminal.identity import TerminalIdentity
-from idcode.terminal.token import terminal_token
+from idcode.terminaltoken import terminal_token
 
 # The largest answer a terminal reads: a trust bundle is at most 8 MiB (bundle.MAX_BUNDLE_BYTES).
 MAX_RESPONSE_BYTES = MAX_BUNDLE_BYTES + 64 * 1024
@@ -42,36 +45,6 @@ _REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
 # back in If-None-Match, where anything else would break every later bundle request.
 _ETAG = re.compile(r'(W/)?"[\x21\x23-\x7e]{0,200}"')
 _TERMINAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-class ServiceError(IdcodeError):
-    """The service answered with an error (``status`` and the problem's ``reason``)."""
-
-    def __init__(self, status: int, reason: str, detail: str = "") -> None:
-        super().__init__(f"the service answered {status} {reason}: {detail}".rstrip(": "))
-        self.status = status
-        self.reason = reason
-
-
-class BadResponse(ServiceError):
-    """An answer the service does not give: not well-formed HTTP, cut short, redirected, or not
-    the content asked for (a captive portal's page, a broken proxy, a hostile network).
-    ``reason`` is ``bad_response`` (``response_too_large`` for an answer over the size a terminal
-    reads); ``status`` is the HTTP status read, 0 when there was none.
-    Nothing in it is acted on: the terminal keeps its trust and its events, and tries again."""
-
-    def __init__(self, status: int, detail: str, reason: str = "bad_response") -> None:
-        IdcodeError.__init__(
-            self,
-            f"unusable answer from the service ({f'HTTP {status}' if status else 'no HTTP status'}"
-            f", {reason}): {detail}",
-        )
-        self.status = status
-        self.reason = reason
-
-
-class ServiceUnreachable(IdcodeError):
-    """No answer: the network or the service is down. The terminal carries on offline."""
 
 
 def _printable(text: str, limit: int) -> str:

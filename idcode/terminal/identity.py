@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
 from idcode.bundle import load_root_jwk
-from idcode.errors import IdcodeError
+from idcode.errors import ProvisioningError
 from idcode.scenes import scene_names
 from idcode.secretfiles import (
     check_private,
@@ -33,10 +33,6 @@ from idcode.secretfiles import (
 IDENTITY_FILE = "terminal.json"
 KEY_FILE = "terminal-key.pem"
 ROOT_FILE = "root.json"
-
-
-class ProvisioningError(IdcodeError):
-    """The terminal is not provisioned, or not as the command line says."""
 
 
 @dataclass(frozen=True)

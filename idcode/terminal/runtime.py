@@ -21,14 +21,22 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from idcode.bundle import BundleError, TrustBundle, verify_bundle, verify_delta
+from idcode.bundle import TrustBundle, verify_bundle, verify_delta
 from idcode.codetext import DEFAULT_DEPLOYMENT, prefix_for
 from idcode.cose import Algorithm
 from idcode.decider import Decider
-from idcode.errors import IdcodeError
+from idcode.errors import (
+    BadResponse,
+    BundleError,
+    IdcodeError,
+    SceneError,
+    ServiceError,
+    ServiceUnreachable,
+)
+from idcode.protocol import MAX_CLOCK_DRIFT, MAX_EVENTS_PER_BATCH
 from idcode.reasons import Reason
-from idcode.scenes import Decision, Scan, SceneAdapter, SceneError, load_adapter
-from idcode.terminal.client import BadResponse, ServiceError, ServiceUnreachable, TerminalClient
+from idcode.scenes import Decision, Scan, SceneAdapter, load_adapter
+from idcode.terminal.client import TerminalClient
 from idcode.terminal.identity import TerminalIdentity
 from idcode.terminal.journal import Journal, JournalEntry, JournalReplay
 from idcode.terminal.trust import TrustStore, describe
@@ -44,7 +52,7 @@ RETENTION_DAYS = 35  # uploaded events kept for adapters' history and local insp
 #: freeze the terminal's trust (every later, correctly dated bundle or delta would look older)
 #: until its clock caught up. A terminal whose clock is that far behind keeps its old trust,
 #: which goes stale (fail closed) and shows in the service's view of its clock drift.
-MAX_FUTURE_TRUST = 600
+MAX_FUTURE_TRUST = MAX_CLOCK_DRIFT
 
 
 def backoff(failures: int, base: float = 1.0, cap: float = MAX_BACKOFF) -> float:
@@ -99,8 +107,8 @@ class TerminalRuntime:
         self.sync_interval = sync_interval
         self.bundle_interval = bundle_interval
         self.upload_interval = upload_interval
-        if not 1 <= batch_size <= 1000:  # the service takes at most 1,000 events a request
-            raise IdcodeError("the upload batch size must be 1-1000")
+        if not 1 <= batch_size <= MAX_EVENTS_PER_BATCH:  # what the service takes at once
+            raise IdcodeError(f"the upload batch size must be 1-{MAX_EVENTS_PER_BATCH}")
         self.batch_size = batch_size
         self.max_backoff = max_backoff  # the longest pause between failed attempts
         self.client = client or TerminalClient(identity)

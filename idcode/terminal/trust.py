@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from idcode.bundle import BundleError, TrustBundle, verify_bundle, verify_delta
+from idcode.bundle import TrustBundle, verify_bundle, verify_delta
+from idcode.errors import BundleError
 from idcode.secretfiles import check_trusted_directory, check_trusted_file
 
 log = logging.getLogger("idcode.terminal")

@@ -1,0 +1,176 @@
+"""The FastAPI application: ``create_app(settings)`` wires storage, state, keys and routes."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI
+
+from idcode import __version__
+from idcode.keystore import SigningKeyCache, initialise, open_key_store
+from idcode.service.api import problems
+from idcode.service.api.deps import BEARER_SCHEME, Services
+from idcode.service.api.routes import cards, codes, health, passes, terminals, verify
+from idcode.service.auth import token_verifier
+from idcode.service.database import make_engine, make_session_factory
+from idcode.service.pii import vault_for
+from idcode.service.settings import Settings, get_settings
+from idcode.service.state import make_state
+
+log = logging.getLogger("idcode.service.api")
+
+DESCRIPTION = """
+The idcode issuance service: citizens get short-lived signed codes (`POST /v1/codes`),
+operators enrol and manage cards, connected terminals verify online. Errors are
+`application/problem+json` (RFC 9457) with a machine-readable `reason`.
+"""
+
+
+def build_services(settings: Settings) -> Services:
+    """Everything the routes need; fails early and clearly on bad configuration."""
+    store = open_key_store(
+        settings.keys_dir,
+        settings.passphrase,
+    )
+    if settings.development:
+        for created in initialise(store, _now(), settings.issuer_key_days):
+            log.info("created development %s in %s", created, settings.keys_dir)
+    # Read the keys now, not at the first request: a key store others could have written to,
+    # or whose manifest does not verify with the root key, stops the service here.
+    keys = SigningKeyCache(store)
+    keys.load(_now())
+    vault = vault_for(settings)
+    engine = make_engine(settings.sqlalchemy_url)
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        state=make_state(settings.redis_url, settings.redis_prefix),
+        keys=keys,
+        tokens=token_verifier(settings),
+        vault=vault,
+        code_prefix=settings.code_prefix,
+    )
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        app.state.services = services
+        log.info(
+            "idcode %s serving: %s, %s state, prefix %s",
+            __version__,
+            services.engine.dialect.name,
+            services.state.kind,
+            settings.code_prefix,
+        )
+        # Everything loaded so far (modules, routes, schemas: ~150,000 objects) lives as long
+        # as the process: move it out of the collector's sight. Otherwise every full
+        # collection walks it, 85-100 ms with requests stalled (bench/README.md, soak.py:
+        # p99 51-80 ms before, 5-8 ms after, at 70 % of the maximum rate).
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            await services.state.close()
+            services.engine.dispose()
+            gc.unfreeze()  # a process that goes on (tests, an embedding app) collects again
+
+    app = FastAPI(
+        title="idcode",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(codes.router)
+    app.include_router(passes.router)
+    app.include_router(cards.router)
+    app.include_router(verify.router)
+    app.include_router(terminals.router)
+    _complete_openapi(app)
+    return app
+
+
+def _complete_openapi(app: FastAPI) -> None:
+    """Add to the OpenAPI document what the routes' own declarations cannot say: the bearer
+    scheme and the problems every route shares."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            _declare_bearer_auth(schema)
+            _declare_problems(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _declare_bearer_auth(schema: dict[str, Any]) -> None:
+    """Every /v1 route takes an ID token as a bearer token (deps.py reads it itself instead of
+    through fastapi.security)."""
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An OIDC ID token from the city's identity provider.",
+    }
+    for path, operations in schema["paths"].items():
+        if path.startswith("/v1/"):
+            for operation in operations.values():
+                operation["security"] = [{BEARER_SCHEME: []}]
+
+
+UNAVAILABLE = (
+    "A dependency cannot be reached now (database_unavailable, state_unavailable, "
+    "idp_unavailable, no_signing_key); Retry-After says when to try again."
+)
+
+
+def _declare_problems(schema: dict[str, Any]) -> None:
+    """Document errors as the service sends them: every one as application/problem+json with
+    the ProblemBody schema (problems.install), FastAPI's own 422 too, which it would document
+    as application/json; and wherever a route takes a body, 400 for one FastAPI cannot read
+    (not UTF-8) and 413 for one over the route's limit (problems.BodyLimit)."""
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("ProblemBody", problems.ProblemBody.model_json_schema())
+    # FastAPI's validation error models, which no response of this service has.
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    fastapi_422 = {"$ref": "#/components/schemas/HTTPValidationError"}
+    problem = {problems.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            responses: dict[str, Any] = operation["responses"]
+            if "requestBody" in operation:
+                for status in (HTTPStatus.BAD_REQUEST, HTTPStatus.REQUEST_ENTITY_TOO_LARGE):
+                    responses.setdefault(str(status.value), {"description": status.phrase})
+            if path.startswith("/v1/"):
+                # Any /v1 route may find the database, the shared state, the identity
+                # provider or the signing key away (docs/data.md, "When ... is down").
+                responses.setdefault("503", {"description": UNAVAILABLE})
+            for code, response in responses.items():
+                content = response.get("content", {})
+                if (
+                    problems.PROBLEM_JSON in content
+                    or content.get("application/json", {}).get("schema") == fastapi_422
+                    or (code[0] in "45" and not content)
+                ):
+                    response["content"] = problem

@@ -1,0 +1,165 @@
+"""Dependencies as types: routes declare the session, the caller and its role they need."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from idcode.errors import AuthError
+from idcode.keystore import SigningKeyCache
+from idcode.service.api.problems import Problem
+from idcode.service.auth import Principal, TokenVerifier
+from idcode.service.pii import PersonalDataVault
+from idcode.service.settings import Settings
+from idcode.service.state import SharedState
+
+
+@dataclass
+class Services:
+    """Everything a request may use, built once when the application starts."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    state: SharedState
+    keys: SigningKeyCache
+    tokens: TokenVerifier
+    vault: PersonalDataVault
+    code_prefix: str  # settings.code_prefix, computed once
+
+
+async def get_services(request: Request) -> Services:  # async: no thread hop per request
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+# The bearer scheme is parsed here rather than by fastapi.security.HTTPBearer: one
+# dependency level less on the issuance path. app.py declares the scheme in OpenAPI.
+BEARER_SCHEME = "bearerAuth"
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller's verified identity, or a 401 problem. A plain function rather than a
+    dependency of the role checks below: every nesting level costs on the issuance path."""
+    token = bearer_token(request)
+    if token is None:
+        raise Problem(
+            401,
+            "missing_token",
+            "An ID token is required.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    tokens: TokenVerifier = request.app.state.services.tokens
+    try:
+        if tokens.needs_network:
+            principal: Principal = await run_in_threadpool(tokens.verify, token)
+            return principal
+        return tokens.verify(token)
+    except AuthError as exc:
+        if exc.reason == "idp_unavailable":
+            raise Problem(
+                503,
+                exc.reason,
+                "The identity provider cannot be reached; try again shortly.",
+                headers={"Retry-After": "10"},
+            ) from None
+        raise Problem(
+            401,
+            exc.reason,
+            "The ID token was refused.",
+            str(exc),
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from None
+
+
+Caller = TypeVar("Caller")
+# The dependencies that say who the caller is. AuthenticatedFirst runs them before FastAPI
+# reads a request's body; each runs once per request (caller_check).
+CALLER_CHECKS: set[Callable[[Request], Awaitable[Any]]] = set()
+
+
+def caller_check(
+    check: Callable[[Request], Awaitable[Caller]],
+) -> Callable[[Request], Awaitable[Caller]]:
+    """Make ``check`` a caller check: run at most once per request, whether first by
+    AuthenticatedFirst or by FastAPI as a dependency (a terminal token is spent when checked)."""
+
+    async def once(request: Request) -> Caller:
+        done: dict[object, Any] = request.scope.setdefault("idcode.callers", {})
+        if check not in done:
+            done[check] = await check(request)
+        result: Caller = done[check]
+        return result
+
+    once.__name__ = once.__qualname__ = check.__name__
+    once.__doc__ = check.__doc__
+    CALLER_CHECKS.add(once)
+    return once
+
+
+class AuthenticatedFirst(APIRoute):
+    """A route that checks its caller before FastAPI reads and parses the request's body.
+
+    FastAPI reads the body and parses its JSON before it solves any dependency, so without
+    this a request with no token or a bad one cost a 1 MiB parse before its 401, and a
+    broken body got 422, telling a stranger about the route. Here the route's caller checks
+    (CALLER_CHECKS among its dependencies) run first; the body of a refused request is never
+    read (the HTTP protocol drains and discards it, for a bounded time).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        checks = [d.call for d in self.dependant.dependencies if d.call in CALLER_CHECKS]
+        if not checks:
+            return handler
+
+        async def checked_handler(request: Request) -> Response:
+            for check in checks:
+                await check(request)
+            return await handler(request)
+
+        return checked_handler
+
+
+@caller_check
+async def get_citizen(request: Request) -> Principal:
+    principal = await authenticate(request)
+    if principal.id_number is None:
+        raise Problem(403, "not_a_citizen", "This token does not identify a citizen.")
+    return principal
+
+
+@caller_check
+async def get_operator(request: Request) -> Principal:
+    principal = await authenticate(request)
+    if request.app.state.services.settings.operator_role not in principal.roles:
+        raise Problem(403, "forbidden", "This needs the operator role.")
+    return principal
+
+
+@caller_check
+async def get_verifier(request: Request) -> Principal:
+    principal = await authenticate(request)
+    settings = request.app.state.services.settings
+    if not principal.roles & {settings.operator_role, settings.verifier_role}:
+        raise Problem(403, "forbidden", "This needs the verifier or operator role.")
+    return principal
+
+
+CitizenDep = Annotated[Principal, Depends(get_citizen)]
+OperatorDep = Annotated[Principal, Depends(get_operator)]
+VerifierDep = Annotated[Principal, Depends(get_verifier)]

@@ -1,0 +1,165 @@
+"""Citizens get codes: ``POST /v1/codes`` as JSON or as a QR image, and ``GET /v1/me``."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from idcode.issuer import mint_code
+from idcode.qr import qr_image
+from idcode.service.api.deps import AuthenticatedFirst, CitizenDep, Services, ServicesDep
+from idcode.service.api.problems import Problem, problem_responses
+from idcode.service.cards import CardSnapshot, attribute_names, find_by_id_hash, snapshot
+
+router = APIRouter(prefix="/v1", tags=["citizens"], route_class=AuthenticatedFirst)
+
+MEDIA_TYPES = ("application/json", "image/png", "image/svg+xml")
+NO_CARD = "No citizen card is enrolled for this citizen."
+
+
+class IssuedCode(BaseModel):
+    code: str
+    expires_at: datetime
+    refresh_at: datetime
+
+
+class MyCard(BaseModel):
+    id: str
+    status: str
+    residency: str
+    age_band: str
+    programmes: list[str]
+
+
+def negotiate(accept: str | None) -> str | None:
+    """The best of MEDIA_TYPES for an Accept header (JSON when absent), None if none fits."""
+    if not accept:
+        return MEDIA_TYPES[0]
+    best: tuple[float, int] | None = None
+    chosen = None
+    for part in accept.lower().split(","):  # media types are case-insensitive (RFC 9110)
+        media, *params = (p.strip() for p in part.split(";"))
+        quality = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    quality = float(param[2:])
+                except ValueError:
+                    quality = 0.0
+        for rank, candidate in enumerate(MEDIA_TYPES):
+            if quality > 0 and media in (candidate, candidate.split("/")[0] + "/*", "*/*"):
+                key = (quality, -rank)
+                if best is None or key > best:
+                    best, chosen = key, candidate
+    return chosen
+
+
+async def citizen_card(
+    services: Services, id_number: str, now: float, *, rate_limit: int = 0
+) -> CardSnapshot:
+    """The caller's card, from the shared cache or the database, counting the request
+    against the citizen's rate limit when ``rate_limit`` is set (one Redis round trip)."""
+    id_hash = services.vault.citizen_key(id_number)
+    if id_hash is None:  # enrolment refuses such a number, so no card can have it
+        raise Problem(404, "card_not_found", NO_CARD)
+    card, wait = await services.state.admit(id_hash, rate_limit, now)
+    if wait is not None:
+        raise Problem(
+            429,
+            "rate_limited",
+            "Too many codes asked for; wait a moment.",
+            headers={"Retry-After": str(wait)},
+        )
+    if card is None:
+        card = await run_in_threadpool(_load_card, services, id_hash)
+        if card is None:
+            raise Problem(404, "card_not_found", NO_CARD)
+        await services.state.cache_card(id_hash, card, int(now))
+    return card
+
+
+def _load_card(services: Services, id_hash: bytes) -> CardSnapshot | None:
+    with services.sessions() as session:
+        record = find_by_id_hash(session, id_hash)
+        return None if record is None else snapshot(record, services.vault, datetime.now(UTC))
+
+
+@router.post(
+    "/codes",
+    summary="Issue a fresh code for the caller's card",
+    response_model=IssuedCode,
+    responses={
+        200: {
+            "description": "The code, as JSON or (by Accept) as a QR image",
+            "content": {"image/png": {}, "image/svg+xml": {}},
+        },
+        **problem_responses(401, 403, 404, 406, 429, 503),
+    },
+)
+async def issue_code(request: Request, citizen: CitizenDep) -> Response:
+    services: Services = request.app.state.services  # not a dependency: see deps.authenticate
+    media_type = negotiate(request.headers.get("accept"))
+    if media_type is None:
+        raise Problem(406, "not_acceptable", "Ask for " + ", ".join(MEDIA_TYPES) + ".")
+    now = time.time()
+    assert citizen.id_number is not None
+    settings = services.settings
+    card = await citizen_card(
+        services, citizen.id_number, now, rate_limit=settings.rate_limit_per_minute
+    )
+    if card.status != "active":
+        raise Problem(
+            403, f"card_{card.status}", f"The card is {card.status}; no code can be issued."
+        )
+    ttl = settings.code_ttl_seconds
+    code, claims = mint_code(
+        card.card(),
+        services.keys.signer(int(now)),
+        prefix=services.code_prefix,
+        now=int(now),
+        ttl=ttl,
+    )
+    refresh_at = claims.expires_at - max(1, ttl // 6)
+    headers = {
+        "Cache-Control": "no-store",
+        "X-Code-Expires-At": _iso(claims.expires_at),
+        "X-Code-Refresh-At": _iso(refresh_at),
+    }
+    if media_type != "application/json":
+        image = await run_in_threadpool(qr_image, code, media_type)
+        return Response(image, media_type=media_type, headers=headers)
+    # The IssuedCode schema, written directly: this is the hottest route.
+    body = json.dumps(
+        {
+            "code": code,
+            "expires_at": headers["X-Code-Expires-At"],
+            "refresh_at": headers["X-Code-Refresh-At"],
+        }
+    )
+    return Response(body, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "/me",
+    summary="The caller's own card: status and coarse attributes",
+    response_model=MyCard,
+    responses=problem_responses(401, 403, 404),
+)
+async def my_card(citizen: CitizenDep, services: ServicesDep) -> dict[str, Any]:
+    assert citizen.id_number is not None
+    card = await citizen_card(services, citizen.id_number, int(time.time()))
+    return {
+        "id": card.card_id,
+        "status": card.status,
+        **attribute_names(card),
+    }
+
+
+def _iso(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

@@ -1,0 +1,452 @@
+"""Terminals: registration (operators), trust bundles and status deltas, event upload."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import jwt
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from idcode.bundle import sign_bundle, sign_delta
+from idcode.errors import RequestRefused, TerminalAuthError
+from idcode.protocol import MAX_CLOCK_DRIFT, MAX_EVENTS_PER_BATCH
+from idcode.scenes import encode_scene_key
+from idcode.service.api.deps import (
+    AuthenticatedFirst,
+    OperatorDep,
+    Services,
+    ServicesDep,
+    bearer_token,
+    caller_check,
+)
+from idcode.service.api.problems import Problem, problem_responses
+from idcode.service.events import EVENT_ID, ScanEventIn, as_utc, check_events, delete_event, ingest
+from idcode.service.fleet import (
+    MAX_TOKEN_LIFETIME,
+    TERMINAL_ID,
+    AuthenticatedTerminal,
+    NewTerminal,
+    authenticate,
+    decommission,
+    record_seen,
+    register,
+)
+from idcode.service.models import ScanEvent, TerminalRecord
+from idcode.service.revocation import current_status, status_delta
+from idcode.service.scenedata import put_scene_data, scene_data
+from idcode.statuslist import StatusDelta
+
+router = APIRouter(prefix="/v1", tags=["terminals"], route_class=AuthenticatedFirst)
+# Anchored: FastAPI (pydantic) searches a pattern anywhere in the value, so an unanchored one
+# let a UUID with NUL bytes around it through to the database (a 500 schemathesis found).
+TERMINAL_ID_PATTERN = f"^{TERMINAL_ID.pattern}$"
+EVENT_ID_PATTERN = f"^{EVENT_ID.pattern}$"
+TerminalId = Annotated[str, Path(pattern=TERMINAL_ID_PATTERN, description="A terminal id (UUID).")]
+
+
+class TerminalOut(BaseModel):
+    id: str
+    scene: str
+    site: str
+    active: bool
+    clock_drift: int | None = None
+    last_seen_at: datetime | None = None
+
+
+class EventBatch(BaseModel):
+    events: list[ScanEventIn] = Field(max_length=MAX_EVENTS_PER_BATCH)
+
+
+class EventBatchResult(BaseModel):
+    received: int
+    stored: int
+    duplicates: int
+
+
+def _view(record: TerminalRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "scene": record.scene,
+        "site": record.site,
+        "active": record.active,
+        "clock_drift": record.clock_drift,
+        "last_seen_at": record.last_seen_at,
+    }
+
+
+async def _terminal(request: Request) -> TerminalRecord:
+    """The terminal that signed this request, or a 401/403 problem.
+
+    In this order: every check of the token (signature, times, decommissioning), then its
+    single use, and only then the terminal's last-seen time and clock drift: a replayed or
+    otherwise refused token changes nothing operators read about the terminal."""
+    services: Services = request.app.state.services
+    token = bearer_token(request)
+    if token is None:
+        raise Problem(
+            401,
+            "missing_token",
+            "A terminal token is required.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    def check() -> AuthenticatedTerminal:
+        with services.sessions() as session:
+            return _authenticate(session, token)
+
+    accepted = await run_in_threadpool(check)
+    terminal = accepted.record
+    # Each request token is used once: a captured one cannot be replayed.
+    jti = str(jwt.decode(token, options={"verify_signature": False}).get("jti", ""))
+    now = time.time()
+    if await services.state.seen_before(
+        hashlib.sha256(f"terminal-jti:{terminal.id}:{jti}".encode()).digest(),
+        int(now) + 2 * MAX_CLOCK_DRIFT + MAX_TOKEN_LIFETIME + 60,  # past any time it could pass
+        int(now),
+    ):
+        raise Problem(401, "token_replayed", "This terminal token was used before.")
+
+    def seen() -> None:
+        with services.sessions() as session:
+            record_seen(session, terminal.id, accepted.clock_drift, now)
+            session.commit()
+
+    await run_in_threadpool(seen)
+    return terminal
+
+
+# For routes with a body: checked before the body is read (deps.AuthenticatedFirst), once.
+TerminalDep = Annotated[TerminalRecord, Depends(caller_check(_terminal))]
+
+
+def _authenticate(session: Any, token: str) -> AuthenticatedTerminal:
+    try:
+        return authenticate(session, token)
+    except TerminalAuthError as exc:
+        status = 403 if exc.reason == "terminal_decommissioned" else 401
+        raise Problem(status, exc.reason, "The terminal token was refused.", str(exc)) from None
+
+
+@router.post(
+    "/terminals",
+    status_code=201,
+    response_model=TerminalOut,
+    summary="Register a terminal with its scene, site and public key",
+    responses=problem_responses(401, 403, 422),
+)
+async def register_terminal(
+    new: NewTerminal, operator: OperatorDep, services: ServicesDep
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            record = register(session, new, operator.subject)
+            session.commit()
+            return _view(record)
+
+    return await run_in_threadpool(work)
+
+
+@router.get(
+    "/terminals",
+    response_model=list[TerminalOut],
+    summary="Registered terminals with their last clock drift (operators)",
+    responses=problem_responses(401, 403),
+)
+async def list_terminals(operator: OperatorDep, services: ServicesDep) -> list[dict[str, Any]]:
+    def work() -> list[dict[str, Any]]:
+        with services.sessions() as session:
+            records = session.scalars(select(TerminalRecord).order_by(TerminalRecord.created_at))
+            return [_view(record) for record in records]
+
+    return await run_in_threadpool(work)
+
+
+@router.post(
+    "/terminals/{terminal_id}/decommission",
+    response_model=TerminalOut,
+    summary="Cut a terminal off at once",
+    responses=problem_responses(401, 403, 404),
+)
+async def decommission_terminal(
+    terminal_id: TerminalId, operator: OperatorDep, services: ServicesDep
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            try:
+                record = decommission(session, terminal_id, operator.subject)
+            except RequestRefused as exc:
+                raise Problem(404, exc.reason, str(exc)) from None
+            session.commit()
+            return _view(record)
+
+    return await run_in_threadpool(work)
+
+
+@router.get(
+    "/trust-bundle",
+    summary="The calling terminal's trust bundle (JWS signed by the city root key)",
+    responses={
+        200: {"content": {"application/jwt": {}}},
+        304: {"description": "Unchanged"},
+        **problem_responses(401, 403, 503),
+    },
+)
+async def trust_bundle(request: Request) -> Response:
+    terminal = await _terminal(request)
+    services: Services = request.app.state.services
+    now = int(time.time())
+    max_age = services.settings.bundle_max_age_seconds
+    version, status, scene = await run_in_threadpool(_bundle_contents, services, terminal)
+    keys = services.keys.published(now)
+    # The tag changes with the content, and at least every quarter max-age, so a terminal
+    # that keeps getting 304 still receives a fresh (re-dated) bundle long before it is stale.
+    fingerprint = hashlib.sha256(
+        repr(
+            (
+                version,
+                status.size,
+                [key.to_jwk() for key in keys],
+                scene["scene"],
+                scene["site"],
+                scene["version"],
+                max_age,
+                now // max(1, max_age // 4),
+            )
+        ).encode()
+    ).hexdigest()[:32]
+    etag = f'"{fingerprint}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    # RFC 9110 section 13.1.2: weak comparison, and "*" matches any current bundle.
+    offered = [
+        tag.strip().removeprefix("W/")
+        for tag in request.headers.get("if-none-match", "").split(",")
+    ]
+    if etag in offered or "*" in offered:
+        return Response(status_code=304, headers=headers)
+    token = sign_bundle(
+        services.keys.root(),
+        version=version,
+        issued_at=now,
+        max_age=max_age,
+        keys=keys,
+        status=status,
+        scene=scene,
+    )
+    return Response(token, media_type="application/jwt", headers=headers)
+
+
+def _bundle_contents(
+    services: Services, terminal: TerminalRecord
+) -> tuple[int, Any, dict[str, Any]]:
+    """(status version, status list, the terminal's scene data) as of now."""
+    with services.sessions() as session:
+        version, status = current_status(session)
+        record = scene_data(session, terminal.scene, terminal.site)
+        scene = {
+            "scene": terminal.scene,
+            "site": terminal.site,
+            "version": record.version if record else 0,
+            "data": record.document if record else {},
+            "subject_key": encode_scene_key(services.vault.scene_subject_key(terminal.scene)),
+        }
+        return version, status, scene
+
+
+class SceneDataOut(BaseModel):
+    scene: str
+    site: str
+    version: int
+
+
+@router.put(
+    "/scenes/{scene}/{site}",
+    response_model=SceneDataOut,
+    summary="Replace the scene data the terminals of a scene at a site receive (operators)",
+    responses=problem_responses(401, 403, 404, 413, 422),
+)
+async def replace_scene_data(
+    scene: str,
+    site: Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")],
+    document: dict[str, Any],
+    operator: OperatorDep,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            try:
+                record = put_scene_data(
+                    session, scene, site, document, operator.subject, services.vault
+                )
+            except RequestRefused as exc:
+                status = 404 if exc.reason == "unknown_scene" else 422
+                raise Problem(status, exc.reason, "The scene data was refused.", str(exc)) from None
+            session.commit()
+            return {"scene": record.scene, "site": record.site, "version": record.version}
+
+    return await run_in_threadpool(work)
+
+
+@router.get(
+    "/trust-bundle/status-delta",
+    summary="What changed in the status list since a version (JWS signed by the root key)",
+    responses={200: {"content": {"application/jwt": {}}}, **problem_responses(401, 403, 409)},
+)
+async def status_list_delta(
+    request: Request,
+    since: Annotated[int, Query(ge=0, le=2**31 - 1, description="The version held.")],
+) -> Response:
+    await _terminal(request)
+    services: Services = request.app.state.services
+
+    def work() -> StatusDelta:
+        with services.sessions() as session:
+            delta = status_delta(session, since)
+        if since > delta.target:
+            raise Problem(
+                409,
+                "unknown_version",
+                f"version {since} is newer than the service's {delta.target}; fetch the bundle",
+            )
+        return delta
+
+    delta = await run_in_threadpool(work)
+    token = sign_delta(services.keys.root(), delta, int(time.time()))
+    return Response(token, media_type="application/jwt", headers={"Cache-Control": "no-cache"})
+
+
+@router.post(
+    "/events",
+    response_model=EventBatchResult,
+    summary="Upload a batch of scan events; each event is stored once",
+    responses=problem_responses(401, 403, 413, 422),
+)
+async def upload_events(
+    batch: EventBatch, terminal: TerminalDep, request: Request
+) -> dict[str, int]:
+    services: Services = request.app.state.services
+    try:
+        check_events(terminal.scene, batch.events, time.time())
+    except RequestRefused as exc:
+        # The whole batch is refused; the runtime then splits it to find the event, keeps
+        # that one marked refused and uploads the others.
+        raise Problem(
+            422, exc.reason, "An event cannot come from this terminal.", str(exc)
+        ) from None
+
+    def work() -> int:
+        for attempt in range(2):
+            with services.sessions() as session:
+                try:
+                    stored = ingest(session, terminal, batch.events)
+                    session.commit()
+                    return stored
+                except IntegrityError:
+                    # An overlapping upload committed some of these meanwhile: the retry sees
+                    # them as known and stores only the rest.
+                    session.rollback()
+                    if attempt:
+                        raise
+        raise AssertionError("unreachable")
+
+    stored = await run_in_threadpool(work)
+    unique = len({event.event_id for event in batch.events})
+    return {"received": len(batch.events), "stored": stored, "duplicates": unique - stored}
+
+
+class EventOut(BaseModel):
+    terminal_id: str
+    event_id: str
+    occurred_at: datetime
+    valid: bool
+    reason: str
+    scene_result: dict[str, Any]
+    subject: str | None
+
+
+@router.get(
+    "/events",
+    response_model=list[EventOut],
+    summary="Read scan events (operators)",
+    responses=problem_responses(401, 403, 422),
+)
+async def read_events(
+    operator: OperatorDep,
+    services: ServicesDep,
+    terminal_id: Annotated[str | None, Query(pattern=TERMINAL_ID_PATTERN)] = None,
+    reason: Annotated[str | None, Query(max_length=48, pattern=r"^[a-z0-9_]+$")] = None,
+    since: Annotated[
+        datetime | None, Query(description="From this time on (without an offset: UTC).")
+    ] = None,
+    until: Annotated[
+        datetime | None, Query(description="Before this time (without an offset: UTC).")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    def work() -> list[dict[str, Any]]:
+        query = select(ScanEvent).order_by(ScanEvent.occurred_at, ScanEvent.event_id)
+        if terminal_id is not None:
+            query = query.where(ScanEvent.terminal_id == terminal_id)
+        if reason is not None:
+            query = query.where(ScanEvent.reason == reason)
+        if since is not None:
+            query = query.where(ScanEvent.occurred_at >= _filter_time(since))
+        if until is not None:
+            query = query.where(ScanEvent.occurred_at < _filter_time(until))
+        with services.sessions() as session:
+            return [
+                {
+                    "terminal_id": e.terminal_id,
+                    "event_id": e.event_id,
+                    "occurred_at": as_utc(e.occurred_at),
+                    "valid": e.valid,
+                    "reason": e.reason,
+                    "scene_result": e.scene_result,
+                    "subject": e.subject,
+                }
+                for e in session.scalars(query.limit(limit))
+            ]
+
+    return await run_in_threadpool(work)
+
+
+def _filter_time(at: datetime) -> datetime:
+    """A filter time in UTC, as events are stored. One outside years 1-9999 in UTC (year 1 at
+    +14:00, say) becomes the nearest end of that range, which selects the same events."""
+    try:
+        return as_utc(at)
+    except OverflowError:
+        end = datetime.min if at.year == 1 else datetime.max
+        return end.replace(tzinfo=UTC)
+
+
+@router.delete(
+    "/events/{terminal_id}/{event_id}",
+    status_code=204,
+    summary="Remove one stored event, with an audit record of what it was (operators)",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def remove_event(
+    terminal_id: TerminalId,
+    event_id: Annotated[
+        str, Path(pattern=EVENT_ID_PATTERN, description="The event id the terminal gave it.")
+    ],
+    operator: OperatorDep,
+    services: ServicesDep,
+) -> Response:
+    def work() -> None:
+        with services.sessions() as session:
+            try:
+                delete_event(session, terminal_id, event_id, operator.subject)
+            except RequestRefused as exc:
+                raise Problem(404, exc.reason, "No such event.", str(exc)) from None
+            session.commit()
+
+    await run_in_threadpool(work)
+    return Response(status_code=204)

@@ -1,0 +1,80 @@
+"""Online verification for connected terminals and partner platforms: ``POST /v1/verify``.
+
+The same verifier as offline terminals, with the live card status instead of a status list
+and replay detection in the shared state, so a code accepted by one replica is refused as
+``replayed`` by every other.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from idcode.codetext import MAX_CODE_LENGTH
+from idcode.cose import Algorithm
+from idcode.reasons import Reason
+from idcode.service.api.deps import AuthenticatedFirst, Services, ServicesDep, VerifierDep
+from idcode.service.api.problems import problem_responses
+from idcode.service.models import CardRecord, CardStatus
+from idcode.verifier import Trust, Verdict, verify
+
+router = APIRouter(prefix="/v1", tags=["verification"], route_class=AuthenticatedFirst)
+
+
+class CodeToVerify(BaseModel):
+    code: str = Field(max_length=MAX_CODE_LENGTH * 2)
+
+
+class VerdictOut(BaseModel):
+    valid: bool
+    reason: str
+    kid: str | None = None
+    claims: dict[str, Any] | None = None
+    detail: str | None = None
+
+
+def _card_status(services: Services, status_index: int) -> str | None:
+    with services.sessions() as session:
+        return session.scalars(
+            select(CardRecord.status).where(CardRecord.status_index == status_index)
+        ).first()
+
+
+@router.post(
+    "/verify",
+    summary="Verify a code online (live card status, replay across replicas)",
+    response_model=VerdictOut,
+    responses=problem_responses(401, 403, 422),
+)
+async def verify_online(
+    request: CodeToVerify, caller: VerifierDep, services: ServicesDep
+) -> dict[str, Any]:
+    now = int(time.time())
+    settings = services.settings
+    trust = Trust.of(
+        services.keys.published(now),
+        prefix=settings.code_prefix,
+        algorithms=[Algorithm.EDDSA, Algorithm.ES256],
+        clock_skew=settings.clock_skew_seconds,
+    )
+    verdict = verify(request.code, trust, now)
+    if verdict.valid and verdict.claims is not None:
+        claims = verdict.claims
+        status = await run_in_threadpool(_card_status, services, claims.card.status_index)
+        if status != CardStatus.ACTIVE.value:
+            verdict = Verdict(Reason.REVOKED, claims, verdict.kid, f"card is {status or 'unknown'}")
+        elif await services.state.seen_before(
+            claims.code_id,
+            claims.expires_at + settings.clock_skew_seconds,
+            now,
+            # Online verification exists for its replay check across replicas: never answer
+            # it from one process's memory (503 state_unavailable while Redis is down).
+            shared_only=True,
+        ):
+            verdict = Verdict(Reason.REPLAYED, claims, verdict.kid)
+    return verdict.to_json()

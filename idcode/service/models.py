@@ -1,0 +1,136 @@
+"""Database tables (SQLAlchemy 2): cards with their personal data encrypted, and the audit trail.
+
+A card's integer primary key is its slot in the revocation status list, so the list is as
+dense as the cards ever enrolled. Personal data is only ever stored as AES-GCM ciphertext
+(``*_enc``) plus the keyed hash of the ID number for lookups.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class CardStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    LOST = "lost"
+    REVOKED = "revoked"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CardRecord(Base):
+    __tablename__ = "cards"
+
+    status_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)  # public id (UUID)
+    pseudonym: Mapped[bytes] = mapped_column(LargeBinary(6), unique=True)
+    id_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    id_number_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    name_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    phone_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    birth_date_enc: Mapped[bytes] = mapped_column(LargeBinary)  # the age band's source
+    status: Mapped[str] = mapped_column(String(16), default=CardStatus.ACTIVE.value)
+    residency: Mapped[int] = mapped_column(Integer)
+    programmes: Mapped[int] = mapped_column(Integer, default=0)
+    # Bumped by SQLAlchemy on every update, which also checks it (optimistic locking): of two
+    # concurrent status changes one wins and the other fails instead of silently undoing it.
+    # The card cache orders snapshots by it, too.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy's own API)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class AuditRecord(Base):
+    """One operator action. ``detail`` never holds personal data, only ids, counts, states."""
+
+    __tablename__ = "audit_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    card_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("cards.id"), nullable=True, index=True
+    )
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class StatusChange(Base):
+    """A card's status-list bit flipped (active to not active, or back). Its id is the status
+    list's version: a terminal at version N needs the changes after N."""
+
+    __tablename__ = "status_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status_index: Mapped[int] = mapped_column(Integer)
+    invalid: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TerminalRecord(Base):
+    """A registered terminal: its scene and site, and the public key it signs requests with."""
+
+    __tablename__ = "terminals"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    scene: Mapped[str] = mapped_column(String(32))
+    site: Mapped[str] = mapped_column(String(64))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decommissioned_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    # The terminal's clock minus the server's, from its last request's signed iat.
+    clock_drift: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ScanEvent(Base):
+    """One decision a terminal journaled. Never personal data: the subject is the card
+    pseudonym keyed for the terminal's scene."""
+
+    __tablename__ = "scan_events"
+
+    terminal_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("terminals.id"), primary_key=True
+    )
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(48), index=True)
+    scene_result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    subject: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SceneDataRecord(Base):
+    """What the terminals of one scene at one site need besides keys and statuses: residents
+    of a community, permits of a car park, a site's tariff and rules. Its structure is the
+    scene adapter's; the service stores and distributes it in trust bundles."""
+
+    __tablename__ = "scene_data"
+
+    scene: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )

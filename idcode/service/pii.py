@@ -1,0 +1,140 @@
+"""Personal data at rest: AES-256-GCM for values, HMAC-SHA256 for ID number lookups.
+
+Every ciphertext is bound to its row and field through the associated data, so a value
+copied into another card or column does not decrypt. A version byte leaves room for key
+rotation. In development the two keys are generated once into ``keys/pii-keys.json``;
+production takes them from IDCODE_PII_ENCRYPTION_KEY and IDCODE_PII_HASH_KEY.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from idcode.errors import InvalidIdNumber, PersonalDataError
+from idcode.idnumber import normalise_id_number
+from idcode.scenes import scene_subject_key
+from idcode.secretfiles import read_or_create_secret
+from idcode.service.settings import Settings
+
+KEY_LENGTH = 32
+_NONCE_LENGTH = 12
+_TAG_LENGTH = 16
+_VERSION = b"\x01"
+_CITIZEN_KEYS_REMEMBERED = 20_000
+DEV_KEYS_FILE = "pii-keys.json"
+
+
+class PersonalDataVault:
+    """Encrypts and decrypts personal fields and computes keyed lookup hashes."""
+
+    def __init__(self, encryption_key: bytes, hash_key: bytes) -> None:
+        if len(encryption_key) != KEY_LENGTH or len(hash_key) != KEY_LENGTH:
+            raise PersonalDataError(f"personal-data keys must be {KEY_LENGTH} bytes each")
+        if hmac.compare_digest(encryption_key, hash_key):
+            raise PersonalDataError("the encryption key and the hash key must differ")
+        self._aead = AESGCM(encryption_key)
+        self._hash_key = hash_key
+        self._citizen_keys: dict[str, bytes] = {}
+
+    def lookup_hash(self, id_number: str) -> bytes:
+        """HMAC-SHA256 of a normalised ID number: finds a card without storing the number."""
+        return hmac.new(self._hash_key, id_number.encode("ascii"), hashlib.sha256).digest()
+
+    def scene_subject_key(self, scene: str) -> bytes:
+        """The subject key of ``scene``'s terminals (idcode.scenes), derived from the hash
+        key: the city's key that joins the logs of different scenes never leaves here."""
+        city_key = hmac.new(self._hash_key, b"idcode/city-subject-key/v1", hashlib.sha256).digest()
+        return scene_subject_key(city_key, scene)
+
+    def citizen_key(self, claimed_id_number: str) -> bytes | None:
+        """The lookup hash for an ID number as an ID token states it, or None when it is not
+        a valid number (no card can have it).
+
+        Remembered for the next request of the same citizen, in this process's memory only,
+        like the ID token itself (see idcode.service.auth.TokenVerifier); this path runs on every
+        request for a code.
+        """
+        key = self._citizen_keys.get(claimed_id_number)
+        if key is None:
+            try:
+                key = self.lookup_hash(normalise_id_number(claimed_id_number))
+            except InvalidIdNumber:
+                return None
+            if len(self._citizen_keys) >= _CITIZEN_KEYS_REMEMBERED:
+                self._citizen_keys.clear()
+            self._citizen_keys[claimed_id_number] = key
+        return key
+
+    def encrypt(self, value: str, *, card_id: str, field: str) -> bytes:
+        nonce = secrets.token_bytes(_NONCE_LENGTH)
+        sealed = self._aead.encrypt(nonce, value.encode("utf-8"), _context(card_id, field))
+        return _VERSION + nonce + sealed
+
+    def decrypt(self, blob: bytes, *, card_id: str, field: str) -> str:
+        if blob[:1] != _VERSION:
+            raise PersonalDataError(f"unknown ciphertext version for {field}")
+        nonce, sealed = blob[1 : 1 + _NONCE_LENGTH], blob[1 + _NONCE_LENGTH :]
+        if len(nonce) != _NONCE_LENGTH or len(sealed) < _TAG_LENGTH:
+            raise PersonalDataError(f"{field} of card {card_id} is truncated")
+        try:
+            return self._aead.decrypt(nonce, sealed, _context(card_id, field)).decode("utf-8")
+        except InvalidTag:
+            raise PersonalDataError(f"{field} of card {card_id} does not decrypt") from None
+
+
+def _context(card_id: str, field: str) -> bytes:
+    return f"idcode/v1/{field}/{card_id}".encode()
+
+
+def _decode_key(name: str, text: str) -> bytes:
+    try:
+        key = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise PersonalDataError(f"{name} is not base64") from None
+    if len(key) != KEY_LENGTH:
+        raise PersonalDataError(f"{name} must decode to {KEY_LENGTH} bytes")
+    return key
+
+
+def vault_from_keys(encryption_key_b64: str, hash_key_b64: str) -> PersonalDataVault:
+    return PersonalDataVault(
+        _decode_key("IDCODE_PII_ENCRYPTION_KEY", encryption_key_b64),
+        _decode_key("IDCODE_PII_HASH_KEY", hash_key_b64),
+    )
+
+
+def vault_for(settings: Settings) -> PersonalDataVault:
+    """The vault the settings name: keys from the environment, or development keys."""
+    if settings.pii_encryption_key and settings.pii_hash_key:
+        return vault_from_keys(
+            settings.pii_encryption_key.get_secret_value(), settings.pii_hash_key.get_secret_value()
+        )
+    if not settings.development:
+        raise PersonalDataError("set IDCODE_PII_ENCRYPTION_KEY and IDCODE_PII_HASH_KEY")
+    return development_vault(settings.keys_dir)
+
+
+def development_vault(keys_dir: Path) -> PersonalDataVault:
+    """The development keys from ``keys_dir``, generated (mode 0600) on first use."""
+    path = keys_dir / DEV_KEYS_FILE
+
+    def new_keys() -> bytes:
+        document = {
+            "encryption_key": base64.b64encode(secrets.token_bytes(KEY_LENGTH)).decode(),
+            "hash_key": base64.b64encode(secrets.token_bytes(KEY_LENGTH)).decode(),
+        }
+        return json.dumps(document).encode()
+
+    try:
+        document = json.loads(read_or_create_secret(path, new_keys))
+        return vault_from_keys(document["encryption_key"], document["hash_key"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise PersonalDataError(f"cannot read {path}: {exc}") from None

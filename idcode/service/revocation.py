@@ -1,0 +1,62 @@
+"""The status list terminals hold: its version, the whole list, and the deltas between versions,
+from the log of status changes (``status_changes``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from idcode.service.models import (
+    CardRecord,
+    CardStatus,
+    StatusChange,
+)
+from idcode.statuslist import StatusDelta, StatusList
+from idcode.terminaltoken import MAX_TOKEN_LIFETIME, TERMINAL_AUDIENCE, terminal_token
+
+__all__ = ["MAX_TOKEN_LIFETIME", "TERMINAL_AUDIENCE", "terminal_token"]  # re-exported
+
+
+def status_version(session: Session) -> int:
+    """The status list's version, once no status change is still being committed.
+
+    Versions come from a sequence, so a change can commit after one with a higher id; a
+    terminal already at that higher version would never be sent it. On PostgreSQL this read
+    therefore waits for changes in flight and holds new ones back until its transaction ends
+    (SQLite commits one writer at a time, in id order)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE status_changes IN SHARE MODE"))
+    return int(session.scalar(select(func.max(StatusChange.id))) or 0)
+
+
+def current_status(session: Session) -> tuple[int, StatusList]:
+    """(version, list) from the cards as they are now."""
+    version = status_version(session)
+    size = int(session.scalar(select(func.max(CardRecord.status_index))) or 0) + 1
+    status = StatusList(size)
+    for index in session.scalars(
+        select(CardRecord.status_index).where(CardRecord.status != CardStatus.ACTIVE.value)
+    ):
+        status.set(index, True)
+    return version, status
+
+
+def status_delta(session: Session, since: int) -> StatusDelta:
+    """What changed after version ``since``: the last change of each index wins."""
+    target = status_version(session)
+    size = int(session.scalar(select(func.max(CardRecord.status_index))) or 0) + 1
+    final: dict[int, bool] = {}
+    for change in session.scalars(
+        select(StatusChange).where(StatusChange.id > since).order_by(StatusChange.id)
+    ):
+        final[change.status_index] = change.invalid
+    return StatusDelta(
+        since,
+        target,
+        size,
+        tuple(sorted(i for i, invalid in final.items() if invalid)),
+        tuple(sorted(i for i, invalid in final.items() if not invalid)),
+    )
+
+

@@ -1,0 +1,168 @@
+"""The service's settings, read once from ``IDCODE_*`` environment variables and then fixed.
+
+They extend the core's (``idcode.config.CoreSettings``): one variable means the same to
+every command."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from idcode.config import CoreSettings, describe_settings_error
+from idcode.errors import ConfigurationError
+from idcode.protocol import MAX_BUNDLE_MAX_AGE
+
+DEV_IDP_ISSUER = "urn:idcode:dev-idp"
+#: The longest a trust bundle may stay fresh: the longest a terminal can be meant to decide
+#: offline (the service also accepts that terminal's older events for this long, and more).
+
+
+class Settings(BaseSettings, CoreSettings):
+    """Every setting the service reads: the core's (key store, code prefix and lifetime,
+    clock skew) and its own; docs/settings.md has the table."""
+
+    model_config = SettingsConfigDict(env_prefix="IDCODE_", frozen=True, extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+
+    # Service
+    data_dir: Path = Field(default=Path("data"), description="SQLite file and other local data.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite in data_dir."
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL; unset means in-process state (one process only)."
+    )
+    redis_prefix: str = Field(default="idcode:", description="Prefix of every Redis key.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    rate_limit_per_minute: int = Field(
+        default=30, ge=0, description="Code requests per citizen per minute; 0 lifts the limit."
+    )
+    demo_data: bool = Field(default=True, description="Enrol demo cards into an empty database.")
+    bundle_max_age_seconds: int = Field(
+        default=48 * 3600,
+        ge=300,
+        le=MAX_BUNDLE_MAX_AGE,
+        description="How long a terminal's trust bundle stays fresh.",
+    )
+
+    # HTTP server bounds (idcode serve: idcode.service.api.protocol), per worker process
+    http_max_head_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Request line and headers together; more is refused with 431.",
+    )
+    http_max_headers: int = Field(
+        default=100, ge=10, le=1000, description="Header fields per request; more: 431."
+    )
+    http_max_url_bytes: int = Field(
+        default=8 * 1024, ge=256, le=1024 * 1024, description="Request target; longer: 414."
+    )
+    http_head_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Time for a request head to arrive (and for an unread body to drain).",
+    )
+    http_max_connections: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Open connections; more are refused."
+    )
+
+    # Personal data at rest
+    pii_encryption_key: SecretStr | None = Field(
+        default=None, description="32 bytes, base64: AES-256-GCM key for personal data."
+    )
+    pii_hash_key: SecretStr | None = Field(
+        default=None, description="32 bytes, base64: HMAC-SHA256 key for ID number lookups."
+    )
+
+    # Citizen and operator authentication (OIDC ID tokens)
+    oidc_issuer: str = DEV_IDP_ISSUER
+    oidc_audience: str = "idcode"
+    oidc_jwks_url: str | None = None
+    oidc_jwks_file: Path | None = None
+    oidc_algorithms: list[str] = Field(default=["EdDSA", "ES256", "RS256"])
+    oidc_id_number_claim: str = "id_number"
+    oidc_roles_claim: str = "roles"
+    operator_role: str = "idcode-operator"
+    verifier_role: str = "idcode-verifier"
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_directory_is_named(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a directory (it is empty)")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("sqlite:", "postgresql", "postgres:")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return url
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _no_symmetric_or_none_algorithms(cls, algorithms: list[str]) -> list[str]:
+        allowed = {"EdDSA", "ES256", "ES384", "RS256", "RS384", "RS512", "PS256"}
+        refused = [alg for alg in algorithms if alg not in allowed]
+        if refused or not algorithms:
+            raise ValueError(f"only asymmetric algorithms are accepted ({sorted(allowed)})")
+        return algorithms
+
+    @model_validator(mode="after")
+    def _production_refuses_development_secrets(self) -> Settings:
+        if self.environment != "production":
+            return self
+        problems = []
+        if self.pii_encryption_key is None or self.pii_hash_key is None:
+            problems.append("IDCODE_PII_ENCRYPTION_KEY and IDCODE_PII_HASH_KEY must be set")
+        if self.oidc_issuer == DEV_IDP_ISSUER:
+            problems.append("IDCODE_OIDC_ISSUER must name the city's identity provider")
+        if self.oidc_jwks_url is None and self.oidc_jwks_file is None:
+            problems.append("IDCODE_OIDC_JWKS_URL (or _FILE) must be set")
+        if self.oidc_jwks_url is not None and not self.oidc_jwks_url.startswith("https://"):
+            problems.append("IDCODE_OIDC_JWKS_URL must be https: the keys decide who is who")
+        if self.demo_data:
+            problems.append("IDCODE_DEMO_DATA must be false")
+        if problems:
+            raise ValueError("production mode refuses development defaults: " + "; ".join(problems))
+        return self
+
+    @property
+    def development(self) -> bool:
+        return self.environment == "development"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the driver SQLAlchemy should use (psycopg 3 for PostgreSQL)."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'idcode.db'}"
+        for scheme in ("postgresql://", "postgres://"):
+            if url.startswith(scheme):
+                return "postgresql+psycopg://" + url[len(scheme) :]
+        return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use; ConfigurationError
+    names each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_settings_error(exc)) from None
+    except SettingsError as exc:  # e.g. a list setting that is not JSON
+        raise ConfigurationError(f"bad settings: {exc}") from None

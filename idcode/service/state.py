@@ -1,0 +1,353 @@
+"""State the service's processes share: rate limits, online replay detection, card cache.
+
+``RedisState`` is what several replicas use: every key lives under the configured prefix,
+and each operation is atomic in Redis, so two processes behave as one service.
+``MemoryState`` is the fallback when no Redis URL is set: correct for a single process
+only, since every process would count and remember on its own. ``FailoverState`` wraps
+Redis for the service: while Redis cannot be reached it runs *degraded* on per-process
+state (docs/data.md, "When Redis is down") and goes back to Redis by itself.
+
+Cached cards carry their version (bumped by every status change); a cache write never
+replaces a newer version with an older one, so a request that read the database just before
+a status change cannot put the old status back into the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from idcode.replay import ReplayCache
+from idcode.service.cards import SNAPSHOT_LIFETIME, CardSnapshot
+
+log = logging.getLogger("idcode.service.state")
+
+CARD_CACHE_SECONDS = SNAPSHOT_LIFETIME
+RATE_WINDOW_SECONDS = 60
+#: While degraded, Redis is tried again this often (one request tries; the others do not
+#: wait for it), so the service is back on Redis within about a second of its return.
+RETRY_SECONDS = 1.0
+REDIS_CONNECTIONS = 100  # per process
+MAX_UNWRITTEN = 100_000  # status changes kept for Redis during one outage (beyond: dropped
+# from memory, still covered by forget_cards on recovery)
+T = TypeVar("T")
+
+# KEYS[1] card key, KEYS[2] this minute's rate counter; ARGV[1] the limit (0: none), ARGV[2]
+# the counter's TTL. One script instead of a pipeline: about a third less client overhead.
+_ADMIT = """
+local card = redis.call('GET', KEYS[1])
+local count = 0
+if tonumber(ARGV[1]) > 0 then
+  count = redis.call('INCR', KEYS[2])
+  if count == 1 then
+    redis.call('EXPIRE', KEYS[2], ARGV[2])
+  end
+end
+return {card, count}
+"""
+
+# KEYS[1] card key; ARGV: snapshot JSON, its version, TTL seconds.
+_CACHE_IF_NOT_OLDER = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, cached = pcall(cjson.decode, current)
+  if ok and tonumber(cached['version']) and tonumber(cached['version']) > tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+
+
+class SharedState(Protocol):
+    kind: str
+
+    @property
+    def degraded(self) -> bool:
+        """True while the shared state is unreachable and this process runs on its own."""
+        ...
+
+    async def admit(
+        self, citizen: bytes, limit: int, now: float
+    ) -> tuple[CardSnapshot | None, int | None]:
+        """Count one code request of ``citizen`` (its ID number's keyed hash) in the current
+        minute and return its cached card (or None) and, when it is over ``limit`` (0: no
+        limit), the seconds to wait. One round trip."""
+        ...
+
+    async def seen_before(
+        self, code_id: bytes, forget_after: int, now: int, *, shared_only: bool = False
+    ) -> bool:
+        """Record a verified code id until ``forget_after``; True if it was recorded.
+        ``shared_only``: raise RedisError rather than answer from this process's memory."""
+        ...
+
+    async def cache_card(
+        self, citizen: bytes, card: CardSnapshot, now: int, *, write_through: bool = False
+    ) -> None:
+        """Cache ``card`` unless a newer version of it is cached already. ``write_through``:
+        a status change every replica must see (kept and written later if Redis is down)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the state cannot be reached."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _card_ttl(card: CardSnapshot, now: int) -> int:
+    ttl = max(1, min(CARD_CACHE_SECONDS, card.valid_until - now))
+    # Up to a fifth shorter, at random: cards cached in one burst (after a restart or a
+    # Redis recovery) do not all expire in the same second and come back to the database
+    # together (bench/README.md, soak.py).
+    return max(1, ttl - random.randrange(ttl // 5 + 1))
+
+
+def _wait(count: int, limit: int, window: int, now: float) -> int | None:
+    if limit and count > limit:
+        return max(1, (window + 1) * RATE_WINDOW_SECONDS - int(now))
+    return None
+
+
+class RedisState:
+    kind = "redis"
+    degraded = False
+
+    def __init__(self, url: str, prefix: str) -> None:
+        # A blocking pool: a request beyond its connections waits for a free one (up to the
+        # same 2 s) instead of failing, which FailoverState would take for Redis being down
+        # (issuance collapsed above 100 concurrent requests; bench/README.md, soak.py).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=2,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
+        self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+        self._prefix = prefix
+        self._cache_if_not_older = self._redis.register_script(_CACHE_IF_NOT_OLDER)
+        self._admit = self._redis.register_script(_ADMIT)
+        # The same cached JSON comes back on every request of a citizen: parse it once.
+        self._parsed: dict[bytes, CardSnapshot] = {}
+
+    def _card_key(self, citizen: bytes) -> str:
+        return f"{self._prefix}card:{citizen.hex()}"
+
+    async def admit(
+        self, citizen: bytes, limit: int, now: float
+    ) -> tuple[CardSnapshot | None, int | None]:
+        window = int(now // RATE_WINDOW_SECONDS)
+        rate_key = f"{self._prefix}rate:{citizen.hex()[:32]}:{window}"
+        raw_card, count = await self._admit(
+            keys=[self._card_key(citizen), rate_key], args=[limit, 2 * RATE_WINDOW_SECONDS]
+        )
+        card = None
+        if raw_card:  # a missing key comes back as nil, i.e. None
+            cached = self._parsed.get(raw_card)
+            if cached is None:
+                cached = CardSnapshot.from_json(json.loads(raw_card))
+                if len(self._parsed) >= 10_000:
+                    self._parsed.clear()
+                self._parsed[raw_card] = cached
+            card = cached if cached.valid_until > now else None
+        return card, _wait(int(count), limit, window, now)
+
+    async def seen_before(
+        self, code_id: bytes, forget_after: int, now: int, *, shared_only: bool = False
+    ) -> bool:
+        key = f"{self._prefix}seen:{code_id.hex()}"
+        fresh = await self._redis.set(key, b"1", nx=True, exat=max(forget_after, now + 1))
+        return not fresh
+
+    async def cache_card(
+        self, citizen: bytes, card: CardSnapshot, now: int, *, write_through: bool = False
+    ) -> None:
+        await self._cache_if_not_older(
+            keys=[self._card_key(citizen)],
+            args=[json.dumps(card.to_json()), card.version, _card_ttl(card, now)],
+        )
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def forget_cards(self) -> int:
+        """Drop every cached card (after an outage: status changes made meanwhile could not
+        be written through). Returns how many were dropped."""
+        dropped = 0
+        batch: list[bytes] = []
+        async for key in self._redis.scan_iter(match=f"{self._prefix}card:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                dropped += await self._redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            dropped += await self._redis.unlink(*batch)
+        return dropped
+
+
+class MemoryState:
+    """Single-process state. Not for several replicas: each would keep its own counts."""
+
+    kind = "memory"
+    degraded = False
+
+    def __init__(self, max_cards: int = 100_000) -> None:
+        self._rates: dict[tuple[bytes, int], int] = {}
+        self._replay = ReplayCache()
+        self._cards: OrderedDict[bytes, tuple[CardSnapshot, int]] = OrderedDict()
+        self._max_cards = max_cards
+
+    async def admit(
+        self, citizen: bytes, limit: int, now: float
+    ) -> tuple[CardSnapshot | None, int | None]:
+        entry = self._cards.get(citizen)
+        card = entry[0] if entry is not None and entry[1] > now else None
+        if not limit:
+            return card, None
+        window = int(now // RATE_WINDOW_SECONDS)
+        if len(self._rates) > 100_000:
+            self._rates = {k: v for k, v in self._rates.items() if k[1] >= window}
+        count = self._rates.get((citizen, window), 0) + 1
+        self._rates[(citizen, window)] = count
+        return card, _wait(count, limit, window, now)
+
+    async def seen_before(
+        self, code_id: bytes, forget_after: int, now: int, *, shared_only: bool = False
+    ) -> bool:
+        return self._replay.check_and_record(code_id, forget_after, now)
+
+    async def cache_card(
+        self, citizen: bytes, card: CardSnapshot, now: int, *, write_through: bool = False
+    ) -> None:
+        entry = self._cards.get(citizen)
+        if entry is not None and entry[0].version > card.version:
+            return
+        self._cards[citizen] = (card, now + _card_ttl(card, now))
+        self._cards.move_to_end(citizen)
+        while len(self._cards) > self._max_cards:
+            self._cards.popitem(last=False)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class FailoverState:
+    """Redis while it answers; per-process state while it does not.
+
+    Degraded, the process counts rate limits on its own (so across N replicas a citizen may
+    get up to N times the limit), remembers replays on its own, and caches no cards at all:
+    every code request reads its card from the database, so no replica can serve a status
+    that another one changed meanwhile. A status change whose write-through failed is
+    written again when Redis is back, after every cached card has been dropped (a change
+    made on a replica that has since restarted is covered by the drop).
+    """
+
+    kind = "redis"
+
+    def __init__(self, redis: RedisState, clock: Callable[[], float] = time.monotonic) -> None:
+        self._redis = redis
+        self._local = MemoryState(max_cards=1)
+        self._clock = clock
+        self._retry_at: float | None = None  # degraded until this (monotonic) time
+        self._unwritten: dict[bytes, CardSnapshot] = {}
+
+    @property
+    def degraded(self) -> bool:
+        return self._retry_at is not None
+
+    async def _try(
+        self, operation: Callable[[], Awaitable[T]], fallback: Callable[[], Awaitable[T]]
+    ) -> T:
+        if self._retry_at is not None and self._clock() < self._retry_at:
+            return await fallback()
+        try:
+            result = await operation()
+        except (RedisError, OSError) as exc:
+            if self._retry_at is None:
+                log.error(
+                    "Redis unreachable (%s): degraded to per-process state", type(exc).__name__
+                )
+            self._retry_at = self._clock() + RETRY_SECONDS
+            return await fallback()
+        if self._retry_at is not None:
+            await self._recover()
+        return result
+
+    async def _recover(self) -> None:
+        try:
+            dropped = await self._redis.forget_cards()
+            for citizen, card in list(self._unwritten.items()):
+                await self._redis.cache_card(citizen, card, int(time.time()))
+                del self._unwritten[citizen]
+        except (RedisError, OSError):
+            self._retry_at = self._clock() + RETRY_SECONDS
+            return
+        self._retry_at = None
+        log.warning("Redis is back: shared state again (%d cached cards dropped)", dropped)
+
+    async def admit(
+        self, citizen: bytes, limit: int, now: float
+    ) -> tuple[CardSnapshot | None, int | None]:
+        async def local() -> tuple[CardSnapshot | None, int | None]:
+            _, wait = await self._local.admit(citizen, limit, now)
+            return None, wait  # no cached card while degraded: read the database
+
+        return await self._try(lambda: self._redis.admit(citizen, limit, now), local)
+
+    async def seen_before(
+        self, code_id: bytes, forget_after: int, now: int, *, shared_only: bool = False
+    ) -> bool:
+        async def local() -> bool:
+            if shared_only:
+                raise RedisError("shared state unavailable: running degraded")
+            return await self._local.seen_before(code_id, forget_after, now)
+
+        return await self._try(lambda: self._redis.seen_before(code_id, forget_after, now), local)
+
+    async def cache_card(
+        self, citizen: bytes, card: CardSnapshot, now: int, *, write_through: bool = False
+    ) -> None:
+        async def remember() -> None:
+            # Cache fills are only an optimisation; a status change must reach Redis.
+            held = self._unwritten.get(citizen)
+            newer = held is None or held.version <= card.version
+            room = held is not None or len(self._unwritten) < MAX_UNWRITTEN
+            if write_through and newer and room:
+                self._unwritten[citizen] = card
+
+        await self._try(lambda: self._redis.cache_card(citizen, card, now), remember)
+
+    async def ping(self) -> None:
+        """Raise while Redis cannot be reached; once it answers, leave degraded mode."""
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError):
+            if self._retry_at is None:
+                self._retry_at = self._clock() + RETRY_SECONDS
+            raise
+        if self._retry_at is not None:
+            await self._recover()
+
+    async def close(self) -> None:
+        await self._redis.close()
+
+
+def make_state(redis_url: str | None, prefix: str) -> SharedState:
+    return FailoverState(RedisState(redis_url, prefix)) if redis_url else MemoryState()

@@ -1,0 +1,213 @@
+"""The terminal examples (examples/<example>/<example>.py) run against a live service and show the
+decisions their READMEs describe; each README's controller snippet acts on those decisions.
+
+Each example runs as a user runs it, in a subprocess, with the live service's key store and
+database in its environment (its `idcode dev-token` and `idcode keys jwks --root` read
+them), its terminals under tmp_path, and --json for a summary to check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from idcode.service.settings import Settings
+from idcode.terminal import identity as identities
+from tests.live import live_service
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+RUN_SECONDS = 300  # a cold start of each idcode subprocess on a busy machine
+DAY = 86_400
+CHINA_OFFSET = 8 * 3600  # the examples' scene data: local days are UTC+8
+MIDNIGHT_MARGIN = 300  # seconds: a run takes well under this
+
+
+def _clear_of_local_midnight() -> None:
+    """Tourism days and meal counts are local days: keep the run on one of them."""
+    left = DAY - (time.time() + CHINA_OFFSET) % DAY
+    if left < MIDNIGHT_MARGIN:
+        time.sleep(left + 1)
+
+
+def _run_example(name: str, settings: Settings, tmp_path: Path) -> list[dict[str, Any]]:
+    """Run examples/<name>/<name>.py against a live service; its decisions, after checking
+    that the service received every one of them from the terminals' journals."""
+    workdir = tmp_path / "work"
+    assert settings.database_url is not None  # the example's dev-token reads the same cards
+    with live_service(settings) as service:
+        operator = service.tokens.operator()["Authorization"].removeprefix("Bearer ")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IDCODE_")}
+        env.update(
+            PYTHONUNBUFFERED="1",
+            IDCODE_ENVIRONMENT="development",
+            IDCODE_KEYS_DIR=str(settings.keys_dir),
+            IDCODE_DATA_DIR=str(settings.data_dir),
+            IDCODE_DATABASE_URL=settings.database_url,
+            IDCODE_OPERATOR_TOKEN=operator,
+        )
+        script = EXAMPLES / name / (name.replace("-", "_") + ".py")
+        completed = subprocess.run(
+            [sys.executable, script, "--server", service.url, "--workdir", workdir, "--json"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=RUN_SECONDS,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        summary = json.loads(completed.stdout.splitlines()[-1])
+        assert summary["example"] == name
+        decisions: list[dict[str, Any]] = summary["decisions"]
+        uploaded = {
+            event["event_id"]
+            for terminal in (workdir / "terminals").iterdir()
+            if terminal.is_dir()
+            for event in service.events(identities.load(terminal).id)
+        }
+    assert uploaded == {decision["event_id"] for decision in decisions}
+    return decisions
+
+
+def _outcomes(decisions: list[dict[str, Any]]) -> list[tuple[str, bool, str, str]]:
+    return [(d["scan"], d["admitted"], d["reason"], d["action"]) for d in decisions]
+
+
+def _controller_output(name: str, decisions: list[dict[str, Any]]) -> list[str]:
+    """Run the README's controller snippet on the decision lines, as the terminal wrote them."""
+    readme = (EXAMPLES / name / "README.md").read_text(encoding="utf-8")
+    snippet = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)[-1]
+    lines = "".join(
+        json.dumps({k: v for k, v in d.items() if k != "scan"}) + "\n" for d in decisions
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", snippet],
+        input=lines + "not json: a stray line\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return completed.stdout.splitlines()
+
+
+def test_community_gate_admits_residents_and_guests_and_refuses_others(
+    service_settings: Settings, tmp_path: Path
+) -> None:
+    decisions = _run_example("community-gate", service_settings, tmp_path)
+    assert _outcomes(decisions) == [
+        ("resident", True, "ok", "resident"),
+        ("same code again", False, "replayed", ""),
+        ("non-resident", False, "not_resident", ""),
+        ("guest with a visitor pass", True, "ok", "visitor"),
+        ("the guest again, same pass", True, "ok", "visitor"),
+    ]
+    assert [d["result"] for d in decisions[3:]] == [
+        {"entry": 1, "entries_left": 9},
+        {"entry": 2, "entries_left": 8},
+    ]
+    assert _controller_output("community-gate", decisions) == [
+        "gate: open",
+        "gate: stays shut (replayed)",
+        "gate: stays shut (not_resident)",
+        "gate: open",
+        "gate: open",
+    ]
+
+
+def test_parking_lanes_share_a_journal_pair_exits_with_entries_and_price_by_tariff(
+    service_settings: Settings, tmp_path: Path
+) -> None:
+    decisions = _run_example("parking-barrier", service_settings, tmp_path)
+    assert _outcomes(decisions) == [
+        ("visitor's car enters", True, "ok", "entry"),
+        ("resident's car enters", True, "ok", "entry"),
+        ("permit holder's car enters", True, "ok", "entry"),
+        ("visitor scans at the entry again", False, "already_inside", "entry"),
+        ("visitor's car leaves", True, "ok", "exit"),
+        ("resident's car leaves", True, "ok", "exit"),
+        ("permit holder's car leaves", True, "ok", "exit"),
+        ("a car that never entered", False, "no_entry", "exit"),
+    ]
+    # Entries, then exits; the driver who never entered is a registered resident.
+    assert [d["result"]["tariff"] for d in decisions] == [
+        *("standard", "resident", "permit", "standard"),
+        *("standard", "resident", "permit", "resident"),
+    ]
+    # A live run cannot move the clock: every stay is within the free minutes.
+    assert [d["result"]["fee"] for d in decisions[4:7]] == [0, 0, 0]
+    assert decisions[7]["result"]["lost_ticket_fee"] == 5000
+    assert _controller_output("parking-barrier", decisions) == [
+        "barrier: up",
+        "barrier: up",
+        "barrier: up",
+        "barrier: down (already_inside)",
+        "barrier: up",
+        "barrier: up",
+        "barrier: up",
+        "barrier: down (no_entry): lost ticket 50.00 yuan at the booth",
+    ]
+
+
+def test_tourism_turnstile_sells_the_cheapest_ticket_once_a_day(
+    service_settings: Settings, tmp_path: Path
+) -> None:
+    _clear_of_local_midnight()
+    decisions = _run_example("tourism-turnstile", service_settings, tmp_path)
+    assert _outcomes(decisions) == [
+        ("62-year-old registered resident", True, "ok", "entry"),
+        ("71-year-old from another city", True, "ok", "entry"),
+        ("40-year-old registered resident", True, "ok", "entry"),
+        ("35-year-old from another city", True, "ok", "entry"),
+        ("the 62-year-old again, same day", False, "already_entered_today", ""),
+    ]
+    assert [d["result"] for d in decisions[:4]] == [
+        {"ticket": "senior", "price": 4000},
+        {"ticket": "elder", "price": 0},
+        {"ticket": "resident", "price": 6000},
+        {"ticket": "standard", "price": 8000},
+    ]
+    assert _controller_output("tourism-turnstile", decisions) == [
+        "ticket senior: 40.00 yuan",
+        "turnstile: open",
+        "ticket elder: 0.00 yuan",
+        "turnstile: open",
+        "ticket resident: 60.00 yuan",
+        "turnstile: open",
+        "ticket standard: 80.00 yuan",
+        "turnstile: open",
+        "turnstile: locked (already_entered_today)",
+    ]
+
+
+def test_eldercare_canteen_subsidises_enrolled_seniors_and_home_care_refuses_a_short_visit(
+    service_settings: Settings, tmp_path: Path
+) -> None:
+    _clear_of_local_midnight()
+    decisions = _run_example("eldercare-canteen", service_settings, tmp_path)
+    assert _outcomes(decisions) == [
+        ("72-year-old, meal subsidy", True, "ok", "meal"),
+        ("82-year-old, meal subsidy and 低保", True, "ok", "meal"),
+        ("68-year-old, not enrolled", False, "not_enrolled", "meal"),
+        ("the 72-year-old again, same meal", False, "meal_already_taken", "meal"),
+        ("arrives at 郑淑华's home", True, "ok", "check_in"),
+        ("scans 黄德明 before checking out", False, "visit_in_progress", "check_in"),
+        ("leaves 郑淑华's home", False, "visit_too_short", "check_out"),
+    ]
+    assert [d["result"]["subsidy"] for d in decisions[:2]] == [500, 1000]
+    assert decisions[6]["result"] == {"visit_minutes": 0}
+    meals = [d for d in decisions if d["action"] == "meal"]
+    assert _controller_output("eldercare-canteen", meals) == [
+        "till: charge 10.00 yuan",
+        "till: charge 5.00 yuan",
+        "till: no subsidy (not_enrolled), full price",
+        "till: charge 15.00 yuan",
+        "till: no subsidy (meal_already_taken), full price",
+        "till: charge 15.00 yuan",
+    ]

@@ -1,0 +1,180 @@
+"""The smaller run on SQLite: the default database, in-process state, no Redis."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from idcode.cose import Algorithm
+from idcode.keys import keys_from_jwks
+from idcode.service.api.app import create_app
+from idcode.service.database import upgrade
+from idcode.service.settings import Settings
+from idcode.testing import random_id_number
+from idcode.verifier import Trust, verify
+from tests.services import Tokens
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    settings = make_settings()  # no IDCODE_DATABASE_URL, no IDCODE_REDIS_URL
+    upgrade(settings.sqlalchemy_url)
+    return settings
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> Tokens:
+    return Tokens(settings)
+
+
+def enrol(client: TestClient, tokens: Tokens, **fields: object) -> tuple[str, str]:
+    body = {"id_number": random_id_number(), "name": "张秀英", **fields}
+    response = client.post("/v1/cards", json=body, headers=tokens.operator())
+    assert response.status_code == 201, response.text
+    return response.json()["id"], str(body["id_number"])
+
+
+def test_default_database_is_a_sqlite_file_in_the_data_directory(
+    settings: Settings, tmp_path: Path
+) -> None:
+    assert settings.sqlalchemy_url == f"sqlite:///{tmp_path / 'data' / 'idcode.db'}"
+    with closing(sqlite3.connect(tmp_path / "data" / "idcode.db")) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert {"cards", "audit_records", "alembic_version"} <= tables
+
+
+def test_readiness_reports_the_database_and_redis_not_configured(client: TestClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ready",
+        "checks": {
+            "database": "ok",
+            "signing_key": "ok",
+            "redis": "not configured (in-process state, single replica)",
+        },
+    }
+
+
+def test_enrolled_citizen_gets_a_code_that_verifies_offline(
+    client: TestClient, tokens: Tokens
+) -> None:
+    _, id_number = enrol(client, tokens, programmes=["home-care"])
+    response = client.post("/v1/codes", headers=tokens.citizen(id_number))
+    assert response.status_code == 200, response.text
+    keys = keys_from_jwks(client.get("/.well-known/jwks.json").json())
+    trust = Trust.of(keys, prefix="WH1:", algorithms=[Algorithm.EDDSA])
+    verdict = verify(response.json()["code"], trust, int(time.time()))
+    assert verdict.valid, verdict
+
+
+def test_suspended_card_gets_no_code_and_reinstated_card_does(
+    client: TestClient, tokens: Tokens
+) -> None:
+    card_id, id_number = enrol(client, tokens)
+    assert client.post("/v1/codes", headers=tokens.citizen(id_number)).status_code == 200
+    status = client.post(
+        f"/v1/cards/{card_id}/status", json={"action": "suspend"}, headers=tokens.operator()
+    )
+    assert status.json()["status"] == "suspended"
+    refused = client.post("/v1/codes", headers=tokens.citizen(id_number))
+    assert (refused.status_code, refused.json()["reason"]) == (403, "card_suspended")
+    again = client.post(
+        f"/v1/cards/{card_id}/status", json={"action": "suspend"}, headers=tokens.operator()
+    )
+    assert (again.status_code, again.json()["reason"]) == (409, "invalid_transition")
+    client.post(
+        f"/v1/cards/{card_id}/status", json={"action": "reinstate"}, headers=tokens.operator()
+    )
+    assert client.post("/v1/codes", headers=tokens.citizen(id_number)).status_code == 200
+
+
+def test_import_enrols_good_rows_and_reports_bad_ones(
+    client: TestClient, tokens: Tokens, tmp_path: Path
+) -> None:
+    good = [random_id_number() for _ in range(2)]
+    body = (
+        "id_number,name,residency\n"
+        f"{good[0]},张秀英,registered\n"
+        f"{random_id_number()},李明,tourist\n"
+        f"{good[1]},王小红,permit\n"
+        f"{good[0]},张秀英,registered\n"
+    )
+    response = client.post(
+        "/v1/cards/import",
+        content=body.encode(),
+        headers={**tokens.operator(), "Content-Type": "text/csv"},
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert (report["received"], report["imported"], report["rejected"]) == (4, 2, 2)
+    assert [(r["row"], r["field"]) for r in report["rejections"]] == [
+        (2, "residency"),
+        (4, "id_number"),
+    ]
+    for id_number in good:
+        assert client.post("/v1/codes", headers=tokens.citizen(id_number)).status_code == 200
+    with closing(sqlite3.connect(tmp_path / "data" / "idcode.db")) as connection:
+        actions = [row[0] for row in connection.execute("SELECT action FROM audit_records")]
+    assert actions == ["cards.import"]
+
+
+def test_reading_a_card_is_audited(client: TestClient, tokens: Tokens, tmp_path: Path) -> None:
+    card_id, _ = enrol(client, tokens)
+    assert client.get(f"/v1/cards/{card_id}", headers=tokens.operator()).status_code == 200
+    with closing(sqlite3.connect(tmp_path / "data" / "idcode.db")) as connection:
+        audit = list(
+            connection.execute(
+                "SELECT actor, action FROM audit_records WHERE card_id = ? ORDER BY id", (card_id,)
+            )
+        )
+    assert audit == [("op", "card.enrol"), ("op", "card.read")]
+
+
+# -- files another user could swap (outside review, issue 10 finding 2) ---------------------
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775])
+def test_a_database_in_a_directory_others_can_write_to_is_refused(
+    make_settings: Callable[..., Settings], tmp_path: Path, mode: int
+) -> None:
+    from idcode.errors import UnsafeFileError
+    from idcode.service.database import make_engine
+
+    data = tmp_path / "shared-data"
+    data.mkdir()
+    data.chmod(mode)
+
+    with pytest.raises(UnsafeFileError, match="writable by group or others") as excinfo:
+        make_engine(make_settings(data_dir=data).sqlalchemy_url)
+    assert str(data) in str(excinfo.value)
+
+
+def test_a_database_that_is_a_symbolic_link_is_refused_and_its_target_left_alone(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from idcode.errors import UnsafeFileError
+    from idcode.service.database import make_engine
+
+    settings = make_settings()
+    target = tmp_path / "elsewhere.sqlite3"
+    target.write_bytes(b"not a database")
+    database = Path(settings.sqlalchemy_url.split("///", 1)[1])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    database.symlink_to(target)
+
+    with pytest.raises(UnsafeFileError, match="symbolic link"):
+        make_engine(settings.sqlalchemy_url)
+    assert target.read_bytes() == b"not a database"
