@@ -28,7 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from idcode.keystore import initialise, open_key_store
-    from idcode.service.api.protocol import HeadLimits, protocol_for
+    from idcode.service.api.headlimits import HeadLimits, protocol_for
     from idcode.service.database import make_engine, make_session_factory, upgrade
     from idcode.service.demodata import enrol_demo_cards
     from idcode.service.pii import vault_for

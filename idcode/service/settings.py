@@ -51,7 +51,7 @@ class Settings(BaseSettings, CoreSettings):
         description="How long a terminal's trust bundle stays fresh.",
     )
 
-    # HTTP server bounds (idcode serve: idcode.service.api.protocol), per worker process
+    # HTTP server bounds (idcode serve: idcode.service.api.headlimits), per worker process
     http_max_head_bytes: int = Field(
         default=16 * 1024,
         ge=1024,

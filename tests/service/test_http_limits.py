@@ -3,7 +3,7 @@ bytes, fields and time, connections in number, and a caller without a valid toke
 body read (outside review, issue 10, findings 3 and 8a).
 
 The server is a real process on a loopback port with PostgreSQL and Redis, spoken to over
-raw sockets: the bounds live in the HTTP protocol (idcode.service.api.protocol), below anything an
+raw sockets: the bounds live in the HTTP protocol (idcode.service.api.headlimits), below anything an
 in-process client would reach. The head timeout is set to one second so the tests wait for
 the server's behaviour (EOF on a socket) with generous upper bounds, never timing it.
 """
