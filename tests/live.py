@@ -7,11 +7,13 @@ would not exercise what a terminal does on the wire.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -22,7 +24,7 @@ from idcode.service.api.app import create_app
 from idcode.service.database import upgrade
 from idcode.service.pii import development_vault
 from idcode.service.settings import Settings
-from tests.services import Tokens
+from tests.services import REDIS_RUN_PREFIX, Tokens
 
 STARTUP_SECONDS = 30
 
@@ -68,6 +70,20 @@ class LiveService:
     def stop_network(self) -> None:
         """Stop answering: the terminal sees the service as unreachable."""
         self.server.should_exit = True
+
+
+def live_settings(workdir: Path, postgres_url: str, redis_url: str, label: str) -> Settings:
+    """Development settings for a live service of one test module: its own key store and data
+    directory in ``workdir``, the run's database, and a Redis prefix of its own."""
+    return Settings(
+        environment="development",
+        keys_dir=workdir / "keys",
+        data_dir=workdir / "data",
+        database_url=postgres_url,
+        redis_url=redis_url,
+        redis_prefix=f"{REDIS_RUN_PREFIX}{label}-{secrets.token_hex(3)}:",
+        demo_data=False,
+    )
 
 
 @contextmanager

@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import os
-import secrets
 import sqlite3
 import subprocess
 import sys
@@ -45,8 +44,7 @@ from idcode.terminal.runtime import TerminalRuntime
 from idcode.terminal.scanners import scan_lines
 from idcode.testing import TestIssuer
 from tests.hostile import ANSWERS, HOSTILE_ETAG, Hostile, HostileService, sized
-from tests.live import LiveService, live_service
-from tests.services import REDIS_RUN_PREFIX
+from tests.live import LiveService, live_service, live_settings
 
 from .test_terminal_runtime import (
     SCENE,
@@ -170,15 +168,7 @@ def service(
     tmp_path_factory: pytest.TempPathFactory, postgres_url: str, redis_url: str
 ) -> Iterator[LiveService]:
     workdir = tmp_path_factory.mktemp("hostile-service")
-    settings = Settings(
-        environment="development",
-        keys_dir=workdir / "keys",
-        data_dir=workdir / "data",
-        database_url=postgres_url,
-        redis_url=redis_url,
-        redis_prefix=f"{REDIS_RUN_PREFIX}hostile-{secrets.token_hex(3)}:",
-        demo_data=False,
-    )
+    settings = live_settings(workdir, postgres_url, redis_url, "hostile")
     with live_service(settings) as live:
         yield live
 

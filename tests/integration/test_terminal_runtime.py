@@ -47,7 +47,6 @@ from idcode.scenes import (
     scene_subject_key,
     subject_of,
 )
-from idcode.service.settings import Settings
 from idcode.statuslist import StatusList
 from idcode.terminal import identity as identities
 from idcode.terminal.client import TerminalClient, register
@@ -57,7 +56,7 @@ from idcode.terminal.runtime import JOURNAL_FILE, MAX_BACKOFF, TerminalRuntime, 
 from idcode.terminal.scanners import MAX_SCAN_BYTES, ScanServer, scan_lines, serial_lines
 from idcode.terminal.trust import BUNDLE_FILE, DELTAS_FILE, TrustStore
 from idcode.testing import TestIssuer, random_card, random_id_number
-from tests.live import LiveService, live_service
+from tests.live import LiveService, live_service, live_settings
 from tests.services import POSTGRES_ADMIN_URL, REDIS_RUN_PREFIX, RUN_ID
 
 SCENE = "community"
@@ -423,15 +422,7 @@ def service(
 ) -> Iterator[LiveService]:
     """One live service for this module; each test registers its own terminals."""
     workdir = tmp_path_factory.mktemp("terminal-service")
-    settings = Settings(
-        environment="development",
-        keys_dir=workdir / "keys",
-        data_dir=workdir / "data",
-        database_url=postgres_url,
-        redis_url=redis_url,
-        redis_prefix=f"{REDIS_RUN_PREFIX}terminal-{secrets.token_hex(3)}:",
-        demo_data=False,
-    )
+    settings = live_settings(workdir, postgres_url, redis_url, "terminal")
     # Keys that began signing two days ago, so that a test can replay a terminal's offline
     # days that end now (the service takes no events from its future).
     initialise(open_key_store(settings.keys_dir), int(time.time()) - 2 * 86_400, 90)
