@@ -190,6 +190,18 @@ class TerminalAuthError(Refusal):
     """A terminal's request token is refused."""
 
 
+class RelyingPartyAuthError(Refusal):
+    """A relying party's request token is refused."""
+
+
+class ConsentRefused(Refusal):
+    """An identification is refused: the code, its consent or the card does not allow it."""
+
+    def __init__(self, reason: str, message: str, status: int = 403) -> None:
+        super().__init__(reason, message)
+        self.status = status
+
+
 class CardError(Refusal):
     """A card operation cannot be done."""
 

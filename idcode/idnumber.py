@@ -85,6 +85,11 @@ def birth_date(id_number: str) -> date:
     return birth
 
 
+def sex(id_number: str) -> str:
+    """``female`` or ``male``, as digit 17 of a valid ID number states it (odd: male)."""
+    return "male" if int(id_number[16]) % 2 else "female"
+
+
 def _birth_date(number: str) -> date | None:
     try:
         return date(int(number[6:10]), int(number[10:12]), int(number[12:14]))

@@ -1,7 +1,7 @@
-"""A terminal's request token: a short JWT signed with its own key (``private_key_jwt``
-style, RFC 7523), checked by the service in idcode.service.fleet.authenticate.
+"""The request tokens of terminals and relying parties: short JWTs each signs with its own key
+(``private_key_jwt`` style, RFC 7523), checked by the service (idcode.service.requesttokens).
 
-Kept apart from the service's modules so that a terminal imports no database code.
+Kept apart from the service's modules so that a terminal or a counter imports no database code.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from typing import Any
 import jwt
 
 TERMINAL_AUDIENCE = "idcode"
+#: A relying party's tokens name another audience: a token one kind of caller signed is never
+#: accepted as the other's, whatever ids the two tables hold.
+RELYING_PARTY_AUDIENCE = "idcode/relying-party"
 MAX_TOKEN_LIFETIME = 300
 
 
@@ -24,11 +27,34 @@ def terminal_token(
     lifetime: int = 120,
 ) -> str:
     """A request token for a terminal (what the terminal runtime sends; used by tests)."""
+    return request_token(terminal_id, private_key, TERMINAL_AUDIENCE, alg, now, lifetime)
+
+
+def relying_party_token(
+    relying_party_id: str,
+    private_key: Any,
+    alg: str = "EdDSA",
+    now: int | None = None,
+    lifetime: int = 120,
+) -> str:
+    """A request token for a relying party's counter (``POST /v1/identify``, its links)."""
+    return request_token(relying_party_id, private_key, RELYING_PARTY_AUDIENCE, alg, now, lifetime)
+
+
+def request_token(
+    party_id: str,
+    private_key: Any,
+    audience: str,
+    alg: str = "EdDSA",
+    now: int | None = None,
+    lifetime: int = 120,
+) -> str:
+    """A single-use request token: ``iss`` and ``sub`` the caller's id, a fresh ``jti``."""
     issued = int(time.time()) if now is None else now
     claims = {
-        "iss": terminal_id,
-        "sub": terminal_id,
-        "aud": TERMINAL_AUDIENCE,
+        "iss": party_id,
+        "sub": party_id,
+        "aud": audience,
         "iat": issued,
         "exp": issued + lifetime,
         "jti": uuid.uuid4().hex,

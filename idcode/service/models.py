@@ -100,6 +100,10 @@ class TerminalRecord(Base):
     # The terminal's clock minus the server's, from its last request's signed iat.
     clock_drift: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # A relying party's own terminal (a hospital's kiosk) sees that party's pairwise subjects.
+    relying_party_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("relying_parties.id"), nullable=True, index=True
+    )
 
 
 class ScanEvent(Base):
@@ -134,3 +138,69 @@ class SceneDataRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class RelyingPartyRecord(Base):
+    """An organisation's service that identifies citizens with their consent (docs/identity.md):
+    what it may ask for, for which purposes, and the public key it signs requests with."""
+
+    __tablename__ = "relying_parties"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    sector: Mapped[str] = mapped_column(String(32))
+    purposes: Mapped[list[str]] = mapped_column(JSON)
+    attributes: Mapped[list[str]] = mapped_column(JSON)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Bumped by each link or unlink: its terminals' trust bundles change with it.
+    links_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class ConsentRecord(Base):
+    """A citizen's consent to disclose named attributes to one relying party, held for one
+    code (its random code id) until the code expires; spent by the first identification."""
+
+    __tablename__ = "consents"
+
+    code_id: Mapped[bytes] = mapped_column(LargeBinary(8), primary_key=True)
+    card_id: Mapped[str] = mapped_column(String(36), ForeignKey("cards.id"))
+    relying_party_id: Mapped[str] = mapped_column(String(36), ForeignKey("relying_parties.id"))
+    attributes: Mapped[list[str]] = mapped_column(JSON)
+    purpose: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DisclosureRecord(Base):
+    """One identification: who learnt what about which card, for which purpose, at which
+    counter. Holds attribute names, never their values."""
+
+    __tablename__ = "disclosures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    card_id: Mapped[str] = mapped_column(String(36), ForeignKey("cards.id"), index=True)
+    relying_party_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("relying_parties.id"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(32))
+    attributes: Mapped[list[str]] = mapped_column(JSON)
+    counter: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    subject: Mapped[str] = mapped_column(String(24))
+
+
+class LinkRecord(Base):
+    """A subject a relying party linked to an account of its own (a patient number, kept on
+    its side): its terminals recognise that subject offline."""
+
+    __tablename__ = "relying_party_links"
+
+    relying_party_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("relying_parties.id"), primary_key=True
+    )
+    subject: Mapped[str] = mapped_column(String(24), primary_key=True)
+    linked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -30,6 +30,7 @@ _TAG_LENGTH = 16
 _VERSION = b"\x01"
 _CITIZEN_KEYS_REMEMBERED = 20_000
 DEV_KEYS_FILE = "pii-keys.json"
+_RELYING_PARTY_LABEL = b"idcode/relying-party-subject/v1/"
 
 
 class PersonalDataVault:
@@ -51,8 +52,17 @@ class PersonalDataVault:
     def scene_subject_key(self, scene: str) -> bytes:
         """The subject key of ``scene``'s terminals (idcode.scenes), derived from the hash
         key: the city's key that joins the logs of different scenes never leaves here."""
-        city_key = hmac.new(self._hash_key, b"idcode/city-subject-key/v1", hashlib.sha256).digest()
-        return scene_subject_key(city_key, scene)
+        return scene_subject_key(self._city_key(), scene)
+
+    def relying_party_subject_key(self, relying_party_id: str) -> bytes:
+        """The key of one relying party's pairwise subjects (docs/identity.md): the subject
+        ``/v1/identify`` returns to it, and the subject key of its own terminals. Another
+        label than the scenes', so no party's key is a scene's key."""
+        label = _RELYING_PARTY_LABEL + relying_party_id.encode("ascii")
+        return hmac.digest(self._city_key(), label, hashlib.sha256)
+
+    def _city_key(self) -> bytes:
+        return hmac.new(self._hash_key, b"idcode/city-subject-key/v1", hashlib.sha256).digest()
 
     def citizen_key(self, claimed_id_number: str) -> bytes | None:
         """The lookup hash for an ID number as an ID token states it, or None when it is not

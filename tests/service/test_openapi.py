@@ -15,6 +15,7 @@ from jwt.algorithms import OKPAlgorithm
 from idcode.service.api.app import create_app
 from idcode.service.fleet import terminal_token
 from idcode.service.settings import Settings
+from idcode.terminaltoken import relying_party_token
 from idcode.testing import random_id_number
 from tests.services import Tokens
 
@@ -53,6 +54,20 @@ def admitted_caller(client: TestClient, tokens: Tokens, path: str) -> dict[str, 
         registered = client.post("/v1/terminals", json=body, headers=tokens.operator())
         assert registered.status_code == 201, registered.text
         token = terminal_token(registered.json()["id"], key, "EdDSA")
+        return {"Authorization": f"Bearer {token}"}
+    if path == "/v1/identify":  # a relying party's request
+        key = Ed25519PrivateKey.generate()
+        jwk = OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
+        body = {
+            "name": "Hall",
+            "sector": "government",
+            "purposes": ["registration"],
+            "attributes": ["name"],
+            "public_jwk": jwk,
+        }
+        registered = client.post("/v1/relying-parties", json=body, headers=tokens.operator())
+        assert registered.status_code == 201, registered.text
+        token = relying_party_token(registered.json()["id"], key, "EdDSA")
         return {"Authorization": f"Bearer {token}"}
     if path.startswith(("/v1/codes", "/v1/visitor-passes")):
         return tokens.citizen(random_id_number())

@@ -41,6 +41,7 @@ from schemathesis.specs.openapi.checks import (
 from idcode.service.api.app import create_app
 from idcode.service.fleet import terminal_token
 from idcode.service.settings import Settings
+from idcode.terminaltoken import relying_party_token
 from idcode.testing import random_id_number
 from tests.services import Tokens
 
@@ -54,7 +55,7 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-ROLES = ["operator", "citizen", "verifier", "terminal"]
+ROLES = ["operator", "citizen", "verifier", "terminal", "relying_party"]
 GARBAGE = [
     "Bearer not.a.token",
     "Bearer ",
@@ -70,8 +71,12 @@ CALLERS = ["own-role"] * 6 + [*ROLES, "nobody", "garbage"]
 
 def role_of(method: str, path: str) -> str:
     """Whom an operation is for; every other caller must be refused as documented."""
-    if path in ("/v1/codes", "/v1/me", "/v1/visitor-passes"):
+    if path in ("/v1/codes", "/v1/me", "/v1/visitor-passes", "/v1/me/disclosures"):
         return "citizen"
+    if path == "/v1/identify" or path.startswith("/v1/links"):
+        return "relying_party"
+    if method == "GET" and path in ("/v1/relying-parties", "/v1/relying-parties/{party_id}"):
+        return "citizen"  # or an operator
     if path == "/v1/verify":
         return "verifier"
     if path.startswith("/v1/trust-bundle") or (method == "POST" and path == "/v1/events"):
@@ -81,7 +86,8 @@ def role_of(method: str, path: str) -> str:
 
 class World:
     """What the generated requests meet: an enrolled card whose holder is a resident of a
-    community, and a registered terminal at that community."""
+    community, a registered terminal at that community, and a relying party that identified
+    the holder once."""
 
     def __init__(self, client: TestClient, tokens: Tokens, enrol: Enrol) -> None:
         self.client, self.tokens = client, tokens
@@ -99,6 +105,39 @@ class World:
         )
         assert response.status_code == 201, response.text
         self.terminal_id: str = response.json()["id"]
+        self.party_key = Ed25519PrivateKey.generate()
+        response = client.post(
+            "/v1/relying-parties", json=self.new_party(self.party_key), headers=tokens.operator()
+        )
+        assert response.status_code == 201, response.text
+        self.party_id: str = response.json()["id"]
+        response = client.post(
+            "/v1/identify",
+            json={"code": self.consent_code(), "purpose": "registration"},
+            headers={"Authorization": self.authorization("relying_party") or ""},
+        )
+        assert response.status_code == 200, response.text
+        self.subject: str = response.json()["subject"]
+
+    def new_party(self, key: Ed25519PrivateKey) -> dict[str, Any]:
+        return {
+            "name": "Fuzz hall",
+            "sector": "government",
+            "purposes": ["registration"],
+            "attributes": ["name", "id_number"],
+            "public_jwk": OKPAlgorithm.to_jwk(key.public_key(), as_dict=True),
+        }
+
+    def disclose(self) -> dict[str, Any]:
+        return {"to": self.party_id, "attributes": ["name"]}
+
+    def consent_code(self) -> str | None:
+        response = self.client.post(
+            "/v1/codes",
+            json={"disclose": self.disclose()},
+            headers=self.tokens.citizen(self.id_number),
+        )
+        return str(response.json()["code"]) if response.status_code == 200 else None
 
     def community_data(self) -> dict[str, Any]:
         return {"residents": [f"card:{self.card_id}"]}
@@ -118,6 +157,8 @@ class World:
             return self.tokens.verifier()["Authorization"]
         if caller == "terminal":
             return "Bearer " + terminal_token(self.terminal_id, self.terminal_key)
+        if caller == "relying_party":
+            return "Bearer " + relying_party_token(self.party_id, self.party_key)
         return None
 
     def fresh_code(self) -> str | None:
@@ -132,6 +173,8 @@ class World:
             "terminal_id": self.terminal_id,
             "scene": "community",
             "site": self.site,
+            "party_id": self.party_id,
+            "subject": self.subject,
         }
         for name, value in real.items():
             if case.path_parameters and name in case.path_parameters:
@@ -143,6 +186,14 @@ class World:
             case.body["id_number"] = random_id_number()
         elif operation == "POST /v1/terminals":
             case.body.update(self.new_terminal(Ed25519PrivateKey.generate()))
+            case.body.pop("relying_party", None)
+        elif operation == "POST /v1/relying-parties":
+            case.body.update(self.new_party(Ed25519PrivateKey.generate()))
+        elif operation == "POST /v1/codes":
+            case.body["disclose"] = self.disclose()
+        elif operation == "POST /v1/identify":
+            case.body.update(code=self.consent_code(), purpose="registration")
+            case.body.pop("counter", None)
         elif operation == "POST /v1/verify":
             case.body["code"] = self.fresh_code() or case.body.get("code")
         elif operation == "POST /v1/visitor-passes":

@@ -16,7 +16,7 @@ from idcode import __version__
 from idcode.keystore import SigningKeyCache, initialise, open_key_store
 from idcode.service.api import problems
 from idcode.service.api.deps import BEARER_SCHEME, Services
-from idcode.service.api.routes import cards, codes, health, passes, terminals, verify
+from idcode.service.api.routes import cards, codes, health, identity, passes, terminals, verify
 from idcode.service.auth import token_verifier
 from idcode.service.database import make_engine, make_session_factory
 from idcode.service.pii import vault_for
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cards.router)
     app.include_router(verify.router)
     app.include_router(terminals.router)
+    app.include_router(identity.router)
     _complete_openapi(app)
     return app
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -14,11 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idcode.errors import AuthError
 from idcode.keystore import SigningKeyCache
+from idcode.protocol import MAX_CLOCK_DRIFT
 from idcode.service.api.problems import Problem
 from idcode.service.auth import Principal, TokenVerifier
 from idcode.service.pii import PersonalDataVault
 from idcode.service.settings import Settings
 from idcode.service.state import SharedState
+from idcode.terminaltoken import MAX_TOKEN_LIFETIME
 
 
 @dataclass
@@ -160,6 +164,32 @@ async def get_verifier(request: Request) -> Principal:
     return principal
 
 
+@caller_check
+async def get_citizen_or_operator(request: Request) -> Principal:
+    principal = await authenticate(request)
+    operator = request.app.state.services.settings.operator_role in principal.roles
+    if principal.id_number is None and not operator:
+        raise Problem(403, "forbidden", "This needs a citizen's token or the operator role.")
+    return principal
+
+
+def is_operator(request: Request, principal: Principal) -> bool:
+    return request.app.state.services.settings.operator_role in principal.roles
+
+
+async def spend_request_token(services: Services, kind: str, party_id: str, jti: str) -> None:
+    """Record a terminal's or relying party's request token as used, or a 401 problem if it
+    was used before: a captured token cannot be replayed (on any replica)."""
+    now = int(time.time())
+    if await services.state.seen_before(
+        hashlib.sha256(f"{kind}-jti:{party_id}:{jti}".encode()).digest(),
+        now + 2 * MAX_CLOCK_DRIFT + MAX_TOKEN_LIFETIME + 60,  # past any time it could pass
+        now,
+    ):
+        raise Problem(401, "token_replayed", f"This {kind} token was used before.")
+
+
 CitizenDep = Annotated[Principal, Depends(get_citizen)]
+CitizenOrOperatorDep = Annotated[Principal, Depends(get_citizen_or_operator)]
 OperatorDep = Annotated[Principal, Depends(get_operator)]
 VerifierDep = Annotated[Principal, Depends(get_verifier)]

@@ -1,21 +1,25 @@
-"""Citizens get codes: ``POST /v1/codes`` as JSON or as a QR image, and ``GET /v1/me``."""
+"""Citizens get codes: ``POST /v1/codes`` as JSON or as a QR image, optionally with consent to
+an identification (docs/identity.md), and ``GET /v1/me``."""
 
 from __future__ import annotations
 
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
+from idcode.claims import CodeClaims
+from idcode.errors import RequestRefused
 from idcode.issuer import mint_code
 from idcode.qr import qr_image
 from idcode.service.api.deps import AuthenticatedFirst, CitizenDep, Services, ServicesDep
 from idcode.service.api.problems import Problem, problem_responses
 from idcode.service.cards import CardSnapshot, attribute_names, find_by_id_hash, snapshot
+from idcode.service.identification import Disclose, consent_target, give_consent
 
 router = APIRouter(prefix="/v1", tags=["citizens"], route_class=AuthenticatedFirst)
 
@@ -23,10 +27,32 @@ MEDIA_TYPES = ("application/json", "image/png", "image/svg+xml")
 NO_CARD = "No citizen card is enrolled for this citizen."
 
 
+class CodeRequest(BaseModel):
+    """What a code is asked for with. No body, or no ``disclose``: an ordinary code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    disclose: Disclose | None = Field(
+        default=None,
+        description="Consent, held for this code alone, to disclose these attributes to this "
+        "relying party once (docs/identity.md).",
+    )
+
+
+class Disclosing(BaseModel):
+    to: str
+    name: str = Field(description="The relying party's name, for the app to show.")
+    attributes: list[str] = Field(
+        description="What will be disclosed: the consented attributes the party may ask for."
+    )
+    purpose: str | None = None
+
+
 class IssuedCode(BaseModel):
     code: str
     expires_at: datetime
     refresh_at: datetime
+    disclose: Disclosing | None = None
 
 
 class MyCard(BaseModel):
@@ -99,10 +125,12 @@ def _load_card(services: Services, id_hash: bytes) -> CardSnapshot | None:
             "description": "The code, as JSON or (by Accept) as a QR image",
             "content": {"image/png": {}, "image/svg+xml": {}},
         },
-        **problem_responses(401, 403, 404, 406, 429, 503),
+        **problem_responses(401, 403, 404, 406, 422, 429, 503),
     },
 )
-async def issue_code(request: Request, citizen: CitizenDep) -> Response:
+async def issue_code(
+    request: Request, citizen: CitizenDep, asked: Annotated[CodeRequest | None, Body()] = None
+) -> Response:
     services: Services = request.app.state.services  # not a dependency: see deps.authenticate
     media_type = negotiate(request.headers.get("accept"))
     if media_type is None:
@@ -131,18 +159,46 @@ async def issue_code(request: Request, citizen: CitizenDep) -> Response:
         "X-Code-Expires-At": _iso(claims.expires_at),
         "X-Code-Refresh-At": _iso(refresh_at),
     }
+    disclosing = None
+    if asked is not None and asked.disclose is not None:
+        disclosing = await _hold_consent(services, card, asked.disclose, claims)
+        headers["X-Code-Discloses-To"] = disclosing["to"]
     if media_type != "application/json":
         image = await run_in_threadpool(qr_image, code, media_type)
         return Response(image, media_type=media_type, headers=headers)
     # The IssuedCode schema, written directly: this is the hottest route.
-    body = json.dumps(
-        {
-            "code": code,
-            "expires_at": headers["X-Code-Expires-At"],
-            "refresh_at": headers["X-Code-Refresh-At"],
+    document: dict[str, Any] = {
+        "code": code,
+        "expires_at": headers["X-Code-Expires-At"],
+        "refresh_at": headers["X-Code-Refresh-At"],
+    }
+    if disclosing is not None:
+        document["disclose"] = disclosing
+    return Response(json.dumps(document), media_type="application/json", headers=headers)
+
+
+async def _hold_consent(
+    services: Services, card: CardSnapshot, disclose: Disclose, claims: CodeClaims
+) -> dict[str, Any]:
+    """Hold the citizen's consent for the code just minted (or a problem: then no code)."""
+    keep_until = claims.expires_at + services.settings.clock_skew_seconds
+
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            try:
+                target = consent_target(session, disclose)
+            except RequestRefused as exc:
+                raise Problem(422, exc.reason, str(exc)) from None
+            give_consent(session, card.card_id, disclose, claims, keep_until)
+            session.commit()
+        return {
+            "to": target.party_id,
+            "name": target.party_name,
+            "attributes": target.attributes,
+            "purpose": target.purpose,
         }
-    )
-    return Response(body, media_type="application/json", headers=headers)
+
+    return await run_in_threadpool(work)
 
 
 @router.get(

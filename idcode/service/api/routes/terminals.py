@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import jwt
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
@@ -16,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 
 from idcode.bundle import sign_bundle, sign_delta
 from idcode.errors import RequestRefused, TerminalAuthError
-from idcode.protocol import MAX_CLOCK_DRIFT, MAX_EVENTS_PER_BATCH
+from idcode.protocol import MAX_EVENTS_PER_BATCH
 from idcode.scenes import encode_scene_key
+from idcode.service import relyingparties
 from idcode.service.api.deps import (
     AuthenticatedFirst,
     OperatorDep,
@@ -25,11 +25,11 @@ from idcode.service.api.deps import (
     ServicesDep,
     bearer_token,
     caller_check,
+    spend_request_token,
 )
 from idcode.service.api.problems import Problem, problem_responses
 from idcode.service.events import EVENT_ID, ScanEventIn, as_utc, check_events, delete_event, ingest
 from idcode.service.fleet import (
-    MAX_TOKEN_LIFETIME,
     TERMINAL_ID,
     AuthenticatedTerminal,
     NewTerminal,
@@ -58,6 +58,7 @@ class TerminalOut(BaseModel):
     active: bool
     clock_drift: int | None = None
     last_seen_at: datetime | None = None
+    relying_party: str | None = None
 
 
 class EventBatch(BaseModel):
@@ -78,6 +79,7 @@ def _view(record: TerminalRecord) -> dict[str, Any]:
         "active": record.active,
         "clock_drift": record.clock_drift,
         "last_seen_at": record.last_seen_at,
+        "relying_party": record.relying_party_id,
     }
 
 
@@ -103,15 +105,8 @@ async def _terminal(request: Request) -> TerminalRecord:
 
     accepted = await run_in_threadpool(check)
     terminal = accepted.record
-    # Each request token is used once: a captured one cannot be replayed.
-    jti = str(jwt.decode(token, options={"verify_signature": False}).get("jti", ""))
+    await spend_request_token(services, "terminal", terminal.id, accepted.jti)
     now = time.time()
-    if await services.state.seen_before(
-        hashlib.sha256(f"terminal-jti:{terminal.id}:{jti}".encode()).digest(),
-        int(now) + 2 * MAX_CLOCK_DRIFT + MAX_TOKEN_LIFETIME + 60,  # past any time it could pass
-        int(now),
-    ):
-        raise Problem(401, "token_replayed", "This terminal token was used before.")
 
     def seen() -> None:
         with services.sessions() as session:
@@ -146,7 +141,10 @@ async def register_terminal(
 ) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         with services.sessions() as session:
-            record = register(session, new, operator.subject)
+            try:
+                record = register(session, new, operator.subject)
+            except RequestRefused as exc:
+                raise Problem(422, exc.reason, str(exc)) from None
             session.commit()
             return _view(record)
 
@@ -203,7 +201,9 @@ async def trust_bundle(request: Request) -> Response:
     services: Services = request.app.state.services
     now = int(time.time())
     max_age = services.settings.bundle_max_age_seconds
-    version, status, scene = await run_in_threadpool(_bundle_contents, services, terminal)
+    version, status, scene, links_version = await run_in_threadpool(
+        _bundle_contents, services, terminal
+    )
     keys = services.keys.published(now)
     # The tag changes with the content, and at least every quarter max-age, so a terminal
     # that keeps getting 304 still receives a fresh (re-dated) bundle long before it is stale.
@@ -216,6 +216,8 @@ async def trust_bundle(request: Request) -> Response:
                 scene["scene"],
                 scene["site"],
                 scene["version"],
+                links_version,
+                scene["subject_key"],
                 max_age,
                 now // max(1, max_age // 4),
             )
@@ -244,19 +246,31 @@ async def trust_bundle(request: Request) -> Response:
 
 def _bundle_contents(
     services: Services, terminal: TerminalRecord
-) -> tuple[int, Any, dict[str, Any]]:
-    """(status version, status list, the terminal's scene data) as of now."""
+) -> tuple[int, Any, dict[str, Any], int]:
+    """(status version, status list, the terminal's scene data, its links version) as of now.
+
+    A relying party's terminal sees that party's pairwise subjects, not its scene's, and the
+    subjects the party linked (docs/identity.md, multi-code fusion)."""
     with services.sessions() as session:
         version, status = current_status(session)
         record = scene_data(session, terminal.scene, terminal.site)
+        data = dict(record.document) if record else {}
+        links_version = 0
+        if terminal.relying_party_id is None:
+            subject_key = services.vault.scene_subject_key(terminal.scene)
+        else:
+            party = relyingparties.get(session, terminal.relying_party_id)
+            subject_key = services.vault.relying_party_subject_key(party.id)
+            data["linked_subjects"] = relyingparties.linked_subjects(session, party.id)
+            links_version = party.links_version
         scene = {
             "scene": terminal.scene,
             "site": terminal.site,
             "version": record.version if record else 0,
-            "data": record.document if record else {},
-            "subject_key": encode_scene_key(services.vault.scene_subject_key(terminal.scene)),
+            "data": data,
+            "subject_key": encode_scene_key(subject_key),
         }
-        return version, status, scene
+        return version, status, scene, links_version
 
 
 class SceneDataOut(BaseModel):

@@ -1,0 +1,414 @@
+"""Identification with consent: relying parties (operators register them, citizens list them),
+``POST /v1/identify`` (a relying party's counter), the links its terminals recognise, and the
+disclosure record (``GET /v1/me/disclosures`` for citizens, per party for operators).
+
+See docs/identity.md for the model and docs/api.md for each route's answers.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from idcode.attributes import COUNTER, PURPOSE
+from idcode.codetext import MAX_CODE_LENGTH
+from idcode.cose import Algorithm
+from idcode.errors import ConsentRefused, RelyingPartyAuthError, RequestRefused
+from idcode.scenes import SUBJECT_PATTERN
+from idcode.service import identification, relyingparties
+from idcode.service.api.deps import (
+    AuthenticatedFirst,
+    CitizenDep,
+    CitizenOrOperatorDep,
+    OperatorDep,
+    Services,
+    ServicesDep,
+    bearer_token,
+    caller_check,
+    is_operator,
+    spend_request_token,
+)
+from idcode.service.api.problems import Problem, problem_responses
+from idcode.service.api.routes.codes import citizen_card
+from idcode.service.models import RelyingPartyRecord
+from idcode.service.relyingparties import NewRelyingParty
+from idcode.service.requesttokens import PARTY_ID
+from idcode.verifier import Trust, verify
+
+router = APIRouter(prefix="/v1", tags=["identification"], route_class=AuthenticatedFirst)
+PartyId = Annotated[
+    str, Path(pattern=f"^{PARTY_ID.pattern}$", description="A relying party's id (UUID).")
+]
+Subject = Annotated[str, Path(pattern=SUBJECT_PATTERN, description="A pairwise subject.")]
+Before = Annotated[
+    int | None, Query(ge=1, le=2**62, description="Only records older than this record id.")
+]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+class RelyingPartyOut(BaseModel):
+    """A relying party as citizens see it; operators also see its state."""
+
+    id: str
+    name: str
+    sector: str
+    purposes: list[str]
+    attributes: list[str]
+    active: bool | None = None
+    created_at: datetime | None = None
+    deactivated_at: datetime | None = None
+    last_seen_at: datetime | None = None
+
+
+class Identification(BaseModel):
+    """A scanned code presented by a relying party's counter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(max_length=MAX_CODE_LENGTH * 2)
+    purpose: str = Field(
+        max_length=32, pattern=f"^{PURPOSE.pattern}$", description="One of the party's purposes."
+    )
+    counter: str | None = Field(
+        default=None,
+        pattern=f"^{COUNTER.pattern}$",
+        description="Which counter asks (window-3): kept in the disclosure record.",
+    )
+
+
+class Identified(BaseModel):
+    subject: str = Field(description="The citizen's pairwise subject at this relying party.")
+    attributes: dict[str, Any] = Field(
+        description="The attributes both consented to and allowed for this party."
+    )
+    purpose: str
+    disclosure: int = Field(description="The disclosure record's id.")
+    identified_at: datetime
+
+
+class PartyOut(BaseModel):
+    id: str
+    name: str
+    sector: str
+
+
+class DisclosureOut(BaseModel):
+    id: int
+    at: datetime
+    relying_party: PartyOut
+    purpose: str
+    attributes: list[str]
+    counter: str | None = None
+
+
+class AuditedDisclosure(DisclosureOut):
+    card_id: str
+
+
+class Links(BaseModel):
+    subjects: list[str]
+
+
+def _view(record: RelyingPartyRecord, operator: bool) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": record.id,
+        "name": record.name,
+        "sector": record.sector,
+        "purposes": record.purposes,
+        "attributes": record.attributes,
+    }
+    if operator:
+        view |= {
+            "active": record.active,
+            "created_at": record.created_at,
+            "deactivated_at": record.deactivated_at,
+            "last_seen_at": record.last_seen_at,
+        }
+    return view
+
+
+async def _relying_party(request: Request) -> RelyingPartyRecord:
+    """The relying party that signed this request, or a 401/403 problem: every check of its
+    token, then the token's single use, then its last-seen time (as for terminals)."""
+    services: Services = request.app.state.services
+    token = bearer_token(request)
+    if token is None:
+        raise Problem(
+            401,
+            "missing_token",
+            "A relying party's token is required.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    def check() -> relyingparties.AuthenticatedParty:
+        with services.sessions() as session:
+            try:
+                return relyingparties.authenticate(session, token)
+            except RelyingPartyAuthError as exc:
+                status = 403 if exc.reason == "relying_party_deactivated" else 401
+                raise Problem(
+                    status, exc.reason, "The relying party's token was refused.", str(exc)
+                ) from None
+
+    accepted = await run_in_threadpool(check)
+    party = accepted.record
+    await spend_request_token(services, "relying-party", party.id, accepted.jti)
+    now = time.time()
+
+    def seen() -> None:
+        with services.sessions() as session:
+            relyingparties.record_seen(session, party.id, now)
+            session.commit()
+
+    await run_in_threadpool(seen)
+    return party
+
+
+RelyingPartyDep = Annotated[RelyingPartyRecord, Depends(caller_check(_relying_party))]
+
+
+@router.post(
+    "/relying-parties",
+    status_code=201,
+    response_model=RelyingPartyOut,
+    response_model_exclude_none=True,
+    summary="Register a relying party: what it may ask for, its purposes and its key",
+    responses=problem_responses(401, 403, 422),
+)
+async def register_relying_party(
+    new: NewRelyingParty, operator: OperatorDep, services: ServicesDep
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            record = relyingparties.register(session, new, operator.subject)
+            session.commit()
+            return _view(record, operator=True)
+
+    return await run_in_threadpool(work)
+
+
+@router.get(
+    "/relying-parties",
+    response_model=list[RelyingPartyOut],
+    response_model_exclude_none=True,
+    summary="The relying parties and what each may ask for (citizens: the active ones)",
+    responses=problem_responses(401, 403),
+)
+async def list_relying_parties(
+    request: Request, caller: CitizenOrOperatorDep, services: ServicesDep
+) -> list[dict[str, Any]]:
+    operator = is_operator(request, caller)
+
+    def work() -> list[dict[str, Any]]:
+        with services.sessions() as session:
+            query = select(RelyingPartyRecord).order_by(
+                RelyingPartyRecord.name, RelyingPartyRecord.id
+            )
+            if not operator:
+                query = query.where(RelyingPartyRecord.active.is_(True))
+            return [_view(record, operator) for record in session.scalars(query)]
+
+    return await run_in_threadpool(work)
+
+
+@router.get(
+    "/relying-parties/{party_id}",
+    response_model=RelyingPartyOut,
+    response_model_exclude_none=True,
+    summary="One relying party and what it may ask for",
+    responses=problem_responses(401, 403, 404),
+)
+async def get_relying_party(
+    party_id: PartyId, request: Request, caller: CitizenOrOperatorDep, services: ServicesDep
+) -> dict[str, Any]:
+    operator = is_operator(request, caller)
+
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            record = session.get(RelyingPartyRecord, party_id)
+            if record is None or not (record.active or operator):
+                raise Problem(404, "relying_party_not_found", "No relying party with this id.")
+            return _view(record, operator)
+
+    return await run_in_threadpool(work)
+
+
+@router.post(
+    "/relying-parties/{party_id}/deactivate",
+    response_model=RelyingPartyOut,
+    response_model_exclude_none=True,
+    summary="Cut a relying party off at once, with its terminals (final)",
+    responses=problem_responses(401, 403, 404),
+)
+async def deactivate_relying_party(
+    party_id: PartyId, operator: OperatorDep, services: ServicesDep
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            try:
+                record = relyingparties.deactivate(session, party_id, operator.subject)
+            except RequestRefused as exc:
+                raise Problem(404, exc.reason, str(exc)) from None
+            session.commit()
+            return _view(record, operator=True)
+
+    return await run_in_threadpool(work)
+
+
+@router.get(
+    "/relying-parties/{party_id}/disclosures",
+    response_model=list[AuditedDisclosure],
+    summary="A relying party's disclosure record, newest first (operators' audit)",
+    responses=problem_responses(401, 403, 404),
+)
+async def party_disclosures(
+    party_id: PartyId,
+    operator: OperatorDep,
+    services: ServicesDep,
+    before: Before = None,
+    limit: Limit = 100,
+) -> list[dict[str, Any]]:
+    def work() -> list[dict[str, Any]]:
+        with services.sessions() as session:
+            if session.get(RelyingPartyRecord, party_id) is None:
+                raise Problem(404, "relying_party_not_found", "No relying party with this id.")
+            return identification.disclosures(
+                session, party_id=party_id, before=before, limit=limit
+            )
+
+    return await run_in_threadpool(work)
+
+
+@router.post(
+    "/identify",
+    response_model=Identified,
+    summary="Identify the citizen whose code a counter scanned, with their consent, once",
+    responses={
+        200: {"headers": {"Cache-Control": {"schema": {"type": "string"}}}},
+        **problem_responses(401, 403, 409, 422, 503),
+    },
+)
+async def identify(
+    presented: Identification, party: RelyingPartyDep, services: ServicesDep, response: Response
+) -> dict[str, Any]:
+    now = int(time.time())
+    settings = services.settings
+    if presented.purpose not in party.purposes:
+        raise Problem(422, "unknown_purpose", "This relying party has no such purpose.")
+    trust = Trust.of(
+        services.keys.published(now),
+        prefix=settings.code_prefix,
+        algorithms=[Algorithm.EDDSA, Algorithm.ES256],
+        clock_skew=settings.clock_skew_seconds,
+    )
+    verdict = verify(presented.code, trust, now)
+    if not verdict.valid or verdict.claims is None:
+        raise Problem(
+            422, verdict.reason.value, "The code does not verify.", verdict.detail or None
+        )
+    claims = verdict.claims
+
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            try:
+                identified = identification.identify(
+                    session, services.vault, party, claims, presented.purpose, presented.counter
+                )
+            except ConsentRefused as exc:
+                raise Problem(exc.status, exc.reason, _REFUSALS.get(exc.reason, str(exc))) from None
+            session.commit()
+            return identified
+
+    identified = await run_in_threadpool(work)
+    response.headers["Cache-Control"] = "no-store"  # personal data: no cache keeps it
+    return identified
+
+
+_REFUSALS = {
+    identification.NO_CONSENT: "The citizen gave no consent with this code.",
+    identification.OTHER_PARTY: "The citizen's consent is for another relying party.",
+    identification.PURPOSE_MISMATCH: "The citizen consented to another purpose.",
+    identification.CODE_USED: "This code was used for an identification before.",
+    identification.REVOKED: "The card is not active.",
+}
+
+
+@router.get(
+    "/links",
+    response_model=Links,
+    summary="The subjects this relying party linked to accounts of its own",
+    responses=problem_responses(401, 403),
+)
+async def list_links(party: RelyingPartyDep, services: ServicesDep) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        with services.sessions() as session:
+            return {"subjects": relyingparties.linked_subjects(session, party.id)}
+
+    return await run_in_threadpool(work)
+
+
+@router.put(
+    "/links/{subject}",
+    status_code=204,
+    summary="Link a subject disclosed to this party: its terminals recognise it offline",
+    responses=problem_responses(401, 403, 409, 422),
+)
+async def link_subject(subject: Subject, party: RelyingPartyDep, services: ServicesDep) -> Response:
+    def work() -> None:
+        with services.sessions() as session:
+            try:
+                relyingparties.link(session, party, subject)
+            except RequestRefused as exc:
+                status = 409 if exc.reason == "too_many_links" else 422
+                raise Problem(status, exc.reason, str(exc)) from None
+            session.commit()
+
+    await run_in_threadpool(work)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/links/{subject}",
+    status_code=204,
+    summary="Unlink a subject (the party closed the account on its side)",
+    responses=problem_responses(401, 403, 404),
+)
+async def unlink_subject(
+    subject: Subject, party: RelyingPartyDep, services: ServicesDep
+) -> Response:
+    def work() -> bool:
+        with services.sessions() as session:
+            removed = relyingparties.unlink(session, party, subject)
+            session.commit()
+            return removed
+
+    if not await run_in_threadpool(work):
+        raise Problem(404, "link_not_found", "This subject is not linked.")
+    return Response(status_code=204)
+
+
+@router.get(
+    "/me/disclosures",
+    response_model=list[DisclosureOut],
+    summary="Every identification of the caller: who, for what, which attributes, when, where",
+    responses=problem_responses(401, 403, 404),
+)
+async def my_disclosures(
+    citizen: CitizenDep, services: ServicesDep, before: Before = None, limit: Limit = 100
+) -> list[dict[str, Any]]:
+    assert citizen.id_number is not None
+    card = await citizen_card(services, citizen.id_number, int(time.time()))
+
+    def work() -> list[dict[str, Any]]:
+        with services.sessions() as session:
+            return identification.disclosures(
+                session, card_id=card.card_id, before=before, limit=limit
+            )
+
+    return await run_in_threadpool(work)

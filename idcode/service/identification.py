@@ -1,0 +1,232 @@
+"""Identification with the citizen's consent: a consent held for one code, spent by the one
+relying party it names, and the disclosure record the citizen and operators read.
+
+The code itself is an ordinary code: the consent lives here, keyed by the code's random id,
+until the code expires. ``identify`` discloses the attributes both consented to and allowed
+for the party, with the citizen's pairwise subject at that party, and records it in the same
+transaction that spends the consent: a disclosure happened if and only if it is recorded.
+See docs/identity.md for the rules and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from idcode.attributes import ATTRIBUTES, PURPOSE
+from idcode.claims import CodeClaims
+from idcode.errors import ConsentRefused, RequestRefused
+from idcode.idnumber import sex
+from idcode.scenes import subject_of
+from idcode.service import relyingparties
+from idcode.service.cards import attribute_names, snapshot
+from idcode.service.models import (
+    CardRecord,
+    CardStatus,
+    ConsentRecord,
+    DisclosureRecord,
+    RelyingPartyRecord,
+)
+from idcode.service.pii import PersonalDataVault
+from idcode.service.requesttokens import PARTY_ID
+
+#: Refusals of an identification: each tells the counter why, and nothing about the citizen.
+NO_CONSENT = "no_consent"
+OTHER_PARTY = "consented_to_another_party"
+PURPOSE_MISMATCH = "purpose_mismatch"
+CODE_USED = "code_used"
+REVOKED = "revoked"
+
+
+class Disclose(BaseModel):
+    """What the citizen consents to: these attributes, to this relying party, once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(pattern=f"^{PARTY_ID.pattern}$", description="The relying party's id.")
+    attributes: list[str] = Field(
+        max_length=len(ATTRIBUTES),
+        description="Among " + ", ".join(ATTRIBUTES) + ". Only those the party may ask for "
+        "are ever disclosed; empty: the pairwise subject alone.",
+    )
+    purpose: str | None = Field(
+        default=None,
+        max_length=32,
+        description="When set, the identification must name this purpose.",
+    )
+
+    @field_validator("attributes")
+    @classmethod
+    def _known_attributes(cls, values: list[str]) -> list[str]:
+        return relyingparties.known_attributes(values)
+
+    @field_validator("purpose")
+    @classmethod
+    def _purpose(cls, value: str | None) -> str | None:
+        if value is not None and not PURPOSE.fullmatch(value):
+            raise ValueError("a purpose is 1-32 of a-z, 0-9 and _, starting with a letter")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentTarget:
+    """The relying party a consent names, and what the consent will in fact disclose."""
+
+    party_id: str
+    party_name: str
+    attributes: list[str]  # consented and allowed
+    purpose: str | None
+
+
+def consent_target(session: Session, disclose: Disclose) -> ConsentTarget:
+    """Check ``disclose`` against the party it names (active, and the purpose its own)."""
+    party = session.get(RelyingPartyRecord, disclose.to)
+    if party is None or not party.active:
+        raise RequestRefused("relying_party_not_found", "no active relying party with this id")
+    if disclose.purpose is not None and disclose.purpose not in party.purposes:
+        raise RequestRefused("unknown_purpose", "the relying party has no such purpose")
+    allowed = [name for name in disclose.attributes if name in party.attributes]
+    return ConsentTarget(party.id, party.name, allowed, disclose.purpose)
+
+
+def give_consent(
+    session: Session, card_id: str, disclose: Disclose, claims: CodeClaims, keep_until: int
+) -> None:
+    """Hold the consent for the code ``claims`` describe until ``keep_until`` (its expiry plus
+    the clock-skew allowance). Consents of codes expired since are dropped on the way."""
+    now = datetime.now(UTC)
+    session.execute(delete(ConsentRecord).where(ConsentRecord.expires_at < now))
+    session.add(
+        ConsentRecord(
+            code_id=claims.code_id,
+            card_id=card_id,
+            relying_party_id=disclose.to,
+            attributes=disclose.attributes,
+            purpose=disclose.purpose,
+            expires_at=datetime.fromtimestamp(keep_until, UTC),
+        )
+    )
+
+
+def identify(
+    session: Session,
+    vault: PersonalDataVault,
+    party: RelyingPartyRecord,
+    claims: CodeClaims,
+    purpose: str,
+    counter: str | None,
+) -> dict[str, Any]:
+    """Spend the consent of the verified code ``claims`` describe and disclose what it allows
+    to ``party``, recorded; ConsentRefused saying why not. Not committed: the caller commits
+    the spent consent and its record together."""
+    if purpose not in party.purposes:
+        raise ConsentRefused("unknown_purpose", "this relying party has no such purpose", 422)
+    consent = session.get(ConsentRecord, claims.code_id)
+    if consent is None:
+        raise ConsentRefused(NO_CONSENT, "the citizen gave no consent with this code")
+    if consent.relying_party_id != party.id:
+        raise ConsentRefused(OTHER_PARTY, "the consent of this code is for another party")
+    if consent.purpose is not None and consent.purpose != purpose:
+        raise ConsentRefused(PURPOSE_MISMATCH, "the citizen consented to another purpose")
+    card = session.scalars(select(CardRecord).where(CardRecord.id == consent.card_id)).first()
+    if (
+        card is None
+        or card.pseudonym != claims.card.pseudonym
+        or card.status_index != claims.card.status_index
+    ):
+        raise ConsentRefused(NO_CONSENT, "the citizen gave no consent with this code")
+    if card.status != CardStatus.ACTIVE.value:
+        raise ConsentRefused(REVOKED, f"the card is {card.status}")
+    now = datetime.now(UTC)
+    spent = session.execute(
+        update(ConsentRecord)
+        .where(
+            ConsentRecord.code_id == claims.code_id,
+            ConsentRecord.used_at.is_(None),
+            ConsentRecord.expires_at >= now,
+        )
+        .values(used_at=now)
+    )
+    if not spent.rowcount:  # type: ignore[attr-defined]
+        # Another identification spent it first (on this replica or another), or it just ended.
+        raise ConsentRefused(CODE_USED, "this code was used for an identification before", 409)
+    names = [name for name in consent.attributes if name in party.attributes]
+    subject = subject_of(vault.relying_party_subject_key(party.id), card.pseudonym)
+    record = DisclosureRecord(
+        at=now,
+        card_id=card.id,
+        relying_party_id=party.id,
+        purpose=purpose,
+        attributes=names,
+        counter=counter,
+        subject=subject,
+    )
+    session.add(record)
+    session.flush()
+    return {
+        "subject": subject,
+        "attributes": _values(card, vault, names, now),
+        "purpose": purpose,
+        "disclosure": record.id,
+        "identified_at": now,
+    }
+
+
+def _values(
+    card: CardRecord, vault: PersonalDataVault, names: list[str], now: datetime
+) -> dict[str, Any]:
+    """The values of the attributes ``names``, decrypted only when disclosed."""
+    values: dict[str, Any] = {}
+    coarse = attribute_names(snapshot(card, vault, now)) if set(names) - _PERSONAL else {}
+    for name in names:
+        if name == "name":
+            values[name] = vault.decrypt(card.name_enc, card_id=card.id, field="name")
+        elif name in ("id_number", "sex"):
+            number = vault.decrypt(card.id_number_enc, card_id=card.id, field="id_number")
+            values[name] = number if name == "id_number" else sex(number)
+        elif name == "birth_date":
+            values[name] = vault.decrypt(card.birth_date_enc, card_id=card.id, field="birth_date")
+        else:
+            values[name] = coarse[name]
+    return values
+
+
+_PERSONAL = frozenset({"name", "id_number", "sex", "birth_date"})
+
+
+def disclosures(
+    session: Session,
+    *,
+    card_id: str | None = None,
+    party_id: str | None = None,
+    before: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """The disclosure record, newest first: a citizen's (``card_id``) or a party's."""
+    query = select(DisclosureRecord, RelyingPartyRecord).join(
+        RelyingPartyRecord, RelyingPartyRecord.id == DisclosureRecord.relying_party_id
+    )
+    if card_id is not None:
+        query = query.where(DisclosureRecord.card_id == card_id)
+    if party_id is not None:
+        query = query.where(DisclosureRecord.relying_party_id == party_id)
+    if before is not None:
+        query = query.where(DisclosureRecord.id < before)
+    rows = session.execute(query.order_by(DisclosureRecord.id.desc()).limit(limit))
+    return [
+        {
+            "id": record.id,
+            "at": record.at,
+            "relying_party": {"id": party.id, "name": party.name, "sector": party.sector},
+            "purpose": record.purpose,
+            "attributes": record.attributes,
+            "counter": record.counter,
+            **({"card_id": record.card_id} if party_id is not None else {}),
+        }
+        for record, party in rows
+    ]

@@ -1,0 +1,257 @@
+"""Relying parties: the organisations' services that identify citizens with their consent.
+
+Operators register one with what it may ask for (a subset of idcode.attributes.ATTRIBUTES), its
+purposes and its public key; it then signs its requests as terminals do (``private_key_jwt``,
+single-use tokens, audience ``idcode/relying-party``). Deactivation is final and cuts it off,
+and every terminal that belongs to it, at the next request. See docs/identity.md.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from idcode.attributes import ATTRIBUTES, MAX_PURPOSES, PURPOSE, SECTORS
+from idcode.errors import RelyingPartyAuthError, RequestRefused
+from idcode.scenes import SUBJECT_PATTERN
+from idcode.service.cards import record_audit
+from idcode.service.models import (
+    DisclosureRecord,
+    LinkRecord,
+    RelyingPartyRecord,
+    TerminalRecord,
+)
+from idcode.service.requesttokens import check_request_token, public_signing_jwk
+from idcode.terminaltoken import RELYING_PARTY_AUDIENCE
+from idcode.text import control_reason
+
+#: Every answer to a token that the named party's key did not sign (see fleet.NOT_SIGNED).
+NOT_SIGNED = "the token is not signed by a registered relying party's key"
+#: The most subjects one party may link: its terminals' trust bundles carry them all.
+MAX_LINKS = 1_000_000
+_SUBJECT = re.compile(SUBJECT_PATTERN)
+
+
+class NewRelyingParty(BaseModel):
+    """A relying party as an operator registers it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, description="Shown to citizens as it is.")
+    sector: str = Field(description=" | ".join(SECTORS))
+    purposes: list[str] = Field(
+        min_length=1,
+        max_length=MAX_PURPOSES,
+        description="What it identifies citizens for (registration, benefit_application ...): "
+        "each 1-32 of a-z, 0-9 and _, starting with a letter.",
+    )
+    attributes: list[str] = Field(
+        max_length=len(ATTRIBUTES),
+        description="What it may ask for, among " + ", ".join(ATTRIBUTES) + ". May be empty: "
+        "the pairwise subject alone.",
+    )
+    public_jwk: dict[str, Any] = Field(
+        description="The key its counters sign requests with (Ed25519 or P-256)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        problem = control_reason(value)
+        if problem is not None or value != value.strip():
+            raise ValueError(f"the name {problem or 'has leading or trailing spaces'}")
+        return value
+
+    @field_validator("sector")
+    @classmethod
+    def _known_sector(cls, value: str) -> str:
+        if value not in SECTORS:
+            raise ValueError(f"sector must be one of {', '.join(SECTORS)}")
+        return value
+
+    @field_validator("purposes")
+    @classmethod
+    def _purposes(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not PURPOSE.fullmatch(value):
+                raise ValueError("a purpose is 1-32 of a-z, 0-9 and _, starting with a letter")
+        return sorted(set(values))
+
+    @field_validator("attributes")
+    @classmethod
+    def _known_attributes(cls, values: list[str]) -> list[str]:
+        return known_attributes(values)
+
+    @field_validator("public_jwk")
+    @classmethod
+    def _public_signing_key(cls, jwk: dict[str, Any]) -> dict[str, Any]:
+        return public_signing_jwk(jwk)
+
+
+def known_attributes(values: list[str]) -> list[str]:
+    """``values`` without repeats, in the vocabulary's order, or ValueError naming the first
+    one outside it."""
+    for value in values:
+        if value not in ATTRIBUTES:
+            raise ValueError(f"{value!r} is not an attribute; they are {', '.join(ATTRIBUTES)}")
+    return [name for name in ATTRIBUTES if name in values]
+
+
+def register(session: Session, new: NewRelyingParty, actor: str) -> RelyingPartyRecord:
+    record = RelyingPartyRecord(
+        id=str(uuid.uuid4()),
+        name=new.name,
+        sector=new.sector,
+        purposes=new.purposes,
+        attributes=new.attributes,
+        public_jwk=new.public_jwk,
+        active=True,
+    )
+    session.add(record)
+    session.flush()
+    record_audit(
+        session,
+        actor,
+        "relying_party.register",
+        detail={"relying_party": record.id, "sector": new.sector, "attributes": new.attributes},
+    )
+    return record
+
+
+def get(session: Session, party_id: str) -> RelyingPartyRecord:
+    record = session.get(RelyingPartyRecord, party_id)
+    if record is None:
+        raise RequestRefused("relying_party_not_found", "no relying party with this id")
+    return record
+
+
+def deactivate(session: Session, party_id: str, actor: str) -> RelyingPartyRecord:
+    """Cut the party off, and decommission its terminals with it (final, like a terminal's
+    decommissioning: a party that comes back is registered anew, with new subjects)."""
+    record = get(session, party_id)
+    if record.active:
+        now = datetime.now(UTC)
+        record.active = False
+        record.deactivated_at = now
+        terminals = session.execute(
+            update(TerminalRecord)
+            .where(TerminalRecord.relying_party_id == party_id, TerminalRecord.active.is_(True))
+            .values(active=False, decommissioned_at=now)
+        )
+        record_audit(
+            session,
+            actor,
+            "relying_party.deactivate",
+            detail={"relying_party": party_id, "terminals": terminals.rowcount},  # type: ignore[attr-defined]
+        )
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedParty:
+    """A relying party whose token passed every check but its single use (the caller's)."""
+
+    record: RelyingPartyRecord
+    jti: str
+
+
+def authenticate(session: Session, token: str, now: float | None = None) -> AuthenticatedParty:
+    """The active relying party that signed ``token``, or RelyingPartyAuthError saying why not."""
+    records: dict[str, RelyingPartyRecord | None] = {}
+
+    def public_jwk(party_id: str) -> dict[str, Any] | None:
+        records[party_id] = record = session.get(RelyingPartyRecord, party_id)
+        return None if record is None else record.public_jwk
+
+    signed = check_request_token(
+        token,
+        audience=RELYING_PARTY_AUDIENCE,
+        public_jwk=public_jwk,
+        refused=RelyingPartyAuthError,
+        not_signed=NOT_SIGNED,
+        now=time.time() if now is None else now,
+    )
+    record = records[signed.party_id]
+    assert record is not None  # its key signed the token
+    if not record.active:  # only the key's holder learns this
+        raise RelyingPartyAuthError(
+            "relying_party_deactivated", "this relying party is deactivated"
+        )
+    return AuthenticatedParty(record, signed.jti)
+
+
+def record_seen(session: Session, party_id: str, now: float) -> None:
+    session.execute(
+        update(RelyingPartyRecord)
+        .where(RelyingPartyRecord.id == party_id)
+        .values(last_seen_at=datetime.fromtimestamp(now, UTC))
+    )
+
+
+def link(session: Session, party: RelyingPartyRecord, subject: str) -> bool:
+    """Link ``subject`` for ``party``'s terminals; True if it was new. Only a subject the party
+    was disclosed can be linked: it cannot plant subjects it computed or guessed."""
+    if not _is_subject(subject):
+        raise RequestRefused("invalid_subject", "a subject is 24 lower-case hex characters")
+    if session.get(LinkRecord, (party.id, subject)) is not None:
+        return False
+    disclosed = session.scalars(
+        select(DisclosureRecord.id).where(
+            DisclosureRecord.relying_party_id == party.id, DisclosureRecord.subject == subject
+        )
+    ).first()
+    if disclosed is None:
+        raise RequestRefused("subject_not_disclosed", "this party was never disclosed this subject")
+    count = session.scalar(
+        select(func.count()).select_from(LinkRecord).where(LinkRecord.relying_party_id == party.id)
+    )
+    if (count or 0) >= MAX_LINKS:
+        raise RequestRefused("too_many_links", f"a relying party links at most {MAX_LINKS}")
+    session.add(LinkRecord(relying_party_id=party.id, subject=subject))
+    _bump_links(session, party.id)
+    return True
+
+
+def unlink(session: Session, party: RelyingPartyRecord, subject: str) -> bool:
+    """Remove a link; True if there was one."""
+    if not _is_subject(subject):
+        raise RequestRefused("invalid_subject", "a subject is 24 lower-case hex characters")
+    removed = session.execute(
+        delete(LinkRecord).where(
+            LinkRecord.relying_party_id == party.id, LinkRecord.subject == subject
+        )
+    )
+    if not removed.rowcount:  # type: ignore[attr-defined]
+        return False
+    _bump_links(session, party.id)
+    return True
+
+
+def linked_subjects(session: Session, party_id: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(LinkRecord.subject)
+            .where(LinkRecord.relying_party_id == party_id)
+            .order_by(LinkRecord.subject)
+        )
+    )
+
+
+def _bump_links(session: Session, party_id: str) -> None:
+    session.execute(
+        update(RelyingPartyRecord)
+        .where(RelyingPartyRecord.id == party_id)
+        .values(links_version=RelyingPartyRecord.links_version + 1)
+    )
+
+
+def _is_subject(text: str) -> bool:
+    return _SUBJECT.fullmatch(text) is not None

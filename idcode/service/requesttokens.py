@@ -1,0 +1,163 @@
+"""The signed request tokens of terminals and relying parties (``private_key_jwt`` style,
+RFC 7523), checked the same way for both: ``iss`` and ``sub`` are the caller's id, ``aud`` names
+the kind of caller (idcode.terminaltoken), a token lives at most five minutes and is used once
+(the single use is the caller's to check, in shared state, after everything here passed).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from idcode.cose import Algorithm
+from idcode.errors import KeyMaterialError, Refusal
+from idcode.keys import check_jwk_coordinates
+from idcode.protocol import MAX_CLOCK_DRIFT
+from idcode.terminaltoken import MAX_TOKEN_LIFETIME
+
+#: The id of a terminal or a relying party: a UUID as the service writes it.
+PARTY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_JTI = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_ALGORITHMS = ("EdDSA", "ES256")
+
+
+class PublicSigningKey(BaseModel):
+    """A caller's public key as it registers it (Ed25519 or P-256), checked and trimmed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    public_jwk: dict[str, Any] = Field(description="The caller's public key (Ed25519 or P-256).")
+
+    @field_validator("public_jwk")
+    @classmethod
+    def _public_signing_key(cls, jwk: dict[str, Any]) -> dict[str, Any]:
+        return public_signing_jwk(jwk)
+
+
+def public_signing_jwk(jwk: dict[str, Any]) -> dict[str, Any]:
+    """``jwk`` reduced to its public members plus ``alg``, or ValueError saying what is wrong."""
+    if "d" in jwk:
+        raise ValueError("send the public key only (no 'd')")
+    kinds = {("OKP", "Ed25519"): "EdDSA", ("EC", "P-256"): "ES256"}
+    kty, crv = jwk.get("kty"), jwk.get("crv")
+    alg = kinds.get((kty, crv)) if isinstance(kty, str) and isinstance(crv, str) else None
+    if alg is None:
+        raise ValueError("the key must be Ed25519 (OKP) or P-256 (EC)")
+    try:
+        # Stored as sent: junk in x or y (a NUL, say) would reach the database.
+        check_jwk_coordinates(jwk, Algorithm.from_name(alg, exact=True))
+    except KeyMaterialError as exc:
+        raise ValueError(str(exc)) from None
+    try:
+        jwt.PyJWK(jwk, algorithm=alg)
+    except jwt.PyJWTError as exc:
+        raise ValueError(f"not a usable public key: {exc}") from None
+    return {k: v for k, v in jwk.items() if k in ("kty", "crv", "x", "y")} | {"alg": alg}
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """A token that passed every check but its single use: who signed it, its ``jti``, and the
+    signer's clock drift (its signed ``iat`` minus the service's time)."""
+
+    party_id: str
+    jti: str
+    clock_drift: int
+
+
+def _numeric_date(value: object) -> bool:
+    """An RFC 7519 NumericDate: a finite JSON number. Not a boolean, which Python counts as
+    an int (``"iat": true`` would be 1 January 1970 plus one second)."""
+    return type(value) is int or (type(value) is float and math.isfinite(value))
+
+
+@functools.cache
+def _decoy_jwk(alg: str) -> dict[str, Any]:
+    """A public key nobody holds (its private half is dropped at once), for ``alg``.
+
+    A token naming an unknown caller is checked against it: the same key parsing and
+    signature check as a forged token for a registered one, failing the same way."""
+    if alg == "EdDSA":
+        return jwt.algorithms.OKPAlgorithm.to_jwk(
+            Ed25519PrivateKey.generate().public_key(), as_dict=True
+        )
+    return jwt.algorithms.ECAlgorithm.to_jwk(
+        ec.generate_private_key(ec.SECP256R1()).public_key(), as_dict=True
+    )
+
+
+def check_request_token(
+    token: str,
+    *,
+    audience: str,
+    public_jwk: Callable[[str], dict[str, Any] | None],
+    refused: type[Refusal],
+    not_signed: str,
+    now: float,
+) -> SignedRequest:
+    """Who signed ``token`` for ``audience``, or ``refused`` saying why not.
+
+    ``public_jwk(party_id)`` is the registered key of that caller, None if there is none.
+    Whether the caller is still active is the caller's to check afterwards: only a token its
+    key signed may learn that (an unsigned one must not probe which ids exist)."""
+    try:
+        header = jwt.get_unverified_header(token)
+        unverified = jwt.decode(token, options={"verify_signature": False})
+        party_id = unverified.get("iss")
+    except jwt.PyJWTError:
+        raise refused("invalid_token", "not a request token") from None
+    if not isinstance(party_id, str) or not PARTY_ID.fullmatch(party_id):
+        raise refused("invalid_token", "the token names no registered caller")
+    alg = header.get("alg")
+    if alg not in _ALGORITHMS:
+        raise refused("invalid_token", not_signed)
+    # The signature is checked with the header's algorithm against the caller's key when it
+    # has one of that algorithm, else against a decoy: an unknown id, or a known one with a
+    # key of the other kind, costs one signature check and fails as a forgery does.
+    jwk = public_jwk(party_id)
+    known = jwk is not None and jwk.get("alg") == alg
+    key = jwt.PyJWK(jwk if known and jwk is not None else _decoy_jwk(alg), algorithm=alg).key
+    try:
+        # Times are judged below against the caller's own clock, which may drift (a terminal
+        # offline for days must still reach the service to learn that it drifts).
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],
+            audience=audience,
+            issuer=party_id,
+            options={
+                "require": ["iss", "sub", "aud", "iat", "exp", "jti"],
+                "verify_exp": False,
+                "verify_iat": False,
+            },
+        )
+    except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError, jwt.DecodeError):
+        raise refused("invalid_token", not_signed) from None
+    except jwt.PyJWTError as exc:
+        # Claims are judged only after the signature verified: only the key's holder sees this.
+        raise refused("invalid_token", f"the request token is not valid: {exc}") from None
+    if not known:  # unreachable: nobody holds a decoy's private key
+        raise refused("invalid_token", not_signed)
+    issued, expires, jti = claims["iat"], claims["exp"], claims["jti"]
+    if not (_numeric_date(issued) and _numeric_date(expires)):
+        raise refused("invalid_token", "iat and exp must be numbers (not booleans)")
+    if claims["sub"] != party_id or not 0 < expires - issued <= MAX_TOKEN_LIFETIME:
+        raise refused("invalid_token", "sub must be the issuer and the lifetime 1-300 s")
+    if not isinstance(jti, str) or not _JTI.fullmatch(jti):
+        # The jti keys the replay record: text that hashes the same on every replica.
+        raise refused("invalid_token", "jti must be 1-128 of A-Z a-z 0-9 . _ : -")
+    if math.ceil(issued - now) > MAX_CLOCK_DRIFT:
+        raise refused("invalid_token", f"the caller's clock is more than {MAX_CLOCK_DRIFT} s ahead")
+    if now - expires > MAX_CLOCK_DRIFT:
+        raise refused("token_expired", "the request token has expired")
+    return SignedRequest(party_id, jti, int(issued - now))
