@@ -46,7 +46,7 @@ from idcode.verifier import Trust, Verdict
 
 #: The scenes idcode ships adapters for (in idcode_adapters). More come from other packages
 #: through the ``idcode.scenes`` entry point group: see scene_names and docs/adapters.md.
-SCENES = ("community", "parking", "tourism", "eldercare")
+SCENES = ("community", "parking", "tourism", "eldercare", "hospital")
 ENTRY_POINT_GROUP = "idcode.scenes"
 SCENE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 SUBJECT_BYTES = 12  # 96 bits: no collision among a city's cards, short in every log line
