@@ -2,8 +2,8 @@
 
 One module per scene, each defining ``Adapter``, a ``SceneAdapter`` (see ``idcode.scenes``):
 ``community`` (residential community gates and visitor passes), ``parking`` (car park
-barriers), ``tourism`` (scenic-spot turnstiles) and ``eldercare`` (canteen meal subsidy and
-home-care visits).
+barriers), ``tourism`` (scenic-spot turnstiles), ``eldercare`` (canteen meal subsidy and
+home-care visits) and ``hospital`` (self-service kiosks recognising linked patients).
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ the journal. See docs/adapters.md.
 Privacy across scenes: a terminal never journals or uploads the card pseudonym itself, only
 a *subject*, the pseudonym keyed with its scene's key (HMAC-SHA256, truncated). Each scene's
 key is derived from the city's key, so the logs of two scenes cannot be joined without it.
+A relying party's terminals (a hospital's kiosks) get that party's own subject key instead,
+so their subjects are the pairwise ones its desk got (``SceneData.linked_subjects``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_serializer,
+)
 
 from idcode import b64url
 from idcode.claims import Card
@@ -36,11 +46,12 @@ from idcode.verifier import Trust, Verdict
 
 #: The scenes idcode ships adapters for (in idcode_adapters). More come from other packages
 #: through the ``idcode.scenes`` entry point group: see scene_names and docs/adapters.md.
-SCENES = ("community", "parking", "tourism", "eldercare")
+SCENES = ("community", "parking", "tourism", "eldercare", "hospital")
 ENTRY_POINT_GROUP = "idcode.scenes"
 SCENE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 SUBJECT_BYTES = 12  # 96 bits: no collision among a city's cards, short in every log line
 SUBJECT_PATTERN = r"^[0-9a-f]{24}$"
+_SUBJECT = re.compile(SUBJECT_PATTERN)
 SCENE_KEY_BYTES = 32
 _SCENE_KEY_LABEL = b"idcode/scene-subject/v1/"
 DAY = 86_400
@@ -91,6 +102,34 @@ def decode_scene_key(text: object) -> bytes:
     return key
 
 
+#: At most this many linked subjects in one terminal's scene data. A relying party links the
+#: citizens its desks identified, which for a large hospital grows over the years into the
+#: hundreds of thousands; a million leaves room for that while a mistake (a service linking
+#: every card of a city of 13 million) is refused before it reaches a kiosk. It also bounds a
+#: kiosk's memory: a million subjects take about 110 MB as a Python set and a second or so to
+#: validate. The trust bundle is the tighter limit today: at about 36 bytes a subject, a
+#: bundle of at most 8 MiB (bundle.MAX_BUNDLE_BYTES) carries some 230,000 of them.
+MAX_LINKED_SUBJECTS = 1_000_000
+
+
+def _linked_subject(text: str) -> str:
+    if _SUBJECT.fullmatch(text) is None:
+        # The text itself is left out: what was sent in place of a subject may be a patient
+        # number or an ID number, and this message reaches the operator's logs.
+        raise ValueError(
+            "a linked subject is 24 lowercase hex characters (idcode.scenes.subject_of), "
+            "never a patient number, card id or other identifier"
+        )
+    return text
+
+
+LinkedSubject = Annotated[
+    str,
+    AfterValidator(_linked_subject),
+    WithJsonSchema({"type": "string", "pattern": SUBJECT_PATTERN}),
+]
+
+
 class SceneData(BaseModel):
     """Scene data every scene understands; each adapter extends it with its own fields.
 
@@ -110,6 +149,21 @@ class SceneData(BaseModel):
         default=False,
         description="Keep deciding with a trust bundle past its max-age (with a warning).",
     )
+    linked_subjects: frozenset[LinkedSubject] = Field(
+        default=frozenset(),
+        max_length=MAX_LINKED_SUBJECTS,
+        description=(
+            "Subjects a relying party (a hospital) has linked to its own records, keyed with "
+            "that party's subject key. Filled in by the service for terminals that belong to "
+            "a relying party (docs/identity.md); empty elsewhere."
+        ),
+    )
+
+    @field_serializer("linked_subjects")
+    def _linked_subjects_as_sorted_list(self, subjects: frozenset[str]) -> list[str]:
+        # A list, so that a dump is JSON and reads back with parse_data; sorted, so that the
+        # same data always dumps to the same text.
+        return sorted(subjects)
 
 
 @dataclass(frozen=True)

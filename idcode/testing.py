@@ -170,9 +170,12 @@ class TestIssuer:
         at: int | None = None,
         max_age: int = 48 * 3600,
         version: int = 1,
+        subject_key: bytes | None = None,
     ) -> TrustBundle:
         """A trust bundle for one terminal of ``scene`` at ``site``, signed by this issuer's
-        root key and checked as a terminal checks it. ``revoked``: status-list indices."""
+        root key and checked as a terminal checks it. ``revoked``: status-list indices.
+        ``subject_key``: the key the terminal turns pseudonyms into subjects with; by default
+        the scene's, derived from the city's key; a relying party's own key for its kiosks."""
         status = StatusList(status_size)
         for index in revoked:
             status.set(index, True)
@@ -188,7 +191,9 @@ class TestIssuer:
                 "site": site,
                 "version": 1,
                 "data": dict(data or {}),
-                "subject_key": encode_scene_key(scene_subject_key(self.city_key, scene)),
+                "subject_key": encode_scene_key(
+                    scene_subject_key(self.city_key, scene) if subject_key is None else subject_key
+                ),
             },
         )
         return verify_bundle(token, self.root.public_jwk)

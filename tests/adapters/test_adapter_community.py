@@ -327,6 +327,7 @@ def test_scene_data_defaults_accept_visitors_without_an_entry_limit() -> None:
     assert data.model_dump() == {
         "utc_offset_minutes": 480,
         "allow_stale": False,
+        "linked_subjects": [],
         "residents": [],
         "visitors": True,
         "visitor_entries_per_pass": None,
