@@ -102,14 +102,13 @@ def decode_scene_key(text: object) -> bytes:
     return key
 
 
-#: At most this many linked subjects in one terminal's scene data. A relying party links the
-#: citizens its desks identified, which for a large hospital grows over the years into the
-#: hundreds of thousands; a million leaves room for that while a mistake (a service linking
-#: every card of a city of 13 million) is refused before it reaches a kiosk. It also bounds a
-#: kiosk's memory: a million subjects take about 110 MB as a Python set and a second or so to
-#: validate. The trust bundle is the tighter limit today: at about 36 bytes a subject, a
-#: bundle of at most 8 MiB (bundle.MAX_BUNDLE_BYTES) carries some 230,000 of them.
-MAX_LINKED_SUBJECTS = 1_000_000
+#: At most this many linked subjects in one terminal's scene data, and in one relying party's
+#: links (idcode.service.relyingparties): the trust bundle that carries them is at most 8 MiB
+#: (bundle.MAX_BUNDLE_BYTES) and each subject takes about 36 bytes of it, so some 230,000 fit;
+#: 200,000 leaves room for the rest of the bundle. A large hospital's patients over years can
+#: exceed it: docs/identity.md says what such a party does (its own subject list on its kiosks).
+#: It also bounds a kiosk's memory (about 22 MB as a Python set).
+MAX_LINKED_SUBJECTS = 200_000
 
 
 def _linked_subject(text: str) -> str:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from idcode.attributes import ATTRIBUTES, MAX_PURPOSES, PURPOSE, SECTORS
 from idcode.errors import RelyingPartyAuthError, RequestRefused
-from idcode.scenes import SUBJECT_PATTERN
+from idcode.scenes import MAX_LINKED_SUBJECTS, SUBJECT_PATTERN
 from idcode.service.cards import record_audit
 from idcode.service.models import (
     DisclosureRecord,
@@ -36,7 +36,7 @@ from idcode.text import control_reason
 #: Every answer to a token that the named party's key did not sign (see fleet.NOT_SIGNED).
 NOT_SIGNED = "the token is not signed by a registered relying party's key"
 #: The most subjects one party may link: its terminals' trust bundles carry them all.
-MAX_LINKS = 1_000_000
+MAX_LINKS = MAX_LINKED_SUBJECTS
 _SUBJECT = re.compile(SUBJECT_PATTERN)
 
 

@@ -55,6 +55,14 @@ def put_scene_data(
         # Refused, not cleaned: PostgreSQL cannot read \u0000 in JSON as text, and an
         # unpaired surrogate is no text at all. The adapter would refuse neither.
         raise RequestRefused("invalid_scene_data", f"the scene data {problem}")
+    if document.get("linked_subjects"):
+        # The service fills it in for a relying party's terminals, from the party's links;
+        # an operator's list would be in the scene's subjects, which no link ever matches.
+        raise RequestRefused(
+            "invalid_scene_data",
+            "linked_subjects is filled in by the service from a relying party's links "
+            "(PUT /v1/links/{subject}); leave it out",
+        )
     document = _resolve_card_references(session, document, vault.scene_subject_key(scene))
     try:
         load_adapter(scene).parse_data(document)
