@@ -97,11 +97,11 @@ class NewRelyingParty(BaseModel):
 
 
 def known_attributes(values: list[str]) -> list[str]:
-    """``values`` without repeats, in the vocabulary's order, or ValueError naming the first
-    one outside it."""
-    for value in values:
+    """``values`` without repeats, in the vocabulary's order, or ValueError saying which
+    position is outside it (never the value: errors do not repeat what a request sent)."""
+    for position, value in enumerate(values):
         if value not in ATTRIBUTES:
-            raise ValueError(f"{value!r} is not an attribute; they are {', '.join(ATTRIBUTES)}")
+            raise ValueError(f"attribute {position} is not one of {', '.join(ATTRIBUTES)}")
     return [name for name in ATTRIBUTES if name in values]
 
 
