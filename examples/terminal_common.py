@@ -120,17 +120,21 @@ class Example:
         code: str = self.call("POST", "/v1/codes", self.citizen_token(card_id))["code"]
         return code
 
-    def provision(self, name: str) -> Path:
-        """Register a new terminal with the service and pin the city root key in it."""
+    def provision(self, name: str, relying_party: str | None = None) -> Path:
+        """Register a new terminal with the service and pin the city root key in it.
+        ``relying_party``: the terminal belongs to that relying party (a hospital's kiosk)."""
         root = self.workdir / "root.json"
         root.write_text(idcode("keys", "jwks", "--root"))
         terminal = self.workdir / "terminals" / name
         env = {**os.environ, "IDCODE_OPERATOR_TOKEN": self.operator}
-        where = ("--scene", self.scene, "--site", self.site, "--server", self.server)
+        where = ["--scene", self.scene, "--site", self.site, "--server", self.server]
+        if relying_party is not None:
+            where += ["--relying-party", relying_party]
         idcode(
             "terminal", "provision", "--dir", str(terminal), *where, "--root", str(root), env=env
         )
-        print(f"provisioned terminal {name} ({self.scene} at {self.site}) in {terminal}")
+        owner = f", a terminal of relying party {relying_party}" if relying_party else ""
+        print(f"provisioned terminal {name} ({self.scene} at {self.site}{owner}) in {terminal}")
         return terminal
 
     def scan(self, terminal: Path, scans: list[tuple[str, str]], *flags: str) -> None:
@@ -146,7 +150,8 @@ class Example:
             print(f"{caption} → {outcome}\n    {json.dumps(decision, ensure_ascii=False)}")
             self.decisions.append({"scan": caption, **decision})
 
-    def finish(self) -> None:
+    def finish(self, **more: Any) -> None:
+        """With --json, print the summary: the example's name, its decisions and ``more``."""
         if self.args.json:
             example = self.here.name
-            print(json.dumps({"example": example, "decisions": self.decisions}))
+            print(json.dumps({"example": example, "decisions": self.decisions, **more}))

@@ -31,7 +31,11 @@ from idcode.verifier import DEFAULT_CLOCK_SKEW, Trust
 BUNDLE_TYPE = "idcode-trust+jwt"
 MAX_BUNDLE_BYTES = 8 * 1024 * 1024
 SCENE_MEMBERS = frozenset({"scene", "site", "version", "data", "subject_key"})
+#: The one optional member of a scene block: the relying party a terminal belongs to (a
+#: hospital's kiosk), whose own software then receives each decision's subject.
+RELYING_PARTY_MEMBER = "relying_party"
 SITE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+RELYING_PARTY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,12 @@ class TrustBundle:
     @property
     def fresh_until(self) -> int:
         return self.issued_at + self.max_age
+
+    @property
+    def relying_party(self) -> str | None:
+        """The relying party whose terminal holds this bundle (a hospital's kiosk), if any."""
+        party: str | None = self.scene.get(RELYING_PARTY_MEMBER)
+        return party
 
     def trust(
         self,
@@ -210,13 +220,22 @@ def _verify_root_jws(token: str, root_jwk: dict[str, Any], typ: str) -> dict[str
 
 def _scene_block(scene: object) -> dict[str, Any]:
     """The bundle's scene block: ``{}`` (no scene), or exactly scene, site, version, data
-    and subject_key, each of its type (the adapter then reads ``data`` strictly)."""
+    and subject_key, and relying_party for a relying party's terminal, each of its type (the
+    adapter then reads ``data`` strictly)."""
     if not isinstance(scene, dict):
         raise BundleError("scene must be an object")
     if not scene:
         return scene
-    if scene.keys() != SCENE_MEMBERS:
-        raise BundleError(f"scene must have exactly the members {', '.join(sorted(SCENE_MEMBERS))}")
+    if scene.keys() - {RELYING_PARTY_MEMBER} != SCENE_MEMBERS:
+        raise BundleError(
+            f"scene must have exactly the members {', '.join(sorted(SCENE_MEMBERS))}, "
+            f"and optionally {RELYING_PARTY_MEMBER}"
+        )
+    party = scene.get(RELYING_PARTY_MEMBER)
+    if RELYING_PARTY_MEMBER in scene and not (
+        isinstance(party, str) and RELYING_PARTY.fullmatch(party)
+    ):
+        raise BundleError("scene.relying_party must be a relying party's id (a lowercase UUID)")
     name, site, version = scene["scene"], scene["site"], scene["version"]
     if not isinstance(name, str) or not SCENE_NAME.fullmatch(name):
         raise BundleError("scene.scene must be a scene name")

@@ -304,13 +304,24 @@ def _etag(headers: Mapping[str, str]) -> str | None:
 
 
 def register(
-    server: str, operator_token: str, *, scene: str, site: str, public_jwk: dict[str, Any]
+    server: str,
+    operator_token: str,
+    *,
+    scene: str,
+    site: str,
+    public_jwk: dict[str, Any],
+    relying_party: str | None = None,
 ) -> str:
-    """Register a terminal's public key with the service; returns its id (a UUID)."""
+    """Register a terminal's public key with the service; returns its id (a UUID).
+    ``relying_party``: the id of the relying party the terminal belongs to (a hospital's
+    kiosk)."""
+    body: dict[str, Any] = {"scene": scene, "site": site, "public_jwk": public_jwk}
+    if relying_party is not None:
+        body["relying_party"] = relying_party
     answer = request(
         server.rstrip("/") + "/v1/terminals",
         method="POST",
-        body={"scene": scene, "site": site, "public_jwk": public_jwk},
+        body=body,
         headers={"Authorization": f"Bearer {operator_token}"},
     ).expect(201)
     terminal_id = answer.json_object().get("id")

@@ -66,6 +66,7 @@ def _provision(args: argparse.Namespace, directory: Path) -> identities.Terminal
         scene=args.scene,
         site=args.site,
         public_jwk=identities.public_jwk_of(private_key),
+        relying_party=args.relying_party,
     )
     identity = identities.TerminalIdentity(
         id=terminal_id,
@@ -216,6 +217,12 @@ def add_commands(commands: Any) -> None:
         parser.add_argument(
             "--operator-token",
             help="an operator's token to register the terminal (default IDCODE_OPERATOR_TOKEN)",
+        )
+        parser.add_argument(
+            "--relying-party",
+            metavar="ID",
+            help="register it as a terminal of this relying party (a hospital's kiosk): it then "
+            "recognises the party's linked citizens and writes their subject in its decisions",
         )
 
     provision = actions.add_parser(

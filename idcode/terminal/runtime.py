@@ -139,6 +139,13 @@ class TerminalRuntime:
 
     # -- deciding -----------------------------------------------------------------------------
 
+    @property
+    def relying_party(self) -> str | None:
+        """The relying party this terminal belongs to (a hospital's kiosk), as its held trust
+        bundle names it; None for a scene's terminal, or before its first bundle."""
+        bundle = self.bundle
+        return bundle.relying_party if bundle is not None else None
+
     def scan(self, text: str) -> JournalEntry:
         """Decide on one scanned text and journal the decision; act on what this returns."""
         with self._decide_lock:

@@ -2,10 +2,11 @@
 scanners), a serial port, or a local HTTP endpoint for kiosk screens.
 
 Every decision is acted on by writing it out (one JSON line, or the HTTP answer) after the
-runtime has journaled it. A gate controller reads the line and opens the barrier on
-``"admitted": true``. No input loop ends on an error: a scan that cannot be decided and
-journaled is denied (``terminal_error``, fail closed) and logged, a serial port that goes away
-is opened again, and the scan endpoint answers every request.
+runtime has journaled it; only a relying party's terminal adds the scan's subject. A gate
+controller reads the line and opens the barrier on ``"admitted": true``. No input loop ends on
+an error: a scan that cannot be decided and journaled is denied (``terminal_error``, fail
+closed) and logged, a serial port that goes away is opened again, and the scan endpoint
+answers every request.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ log = logging.getLogger("idcode.terminal")
 MAX_SCAN_BYTES = 4 * MAX_CODE_LENGTH
 
 
-def decision_line(entry: JournalEntry) -> dict[str, Any]:
-    """What the terminal acts on: no subject, no code, nothing about the person."""
-    return {
+def decision_line(entry: JournalEntry, *, subject: bool = False) -> dict[str, Any]:
+    """What the terminal acts on: no code and nothing about the person. ``subject``: add the
+    scan's subject (null when the code did not verify), for the terminal of a relying party,
+    whose own software maps its pairwise subject to its own record (a patient number)."""
+    line: dict[str, Any] = {
         "event_id": entry.event_id,
         "at": entry.at,
         "admitted": entry.admitted,
@@ -42,6 +45,16 @@ def decision_line(entry: JournalEntry) -> dict[str, Any]:
         "action": entry.action,
         "result": dict(entry.result),
     }
+    if subject:
+        line["subject"] = entry.subject
+    return line
+
+
+def _line(runtime: TerminalRuntime, entry: JournalEntry) -> dict[str, Any]:
+    """The decision line of ``runtime``'s scan: with the subject when its trust bundle names
+    the relying party it belongs to. (A terminal's party is fixed when it is registered, so a
+    bundle adopted between the scan and its line names the same party.)"""
+    return decision_line(entry, subject=runtime.relying_party is not None)
 
 
 #: The reason of a scan the terminal could not decide and journal (its journal's disk failing,
@@ -56,9 +69,10 @@ def _where(exc: BaseException) -> str:
     return f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else "?"
 
 
-def undecided(at: int) -> dict[str, Any]:
-    """The decision line of a scan that could not be decided: denied, and not journaled."""
-    return {
+def undecided(at: int, *, subject: bool = False) -> dict[str, Any]:
+    """The decision line of a scan that could not be decided: denied, and not journaled.
+    ``subject``: a relying party's terminal, whose lines all have a subject member (null)."""
+    line: dict[str, Any] = {
         "event_id": None,
         "at": at,
         "admitted": False,
@@ -66,12 +80,15 @@ def undecided(at: int) -> dict[str, Any]:
         "action": "",
         "result": {},
     }
+    if subject:
+        line["subject"] = None
+    return line
 
 
 def decide(runtime: TerminalRuntime, text: str) -> dict[str, Any]:
     """The decision line for one scan; a scan the runtime fails on is denied, never raised."""
     try:
-        return decision_line(runtime.scan(text))
+        return _line(runtime, runtime.scan(text))
     except Exception as exc:  # the input loop's boundary: deny, log, go on with the next scan
         log.error(
             "a scan could not be decided: unexpected %s at %s; denied with %s",
@@ -79,7 +96,7 @@ def decide(runtime: TerminalRuntime, text: str) -> dict[str, Any]:
             _where(exc),
             TERMINAL_ERROR,
         )
-        return undecided(int(time.time()))
+        return undecided(int(time.time()), subject=runtime.relying_party is not None)
 
 
 def scan_lines(runtime: TerminalRuntime, lines: Iterable[str], out: TextIO) -> int:
@@ -203,7 +220,10 @@ class _ScanHandler(BaseHTTPRequestHandler):
                 TERMINAL_ERROR,
             )
             with contextlib.suppress(OSError):
-                self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, undecided(int(time.time())))
+                line = undecided(
+                    int(time.time()), subject=self.server.runtime.relying_party is not None
+                )
+                self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, line)
 
     def do_GET(self) -> None:
         self._guarded(self._get)
@@ -248,4 +268,4 @@ class _ScanHandler(BaseHTTPRequestHandler):
             self._answer(HTTPStatus.BAD_REQUEST, {"reason": "bad_request", "detail": "empty"})
             return
         entry = self.server.runtime.scan(code)  # an error here is answered by _guarded
-        self._answer(HTTPStatus.OK, decision_line(entry))
+        self._answer(HTTPStatus.OK, _line(self.server.runtime, entry))

@@ -287,6 +287,18 @@ def test_the_strict_reference_bundle_verifies(store: FileKeyStore) -> None:
 
 
 LST_OF_1024 = StatusList(1024).to_json()["lst"]
+PARTY = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"  # a relying party's id, as the service makes one
+
+
+def test_a_relying_partys_terminal_learns_its_party_from_the_scene_block(
+    store: FileKeyStore,
+) -> None:
+    claims = changed(bundle_claims(store), "scene.relying_party", PARTY)
+    bundle = synced(store, root_signed(store, claims, BUNDLE_TYPE))
+    assert bundle.relying_party == PARTY
+    assert bundle.scene["relying_party"] == PARTY
+    scene_terminal = synced(store, root_signed(store, bundle_claims(store), BUNDLE_TYPE))
+    assert scene_terminal.relying_party is None
 
 
 @pytest.mark.parametrize(
@@ -314,6 +326,11 @@ LST_OF_1024 = StatusList(1024).to_json()["lst"]
         ("scene.subject_key", "AAAA" * 10 + "AAA=", "scene.subject_key"),
         ("scene.subject_key", "AAAA" * 10 + "AA!A", "scene.subject_key"),
         ("scene.owner", "x", "scene must have exactly the members"),
+        ("scene.relying_party", "hospital-1", "scene.relying_party"),
+        ("scene.relying_party", PARTY.upper(), "scene.relying_party"),
+        ("scene.relying_party", PARTY + "\n", "scene.relying_party"),
+        ("scene.relying_party", None, "scene.relying_party"),
+        ("scene.relying_party", [PARTY], "scene.relying_party"),
     ],
 )
 def test_a_lenient_bundle_signed_by_the_root_key_is_refused_with_a_precise_reason(

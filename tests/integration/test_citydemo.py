@@ -17,6 +17,7 @@ SCENE_DENIALS = {
     "tourism turnstile": ["capacity_reached", "already_entered_today"],
     "canteen pad": ["not_enrolled", "daily_limit_reached"],
     "caregiver phone": ["visit_too_short"],
+    "hospital kiosk": ["not_registered"],
 }
 
 
@@ -40,6 +41,16 @@ def test_demo_decides_offline_uploads_and_the_service_holds_exactly_the_journals
     assert "none uploaded" in report
     assert report.rstrip().endswith("the service holds exactly the events the terminals journaled")
     assert (tmp_path / "terminals" / "car-park.sqlite3").exists()  # the lanes' shared journal
+    _assert_the_hospital_recognised_its_patients(report)
+
+
+def _assert_the_hospital_recognised_its_patients(report: str) -> None:
+    """The desk linked 8 citizens and closed one record; at the kiosk, offline, the 7 linked
+    ones were admitted and found by their subject, the closed one and 4 others sent to the desk."""
+    assert "the registration desk identified 8 citizens" in report, report
+    assert "a consent code presented again: code_used" in report, report
+    assert "hospital kiosk: the hospital's software found 7 patients" in report, report
+    assert "sent 5 to the desk" in report and "MISMATCH" not in report, report
 
 
 def test_idcode_demo_command_exits_0_and_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -14,9 +14,11 @@ import re
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+from idcode.idnumber import sex
 from idcode.service.settings import Settings
 from idcode.terminal import identity as identities
 from tests.live import live_service
@@ -211,3 +213,122 @@ def test_eldercare_canteen_subsidises_enrolled_seniors_and_home_care_refuses_a_s
         "till: no subsidy (meal_already_taken), full price",
         "till: charge 15.00 yuan",
     ]
+
+
+def _run_example_summary(
+    name: str, settings: Settings, tmp_path: Path
+) -> tuple[dict[str, Any], str]:
+    """As _run_example, for an example whose summary holds more than its terminals' decisions
+    (the hospital desk's identifications): the whole summary and everything it printed."""
+    workdir = tmp_path / "work"
+    assert settings.database_url is not None
+    with live_service(settings) as service:
+        operator = service.tokens.operator()["Authorization"].removeprefix("Bearer ")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IDCODE_")}
+        env.update(
+            PYTHONUNBUFFERED="1",
+            IDCODE_ENVIRONMENT="development",
+            IDCODE_KEYS_DIR=str(settings.keys_dir),
+            IDCODE_DATA_DIR=str(settings.data_dir),
+            IDCODE_DATABASE_URL=settings.database_url,
+            IDCODE_OPERATOR_TOKEN=operator,
+        )
+        script = EXAMPLES / name / (name.replace("-", "_") + ".py")
+        completed = subprocess.run(
+            [sys.executable, script, "--server", service.url, "--workdir", workdir, "--json"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=RUN_SECONDS,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        summary: dict[str, Any] = json.loads(completed.stdout.splitlines()[-1])
+        assert summary["example"] == name
+        uploaded = {
+            event["event_id"]
+            for terminal in (workdir / "terminals").iterdir()
+            if terminal.is_dir()
+            for event in service.events(identities.load(terminal).id)
+        }
+    assert uploaded == {decision["event_id"] for decision in summary["decisions"]}
+    return summary, completed.stdout
+
+
+def _kiosk_software_output(decisions: list[dict[str, Any]], his: Path) -> list[str]:
+    """Run the hospital README's kiosk software on the decision lines, with the HIS file."""
+    readme = (EXAMPLES / "hospital-desk" / "README.md").read_text(encoding="utf-8")
+    snippet = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)[-1]
+    keep = ("event_id", "at", "admitted", "reason", "action", "result", "subject")
+    lines = "".join(json.dumps({k: d[k] for k in keep}) + "\n" for d in decisions)
+    completed = subprocess.run(
+        [sys.executable, "-c", snippet, str(his)],
+        input=lines + "not json: a stray line\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return completed.stdout.splitlines()
+
+
+def test_hospital_desk_identifies_with_consent_links_and_the_kiosk_finds_the_patient_offline(
+    service_settings: Settings, tmp_path: Path
+) -> None:
+    summary, printed = _run_example_summary("hospital-desk", service_settings, tmp_path)
+    his_file = tmp_path / "work" / "hospital" / "his.json"
+    his = json.loads(his_file.read_text(encoding="utf-8"))["patients"]
+    desk = summary["desk"]
+
+    # The desk identified citizens A and B with their consent, opened their records in the
+    # HIS under their hospital subjects, printed their slips and linked them.
+    assert [(d["citizen"], d["linked"]) for d in desk] == [("citizen A", True), ("citizen B", True)]
+    assert all(d["attributes"] == ["birth_date", "id_number", "name", "sex"] for d in desk)
+    assert [(p["patient_number"], p["subject"], p["name"]) for p in his] == [
+        ("P000001", desk[0]["subject"], "王芳"),
+        ("P000002", desk[1]["subject"], "张伟"),
+    ]
+    today = date.today()
+    for record, at_desk in zip(his, desk, strict=True):
+        years = today.year - date.fromisoformat(record["birth_date"]).year
+        assert at_desk["slip"] == {
+            "patient_number": record["patient_number"],
+            "name": record["name"][0] + "*",
+            "sex": sex(record["id_number"]),
+            "age": at_desk["slip"]["age"],
+        }
+        assert at_desk["slip"]["age"] in (years - 1, years)
+    assert [(r["status"], r["reason"]) for r in summary["refusals"]] == [
+        (409, "code_used"),
+        (403, "no_consent"),
+    ]
+
+    # The kiosk, offline, admits the linked citizens under the desk's subjects, and its
+    # software finds each one's patient number; citizen C was never at the desk.
+    decisions = summary["decisions"]
+    assert _outcomes(decisions) == [
+        ("citizen A at the kiosk", True, "ok", "check_in"),
+        ("citizen B at the kiosk", True, "ok", "check_in"),
+        ("citizen C at the kiosk", False, "not_registered", "check_in"),
+    ]
+    assert [d["subject"] for d in decisions[:2]] == [d["subject"] for d in desk]
+    assert re.fullmatch(r"[0-9a-f]{24}", decisions[2]["subject"])
+    assert decisions[2]["subject"] not in {d["subject"] for d in desk}
+    assert [d["screen"] for d in decisions] == [
+        "patient P000001 checked in",
+        "patient P000002 checked in",
+        "please go to the registration desk",
+    ]
+    assert _kiosk_software_output(decisions, his_file) == [
+        "kiosk: patient P000001 checked in",
+        "kiosk: patient P000002 checked in",
+        "kiosk: please go to the registration desk",
+    ]
+
+    # Nothing printed holds an ID number or a birth date; the HIS file only its owner reads.
+    assert not re.search(r"\d{17}[\dXx]", printed)
+    for record in his:
+        assert record["id_number"] not in printed and record["birth_date"] not in printed
+    assert his_file.stat().st_mode & 0o077 == 0
+    assert (tmp_path / "work" / "hospital" / "desk-key.pem").stat().st_mode & 0o077 == 0

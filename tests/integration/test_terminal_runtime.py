@@ -979,6 +979,72 @@ def test_scan_endpoint_decides_on_text_and_json_scans_and_reports_status(
     assert (status["trust_fresh"], status["pending_uploads"]) == (True, 3)
 
 
+PARTY = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"  # a hospital's relying party id
+
+
+def kiosk_identity(
+    directory: Path, issuer: TestIssuer, party_key: bytes, linked: list[str]
+) -> TerminalIdentity:
+    """A hospital kiosk of relying party PARTY holding a bundle as the service sends it: the
+    party's subject key, its linked subjects and its id."""
+    token = sign_bundle(
+        issuer.root,
+        version=1,
+        issued_at=issuer.now,
+        max_age=48 * 3600,
+        keys=[issuer.key.public],
+        status=StatusList(1024),
+        scene={
+            "scene": "hospital",
+            "site": "union-hospital",
+            "version": 0,
+            "data": {"linked_subjects": linked},
+            "subject_key": encode_scene_key(party_key),
+            "relying_party": PARTY,
+        },
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    TrustStore(directory, issuer.root.public_jwk).save_bundle(token, None)
+    return TerminalIdentity(
+        str(uuid.uuid4()),
+        "hospital",
+        "union-hospital",
+        UNREACHABLE,
+        identities.new_terminal_key(),
+        issuer.root.public_jwk,
+    )
+
+
+def test_a_relying_partys_kiosk_tells_its_software_the_subject_on_both_inputs(
+    issuer: TestIssuer, tmp_path: Path
+) -> None:
+    party_key = secrets.token_bytes(32)
+    patient, newcomer = random_card(), random_card()
+    linked = subject_of(party_key, patient.pseudonym)
+    identity = kiosk_identity(tmp_path / "kiosk", issuer, party_key, [linked])
+    out = io.StringIO()
+    patient_code = issuer.mint(patient)
+    lines = [patient_code, issuer.mint(newcomer), f"{issuer.prefix}NOT-A-CODE"]
+    with local_terminal(tmp_path / "kiosk", issuer, identity, adapter=None) as runtime:
+        assert runtime.relying_party == PARTY
+        scan_lines(runtime, lines, out)
+        with scan_endpoint(runtime) as address:
+            status, answer = call(address, "POST", "/scan", issuer.mint(patient).encode())
+
+    decisions = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(d["admitted"], d["reason"], d["subject"]) for d in decisions] == [
+        (True, "ok", linked),
+        (False, "not_registered", subject_of(party_key, newcomer.pseudonym)),
+        (False, "malformed", None),
+    ]
+    assert all(set(d) == DECISION_FIELDS | {"subject"} for d in decisions)
+    assert (status, answer["admitted"], answer["subject"]) == (200, True, linked)
+    # The party's own subject, never the card pseudonym or a scene's subject.
+    assert patient.pseudonym.hex() not in out.getvalue()
+    assert issuer.subject(patient, "hospital") not in out.getvalue()
+    assert patient_code not in out.getvalue()
+
+
 def test_scan_endpoint_refuses_empty_oversized_and_malformed_requests_with_400(
     issuer: TestIssuer, tmp_path: Path
 ) -> None:

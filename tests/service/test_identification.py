@@ -678,6 +678,9 @@ def test_a_partys_terminal_recognises_the_subjects_it_linked(
 
     before = bundle_scene()
     assert before["data"]["linked_subjects"] == []
+    # Its bundle names the party, so the kiosk hands each decision's subject to the party's
+    # own software (docs/terminal.md).
+    assert before["relying_party"] == hospital.id
     response = client.put(f"/v1/links/{subject}", headers=hospital.headers())
     assert response.status_code == 204, response.text
     after = bundle_scene()
@@ -734,3 +737,27 @@ def test_deactivating_a_party_decommissions_its_terminals(
     body["public_jwk"] = public_jwk(Ed25519PrivateKey.generate())
     response = client.post("/v1/terminals", json=body, headers=tokens.operator())
     assert_problem(response, 422, "relying_party_not_found")
+
+
+def test_only_a_relying_partys_terminal_gets_a_bundle_naming_a_party(
+    client: TestClient, tokens: Tokens, register_party: RegisterParty, service_settings: Settings
+) -> None:
+    hospital = register_party(["name"], sector="health")
+    root = open_key_store(service_settings.keys_dir).root_public_jwk()
+
+    def bundle_of(party: str | None) -> dict[str, Any]:
+        key = Ed25519PrivateKey.generate()
+        body = {"scene": "hospital", "site": "ward-3", "public_jwk": public_jwk(key)}
+        if party is not None:
+            body["relying_party"] = party
+        registered = client.post("/v1/terminals", json=body, headers=tokens.operator())
+        assert registered.status_code == 201, registered.text
+        token = terminal_token(registered.json()["id"], key)
+        fetched = client.get("/v1/trust-bundle", headers={"Authorization": f"Bearer {token}"})
+        assert fetched.status_code == 200, fetched.text
+        return verify_bundle(fetched.text, root).scene
+
+    kiosk, screen = bundle_of(hospital.id), bundle_of(None)
+    assert kiosk["relying_party"] == hospital.id
+    assert "relying_party" not in screen
+    assert set(screen) == {"scene", "site", "version", "data", "subject_key"}

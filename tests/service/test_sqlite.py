@@ -9,13 +9,16 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
+from jwt.algorithms import OKPAlgorithm
 
 from idcode.cose import Algorithm
 from idcode.keys import keys_from_jwks
 from idcode.service.api.app import create_app
 from idcode.service.database import upgrade
 from idcode.service.settings import Settings
+from idcode.terminaltoken import relying_party_token
 from idcode.testing import random_id_number
 from idcode.verifier import Trust, verify
 from tests.services import Tokens
@@ -99,6 +102,39 @@ def test_suspended_card_gets_no_code_and_reinstated_card_does(
         f"/v1/cards/{card_id}/status", json={"action": "reinstate"}, headers=tokens.operator()
     )
     assert client.post("/v1/codes", headers=tokens.citizen(id_number)).status_code == 200
+
+
+def test_a_consent_code_identifies_once_on_sqlite(client: TestClient, tokens: Tokens) -> None:
+    """SQLite returns times without a zone: spending the consent once compared them with an
+    aware time in Python and answered 500 (scripts/run and idcode demo use SQLite)."""
+    _, id_number = enrol(client, tokens)
+    key = Ed25519PrivateKey.generate()
+    party = {
+        "name": "协和医院",
+        "sector": "health",
+        "purposes": ["registration"],
+        "attributes": ["name"],
+        "public_jwk": OKPAlgorithm.to_jwk(key.public_key(), as_dict=True),
+    }
+    party_id = client.post("/v1/relying-parties", json=party, headers=tokens.operator()).json()[
+        "id"
+    ]
+    consent = {"disclose": {"to": party_id, "attributes": ["name"]}}
+    code = client.post("/v1/codes", json=consent, headers=tokens.citizen(id_number)).json()["code"]
+
+    def identify() -> tuple[int, dict[str, object]]:
+        token = relying_party_token(party_id, key)
+        response = client.post(
+            "/v1/identify",
+            json={"code": code, "purpose": "registration"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        return response.status_code, response.json()
+
+    status, identified = identify()
+    assert (status, identified["attributes"]) == (200, {"name": "张秀英"}), identified
+    status, problem = identify()
+    assert (status, problem["reason"]) == (409, "code_used")
 
 
 def test_import_enrols_good_rows_and_reports_bad_ones(

@@ -218,6 +218,7 @@ async def trust_bundle(request: Request) -> Response:
                 scene["version"],
                 links_version,
                 scene["subject_key"],
+                scene.get("relying_party"),
                 max_age,
                 now // max(1, max_age // 4),
             )
@@ -249,8 +250,8 @@ def _bundle_contents(
 ) -> tuple[int, Any, dict[str, Any], int]:
     """(status version, status list, the terminal's scene data, its links version) as of now.
 
-    A relying party's terminal sees that party's pairwise subjects, not its scene's, and the
-    subjects the party linked (docs/identity.md, multi-code fusion)."""
+    A relying party's terminal sees that party's pairwise subjects, not its scene's, the
+    subjects the party linked (docs/identity.md, multi-code fusion), and the party's id."""
     with services.sessions() as session:
         version, status = current_status(session)
         record = scene_data(session, terminal.scene, terminal.site)
@@ -270,6 +271,10 @@ def _bundle_contents(
             "data": data,
             "subject_key": encode_scene_key(subject_key),
         }
+        if terminal.relying_party_id is not None:
+            # Tells the terminal its controller is the party's own software, which may learn
+            # each decision's subject: the party's pairwise subject (docs/terminal.md).
+            scene["relying_party"] = terminal.relying_party_id
         return version, status, scene, links_version
 
 
