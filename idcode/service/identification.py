@@ -100,7 +100,12 @@ def give_consent(
     """Hold the consent for the code ``claims`` describe until ``keep_until`` (its expiry plus
     the clock-skew allowance). Consents of codes expired since are dropped on the way."""
     now = datetime.now(UTC)
-    session.execute(delete(ConsentRecord).where(ConsentRecord.expires_at < now))
+    # Not evaluated in Python against loaded rows: SQLite gives times back without a zone.
+    session.execute(
+        delete(ConsentRecord)
+        .where(ConsentRecord.expires_at < now)
+        .execution_options(synchronize_session=False)
+    )
     session.add(
         ConsentRecord(
             code_id=claims.code_id,
