@@ -151,6 +151,9 @@ def identify(
             ConsentRecord.expires_at >= now,
         )
         .values(used_at=now)
+        # Not "evaluate" on the consent loaded above: SQLite gives back its expiry without a
+        # time zone, which Python cannot compare with ``now``. Nothing reads it after this.
+        .execution_options(synchronize_session=False)
     )
     if not spent.rowcount:  # type: ignore[attr-defined]
         # Another identification spent it first (on this replica or another), or it just ended.
