@@ -1,6 +1,7 @@
 """What the terminal examples share: the requests an operator and a citizen's app make to the
 service, the idcode commands they run, and printing the terminal's decisions. Each
-examples/<example>/<example>.py uses it to tell its scene's story (see that README.md)."""
+examples/<example>/<example>.py uses it to tell its scene's story (see that README.md); the
+service-hall counter, which has no terminal, uses its requests."""
 
 from __future__ import annotations
 
@@ -44,7 +45,15 @@ def idcode(*args: str, stdin: str | None = None, env: dict[str, str] | None = No
 class Example:
     """One run of an example against the service: its scene, site and work directory."""
 
-    def __init__(self, scene: str, site: str, script: str, parser: argparse.ArgumentParser):
+    def __init__(
+        self,
+        scene: str,
+        site: str,
+        script: str,
+        parser: argparse.ArgumentParser,
+        *,
+        terminals: bool = True,
+    ):
         parser.add_argument("--server", default="http://127.0.0.1:8000")
         parser.add_argument("--workdir", type=Path, help="terminal files (default: ./work)")
         parser.add_argument("--json", action="store_true", help="end with the decisions as JSON")
@@ -55,10 +64,13 @@ class Example:
         self.scene, self.site, self.here = scene, site, Path(script).resolve().parent
         self.workdir: Path = (self.args.workdir or self.here / "work").resolve()
         self.call("GET", "/healthz")  # before anything else: is the service there?
-        # New terminals each run: one holding the previous run's trust bundle would decide
-        # with the previous scene data until its first sync.
-        shutil.rmtree(self.workdir / "terminals", ignore_errors=True)
-        (self.workdir / "terminals").mkdir(parents=True)
+        if terminals:
+            # New terminals each run: one holding the previous run's trust bundle would decide
+            # with the previous scene data until its first sync.
+            shutil.rmtree(self.workdir / "terminals", ignore_errors=True)
+            (self.workdir / "terminals").mkdir(parents=True)
+        else:  # a counter: its key and queue numbers, no terminals
+            self.workdir.mkdir(parents=True, exist_ok=True)
         self.operator = os.environ.get("IDCODE_OPERATOR_TOKEN") or (
             idcode("dev-token", "--admin").strip()  # development only
         )
@@ -66,6 +78,20 @@ class Example:
 
     def call(self, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
         """One JSON request to the service; a problem+json answer stops the example."""
+        return self.ask(method, path, token, body, refusals=False)[1]
+
+    def ask(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: Any = None,
+        *,
+        refusals: bool = True,
+    ) -> tuple[int, Any]:
+        """One JSON request whose refusal is part of the story: its status and JSON answer,
+        the problem document of a 4xx answer included. Anything else stops the example, as
+        every refusal does with ``refusals=False``."""
         headers = {"Content-Type": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -78,9 +104,14 @@ class Example:
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-                return json.loads(response.read(MAX_ANSWER_BYTES))
+                return response.status, json.loads(response.read(MAX_ANSWER_BYTES))
         except HTTPError as exc:
             problem = exc.read(2000).decode(errors="replace")
+            if refusals and 400 <= exc.code < 500:
+                try:
+                    return exc.code, json.loads(problem)
+                except ValueError:
+                    pass  # not the service's problem document: stop below
             sys.exit(f"{method} {path}: {exc.code} {problem}")
         except URLError as exc:
             sys.exit(f"cannot reach {self.server} ({exc.reason}); is scripts/run running?")

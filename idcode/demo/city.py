@@ -7,8 +7,10 @@ desk identifies a few citizens with their consent and links them for its kiosk, 
 the terminals' trust. Then the network goes away: the terminals decide offline on a few
 hundred codes the citizens fetched from the service, some of them expired, revoked,
 replayed, for the wrong community or over a daily limit, and the hospital's kiosk tells its
-software whom it recognised. The network returns, the journals upload, and the demo prints a
-table per scene and checks that the service holds exactly the events the terminals journaled.
+software whom it recognised. Meanwhile, online, a service hall's counter identifies a few
+citizens with their consent, and its checks count too. The network returns, the journals
+upload, and the demo prints a table per scene and checks that the service holds exactly the
+events the terminals journaled.
 """
 
 from __future__ import annotations
@@ -521,6 +523,99 @@ def _table(demo: Demo) -> None:
                 demo.say(f"{'':<36}{name}: {len(values)} totalling {total}")
 
 
+HALL_PURPOSE = "residence_certificate"
+HALL_ATTRIBUTES = ["name", "id_number", "residency"]
+# What the hall's visitors consent to: less than the hall may ask for, exactly that, and more
+# (a birth date, which the hall may not ask for and so is never disclosed).
+HALL_CONSENTS = (
+    ["name", "id_number"],
+    ["name", "id_number", "residency"],
+    ["name", "id_number", "residency", "birth_date"],
+)
+HALL_VISITORS = 6
+
+
+def _service_hall(demo: Demo, citizens: list[Citizen]) -> bool:
+    """A service hall's counter identifies a few citizens online, with their consent, and
+    meets a code shown twice and one without consent (docs/scenes/servicehall.md). Prints
+    one line; returns whether every check held."""
+    city = demo.city
+    key = new_terminal_key()
+    hall = city.call(
+        "POST",
+        "/v1/relying-parties",
+        {
+            "name": "江汉区政务服务中心",
+            "sector": "government",
+            "purposes": [HALL_PURPOSE],
+            "attributes": HALL_ATTRIBUTES,
+            "public_jwk": public_jwk_of(key),
+        },
+    )
+
+    def identify(code: str) -> dict[str, Any] | str:
+        """The counter's call: the identification, or the reason it was refused."""
+        body = {"code": code, "purpose": HALL_PURPOSE, "counter": "window-3"}
+        try:
+            answer: dict[str, Any] = city.call(
+                "POST", "/v1/identify", body, token=relying_party_token(hall["id"], key)
+            )
+        except ServiceError as exc:
+            return exc.reason
+        return answer
+
+    visitors = _some(demo.chance, citizens, HALL_VISITORS)
+    if not visitors:
+        demo.say("service hall window-3: no citizens to identify")
+        return True
+    failed: list[str] = []
+    refusals: list[str] = []
+    subjects: set[str] = set()
+    tickets: list[str] = []
+    for number, citizen in enumerate(visitors):
+        consented = HALL_CONSENTS[number % len(HALL_CONSENTS)]
+        disclose = {"to": hall["id"], "attributes": consented, "purpose": HALL_PURPOSE}
+        token = city.citizen_token(citizen)
+        issued = city.call("POST", "/v1/codes", {"disclose": disclose}, token=token)
+        allowed = [name for name in HALL_ATTRIBUTES if name in consented]
+        answer = identify(issued["code"])
+        if (
+            not isinstance(answer, dict)
+            or issued["disclose"]["attributes"] != allowed
+            or sorted(answer["attributes"]) != sorted(allowed)
+            or answer["attributes"]["id_number"] != citizen.id_number
+        ):
+            failed.append(f"identification {number + 1}")
+            continue
+        subjects.add(answer["subject"])
+        tickets.append(f"A{len(tickets) + 1:03d}")  # the counter's queue: per service and day
+        if number == 0:
+            again = identify(issued["code"])  # the same code again
+            refusals.append(again if isinstance(again, str) else "identified")
+            if again != "code_used":
+                failed.append(f"a code shown twice was {refusals[-1]}")
+    plain = identify(city.code(visitors[0]))
+    refusals.append(plain if isinstance(plain, str) else "identified")
+    if plain != "no_consent":
+        failed.append(f"a code without consent was {refusals[-1]}")
+    if len(subjects) != len(tickets):
+        failed.append("two citizens got the same subject")
+    record = city.call("GET", f"/v1/relying-parties/{hall['id']}/disclosures")
+    if len(record) != len(tickets):
+        failed.append(f"the hall's record holds {len(record)} identifications")
+    own = city.call("GET", "/v1/me/disclosures", token=city.citizen_token(visitors[0]))
+    if not own or own[0]["relying_party"]["id"] != hall["id"] or own[0]["counter"] != "window-3":
+        failed.append("the citizen's own record does not list the hall")
+    span = f"tickets {tickets[0]}-{tickets[-1]}" if tickets else "no tickets"
+    demo.say(
+        f"service hall window-3: {len(tickets)} of {len(visitors)} identified with consent "
+        f"({span}, only consented and allowed attributes); refused: {', '.join(refusals)}; "
+        f"the hall's record holds {len(record)}, the citizen's lists it"
+        + (f"; CHECK FAILED: {', '.join(failed)}" if failed else "")
+    )
+    return not failed
+
+
 def _server_events(city: City, terminal_id: str) -> list[str]:
     ids: list[str] = []
     since = ""
@@ -615,6 +710,8 @@ def _run(
     demo.say(f"offline: {pending} decisions journaled, none uploaded")
     _table(demo)
     hospital_agrees = _kiosk_software(demo, hospital)
+    demo.say("")
+    hall_checked = _service_hall(demo, active)  # online, while the terminals are not
 
     demo.say("")
     demo.say("the network is back: the terminals upload their journals")
@@ -639,4 +736,4 @@ def _run(
         if exact
         else "MISMATCH between the journals and the service"
     )
-    return 0 if exact and hospital_agrees else 1
+    return 0 if exact and hospital_agrees and hall_checked else 1

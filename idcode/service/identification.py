@@ -156,10 +156,8 @@ def identify(
             ConsentRecord.expires_at >= now,
         )
         .values(used_at=now)
-        # No evaluation of the criteria against the consent loaded above: SQLite gives its
-        # expires_at back without a time zone, which Python cannot compare with ``now``
-        # (a TypeError, a 500); the row's update is all that counts, and nothing reads the
-        # loaded consent's used_at afterwards.
+        # Not "evaluate" on the consent loaded above: SQLite gives back its expiry without a
+        # time zone, which Python cannot compare with ``now``. Nothing reads it after this.
         .execution_options(synchronize_session=False)
     )
     if not spent.rowcount:  # type: ignore[attr-defined]

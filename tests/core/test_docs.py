@@ -71,3 +71,47 @@ def test_readme_python_examples_run_as_written() -> None:
     assert len(blocks) >= 2
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})  # noqa: S102  (our own README)
+
+
+SERVICE_HALL_DOC = (ROOT / "docs" / "scenes" / "servicehall.md").read_text(encoding="utf-8")
+
+
+def _consent_refusals() -> set[str]:
+    """The reasons idcode/service/identification.py refuses an identification with, read from
+    its source (tests/core imports nothing of the service)."""
+    import ast
+
+    tree = ast.parse((ROOT / "idcode" / "service" / "identification.py").read_text())
+    constants: dict[str, object] = {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    reasons: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ConsentRefused":
+            first = node.args[0]
+            reason = (
+                first.value
+                if isinstance(first, ast.Constant)
+                else constants.get(getattr(first, "id", ""))
+            )
+            assert isinstance(reason, str), ast.dump(first)
+            reasons.add(reason)
+    return reasons
+
+
+def test_service_hall_doc_says_what_to_tell_the_citizen_for_every_refusal() -> None:
+    from idcode.reasons import Reason
+
+    table = SERVICE_HALL_DOC.split("## Refusals", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    listed = {reason for row in rows for reason in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    # The service verifies the code as a terminal would, without a status list or replay state
+    # (the consent is spent once instead), and with its own keys, never stale.
+    online = {r.value for r in Reason} - {"ok", "stale_trust", "replayed"}
+    refusals = _consent_refusals()
+    assert {"no_consent", "consented_to_another_party", "code_used"} <= refusals
+    assert refusals | online <= listed

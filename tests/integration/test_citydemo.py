@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from idcode.demo.city import run
+from idcode.demo.city import HALL_VISITORS, run
 
 SCENE_DENIALS = {
     "community gate": ["not_resident", "expired", "wrong_community", "revoked", "replayed"],
@@ -30,6 +30,7 @@ def test_demo_decides_offline_uploads_and_the_service_holds_exactly_the_journals
 
     report = out.getvalue()
     assert status == 0, report
+    _assert_service_hall(report)
     rows: dict[str, str] = {}
     for line in report.splitlines():  # the table row is the first line naming the terminal
         rows.setdefault(line[:20].strip(), line)
@@ -68,3 +69,16 @@ def test_idcode_demo_command_exits_0_and_leaves_nothing_behind(tmp_path: Path) -
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "exactly the events the terminals journaled" in completed.stdout
     assert set(Path(tmp_path).iterdir()) == before  # the scratch directory is removed
+
+
+def _assert_service_hall(report: str) -> None:
+    """The service hall's line: every visitor identified with consent, a ticket each, the code
+    shown twice and the code without consent refused, the records as they should be."""
+    lines = [line for line in report.splitlines() if line.startswith("service hall")]
+    assert len(lines) == 1, report
+    line = lines[0]
+    assert f"{HALL_VISITORS} of {HALL_VISITORS} identified with consent" in line, line
+    assert f"tickets A001-A{HALL_VISITORS:03d}" in line, line
+    assert "refused: code_used, no_consent" in line, line
+    assert f"the hall's record holds {HALL_VISITORS}, the citizen's lists it" in line, line
+    assert "CHECK FAILED" not in line, line

@@ -332,3 +332,81 @@ def test_hospital_desk_identifies_with_consent_links_and_the_kiosk_finds_the_pat
         assert record["id_number"] not in printed and record["birth_date"] not in printed
     assert his_file.stat().st_mode & 0o077 == 0
     assert (tmp_path / "work" / "hospital" / "desk-key.pem").stat().st_mode & 0o077 == 0
+
+
+# The service-hall counter (examples/service-hall) has no terminal: it identifies online, and
+# its summary lists identifications instead of decisions.
+ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])\d{17}[0-9X](?![0-9A-Za-z])")
+MASKED_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])\d{6}\*{8}\d{3}[0-9X](?![0-9A-Za-z])")
+
+
+def test_service_hall_counter_identifies_with_consent_gives_tickets_and_refuses_other_codes(
+    service_settings: Settings, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "work"
+    assert service_settings.database_url is not None
+    with live_service(service_settings) as service:
+        operator = service.tokens.operator()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IDCODE_")}
+        env.update(
+            PYTHONUNBUFFERED="1",
+            IDCODE_ENVIRONMENT="development",
+            IDCODE_KEYS_DIR=str(service_settings.keys_dir),
+            IDCODE_DATA_DIR=str(service_settings.data_dir),
+            IDCODE_DATABASE_URL=service_settings.database_url,
+            IDCODE_OPERATOR_TOKEN=operator["Authorization"].removeprefix("Bearer "),
+        )
+        completed = subprocess.run(
+            [sys.executable, EXAMPLES / "service-hall" / "service_hall.py",
+             "--server", service.url, "--workdir", workdir, "--json"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_SECONDS,
+            check=False,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        summary = json.loads(completed.stdout.splitlines()[-1])
+        audit = service.client.get(
+            f"/v1/relying-parties/{summary['relying_party']}/disclosures", headers=operator
+        )
+    assert summary["example"] == "service-hall"
+    identifications = summary["identifications"]
+    assert [(i["scan"], i["purpose"], i["status"], i["outcome"]) for i in identifications] == [
+        ("citizen A, consent for the hall", "residence_certificate", 200, "identified"),
+        ("the same code again", "residence_certificate", 409, "code_used"),
+        ("citizen B, a code without consent", "social_insurance_enquiry", 403, "no_consent"),
+        (
+            "citizen B, consent for the library",
+            "social_insurance_enquiry",
+            403,
+            "consented_to_another_party",
+        ),
+        ("citizen B, consent for the hall", "social_insurance_enquiry", 200, "identified"),
+    ]
+    # A ticket per service and day from 001; only what was consented and allowed is filled
+    # in (citizen B's birth date, which the hall may not ask for, was never disclosed).
+    assert [(i["ticket"], i["filled"], i["blank"]) for i in identifications if "ticket" in i] == [
+        ("A001", ["name", "id_number", "residency"], []),
+        ("B001", ["name", "id_number"], []),
+    ]
+    assert summary["disclosures"] == [
+        {
+            "relying_party": "江汉区政务服务中心",
+            "purpose": "residence_certificate",
+            "attributes": ["name", "id_number", "residency"],
+            "counter": "window-3",
+        }
+    ]
+    # The refusals disclosed nothing: the hall's record holds the two identifications only.
+    assert audit.status_code == 200, audit.text
+    assert [(d["purpose"], d["attributes"]) for d in audit.json()] == [
+        ("social_insurance_enquiry", ["name", "id_number"]),
+        ("residence_certificate", ["name", "id_number", "residency"]),
+    ]
+    # The screen shows each form's ID number masked, never in full; the summary names nobody.
+    assert ID_NUMBER.findall(completed.stdout) == []
+    assert len(MASKED_ID_NUMBER.findall(completed.stdout)) == 2
+    assert "王芳" not in completed.stdout.splitlines()[-1]
+    assert "李强" not in completed.stdout.splitlines()[-1]
+    # The counter keeps its key to itself and its queue file holds counts, nobody's data.
+    assert (workdir / "service-hall.key").stat().st_mode & 0o077 == 0
+    queue = json.loads((workdir / "queue.json").read_text())
+    assert queue["issued"] == {"residence_certificate": 1, "social_insurance_enquiry": 1}

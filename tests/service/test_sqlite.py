@@ -214,3 +214,46 @@ def test_a_database_that_is_a_symbolic_link_is_refused_and_its_target_left_alone
     with pytest.raises(UnsafeFileError, match="symbolic link"):
         make_engine(settings.sqlalchemy_url)
     assert target.read_bytes() == b"not a database"
+
+
+def test_counter_identifies_a_citizen_with_consent_once_on_sqlite(
+    client: TestClient, tokens: Tokens
+) -> None:
+    # SQLite returns its datetimes without a time zone: spending a consent loaded in the same
+    # session must not compare them with aware ones (it answered 500 before).
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from jwt.algorithms import OKPAlgorithm
+
+    from idcode.terminaltoken import relying_party_token
+
+    key = Ed25519PrivateKey.generate()
+    party = {
+        "name": "江汉区政务服务中心",
+        "sector": "government",
+        "purposes": ["residence_certificate"],
+        "attributes": ["name", "residency"],
+        "public_jwk": OKPAlgorithm.to_jwk(key.public_key(), as_dict=True),
+    }
+    registered = client.post("/v1/relying-parties", json=party, headers=tokens.operator())
+    assert registered.status_code == 201, registered.text
+    hall = registered.json()["id"]
+    _, id_number = enrol(client, tokens, residency="registered")
+    disclose = {"to": hall, "attributes": ["name", "id_number"]}
+    issued = client.post(
+        "/v1/codes", json={"disclose": disclose}, headers=tokens.citizen(id_number)
+    )
+    assert issued.status_code == 200, issued.text
+    body = {"code": issued.json()["code"], "purpose": "residence_certificate"}
+
+    def identify() -> tuple[int, dict[str, object]]:
+        token = relying_party_token(hall, key)
+        answer = client.post(
+            "/v1/identify", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        return answer.status_code, answer.json()
+
+    status, identified = identify()
+    assert status == 200, identified
+    assert identified["attributes"] == {"name": "张秀英"}
+    status, refused = identify()
+    assert (status, refused["reason"]) == (409, "code_used")
