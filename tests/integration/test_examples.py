@@ -14,6 +14,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 from idcode.idnumber import sex
 from idcode.service.settings import Settings
 from idcode.terminal import identity as identities
-from tests.live import live_service
+from tests.live import LiveService, live_service
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RUN_SECONDS = 300  # a cold start of each idcode subprocess on a busy machine
@@ -37,10 +39,13 @@ def _clear_of_local_midnight() -> None:
         time.sleep(left + 1)
 
 
-def _run_example(name: str, settings: Settings, tmp_path: Path) -> list[dict[str, Any]]:
-    """Run examples/<name>/<name>.py against a live service; its decisions, after checking
-    that the service received every one of them from the terminals' journals."""
-    workdir = tmp_path / "work"
+@contextmanager
+def _example(
+    name: str, settings: Settings, tmp_path: Path
+) -> Iterator[tuple[LiveService, dict[str, Any], str]]:
+    """Run examples/<name>/<name>.py against a live service, as a user runs it (its work
+    directory tmp_path/work); yield the service, still running, the example's --json summary
+    and everything it printed."""
     assert settings.database_url is not None  # the example's dev-token reads the same cards
     with live_service(settings) as service:
         operator = service.tokens.operator()["Authorization"].removeprefix("Bearer ")
@@ -54,6 +59,7 @@ def _run_example(name: str, settings: Settings, tmp_path: Path) -> list[dict[str
             IDCODE_OPERATOR_TOKEN=operator,
         )
         script = EXAMPLES / name / (name.replace("-", "_") + ".py")
+        workdir = tmp_path / "work"
         completed = subprocess.run(
             [sys.executable, script, "--server", service.url, "--workdir", workdir, "--json"],
             env=env,
@@ -64,16 +70,30 @@ def _run_example(name: str, settings: Settings, tmp_path: Path) -> list[dict[str
             check=False,
         )
         assert completed.returncode == 0, completed.stdout + completed.stderr
-        summary = json.loads(completed.stdout.splitlines()[-1])
+        summary: dict[str, Any] = json.loads(completed.stdout.splitlines()[-1])
         assert summary["example"] == name
-        decisions: list[dict[str, Any]] = summary["decisions"]
+        yield service, summary, completed.stdout
+
+
+def _run_example_summary(
+    name: str, settings: Settings, tmp_path: Path
+) -> tuple[dict[str, Any], str]:
+    """Run a terminal example (_example); its summary and output, after checking that the
+    service received every decision from the terminals' journals."""
+    with _example(name, settings, tmp_path) as (service, summary, stdout):
         uploaded = {
             event["event_id"]
-            for terminal in (workdir / "terminals").iterdir()
+            for terminal in (tmp_path / "work" / "terminals").iterdir()
             if terminal.is_dir()
             for event in service.events(identities.load(terminal).id)
         }
-    assert uploaded == {decision["event_id"] for decision in decisions}
+    assert uploaded == {decision["event_id"] for decision in summary["decisions"]}
+    return summary, stdout
+
+
+def _run_example(name: str, settings: Settings, tmp_path: Path) -> list[dict[str, Any]]:
+    """A terminal example's decisions (_run_example_summary)."""
+    decisions: list[dict[str, Any]] = _run_example_summary(name, settings, tmp_path)[0]["decisions"]
     return decisions
 
 
@@ -215,47 +235,6 @@ def test_eldercare_canteen_subsidises_enrolled_seniors_and_home_care_refuses_a_s
     ]
 
 
-def _run_example_summary(
-    name: str, settings: Settings, tmp_path: Path
-) -> tuple[dict[str, Any], str]:
-    """As _run_example, for an example whose summary holds more than its terminals' decisions
-    (the hospital desk's identifications): the whole summary and everything it printed."""
-    workdir = tmp_path / "work"
-    assert settings.database_url is not None
-    with live_service(settings) as service:
-        operator = service.tokens.operator()["Authorization"].removeprefix("Bearer ")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IDCODE_")}
-        env.update(
-            PYTHONUNBUFFERED="1",
-            IDCODE_ENVIRONMENT="development",
-            IDCODE_KEYS_DIR=str(settings.keys_dir),
-            IDCODE_DATA_DIR=str(settings.data_dir),
-            IDCODE_DATABASE_URL=settings.database_url,
-            IDCODE_OPERATOR_TOKEN=operator,
-        )
-        script = EXAMPLES / name / (name.replace("-", "_") + ".py")
-        completed = subprocess.run(
-            [sys.executable, script, "--server", service.url, "--workdir", workdir, "--json"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=RUN_SECONDS,
-            check=False,
-        )
-        assert completed.returncode == 0, completed.stdout + completed.stderr
-        summary: dict[str, Any] = json.loads(completed.stdout.splitlines()[-1])
-        assert summary["example"] == name
-        uploaded = {
-            event["event_id"]
-            for terminal in (workdir / "terminals").iterdir()
-            if terminal.is_dir()
-            for event in service.events(identities.load(terminal).id)
-        }
-    assert uploaded == {decision["event_id"] for decision in summary["decisions"]}
-    return summary, completed.stdout
-
-
 def _kiosk_software_output(decisions: list[dict[str, Any]], his: Path) -> list[str]:
     """Run the hospital README's kiosk software on the decision lines, with the HIS file."""
     readme = (EXAMPLES / "hospital-desk" / "README.md").read_text(encoding="utf-8")
@@ -343,27 +322,8 @@ MASKED_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])\d{6}\*{8}\d{3}[0-9X](?![0-9A-Za
 def test_service_hall_counter_identifies_with_consent_gives_tickets_and_refuses_other_codes(
     service_settings: Settings, tmp_path: Path
 ) -> None:
-    workdir = tmp_path / "work"
-    assert service_settings.database_url is not None
-    with live_service(service_settings) as service:
+    with _example("service-hall", service_settings, tmp_path) as (service, summary, stdout):
         operator = service.tokens.operator()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IDCODE_")}
-        env.update(
-            PYTHONUNBUFFERED="1",
-            IDCODE_ENVIRONMENT="development",
-            IDCODE_KEYS_DIR=str(service_settings.keys_dir),
-            IDCODE_DATA_DIR=str(service_settings.data_dir),
-            IDCODE_DATABASE_URL=service_settings.database_url,
-            IDCODE_OPERATOR_TOKEN=operator["Authorization"].removeprefix("Bearer "),
-        )
-        completed = subprocess.run(
-            [sys.executable, EXAMPLES / "service-hall" / "service_hall.py",
-             "--server", service.url, "--workdir", workdir, "--json"],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_SECONDS,
-            check=False,
-        )  # fmt: skip
-        assert completed.returncode == 0, completed.stdout + completed.stderr
-        summary = json.loads(completed.stdout.splitlines()[-1])
         audit = service.client.get(
             f"/v1/relying-parties/{summary['relying_party']}/disclosures", headers=operator
         )
@@ -402,11 +362,11 @@ def test_service_hall_counter_identifies_with_consent_gives_tickets_and_refuses_
         ("residence_certificate", ["name", "id_number", "residency"]),
     ]
     # The screen shows each form's ID number masked, never in full; the summary names nobody.
-    assert ID_NUMBER.findall(completed.stdout) == []
-    assert len(MASKED_ID_NUMBER.findall(completed.stdout)) == 2
-    assert "王芳" not in completed.stdout.splitlines()[-1]
-    assert "李强" not in completed.stdout.splitlines()[-1]
+    assert ID_NUMBER.findall(stdout) == []
+    assert len(MASKED_ID_NUMBER.findall(stdout)) == 2
+    assert "王芳" not in stdout.splitlines()[-1]
+    assert "李强" not in stdout.splitlines()[-1]
     # The counter keeps its key to itself and its queue file holds counts, nobody's data.
-    assert (workdir / "service-hall.key").stat().st_mode & 0o077 == 0
-    queue = json.loads((workdir / "queue.json").read_text())
+    assert (tmp_path / "work" / "service-hall.key").stat().st_mode & 0o077 == 0
+    queue = json.loads((tmp_path / "work" / "queue.json").read_text())
     assert queue["issued"] == {"residence_certificate": 1, "social_insurance_enquiry": 1}
