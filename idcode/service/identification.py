@@ -151,6 +151,10 @@ def identify(
             ConsentRecord.expires_at >= now,
         )
         .values(used_at=now)
+        # Not matched against the loaded consent in Python: SQLite hands its times back
+        # without a zone, which Python refuses to compare with ``now`` (every identification
+        # was a 500 on the embedded database). Nothing below reads the consent's used_at.
+        .execution_options(synchronize_session=False)
     )
     if not spent.rowcount:  # type: ignore[attr-defined]
         # Another identification spent it first (on this replica or another), or it just ended.
@@ -197,6 +201,8 @@ def _values(
 
 
 _PERSONAL = frozenset({"name", "id_number", "sex", "birth_date"})
+#: The largest disclosure record id (the column is a 32-bit integer).
+MAX_RECORD_ID = 2**31 - 1
 
 
 def disclosures(
@@ -215,7 +221,9 @@ def disclosures(
         query = query.where(DisclosureRecord.card_id == card_id)
     if party_id is not None:
         query = query.where(DisclosureRecord.relying_party_id == party_id)
-    if before is not None:
+    # The record's id is a 32-bit integer: a larger ``before`` (the API takes up to 2**62)
+    # is older than nothing, and compared as it is PostgreSQL refuses it (a 500).
+    if before is not None and before <= MAX_RECORD_ID:
         query = query.where(DisclosureRecord.id < before)
     rows = session.execute(query.order_by(DisclosureRecord.id.desc()).limit(limit))
     return [

@@ -377,8 +377,8 @@ def test_a_malformed_relying_party_id_is_refused_on_every_operator_route(
         {"before": "0"},
         {"before": "-1"},
         {"before": "1"},
-        pytest.param({"before": str(2**31)}, marks=pytest.mark.xfail(strict=True, reason="F1")),
-        pytest.param({"before": str(2**62)}, marks=pytest.mark.xfail(strict=True, reason="F1")),
+        {"before": str(2**31)},
+        {"before": str(2**62)},
         {"before": str(2**63)},
         {"before": str(2**64)},
         {"before": "1e3"},
@@ -409,8 +409,8 @@ def test_disclosure_listings_with_extreme_paging_answer_without_a_server_error(
         response = client.get(path, params=params, headers=headers)
         assert response.status_code in (200, 422), (path, response.text)
         assert MARKER not in response.text
-        if response.status_code == 200:
-            assert isinstance(response.json(), list)
+        if response.status_code == 200 and int(params.get("before", "0")) > 2**20:
+            assert len(response.json()) == 1  # every record is older than that
 
 
 # -- token confusion --------------------------------------------------------------------------
@@ -943,7 +943,6 @@ def disclosed(
     yield party, identified.json()["subject"]
 
 
-@pytest.mark.xfail(strict=True, reason="F2")
 def test_concurrent_links_of_one_subject_are_all_answered(
     client: TestClient, disclosed: tuple[Party, str]
 ) -> None:
@@ -958,7 +957,6 @@ def test_concurrent_links_of_one_subject_are_all_answered(
         assert client.delete(f"/v1/links/{subject}", headers=party.headers()).status_code == 204
 
 
-@pytest.mark.xfail(strict=True, reason="F2")
 def test_concurrent_links_and_unlinks_of_one_subject_are_all_answered(
     client: TestClient, disclosed: tuple[Party, str]
 ) -> None:
@@ -1016,3 +1014,39 @@ def test_the_access_log_of_a_served_service_holds_no_subject(
     assert len(access) == 3, access  # the log is on: the requests are there
     for line in access:
         assert subject not in line and "0" * 24 not in line, line
+
+
+def test_identification_and_links_work_on_the_embedded_sqlite_database(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """SQLite is the embedded default: identification, links and the record work there too
+    (it hands back times without a zone, which Python will not compare with aware ones)."""
+    from idcode.service.database import upgrade
+
+    settings = make_settings()  # no database URL, no Redis: SQLite and in-process state
+    upgrade(settings.sqlalchemy_url)
+    tokens = Tokens(settings)
+    with TestClient(create_app(settings)) as client:
+        id_number = random_id_number()
+        enrolled = client.post(
+            "/v1/cards", json={"id_number": id_number, "name": "测试"}, headers=tokens.operator()
+        )
+        assert enrolled.status_code == 201, enrolled.text
+        key = Ed25519PrivateKey.generate()
+        created = client.post(
+            "/v1/relying-parties", json=registration(key), headers=tokens.operator()
+        )
+        party = Party(created.json()["id"], key)
+        code = consent_code(client, tokens, id_number, party, ["name"])
+        identified = identify(client, party, code)
+        assert identified.status_code == 200, identified.text
+        assert identified.json()["attributes"] == {"name": "测试"}
+        assert_problem(identify(client, party, code), 409, "code_used")
+        subject = identified.json()["subject"]
+        for _ in range(2):
+            assert client.put(f"/v1/links/{subject}", headers=party.headers()).status_code == 204
+        assert client.get("/v1/links", headers=party.headers()).json() == {"subjects": [subject]}
+        record = client.get(
+            "/v1/me/disclosures", params={"before": str(2**40)}, headers=tokens.citizen(id_number)
+        )
+        assert [d["attributes"] for d in record.json()] == [["name"]]
