@@ -466,7 +466,6 @@ def test_a_relying_partys_token_does_not_open_terminal_routes_with_a_shared_key(
     assert client.get("/v1/trust-bundle", headers=bearer(terminal_token(terminal, key))).is_success
 
 
-@pytest.mark.xfail(strict=True, reason="F4")
 def test_an_audience_list_naming_both_kinds_of_caller_is_refused(
     client: TestClient, tokens: Tokens, enrol: Enrol, twin: tuple[Party, str]
 ) -> None:
@@ -551,14 +550,9 @@ def test_algorithm_confusion_is_refused(
         {"iat": "{now}", "exp": "{now}-10"},
         {"iat": True, "exp": "{now}+60"},
         {"iat": "{now}", "exp": 1e309},
-        pytest.param(
-            {"iat": 10**400, "exp": 10**400 + 60},
-            marks=pytest.mark.xfail(strict=True, reason="F3"),
-        ),
-        pytest.param(
-            {"iat": -(10**400), "exp": -(10**400) + 60},
-            marks=pytest.mark.xfail(strict=True, reason="F3"),
-        ),
+        {"iat": 10**400, "exp": 10**400 + 60},
+        {"iat": -(10**400), "exp": -(10**400) + 60},
+        {"iat": 2**60, "exp": 2**60 + 60},
         {"iat": 1e300, "exp": 1e300 + 1e286},
         {"iat": -1e300, "exp": -1e300 + 1e286},
         {"iat": "{now}", "exp": "{now}+60", "jti": ""},
