@@ -893,6 +893,32 @@ def test_a_partys_terminal_gets_only_its_partys_key_and_links(
     assert scene["data"]["linked_subjects"] == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/identity.md says a party's terminals get the party's id in the bundle's scene "
+    "(relying_party); _bundle_contents does not put it there. Docs or code: the authors' call.",
+)
+def test_a_partys_terminal_finds_its_partys_id_in_the_bundle_scene(
+    client: TestClient, tokens: Tokens, register_party: RegisterParty
+) -> None:
+    from idcode.bundle import verify_bundle
+    from idcode.keystore import open_key_store
+
+    hospital = register_party(sector="health")
+    kiosk_key = Ed25519PrivateKey.generate()
+    body = {
+        "scene": "community",
+        "site": "hospital-8",
+        "public_jwk": public_jwk(kiosk_key),
+        "relying_party": hospital.id,
+    }
+    kiosk = client.post("/v1/terminals", json=body, headers=tokens.operator()).json()["id"]
+    fetched = client.get("/v1/trust-bundle", headers=bearer(terminal_token(kiosk, kiosk_key)))
+    settings: Settings = client.app.state.services.settings  # type: ignore[attr-defined]
+    scene = verify_bundle(fetched.text, open_key_store(settings.keys_dir).root_public_jwk()).scene
+    assert scene.get("relying_party") == hospital.id
+
+
 def test_no_answer_to_one_party_carries_another_partys_subject(
     client: TestClient, tokens: Tokens, enrol: Enrol, register_party: RegisterParty
 ) -> None:
