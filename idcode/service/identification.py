@@ -41,6 +41,7 @@ OTHER_PARTY = "consented_to_another_party"
 PURPOSE_MISMATCH = "purpose_mismatch"
 CODE_USED = "code_used"
 REVOKED = "revoked"
+EXPIRED = "expired"  # the verifier's reason: the consent ends with the code
 
 
 class Disclose(BaseModel):
@@ -147,6 +148,8 @@ def identify(
         raise ConsentRefused(NO_CONSENT, "the citizen gave no consent with this code")
     if card.status != CardStatus.ACTIVE.value:
         raise ConsentRefused(REVOKED, f"the card is {card.status}")
+    if consent.used_at is not None:
+        raise ConsentRefused(CODE_USED, "this code was used for an identification before", 409)
     now = datetime.now(UTC)
     spent = session.execute(
         update(ConsentRecord)
@@ -161,7 +164,12 @@ def identify(
         .execution_options(synchronize_session=False)
     )
     if not spent.rowcount:  # type: ignore[attr-defined]
-        # Another identification spent it first (on this replica or another), or it just ended.
+        # It ended between the code's verification and now (the code verified in its last
+        # second): said as the verifier would say it a moment later, not as "used", which
+        # would tell the counter the citizen identified with it elsewhere.
+        if _as_utc(consent.expires_at) < now:
+            raise ConsentRefused(EXPIRED, "the code and its consent have expired", 422)
+        # Another identification spent it first (on this replica or another).
         raise ConsentRefused(CODE_USED, "this code was used for an identification before", 409)
     names = [name for name in consent.attributes if name in party.attributes]
     subject = subject_of(vault.relying_party_subject_key(party.id), card.pseudonym)
@@ -204,7 +212,14 @@ def _values(
     return values
 
 
+def _as_utc(moment: datetime) -> datetime:
+    """``moment`` with its zone: SQLite hands stored times back without one (they are UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 _PERSONAL = frozenset({"name", "id_number", "sex", "birth_date"})
+#: The largest disclosure record id (the column is a 32-bit integer).
+MAX_RECORD_ID = 2**31 - 1
 
 
 def disclosures(
@@ -223,7 +238,9 @@ def disclosures(
         query = query.where(DisclosureRecord.card_id == card_id)
     if party_id is not None:
         query = query.where(DisclosureRecord.relying_party_id == party_id)
-    if before is not None:
+    # The record's id is a 32-bit integer: a larger ``before`` (the API takes up to 2**62)
+    # is older than nothing, and compared as it is PostgreSQL refuses it (a 500).
+    if before is not None and before <= MAX_RECORD_ID:
         query = query.where(DisclosureRecord.id < before)
     rows = session.execute(query.order_by(DisclosureRecord.id.desc()).limit(limit))
     return [

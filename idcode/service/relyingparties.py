@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idcode.attributes import ATTRIBUTES, MAX_PURPOSES, PURPOSE, SECTORS
@@ -215,7 +216,13 @@ def link(session: Session, party: RelyingPartyRecord, subject: str) -> bool:
     )
     if (count or 0) >= MAX_LINKS:
         raise RequestRefused("too_many_links", f"a relying party links at most {MAX_LINKS}")
-    session.add(LinkRecord(relying_party_id=party.id, subject=subject))
+    try:
+        # Two requests linking one subject at once both find no link above; the second
+        # insert then fails on the primary key: it is linked, which is what was asked.
+        with session.begin_nested():
+            session.add(LinkRecord(relying_party_id=party.id, subject=subject))
+    except IntegrityError:
+        return False
     _bump_links(session, party.id)
     return True
 

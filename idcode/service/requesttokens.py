@@ -28,6 +28,8 @@ from idcode.terminaltoken import MAX_TOKEN_LIFETIME
 PARTY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _JTI = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _ALGORITHMS = ("EdDSA", "ES256")
+#: The largest NumericDate taken (2**53: every integer up to it is exact as a float).
+_LARGEST_DATE = 2**53
 
 
 class PublicSigningKey(BaseModel):
@@ -76,8 +78,12 @@ class SignedRequest:
 
 def _numeric_date(value: object) -> bool:
     """An RFC 7519 NumericDate: a finite JSON number. Not a boolean, which Python counts as
-    an int (``"iat": true`` would be 1 January 1970 plus one second)."""
-    return type(value) is int or (type(value) is float and math.isfinite(value))
+    an int (``"iat": true`` would be 1 January 1970 plus one second). Bounded: JSON integers
+    have no size, and one too large for a float (``10**400``) made the time checks below
+    raise OverflowError, a 500 instead of a refusal."""
+    if type(value) is int:
+        return abs(value) <= _LARGEST_DATE
+    return type(value) is float and math.isfinite(value) and abs(value) <= _LARGEST_DATE
 
 
 @functools.cache
@@ -137,6 +143,10 @@ def check_request_token(
             issuer=party_id,
             options={
                 "require": ["iss", "sub", "aud", "iat", "exp", "jti"],
+                # ``aud`` must be the one audience as a string: PyJWT otherwise takes a list
+                # that contains it, and a token naming both audiences would then be good for
+                # a terminal's routes and a relying party's alike.
+                "strict_aud": True,
                 "verify_exp": False,
                 "verify_iat": False,
             },

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from idcode import __version__
 from idcode.keystore import SigningKeyCache, initialise, open_key_store
-from idcode.service.api import problems
+from idcode.service.api import accesslog, problems
 from idcode.service.api.deps import BEARER_SCHEME, Services
 from idcode.service.api.routes import cards, codes, health, identity, passes, terminals, verify
 from idcode.service.auth import token_verifier
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    accesslog.install()
     app.include_router(health.router)
     app.include_router(codes.router)
     app.include_router(passes.router)

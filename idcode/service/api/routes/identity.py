@@ -336,6 +336,7 @@ _REFUSALS = {
     identification.PURPOSE_MISMATCH: "The citizen consented to another purpose.",
     identification.CODE_USED: "This code was used for an identification before.",
     identification.REVOKED: "The card is not active.",
+    identification.EXPIRED: "The code has expired.",
 }
 
 
