@@ -22,7 +22,7 @@ from idcode.errors import RequestRefused, TerminalAuthError
 from idcode.scenes import SCENES, scene_names
 from idcode.service.cards import record_audit
 from idcode.service.models import RelyingPartyRecord, TerminalRecord
-from idcode.service.requesttokens import PARTY_ID, check_request_token, public_signing_jwk
+from idcode.service.requesttokens import PARTY_ID, authenticate_caller, public_signing_jwk
 from idcode.terminaltoken import MAX_TOKEN_LIFETIME, TERMINAL_AUDIENCE, terminal_token
 from idcode.verifier import DEFAULT_CLOCK_SKEW
 
@@ -116,25 +116,16 @@ def authenticate(session: Session, token: str, now: float | None = None) -> Auth
 
     Reads only: the caller checks the token's single use, then records the terminal as seen
     (``record_seen``), so that a refused or replayed token changes nothing about it."""
-    records: dict[str, TerminalRecord | None] = {}
-
-    def public_jwk(terminal_id: str) -> dict[str, Any] | None:
-        records[terminal_id] = record = session.get(TerminalRecord, terminal_id)
-        return None if record is None else record.public_jwk
-
-    signed = check_request_token(
+    record, signed = authenticate_caller(
+        session,
+        TerminalRecord,
         token,
         audience=TERMINAL_AUDIENCE,
-        public_jwk=public_jwk,
         refused=TerminalAuthError,
         not_signed=NOT_SIGNED,
+        inactive=("terminal_decommissioned", "this terminal is decommissioned"),
         now=time.time() if now is None else now,
     )
-    record = records[signed.party_id]
-    assert record is not None  # its key signed the token
-    # Checked only now, so that an unsigned token cannot probe which terminals exist.
-    if not record.active:
-        raise TerminalAuthError("terminal_decommissioned", "this terminal is decommissioned")
     return AuthenticatedTerminal(record, signed.jti, signed.clock_drift)
 
 

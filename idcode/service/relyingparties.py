@@ -30,7 +30,7 @@ from idcode.service.models import (
     RelyingPartyRecord,
     TerminalRecord,
 )
-from idcode.service.requesttokens import check_request_token, public_signing_jwk
+from idcode.service.requesttokens import authenticate_caller, public_signing_jwk
 from idcode.terminaltoken import RELYING_PARTY_AUDIENCE
 from idcode.text import control_reason
 
@@ -166,26 +166,16 @@ class AuthenticatedParty:
 
 def authenticate(session: Session, token: str, now: float | None = None) -> AuthenticatedParty:
     """The active relying party that signed ``token``, or RelyingPartyAuthError saying why not."""
-    records: dict[str, RelyingPartyRecord | None] = {}
-
-    def public_jwk(party_id: str) -> dict[str, Any] | None:
-        records[party_id] = record = session.get(RelyingPartyRecord, party_id)
-        return None if record is None else record.public_jwk
-
-    signed = check_request_token(
+    record, signed = authenticate_caller(
+        session,
+        RelyingPartyRecord,
         token,
         audience=RELYING_PARTY_AUDIENCE,
-        public_jwk=public_jwk,
         refused=RelyingPartyAuthError,
         not_signed=NOT_SIGNED,
+        inactive=("relying_party_deactivated", "this relying party is deactivated"),
         now=time.time() if now is None else now,
     )
-    record = records[signed.party_id]
-    assert record is not None  # its key signed the token
-    if not record.active:  # only the key's holder learns this
-        raise RelyingPartyAuthError(
-            "relying_party_deactivated", "this relying party is deactivated"
-        )
     return AuthenticatedParty(record, signed.jti)
 
 

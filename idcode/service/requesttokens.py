@@ -11,12 +11,13 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.orm import Session
 
 from idcode.cose import Algorithm
 from idcode.errors import KeyMaterialError, Refusal
@@ -171,3 +172,50 @@ def check_request_token(
     if now - expires > MAX_CLOCK_DRIFT:
         raise refused("token_expired", "the request token has expired")
     return SignedRequest(party_id, jti, int(issued - now))
+
+
+class SigningCaller(Protocol):
+    """A registered caller's record: its public key, and whether it may still call."""
+
+    public_jwk: dict[str, Any]
+    active: bool
+
+
+Caller = TypeVar("Caller", bound=SigningCaller)
+
+
+def authenticate_caller(
+    session: Session,
+    model: type[Caller],
+    token: str,
+    *,
+    audience: str,
+    refused: type[Refusal],
+    not_signed: str,
+    inactive: tuple[str, str],
+    now: float,
+) -> tuple[Caller, SignedRequest]:
+    """The active ``model`` record (a terminal, a relying party) whose key signed ``token``,
+    with the checked token; ``refused`` saying why not, ``inactive`` (reason, message) for a
+    caller no longer active. Reads only: the caller's single use and last-seen time are the
+    route's to record, after this, so a refused token changes nothing."""
+    records: dict[str, Caller | None] = {}
+
+    def public_jwk(party_id: str) -> dict[str, Any] | None:
+        records[party_id] = record = session.get(model, party_id)
+        return None if record is None else record.public_jwk
+
+    signed = check_request_token(
+        token,
+        audience=audience,
+        public_jwk=public_jwk,
+        refused=refused,
+        not_signed=not_signed,
+        now=now,
+    )
+    record = records[signed.party_id]
+    assert record is not None  # its key signed the token
+    # Checked only now, so that an unsigned token cannot probe which callers exist.
+    if not record.active:
+        raise refused(*inactive)
+    return record, signed

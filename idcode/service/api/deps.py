@@ -6,7 +6,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from idcode.errors import AuthError
+from idcode.errors import AuthError, Refusal
 from idcode.keystore import SigningKeyCache
 from idcode.protocol import MAX_CLOCK_DRIFT
 from idcode.service.api.problems import Problem
@@ -187,6 +187,66 @@ async def spend_request_token(services: Services, kind: str, party_id: str, jti:
         now,
     ):
         raise Problem(401, "token_replayed", f"This {kind} token was used before.")
+
+
+class SignedCaller(Protocol):
+    """A terminal or relying party whose request token passed every check but its single use."""
+
+    @property
+    def record(self) -> Any: ...  # its database record, with an ``id``
+
+    @property
+    def jti(self) -> str: ...
+
+
+Signed = TypeVar("Signed", bound=SignedCaller)
+
+
+async def signed_caller(
+    request: Request,
+    kind: str,
+    authenticate: Callable[[Session, str], Signed],
+    seen: Callable[[Session, Signed, float], None],
+    *,
+    inactive: str,
+) -> Signed:
+    """The terminal or relying party (``kind``) that signed this request, or a 401/403
+    problem (403 for the ``inactive`` reason).
+
+    In this order: every check of the token (signature, times, still active), then its single
+    use, and only then ``seen`` (last-seen time, clock drift): a replayed or otherwise refused
+    token changes nothing operators read about the caller."""
+    services: Services = request.app.state.services
+    token = bearer_token(request)
+    if token is None:
+        raise Problem(
+            401,
+            "missing_token",
+            f"A {kind} token is required.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    def check() -> Signed:
+        with services.sessions() as session:
+            try:
+                return authenticate(session, token)
+            except Refusal as exc:
+                status = 403 if exc.reason == inactive else 401
+                raise Problem(
+                    status, exc.reason, f"The {kind} token was refused.", str(exc)
+                ) from None
+
+    accepted = await run_in_threadpool(check)
+    await spend_request_token(services, kind, accepted.record.id, accepted.jti)
+    now = time.time()
+
+    def record_seen() -> None:
+        with services.sessions() as session:
+            seen(session, accepted, now)
+            session.commit()
+
+    await run_in_threadpool(record_seen)
+    return accepted
 
 
 CitizenDep = Annotated[Principal, Depends(get_citizen)]

@@ -15,11 +15,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from idcode.attributes import COUNTER, PURPOSE
 from idcode.codetext import MAX_CODE_LENGTH
 from idcode.cose import Algorithm
-from idcode.errors import ConsentRefused, RelyingPartyAuthError, RequestRefused
+from idcode.errors import ConsentRefused, RequestRefused
 from idcode.scenes import SUBJECT_PATTERN
 from idcode.service import identification, relyingparties
 from idcode.service.api.deps import (
@@ -27,12 +28,10 @@ from idcode.service.api.deps import (
     CitizenDep,
     CitizenOrOperatorDep,
     OperatorDep,
-    Services,
     ServicesDep,
-    bearer_token,
     caller_check,
     is_operator,
-    spend_request_token,
+    signed_caller,
 )
 from idcode.service.api.problems import Problem, problem_responses
 from idcode.service.api.routes.codes import citizen_card
@@ -134,40 +133,19 @@ def _view(record: RelyingPartyRecord, operator: bool) -> dict[str, Any]:
 
 
 async def _relying_party(request: Request) -> RelyingPartyRecord:
-    """The relying party that signed this request, or a 401/403 problem: every check of its
-    token, then the token's single use, then its last-seen time (as for terminals)."""
-    services: Services = request.app.state.services
-    token = bearer_token(request)
-    if token is None:
-        raise Problem(
-            401,
-            "missing_token",
-            "A relying party's token is required.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    """The relying party that signed this request, or a 401/403 problem (deps.signed_caller)."""
 
-    def check() -> relyingparties.AuthenticatedParty:
-        with services.sessions() as session:
-            try:
-                return relyingparties.authenticate(session, token)
-            except RelyingPartyAuthError as exc:
-                status = 403 if exc.reason == "relying_party_deactivated" else 401
-                raise Problem(
-                    status, exc.reason, "The relying party's token was refused.", str(exc)
-                ) from None
+    def seen(session: Session, accepted: relyingparties.AuthenticatedParty, now: float) -> None:
+        relyingparties.record_seen(session, accepted.record.id, now)
 
-    accepted = await run_in_threadpool(check)
-    party = accepted.record
-    await spend_request_token(services, "relying-party", party.id, accepted.jti)
-    now = time.time()
-
-    def seen() -> None:
-        with services.sessions() as session:
-            relyingparties.record_seen(session, party.id, now)
-            session.commit()
-
-    await run_in_threadpool(seen)
-    return party
+    accepted = await signed_caller(
+        request,
+        "relying-party",
+        relyingparties.authenticate,
+        seen,
+        inactive="relying_party_deactivated",
+    )
+    return accepted.record
 
 
 RelyingPartyDep = Annotated[RelyingPartyRecord, Depends(caller_check(_relying_party))]

@@ -12,9 +12,10 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from idcode.bundle import sign_bundle, sign_delta
-from idcode.errors import RequestRefused, TerminalAuthError
+from idcode.errors import RequestRefused
 from idcode.protocol import MAX_EVENTS_PER_BATCH
 from idcode.scenes import encode_scene_key
 from idcode.service import relyingparties
@@ -23,9 +24,8 @@ from idcode.service.api.deps import (
     OperatorDep,
     Services,
     ServicesDep,
-    bearer_token,
     caller_check,
-    spend_request_token,
+    signed_caller,
 )
 from idcode.service.api.problems import Problem, problem_responses
 from idcode.service.events import EVENT_ID, ScanEventIn, as_utc, check_events, delete_event, ingest
@@ -84,49 +84,19 @@ def _view(record: TerminalRecord) -> dict[str, Any]:
 
 
 async def _terminal(request: Request) -> TerminalRecord:
-    """The terminal that signed this request, or a 401/403 problem.
+    """The terminal that signed this request, or a 401/403 problem (deps.signed_caller)."""
 
-    In this order: every check of the token (signature, times, decommissioning), then its
-    single use, and only then the terminal's last-seen time and clock drift: a replayed or
-    otherwise refused token changes nothing operators read about the terminal."""
-    services: Services = request.app.state.services
-    token = bearer_token(request)
-    if token is None:
-        raise Problem(
-            401,
-            "missing_token",
-            "A terminal token is required.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    def seen(session: Session, accepted: AuthenticatedTerminal, now: float) -> None:
+        record_seen(session, accepted.record.id, accepted.clock_drift, now)
 
-    def check() -> AuthenticatedTerminal:
-        with services.sessions() as session:
-            return _authenticate(session, token)
-
-    accepted = await run_in_threadpool(check)
-    terminal = accepted.record
-    await spend_request_token(services, "terminal", terminal.id, accepted.jti)
-    now = time.time()
-
-    def seen() -> None:
-        with services.sessions() as session:
-            record_seen(session, terminal.id, accepted.clock_drift, now)
-            session.commit()
-
-    await run_in_threadpool(seen)
-    return terminal
+    accepted = await signed_caller(
+        request, "terminal", authenticate, seen, inactive="terminal_decommissioned"
+    )
+    return accepted.record
 
 
 # For routes with a body: checked before the body is read (deps.AuthenticatedFirst), once.
 TerminalDep = Annotated[TerminalRecord, Depends(caller_check(_terminal))]
-
-
-def _authenticate(session: Any, token: str) -> AuthenticatedTerminal:
-    try:
-        return authenticate(session, token)
-    except TerminalAuthError as exc:
-        status = 403 if exc.reason == "terminal_decommissioned" else 401
-        raise Problem(status, exc.reason, "The terminal token was refused.", str(exc)) from None
 
 
 @router.post(
