@@ -120,6 +120,42 @@ def identify(
     )
 
 
+@dataclass(frozen=True)
+class PartyTerminal:
+    """A terminal registered for a relying party (a hospital's kiosk), with its key."""
+
+    id: str
+    private_key: Ed25519PrivateKey
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {terminal_token(self.id, self.private_key)}"}
+
+
+def register_terminal(
+    client: TestClient,
+    tokens: Tokens,
+    party: Party | None,
+    scene: str = "hospital",
+    site: str = "ward-3",
+) -> PartyTerminal:
+    """Register a terminal (an operator's request), for ``party`` unless None."""
+    key = Ed25519PrivateKey.generate()
+    body: dict[str, Any] = {"scene": scene, "site": site, "public_jwk": public_jwk(key)}
+    if party is not None:
+        body["relying_party"] = party.id
+    registered = client.post("/v1/terminals", json=body, headers=tokens.operator())
+    assert registered.status_code == 201, registered.text
+    return PartyTerminal(registered.json()["id"], key)
+
+
+def bundle_scene(client: TestClient, terminal: PartyTerminal, settings: Settings) -> dict[str, Any]:
+    """The scene of the terminal's trust bundle, checked with the city root key it pins."""
+    fetched = client.get("/v1/trust-bundle", headers=terminal.headers())
+    assert fetched.status_code == 200, fetched.text
+    root = open_key_store(settings.keys_dir).root_public_jwk()
+    return verify_bundle(fetched.text, root).scene
+
+
 # -- relying parties --------------------------------------------------------------------------
 
 
@@ -658,32 +694,15 @@ def test_a_partys_terminal_recognises_the_subjects_it_linked(
     hospital = register_party(["name"], sector="health")
     identified = identify(client, hospital, consent_code(client, tokens, id_number, hospital, []))
     subject = identified.json()["subject"]
-    kiosk_key = Ed25519PrivateKey.generate()
-    body = {
-        "scene": "community",
-        "site": "hospital-1",
-        "public_jwk": public_jwk(kiosk_key),
-        "relying_party": hospital.id,
-    }
-    registered = client.post("/v1/terminals", json=body, headers=tokens.operator())
-    assert registered.status_code == 201, registered.text
-    kiosk = registered.json()["id"]
-    root = open_key_store(service_settings.keys_dir).root_public_jwk()
-
-    def bundle_scene() -> dict[str, Any]:
-        token = terminal_token(kiosk, kiosk_key)
-        fetched = client.get("/v1/trust-bundle", headers={"Authorization": f"Bearer {token}"})
-        assert fetched.status_code == 200, fetched.text
-        return verify_bundle(fetched.text, root).scene
-
-    before = bundle_scene()
+    kiosk = register_terminal(client, tokens, hospital)
+    before = bundle_scene(client, kiosk, service_settings)
     assert before["data"]["linked_subjects"] == []
     # Its bundle names the party, so the kiosk hands each decision's subject to the party's
     # own software (docs/terminal.md).
     assert before["relying_party"] == hospital.id
     response = client.put(f"/v1/links/{subject}", headers=hospital.headers())
     assert response.status_code == 204, response.text
-    after = bundle_scene()
+    after = bundle_scene(client, kiosk, service_settings)
     assert after["data"]["linked_subjects"] == [subject]
     # The kiosk computes, offline, the very subject the desk was given.
     pseudonym = bytes.fromhex(
@@ -693,7 +712,7 @@ def test_a_partys_terminal_recognises_the_subjects_it_linked(
     listed = client.get("/v1/links", headers=hospital.headers()).json()
     assert listed == {"subjects": [subject]}
     assert client.delete(f"/v1/links/{subject}", headers=hospital.headers()).status_code == 204
-    assert bundle_scene()["data"]["linked_subjects"] == []
+    assert bundle_scene(client, kiosk, service_settings)["data"]["linked_subjects"] == []
     assert_problem(
         client.delete(f"/v1/links/{subject}", headers=hospital.headers()), 404, "link_not_found"
     )
@@ -721,20 +740,17 @@ def test_deactivating_a_party_decommissions_its_terminals(
     client: TestClient, tokens: Tokens, register_party: RegisterParty
 ) -> None:
     party = register_party()
-    kiosk_key = Ed25519PrivateKey.generate()
-    body = {
-        "scene": "community",
-        "site": "hall",
-        "public_jwk": public_jwk(kiosk_key),
-        "relying_party": party.id,
-    }
-    kiosk = client.post("/v1/terminals", json=body, headers=tokens.operator()).json()["id"]
+    kiosk = register_terminal(client, tokens, party)
     client.post(f"/v1/relying-parties/{party.id}/deactivate", headers=tokens.operator())
-    token = terminal_token(kiosk, kiosk_key)
-    response = client.get("/v1/trust-bundle", headers={"Authorization": f"Bearer {token}"})
+    response = client.get("/v1/trust-bundle", headers=kiosk.headers())
     assert_problem(response, 403, "terminal_decommissioned")
     # And no new terminal can be registered for it.
-    body["public_jwk"] = public_jwk(Ed25519PrivateKey.generate())
+    body = {
+        "scene": "hospital",
+        "site": "ward-3",
+        "public_jwk": public_jwk(Ed25519PrivateKey.generate()),
+        "relying_party": party.id,
+    }
     response = client.post("/v1/terminals", json=body, headers=tokens.operator())
     assert_problem(response, 422, "relying_party_not_found")
 
@@ -743,21 +759,11 @@ def test_only_a_relying_partys_terminal_gets_a_bundle_naming_a_party(
     client: TestClient, tokens: Tokens, register_party: RegisterParty, service_settings: Settings
 ) -> None:
     hospital = register_party(["name"], sector="health")
-    root = open_key_store(service_settings.keys_dir).root_public_jwk()
 
-    def bundle_of(party: str | None) -> dict[str, Any]:
-        key = Ed25519PrivateKey.generate()
-        body = {"scene": "hospital", "site": "ward-3", "public_jwk": public_jwk(key)}
-        if party is not None:
-            body["relying_party"] = party
-        registered = client.post("/v1/terminals", json=body, headers=tokens.operator())
-        assert registered.status_code == 201, registered.text
-        token = terminal_token(registered.json()["id"], key)
-        fetched = client.get("/v1/trust-bundle", headers={"Authorization": f"Bearer {token}"})
-        assert fetched.status_code == 200, fetched.text
-        return verify_bundle(fetched.text, root).scene
+    def bundle_of(party: Party | None) -> dict[str, Any]:
+        return bundle_scene(client, register_terminal(client, tokens, party), service_settings)
 
-    kiosk, screen = bundle_of(hospital.id), bundle_of(None)
+    kiosk, screen = bundle_of(hospital), bundle_of(None)
     assert kiosk["relying_party"] == hospital.id
     assert "relying_party" not in screen
     assert set(screen) == {"scene", "site", "version", "data", "subject_key"}

@@ -33,11 +33,13 @@ from tests.service.test_identification import (
     Party,
     RegisterParty,
     assert_problem,
+    bundle_scene,
     consent_code,
     identify,
     plain_code,
     public_jwk,
     register_party,
+    register_terminal,
 )
 from tests.services import Tokens
 
@@ -872,46 +874,14 @@ def test_a_party_learns_nothing_from_links_about_subjects_not_disclosed_to_it(
 def test_a_partys_terminal_gets_only_its_partys_key_and_links(
     client: TestClient, tokens: Tokens, enrol: Enrol, register_party: RegisterParty
 ) -> None:
-    from idcode.bundle import verify_bundle
-    from idcode.keystore import open_key_store
 
     _, id_number = enrol()
     hall, hospital = register_party(), register_party(sector="health")
     at_hall = identify(client, hall, consent_code(client, tokens, id_number, hall, [])).json()
     client.put(f"/v1/links/{at_hall['subject']}", headers=hall.headers())
-    kiosk_key = Ed25519PrivateKey.generate()
-    body = {
-        "scene": "community",
-        "site": "hospital-9",
-        "public_jwk": public_jwk(kiosk_key),
-        "relying_party": hospital.id,
-    }
-    kiosk = client.post("/v1/terminals", json=body, headers=tokens.operator()).json()["id"]
-    fetched = client.get("/v1/trust-bundle", headers=bearer(terminal_token(kiosk, kiosk_key)))
     settings: Settings = client.app.state.services.settings  # type: ignore[attr-defined]
-    scene = verify_bundle(fetched.text, open_key_store(settings.keys_dir).root_public_jwk()).scene
+    scene = bundle_scene(client, register_terminal(client, tokens, hospital), settings)
     assert scene["data"]["linked_subjects"] == []
-
-
-def test_a_partys_terminal_finds_its_partys_id_in_the_bundle_scene(
-    client: TestClient, tokens: Tokens, register_party: RegisterParty
-) -> None:
-    from idcode.bundle import verify_bundle
-    from idcode.keystore import open_key_store
-
-    hospital = register_party(sector="health")
-    kiosk_key = Ed25519PrivateKey.generate()
-    body = {
-        "scene": "community",
-        "site": "hospital-8",
-        "public_jwk": public_jwk(kiosk_key),
-        "relying_party": hospital.id,
-    }
-    kiosk = client.post("/v1/terminals", json=body, headers=tokens.operator()).json()["id"]
-    fetched = client.get("/v1/trust-bundle", headers=bearer(terminal_token(kiosk, kiosk_key)))
-    settings: Settings = client.app.state.services.settings  # type: ignore[attr-defined]
-    scene = verify_bundle(fetched.text, open_key_store(settings.keys_dir).root_public_jwk()).scene
-    assert scene.get("relying_party") == hospital.id
 
 
 def test_no_answer_to_one_party_carries_another_partys_subject(
