@@ -1,9 +1,9 @@
-"""A real ``idcode serve`` for the service benchmarks (issuance.py, soak.py).
+"""A real ``idcode serve`` for the service benchmarks (issuance.py, soak.py, identify.py).
 
 A PostgreSQL database and a Redis key prefix of its own, a temporary key store, cards
 enrolled directly in the database, one citizen ID token per card from the development
 identity provider, and the server process; all removed on the way out, also on Ctrl-C,
-SIGTERM or an error.
+SIGTERM or an error. Relying parties are registered through the operator API.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from typing import Any
 
 import psycopg
 import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
 
 from idcode.cose import Algorithm
 from idcode.keys import keys_from_jwks
@@ -70,6 +72,21 @@ class Service:
 class Server:
     base_url: str
     pid: int
+
+
+@dataclass(frozen=True)
+class RelyingParty:
+    """A relying party registered through the API, as its counter runs: id and private key."""
+
+    id: str
+    private_key: Ed25519PrivateKey
+    purpose: str
+    attributes: tuple[str, ...]
+
+    def consent_body(self) -> bytes:
+        """The body of ``POST /v1/codes`` that consents to this party's identification."""
+        disclose = {"to": self.id, "attributes": list(self.attributes), "purpose": self.purpose}
+        return json.dumps({"disclose": disclose}, separators=(",", ":")).encode()
 
 
 def interrupt_on_sigterm() -> None:
@@ -123,8 +140,12 @@ def free_port() -> int:
         return port
 
 
-def http(method: str, url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, method=method, headers=headers or {})  # noqa: S310
+def http(
+    method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(  # noqa: S310 (our server)
+        url, data=body, method=method, headers=headers or {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (our server)
             return int(response.status), bytes(response.read())
@@ -253,6 +274,48 @@ def check_issuance(base_url: str, token: str) -> None:
     verdict = verify(json.loads(body)["code"], trust, int(time.time()))
     if not verdict.valid:
         raise BenchError(f"the issued code does not verify: {verdict}")
+
+
+def register_relying_party(
+    base_url: str,
+    settings: Settings,
+    attributes: Sequence[str] = ("name", "id_number", "residency"),
+    purpose: str = "registration",
+) -> RelyingParty:
+    """A service-hall relying party with an Ed25519 key, registered by an operator."""
+    key = Ed25519PrivateKey.generate()
+    operator = dev_token(settings, "bench-operator", roles=(settings.operator_role,))
+    new = {
+        "name": "bench service hall",
+        "sector": "government",
+        "purposes": [purpose],
+        "attributes": list(attributes),
+        "public_jwk": OKPAlgorithm.to_jwk(key.public_key(), as_dict=True),
+    }
+    status, body = http(
+        "POST",
+        base_url + "/v1/relying-parties",
+        {"Authorization": f"Bearer {operator}", "Content-Type": "application/json"},
+        json.dumps(new).encode(),
+    )
+    if status != 201:
+        raise BenchError(f"POST /v1/relying-parties answered {status}: {body[:300]!r}")
+    return RelyingParty(json.loads(body)["id"], key, purpose, tuple(attributes))
+
+
+def check_consent_issuance(base_url: str, token: str, party: RelyingParty) -> None:
+    """One consent code through the API before timing: it names the party."""
+    status, body = http(
+        "POST",
+        base_url + "/v1/codes",
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        party.consent_body(),
+    )
+    if status != 200:
+        raise BenchError(f"POST /v1/codes with consent answered {status}: {body[:300]!r}")
+    disclosing = json.loads(body).get("disclose") or {}
+    if disclosing.get("to") != party.id or disclosing.get("attributes") != list(party.attributes):
+        raise BenchError(f"the consent code does not disclose as asked: {disclosing}")
 
 
 def server_versions(database_url: str, redis_url: str) -> str:
