@@ -602,6 +602,24 @@ def test_a_relying_party_token_is_single_use_and_must_be_its_keys(
     assert_problem(client.post("/v1/identify", json=body, headers=headers), 401, "token_replayed")
 
 
+def test_operators_see_that_a_party_called_only_once_its_token_was_accepted(
+    client: TestClient, tokens: Tokens, register_party: RegisterParty
+) -> None:
+    party = register_party()
+
+    def last_seen() -> str | None:
+        response = client.get(f"/v1/relying-parties/{party.id}", headers=tokens.operator())
+        assert response.status_code == 200, response.text
+        seen: str | None = response.json().get("last_seen_at")
+        return seen
+
+    forged = Party(party.id, Ed25519PrivateKey.generate())
+    assert_problem(client.get("/v1/links", headers=forged.headers()), 401, "invalid_token")
+    assert last_seen() is None
+    assert client.get("/v1/links", headers=party.headers()).status_code == 200
+    assert last_seen() is not None
+
+
 def test_a_citizen_or_operator_token_cannot_identify(
     client: TestClient, tokens: Tokens, enrol: Enrol, register_party: RegisterParty
 ) -> None:

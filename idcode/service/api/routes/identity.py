@@ -62,7 +62,9 @@ class RelyingPartyOut(BaseModel):
     active: bool | None = None
     created_at: datetime | None = None
     deactivated_at: datetime | None = None
-    last_seen_at: datetime | None = None
+    last_seen_at: datetime | None = Field(
+        default=None, description="When its counters last called, to within a second."
+    )
 
 
 class Identification(BaseModel):
@@ -133,10 +135,14 @@ def _view(record: RelyingPartyRecord, operator: bool) -> dict[str, Any]:
 
 
 async def _relying_party(request: Request) -> RelyingPartyRecord:
-    """The relying party that signed this request, or a 401/403 problem (deps.signed_caller)."""
+    """The relying party that signed this request, or a 401/403 problem (deps.signed_caller).
+    Its last-seen time is kept to within relyingparties.SEEN_RESOLUTION."""
 
     def seen(session: Session, accepted: relyingparties.AuthenticatedParty, now: float) -> None:
-        relyingparties.record_seen(session, accepted.record.id, now)
+        # Nothing to write, so the session never takes a connection: the common case of a
+        # busy party, whose counters would otherwise all queue on its one row.
+        if not relyingparties.seen_recently(accepted.record, now):
+            relyingparties.record_seen(session, accepted.record.id, now)
 
     accepted = await signed_caller(
         request,
