@@ -132,14 +132,19 @@ def identify(
     the spent consent and its record together."""
     if purpose not in party.purposes:
         raise ConsentRefused("unknown_purpose", "this relying party has no such purpose", 422)
-    consent = session.get(ConsentRecord, claims.code_id)
-    if consent is None:
+    # The consent and its card in one round trip (an identification makes several).
+    found = session.execute(
+        select(ConsentRecord, CardRecord)
+        .outerjoin(CardRecord, CardRecord.id == ConsentRecord.card_id)
+        .where(ConsentRecord.code_id == claims.code_id)
+    ).first()
+    if found is None:
         raise ConsentRefused(NO_CONSENT, "the citizen gave no consent with this code")
+    consent, card = found
     if consent.relying_party_id != party.id:
         raise ConsentRefused(OTHER_PARTY, "the consent of this code is for another party")
     if consent.purpose is not None and consent.purpose != purpose:
         raise ConsentRefused(PURPOSE_MISMATCH, "the citizen consented to another purpose")
-    card = session.scalars(select(CardRecord).where(CardRecord.id == consent.card_id)).first()
     if (
         card is None
         or card.pseudonym != claims.card.pseudonym
