@@ -5,9 +5,11 @@ Starts one ``idcode serve`` process on a database and a Redis prefix of its own,
 cards, and drives it with ``wrk``: ``POST /v1/codes`` (each request with another citizen's
 ID token) and ``GET /healthz`` (the no-op), alternately in several rounds so both see the
 same noise. Prints requests/s, latency and errors per endpoint and the ratio
-issuance / no-op against the target (>= 0.3x).
+issuance / no-op against the target (>= 0.3x). With ``--consent`` a third endpoint joins the
+rounds: ``POST /v1/codes`` with a consent body (identification, issue 12), which also writes the
+consent to the database.
 
-    .venv/bin/python bench/issuance.py [--rounds R] [--seconds S] [--cards N]
+    .venv/bin/python bench/issuance.py [--rounds R] [--seconds S] [--cards N] [--consent]
 
 Needs ``wrk`` (Debian/Ubuntu: ``apt-get install wrk``), PostgreSQL and Redis as for the
 tests (IDCODE_TEST_POSTGRES_URL, IDCODE_TEST_REDIS_URL). The database, the Redis keys and
@@ -36,10 +38,12 @@ from pathlib import Path
 from _service import (
     REDIS_URL,
     BenchError,
+    check_consent_issuance,
     check_issuance,
     cpu_model,
     interrupt_on_sigterm,
     prepare_service,
+    register_relying_party,
     running_server,
     server_versions,
 )
@@ -48,7 +52,9 @@ RATIO_TARGET = 0.3
 WARM_UP_SECONDS = 1
 
 ISSUE = "POST /v1/codes"
+CONSENT = "POST /v1/codes+consent"  # the same route with a consent body
 NOOP = "GET /healthz"
+MODES = {ISSUE: "issue", CONSENT: "consent", NOOP: "noop"}
 
 # One Lua state per wrk thread. Requests are formatted once in init() and then only picked
 # in turn, so the generator spends its time on sockets, not on building requests. done()
@@ -64,7 +70,7 @@ function setup(thread)
 end
 
 function init(args)
-  local mode, tokens_file = args[1], args[2]
+  local mode, tokens_file, body_file = args[1], args[2], args[3]
   if mode == "issue" then
     for token in io.lines(tokens_file) do
       requests[#requests + 1] = wrk.format("POST", "/v1/codes", {
@@ -72,6 +78,17 @@ function init(args)
         ["Accept"] = "application/json",
         ["Content-Length"] = "0",
       })
+    end
+  elseif mode == "consent" then
+    local file = io.open(body_file, "rb")
+    local body = file:read("*a")
+    file:close()
+    for token in io.lines(tokens_file) do
+      requests[#requests + 1] = wrk.format("POST", "/v1/codes", {
+        ["Authorization"] = "Bearer " .. token,
+        ["Accept"] = "application/json",
+        ["Content-Type"] = "application/json",
+      }, body)
     end
   else
     requests[1] = wrk.format("GET", "/healthz")
@@ -122,9 +139,9 @@ class LoadGenerator:
     timeout: int
     script: Path
     tokens: Path
+    consent_body: Path
 
     def command(self, base_url: str, endpoint: str, seconds: float | None = None) -> list[str]:
-        mode = "issue" if endpoint == ISSUE else "noop"
         return [
             self.wrk,
             f"--threads={self.threads}",
@@ -134,8 +151,9 @@ class LoadGenerator:
             f"--script={self.script}",
             base_url,
             "--",
-            mode,
+            MODES[endpoint],
             str(self.tokens),
+            *([str(self.consent_body)] if endpoint == CONSENT else []),
         ]
 
     def run(self, base_url: str, endpoint: str, seconds: float | None = None) -> WrkResult:
@@ -166,13 +184,23 @@ class LoadGenerator:
 # --- measuring and reporting ----------------------------------------------------------
 
 
-def measure(generator: LoadGenerator, base_url: str, rounds: int) -> dict[str, list[WrkResult]]:
+def measure(
+    generator: LoadGenerator, base_url: str, rounds: int, endpoints: Sequence[str]
+) -> dict[str, list[WrkResult]]:
     # The warm-up fills the card cache, as in a service that has been running a while.
-    for endpoint in (NOOP, ISSUE):
+    for endpoint in endpoints:
         generator.run(base_url, endpoint, WARM_UP_SECONDS)
-    results: dict[str, list[WrkResult]] = {NOOP: [], ISSUE: []}
+    results: dict[str, list[WrkResult]] = {endpoint: [] for endpoint in endpoints}
     for index in range(rounds):
-        order = (NOOP, ISSUE) if index % 2 == 0 else (ISSUE, NOOP)
+        # Two endpoints swap every round; three take turns at each place.
+        shift = index % len(endpoints)
+        order = (
+            tuple(endpoints[shift:]) + tuple(endpoints[:shift])
+            if len(endpoints) > 2
+            else tuple(endpoints)
+            if index % 2 == 0
+            else tuple(reversed(endpoints))
+        )
         for endpoint in order:
             results[endpoint].append(generator.run(base_url, endpoint))
         print(
@@ -190,7 +218,9 @@ def wrk_version(wrk: str) -> str:
     return first[0].split(" Copyright")[0] if first else "wrk"
 
 
-def print_header(generator: LoadGenerator, base_url: str, services: str, cards: int) -> None:
+def print_header(
+    generator: LoadGenerator, base_url: str, services: str, cards: int, endpoints: Sequence[str]
+) -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"machine: {cpu_model()}, os.cpu_count()={os.cpu_count()}, "
@@ -206,27 +236,31 @@ def print_header(generator: LoadGenerator, base_url: str, services: str, cards: 
         f"{generator.connections} connections, {generator.seconds:g} s per run, "
         f"timeout {generator.timeout} s, on the same machine"
     )
-    print(f"  {NOOP:<15} {shlex.join(generator.command(base_url, NOOP))}")
-    print(f"  {ISSUE:<15} {shlex.join(generator.command(base_url, ISSUE))}")
+    for endpoint in endpoints:
+        print(f"  {endpoint:<15} {shlex.join(generator.command(base_url, endpoint))}")
     print(
         f"  (issuance rotates over {cards} pre-minted citizen ID tokens, one per card; "
         f"warm-up {WARM_UP_SECONDS} s per endpoint first, not counted)"
     )
+    if CONSENT in endpoints:
+        print(f"  (consent body, the same for every citizen: {generator.consent_body.read_text()})")
 
 
 def print_results(results: dict[str, list[WrkResult]]) -> None:
     rounds = len(results[NOOP])
     print()
-    print(f"{rounds} rounds, the two endpoints alternating (order swapped every round)")
+    if len(results) > 2:
+        print(f"{rounds} rounds, the {len(results)} endpoints in turn (order rotated every round)")
+    else:
+        print(f"{rounds} rounds, the two endpoints alternating (order swapped every round)")
     print(
-        f"{'endpoint':<16}{'median req/s':>13}{'min-max req/s':>18}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'endpoint':<23}{'median req/s':>13}{'min-max req/s':>18}{'p50 ms':>8}{'p99 ms':>8}"
         f"{'requests':>10}{'non-2xx':>9}{'sock err':>9}"
     )
-    for endpoint in (NOOP, ISSUE):
-        runs = results[endpoint]
+    for endpoint, runs in results.items():
         rates = [run.per_second for run in runs]
         print(
-            f"{endpoint:<16}{statistics.median(rates):>13,.0f}"
+            f"{endpoint:<23}{statistics.median(rates):>13,.0f}"
             f"{f'{min(rates):,.0f}-{max(rates):,.0f}':>18}"
             f"{statistics.median(r.p50_ms for r in runs):>8.2f}"
             f"{statistics.median(r.p99_ms for r in runs):>8.2f}"
@@ -244,13 +278,24 @@ def print_results(results: dict[str, list[WrkResult]]) -> None:
         f"issuance / no-op: {ratio:.2f}x (round ratios {min(per_round):.2f}-"
         f"{max(per_round):.2f}x)  target >= {RATIO_TARGET}x {verdict}"
     )
+    if CONSENT in results:
+        consent = [run.per_second for run in results[CONSENT]]
+        for base, label in ((noop, "no-op"), (issue, "issuance")):
+            ratio = statistics.median(consent) / statistics.median(base)
+            per_round = [c / b for c, b in zip(consent, base, strict=True)]
+            print(
+                f"issuance with consent / {label}: {ratio:.2f}x (round ratios "
+                f"{min(per_round):.2f}-{max(per_round):.2f}x)"
+            )
     print(
         "   ratio = median req/s of POST /v1/codes over median req/s of GET /healthz, same\n"
         "   server, same run. p50/p99 = medians over the rounds of wrk's per-run latency\n"
         "   percentiles. non-2xx counts HTTP errors (a 4xx/5xx fails the run's figures);\n"
         "   sock err = connect/read/write errors and timeouts."
     )
-    failed = sum(r.non_2xx + r.socket_errors + r.timeouts for r in results[ISSUE] + results[NOOP])
+    failed = sum(
+        r.non_2xx + r.socket_errors + r.timeouts for runs in results.values() for r in runs
+    )
     if failed:
         print(f"   WARNING: {failed} requests failed; the figures above count them as served.")
 
@@ -264,6 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cards", type=int, default=300, help="cards enrolled (default 300)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument(
+        "--consent",
+        action="store_true",
+        help="also POST /v1/codes with a consent body for a registered relying party",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.seconds < 1 or args.cards < 1 or args.threads < 1:
         parser.error("--rounds, --seconds, --cards and --threads must be at least 1")
@@ -292,15 +342,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             tokens_file.write_text("\n".join(tokens) + "\n")
             script = workdir / "idcode.lua"
             script.write_text(WRK_SCRIPT)
+            consent_body = workdir / "consent.json"
             generator = LoadGenerator(
-                wrk, args.threads, args.connections, args.seconds, 5, script, tokens_file
+                wrk,
+                args.threads,
+                args.connections,
+                args.seconds,
+                5,
+                script,
+                tokens_file,
+                consent_body,
             )
+            endpoints = (NOOP, ISSUE, CONSENT) if args.consent else (NOOP, ISSUE)
 
             base_url = cleanup.enter_context(running_server(service.env, workdir)).base_url
             check_issuance(base_url, tokens[0])
+            if args.consent:
+                party = register_relying_party(base_url, service.settings)
+                consent_body.write_bytes(party.consent_body())
+                check_consent_issuance(base_url, tokens[0], party)
             versions = server_versions(service.database_url, REDIS_URL)
-            print_header(generator, base_url, versions, len(tokens))
-            results = measure(generator, base_url, args.rounds)
+            print_header(generator, base_url, versions, len(tokens), endpoints)
+            results = measure(generator, base_url, args.rounds, endpoints)
             print_results(results)
     except BenchError as exc:
         print(f"bench/issuance.py: {exc}", file=sys.stderr)
