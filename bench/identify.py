@@ -65,9 +65,10 @@ except ImportError:  # pragma: no cover
 
 RATIO_TARGET = 0.25
 WARM_UP_SECONDS = 1
-WARM_UP_BATCH = 3000
+WARM_UP_BATCH = 1000
 # A batch holds this many times the identifications the fastest run so far would need, so
-# that a run never runs out of fresh codes (one that does is void and done again).
+# that a run never runs out of fresh codes (one that does is void, and done again with a
+# batch twice as large).
 BATCH_MARGIN = 1.5
 RETRIES = 3
 COUNTER_LABEL = "bench-desk-1"
@@ -180,10 +181,6 @@ class WrkResult:
     def per_second(self) -> float:
         """200 answers a second: a refused identification does not count."""
         return self.ok / self.seconds
-
-    @property
-    def sent_per_second(self) -> float:
-        return (self.requests + self.exhausted) / self.seconds
 
 
 @dataclass(frozen=True)
@@ -384,22 +381,23 @@ def measure(
     )
     warm = generator.run(base_url, IDENTIFY, batch.path, WARM_UP_SECONDS)
     batch.path.unlink()
-    rate = warm.sent_per_second
+    rate = warm.per_second
     results: dict[str, list[WrkResult]] = {NOOP: [], IDENTIFY: []}
     measured = Measured(results, [], 0.0, 0, 0)
     for index in range(rounds):
         order = (NOOP, IDENTIFY) if index % 2 == 0 else (IDENTIFY, NOOP)
+        size = 0
         for _attempt in range(RETRIES):
             # Made at the start of the round, so that whichever endpoint follows it (the
             # order swaps every round) sees the after-effects of making it.
-            size = batch_size(rate, generator.seconds, generator.connections)
+            size = max(2 * size, batch_size(rate, generator.seconds, generator.connections))
             batch = prepare_batch(
                 base_url, citizen_tokens, party, size, workdir / f"batch-{index + 1}.txt"
             )
             before = disclosures_recorded(database_url)
             runs = {e: generator.run(base_url, e, batch.path) for e in order}
             identified = runs[IDENTIFY]
-            rate = max(rate, identified.sent_per_second)
+            rate = max(rate, identified.per_second)
             batch.path.unlink()
             if identified.exhausted == 0:
                 break
@@ -517,6 +515,11 @@ def print_results(measured: Measured, connections: int, code_ttl: int) -> None:
     )
     if measured.voided:
         print(f"   {measured.voided} run(s) ran out of fresh codes and were done again.")
+    if measured.oldest_code_seconds > code_ttl:
+        print(
+            "   WARNING: codes outlived their TTL before they were used (only the clock-skew\n"
+            "   allowance kept them valid): run with fewer --seconds."
+        )
     statuses: Counter[int] = Counter()
     for run in results[IDENTIFY] + results[NOOP]:
         statuses.update(run.statuses)
