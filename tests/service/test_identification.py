@@ -170,7 +170,8 @@ def test_citizens_list_active_relying_parties_and_what_each_may_ask_for(
     response = client.get("/v1/relying-parties", headers=tokens.citizen(id_number))
     assert response.status_code == 200, response.text
     listed = {party["id"]: party for party in response.json()}
-    assert set(listed) == {hall.id, shop.id}
+    # Other tests' parties may be listed too (one database per run).
+    assert hall.id in listed and shop.id in listed and gone.id not in listed
     # The vocabulary's order, whatever order the operator gave.
     assert listed[hall.id]["attributes"] == ["name", "id_number", "residency"]
     assert listed[shop.id] == {

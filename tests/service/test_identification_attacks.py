@@ -9,6 +9,8 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
+import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,12 +43,42 @@ from tests.service.test_identification import (
     register_party,
     register_terminal,
 )
-from tests.services import Tokens
+from tests.services import REDIS_RUN_PREFIX, Tokens
 
 __all__ = ["register_party"]  # the fixture, shared with test_identification
 
 #: A value no answer may repeat: it stands for whatever a caller sent.
 MARKER = "zq7Marker"
+
+
+# One service for the whole module: its ~170 cases each built and started their own (a third
+# of a second apiece). Every case enrols its own citizens and registers its own parties, so
+# none depends on another's; the database is one per run anyway (tests/services.py).
+@pytest.fixture(scope="module")
+def service_settings(
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str, redis_url: str
+) -> Settings:
+    home = tmp_path_factory.mktemp("identification-attacks")
+    return Settings(
+        environment="development",
+        keys_dir=home / "keys",
+        data_dir=home / "data",
+        demo_data=False,
+        database_url=postgres_url,
+        redis_url=redis_url,
+        redis_prefix=f"{REDIS_RUN_PREFIX}{secrets.token_hex(3)}:",
+    )
+
+
+@pytest.fixture(scope="module")
+def client(service_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(service_settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def tokens(service_settings: Settings) -> Tokens:
+    return Tokens(service_settings)
 
 
 def parallel(count: int, call: Callable[[int], int]) -> list[int]:
@@ -958,7 +990,6 @@ def test_the_access_log_of_a_served_service_holds_no_subject(
     tokens: Tokens,
     enrol: Enrol,
     register_party: RegisterParty,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """``idcode serve`` logs every request line (uvicorn's access log, on by default): the
     links routes carry a subject in their path, which must not reach that log."""
@@ -971,7 +1002,16 @@ def test_the_access_log_of_a_served_service_holds_no_subject(
     subject = identify(client, party, consent_code(client, tokens, id_number, party, [])).json()[
         "subject"
     ]
-    caplog.set_level("INFO")
+    # A handler of its own on the access logger: an earlier test's logging configuration may
+    # have stopped it propagating to pytest's capture, or disabled it.
+    access: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: access.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("uvicorn.access")
+    saved = (logger.disabled, logger.level)
+    logger.disabled = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
     config = uvicorn.Config(
         create_app(service_settings), host="127.0.0.1", port=0, access_log=True, log_config=None
     )
@@ -991,7 +1031,9 @@ def test_the_access_log_of_a_served_service_holds_no_subject(
     finally:
         server.should_exit = True
         thread.join(15)
-    access = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+        logger.removeHandler(handler)
+        logger.disabled, _ = saved
+        logger.setLevel(saved[1])
     assert len(access) == 3, access  # the log is on: the requests are there
     for line in access:
         assert subject not in line and "0" * 24 not in line, line
