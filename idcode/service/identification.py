@@ -32,6 +32,7 @@ from idcode.service.models import (
     DisclosureRecord,
     RelyingPartyRecord,
 )
+from idcode.service.partycache import KnownParty
 from idcode.service.pii import PersonalDataVault
 from idcode.service.requesttokens import PARTY_ID
 
@@ -41,6 +42,7 @@ OTHER_PARTY = "consented_to_another_party"
 PURPOSE_MISMATCH = "purpose_mismatch"
 CODE_USED = "code_used"
 REVOKED = "revoked"
+DEACTIVATED = "relying_party_deactivated"
 EXPIRED = "expired"  # the verifier's reason: the consent ends with the code
 
 
@@ -122,7 +124,7 @@ def give_consent(
 def identify(
     session: Session,
     vault: PersonalDataVault,
-    party: RelyingPartyRecord,
+    party: KnownParty,
     claims: CodeClaims,
     purpose: str,
     counter: str | None,
@@ -132,15 +134,20 @@ def identify(
     the spent consent and its record together."""
     if purpose not in party.purposes:
         raise ConsentRefused("unknown_purpose", "this relying party has no such purpose", 422)
-    # The consent and its card in one round trip (an identification makes several).
-    found = session.execute(
-        select(ConsentRecord, CardRecord)
+    # The party's state, the consent and its card in one round trip, in the transaction that
+    # records the disclosure: the party was authenticated from a cache (partycache.py), and
+    # a deactivation committed before this read cuts it off here on every replica.
+    active, consent, card = session.execute(
+        select(RelyingPartyRecord.active, ConsentRecord, CardRecord)
+        .select_from(RelyingPartyRecord)
+        .outerjoin(ConsentRecord, ConsentRecord.code_id == claims.code_id)
         .outerjoin(CardRecord, CardRecord.id == ConsentRecord.card_id)
-        .where(ConsentRecord.code_id == claims.code_id)
-    ).first()
-    if found is None:
+        .where(RelyingPartyRecord.id == party.id)
+    ).one()
+    if not active:
+        raise ConsentRefused(DEACTIVATED, "this relying party is deactivated", 403)
+    if consent is None:
         raise ConsentRefused(NO_CONSENT, "the citizen gave no consent with this code")
-    consent, card = found
     if consent.relying_party_id != party.id:
         raise ConsentRefused(OTHER_PARTY, "the consent of this code is for another party")
     if consent.purpose is not None and consent.purpose != purpose:

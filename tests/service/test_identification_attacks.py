@@ -606,6 +606,37 @@ def test_a_token_spent_on_one_replica_is_refused_by_another(
         assert_problem(identify(replica, party, code), 409, "code_used")
 
 
+def test_a_party_deactivated_on_one_replica_is_refused_at_once_by_another(
+    service_settings: Settings,
+    client: TestClient,
+    tokens: Tokens,
+    enrol: Enrol,
+    register_party: RegisterParty,
+) -> None:
+    """The other replica still holds the party as active in its cache (partycache.MAX_AGE):
+    the transactions that record an identification or change a link refuse it themselves."""
+    _, id_number = enrol()
+    party = register_party()
+    with TestClient(create_app(service_settings)) as replica:
+        subject = identify(replica, party, consent_code(client, tokens, id_number, party, []))
+        assert subject.status_code == 200, subject.text  # the replica now caches the party
+        code = consent_code(client, tokens, id_number, party, ["name"])
+        deactivated = client.post(
+            f"/v1/relying-parties/{party.id}/deactivate", headers=tokens.operator()
+        )
+        assert deactivated.status_code == 200
+        assert_problem(identify(replica, party, code), 403, "relying_party_deactivated")
+        link = f"/v1/links/{subject.json()['subject']}"
+        assert_problem(replica.put(link, headers=party.headers()), 403, "relying_party_deactivated")
+        assert_problem(
+            replica.delete(link, headers=party.headers()), 403, "relying_party_deactivated"
+        )
+    audit = client.get(
+        f"/v1/relying-parties/{party.id}/disclosures", headers=tokens.operator()
+    ).json()
+    assert len(audit) == 1
+
+
 def test_one_token_raced_to_two_replicas_is_accepted_once(
     service_settings: Settings,
     client: TestClient,

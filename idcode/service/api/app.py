@@ -19,6 +19,7 @@ from idcode.service.api.deps import BEARER_SCHEME, Services
 from idcode.service.api.routes import cards, codes, health, identity, passes, terminals, verify
 from idcode.service.auth import token_verifier
 from idcode.service.database import make_engine, make_session_factory
+from idcode.service.partycache import PartyCache
 from idcode.service.pii import vault_for
 from idcode.service.settings import Settings, get_settings
 from idcode.service.state import make_state
@@ -47,15 +48,17 @@ def build_services(settings: Settings) -> Services:
     keys.load(_now())
     vault = vault_for(settings)
     engine = make_engine(settings.sqlalchemy_url)
+    sessions = make_session_factory(engine)
     return Services(
         settings=settings,
         engine=engine,
-        sessions=make_session_factory(engine),
+        sessions=sessions,
         state=make_state(settings.redis_url, settings.redis_prefix),
         keys=keys,
         tokens=token_verifier(settings),
         vault=vault,
         code_prefix=settings.code_prefix,
+        parties=PartyCache(sessions),
     )
 
 
