@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, Executable, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from idcode.attributes import ATTRIBUTES, PURPOSE
@@ -32,7 +32,6 @@ from idcode.service.models import (
     DisclosureRecord,
     RelyingPartyRecord,
 )
-from idcode.service.partycache import KnownParty
 from idcode.service.pii import PersonalDataVault
 from idcode.service.requesttokens import PARTY_ID
 
@@ -121,94 +120,126 @@ def give_consent(
     )
 
 
-def identify(
-    session: Session,
-    vault: PersonalDataVault,
-    party: KnownParty,
-    claims: CodeClaims,
-    purpose: str,
-    counter: str | None,
-) -> dict[str, Any]:
-    """Spend the consent of the verified code ``claims`` describe and disclose what it allows
-    to ``party``, recorded; ConsentRefused saying why not. Not committed: the caller commits
-    the spent consent and its record together."""
-    if purpose not in party.purposes:
-        raise ConsentRefused("unknown_purpose", "this relying party has no such purpose", 422)
-    # The party's state, the consent and its card in one round trip, in the transaction that
-    # records the disclosure: the party was authenticated from a cache (partycache.py), and
-    # a deactivation committed before this read cuts it off here on every replica.
-    active, consent, card = session.execute(
-        select(RelyingPartyRecord.active, ConsentRecord, CardRecord)
+@dataclass(frozen=True, slots=True)
+class Presentation:
+    """An identification to record: a verified code presented by an authenticated party."""
+
+    party_id: str
+    party_attributes: tuple[str, ...]  # what the party may ask for
+    code_id: bytes
+    pseudonym: bytes
+    status_index: int
+    purpose: str  # one of the party's, checked before
+    counter: str | None
+
+
+def _presentation(party_id: str, code_id: bytes) -> Executable:
+    """The party's state, the consent of the code and its card: one row, read in the
+    transaction that records the disclosure."""
+    return (
+        select(
+            RelyingPartyRecord.active,
+            ConsentRecord.relying_party_id,
+            ConsentRecord.card_id,
+            ConsentRecord.attributes,
+            ConsentRecord.purpose,
+            ConsentRecord.used_at,
+            ConsentRecord.expires_at,
+            CardRecord.id,
+            CardRecord.pseudonym,
+            CardRecord.status_index,
+            CardRecord.status,
+            CardRecord.residency,
+            CardRecord.programmes,
+            CardRecord.version,
+            CardRecord.name_enc,
+            CardRecord.id_number_enc,
+            CardRecord.birth_date_enc,
+        )
         .select_from(RelyingPartyRecord)
-        .outerjoin(ConsentRecord, ConsentRecord.code_id == claims.code_id)
+        .outerjoin(ConsentRecord, ConsentRecord.code_id == code_id)
         .outerjoin(CardRecord, CardRecord.id == ConsentRecord.card_id)
-        .where(RelyingPartyRecord.id == party.id)
-    ).one()
-    if not active:
+        .where(RelyingPartyRecord.id == party_id)
+    )
+
+
+def identify(
+    connection: Connection, vault: PersonalDataVault, presented: Presentation, now: datetime
+) -> dict[str, Any]:
+    """Spend the consent of the presented code and disclose what it allows to the party,
+    recorded; ConsentRefused saying why not, having written nothing. Not committed: the caller
+    commits the spent consent and its record together (recorder.py, with others').
+
+    Core statements, not the ORM: this runs for every identification, one after the other
+    on the recorder's thread."""
+    # The party's state, the consent and its card in one round trip, in the transaction that
+    # records the disclosure: the party was authenticated from a cache (partycache.py), and a
+    # deactivation committed before this read cuts it off here, on every replica.
+    row = connection.execute(_presentation(presented.party_id, presented.code_id)).one()
+    if not row.active:
         raise ConsentRefused(DEACTIVATED, "this relying party is deactivated", 403)
-    if consent is None:
+    if row.relying_party_id is None:
         raise ConsentRefused(NO_CONSENT, "the citizen gave no consent with this code")
-    if consent.relying_party_id != party.id:
+    if row.relying_party_id != presented.party_id:
         raise ConsentRefused(OTHER_PARTY, "the consent of this code is for another party")
-    if consent.purpose is not None and consent.purpose != purpose:
+    if row.purpose is not None and row.purpose != presented.purpose:
         raise ConsentRefused(PURPOSE_MISMATCH, "the citizen consented to another purpose")
     if (
-        card is None
-        or card.pseudonym != claims.card.pseudonym
-        or card.status_index != claims.card.status_index
+        row.id is None
+        or row.pseudonym != presented.pseudonym
+        or row.status_index != presented.status_index
     ):
         raise ConsentRefused(NO_CONSENT, "the citizen gave no consent with this code")
-    if card.status != CardStatus.ACTIVE.value:
-        raise ConsentRefused(REVOKED, f"the card is {card.status}")
-    if consent.used_at is not None:
+    if row.status != CardStatus.ACTIVE.value:
+        raise ConsentRefused(REVOKED, f"the card is {row.status}")
+    if row.used_at is not None:
         raise ConsentRefused(CODE_USED, "this code was used for an identification before", 409)
-    now = datetime.now(UTC)
-    spent = session.execute(
+    names = [name for name in row.attributes if name in presented.party_attributes]
+    # Before anything is written: should a value not decrypt, nothing is spent or recorded.
+    values = _values(row, vault, names, now)
+    subject = subject_of(vault.relying_party_subject_key(presented.party_id), row.pseudonym)
+    spent = connection.execute(
         update(ConsentRecord)
         .where(
-            ConsentRecord.code_id == claims.code_id,
+            ConsentRecord.code_id == presented.code_id,
             ConsentRecord.used_at.is_(None),
             ConsentRecord.expires_at >= now,
         )
         .values(used_at=now)
-        # Not "evaluate" on the consent loaded above: SQLite gives back its expiry without a
-        # time zone, which Python cannot compare with ``now``. Nothing reads it after this.
-        .execution_options(synchronize_session=False)
     )
-    if not spent.rowcount:  # type: ignore[attr-defined]
+    if not spent.rowcount:
         # It ended between the code's verification and now (the code verified in its last
         # second): said as the verifier would say it a moment later, not as "used", which
         # would tell the counter the citizen identified with it elsewhere.
-        if _as_utc(consent.expires_at) < now:
+        if _as_utc(row.expires_at) < now:
             raise ConsentRefused(EXPIRED, "the code and its consent have expired", 422)
         # Another identification spent it first (on this replica or another).
         raise ConsentRefused(CODE_USED, "this code was used for an identification before", 409)
-    names = [name for name in consent.attributes if name in party.attributes]
-    subject = subject_of(vault.relying_party_subject_key(party.id), card.pseudonym)
-    record = DisclosureRecord(
-        at=now,
-        card_id=card.id,
-        relying_party_id=party.id,
-        purpose=purpose,
-        attributes=names,
-        counter=counter,
-        subject=subject,
-    )
-    session.add(record)
-    session.flush()
+    disclosure = connection.execute(
+        insert(DisclosureRecord)
+        .values(
+            at=now,
+            card_id=row.id,
+            relying_party_id=presented.party_id,
+            purpose=presented.purpose,
+            attributes=names,
+            counter=presented.counter,
+            subject=subject,
+        )
+        .returning(DisclosureRecord.id)
+    ).scalar_one()
     return {
         "subject": subject,
-        "attributes": _values(card, vault, names, now),
-        "purpose": purpose,
-        "disclosure": record.id,
+        "attributes": values,
+        "purpose": presented.purpose,
+        "disclosure": disclosure,
         "identified_at": now,
     }
 
 
-def _values(
-    card: CardRecord, vault: PersonalDataVault, names: list[str], now: datetime
-) -> dict[str, Any]:
-    """The values of the attributes ``names``, decrypted only when disclosed."""
+def _values(card: Any, vault: PersonalDataVault, names: list[str], now: datetime) -> dict[str, Any]:
+    """The values of the attributes ``names`` of ``card`` (a row with the card's columns),
+    decrypted only when disclosed."""
     values: dict[str, Any] = {}
     coarse = attribute_names(snapshot(card, vault, now)) if set(names) - _PERSONAL else {}
     for name in names:

@@ -1067,3 +1067,74 @@ def test_identification_and_links_work_on_the_embedded_sqlite_database(
         late = consent_code(client, tokens, id_number, party, ["name"])
         _end_open_consents(client, party)
         assert_problem(identify(client, party, late), 422, "expired")
+
+
+def _presentations(client: TestClient, party: Party, purpose: str = "registration") -> list[Any]:
+    """The party's unspent consents as the identify route hands them to the recorder."""
+    from sqlalchemy import select
+
+    from idcode.service.identification import Presentation
+    from idcode.service.models import CardRecord, ConsentRecord
+
+    services = client.app.state.services  # type: ignore[attr-defined]
+    with services.sessions() as session:
+        rows = session.execute(
+            select(ConsentRecord.code_id, CardRecord.pseudonym, CardRecord.status_index)
+            .join(CardRecord, CardRecord.id == ConsentRecord.card_id)
+            .where(ConsentRecord.relying_party_id == party.id, ConsentRecord.used_at.is_(None))
+        ).all()
+    return [
+        Presentation(party.id, ("name",), code_id, pseudonym, index, purpose, None)
+        for code_id, pseudonym, index in rows
+    ]
+
+
+def test_one_code_presented_twice_in_one_recording_transaction_is_disclosed_once(
+    client: TestClient, tokens: Tokens, enrol: Enrol, register_party: RegisterParty
+) -> None:
+    """The recorder runs a group's identifications in one transaction: the second
+    presentation of a code sees the first's spending and is refused as used."""
+    from idcode.errors import ConsentRefused
+    from idcode.service import identification
+
+    _, id_number = enrol()
+    party = register_party()
+    consent_code(client, tokens, id_number, party, ["name"])
+    (presentation,) = _presentations(client, party)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    with services.engine.begin() as connection:
+        first = identification.identify(connection, services.vault, presentation, now)
+        with pytest.raises(ConsentRefused) as second:
+            identification.identify(connection, services.vault, presentation, now)
+    assert first["attributes"].keys() == {"name"}
+    assert second.value.reason == "code_used" and second.value.status == 409
+    audit = client.get(
+        f"/v1/relying-parties/{party.id}/disclosures", headers=tokens.operator()
+    ).json()
+    assert len(audit) == 1
+
+
+def test_presentations_queued_together_are_each_answered_and_one_code_disclosed_once(
+    client: TestClient, tokens: Tokens, enrol: Enrol, register_party: RegisterParty
+) -> None:
+    import asyncio
+
+    from idcode.errors import ConsentRefused
+
+    _, id_number = enrol()
+    party = register_party()
+    for _ in range(3):
+        consent_code(client, tokens, id_number, party, ["name"])
+    presentations = _presentations(client, party)
+    recorder = client.app.state.services.recorder  # type: ignore[attr-defined]
+
+    async def present_all() -> list[Any]:
+        queued = [*presentations, presentations[0]]  # one code twice
+        return await asyncio.gather(*(recorder.identify(p) for p in queued), return_exceptions=True)
+
+    outcomes = asyncio.run(present_all())
+    answered = [o for o in outcomes if isinstance(o, dict)]
+    refused = [o.reason for o in outcomes if isinstance(o, ConsentRefused)]
+    assert len(answered) == 3 and refused == ["code_used"]
+    assert len({answer["disclosure"] for answer in answered}) == 3

@@ -19,7 +19,13 @@ from sqlalchemy import select
 from idcode.attributes import COUNTER, PURPOSE
 from idcode.codetext import MAX_CODE_LENGTH
 from idcode.cose import Algorithm
-from idcode.errors import ConsentRefused, Refusal, RelyingPartyAuthError, RequestRefused
+from idcode.errors import (
+    ConsentRefused,
+    RecordingFailed,
+    Refusal,
+    RelyingPartyAuthError,
+    RequestRefused,
+)
 from idcode.scenes import SUBJECT_PATTERN
 from idcode.service import identification, relyingparties
 from idcode.service.api.deps import (
@@ -337,19 +343,28 @@ async def identify(
             422, verdict.reason.value, "The code does not verify.", verdict.detail or None
         )
     claims = verdict.claims
-
-    def work() -> dict[str, Any]:
-        with services.sessions() as session:
-            try:
-                identified = identification.identify(
-                    session, services.vault, party, claims, presented.purpose, presented.counter
-                )
-            except ConsentRefused as exc:
-                raise Problem(exc.status, exc.reason, _REFUSALS.get(exc.reason, str(exc))) from None
-            session.commit()
-            return identified
-
-    identified = await run_in_threadpool(work)
+    presentation = identification.Presentation(
+        party_id=party.id,
+        party_attributes=party.attributes,
+        code_id=claims.code_id,
+        pseudonym=claims.card.pseudonym,
+        status_index=claims.card.status_index,
+        purpose=presented.purpose,
+        counter=presented.counter,
+    )
+    try:
+        identified = await services.recorder.identify(presentation)
+    except ConsentRefused as exc:
+        raise Problem(exc.status, exc.reason, _REFUSALS.get(exc.reason, str(exc))) from None
+    except RecordingFailed as exc:
+        if not exc.unavailable:
+            raise
+        raise Problem(
+            503,
+            "database_unavailable",
+            "The database cannot be reached; try again shortly.",
+            headers={"Retry-After": "5"},
+        ) from None
     response.headers["Cache-Control"] = "no-store"  # personal data: no cache keeps it
     return identified
 
