@@ -133,14 +133,12 @@ class Presentation:
     counter: str | None
 
 
-def _presentation(party_id: str, code_id: bytes) -> Executable:
-    """The party's state, the consent of the code and its card: one row, read in the
-    transaction that records the disclosure."""
+def _consents(code_ids: list[bytes]) -> Executable:
+    """The consents of these codes with their cards, read in the recording transaction."""
     return (
         select(
-            RelyingPartyRecord.active,
+            ConsentRecord.code_id,
             ConsentRecord.relying_party_id,
-            ConsentRecord.card_id,
             ConsentRecord.attributes,
             ConsentRecord.purpose,
             ConsentRecord.used_at,
@@ -156,85 +154,158 @@ def _presentation(party_id: str, code_id: bytes) -> Executable:
             CardRecord.id_number_enc,
             CardRecord.birth_date_enc,
         )
-        .select_from(RelyingPartyRecord)
-        .outerjoin(ConsentRecord, ConsentRecord.code_id == code_id)
         .outerjoin(CardRecord, CardRecord.id == ConsentRecord.card_id)
-        .where(RelyingPartyRecord.id == party_id)
+        .where(ConsentRecord.code_id.in_(code_ids))
     )
+
+
+@dataclass(slots=True)
+class _Accepted:
+    """A presentation that passed every check on what was read, before its consent is spent."""
+
+    index: int
+    presented: Presentation
+    card_id: str
+    names: list[str]
+    values: dict[str, Any]
+    subject: str
+    expires_at: datetime
 
 
 def identify(
-    connection: Connection, vault: PersonalDataVault, presented: Presentation, now: datetime
-) -> dict[str, Any]:
-    """Spend the consent of the presented code and disclose what it allows to the party,
-    recorded; ConsentRefused saying why not, having written nothing. Not committed: the caller
-    commits the spent consent and its record together (recorder.py, with others').
+    connection: Connection,
+    vault: PersonalDataVault,
+    presentations: list[Presentation],
+    now: datetime,
+) -> list[dict[str, Any] | ConsentRefused]:
+    """Spend the consents of the presented codes and disclose what each allows to its party,
+    recorded: for each presentation, in order, its answer or the ConsentRefused saying why
+    not (a refusal writes nothing). Not committed: the caller commits the spent consents and
+    their records together (recorder.py).
 
-    Core statements, not the ORM: this runs for every identification, one after the other
-    on the recorder's thread."""
-    # The party's state, the consent and its card in one round trip, in the transaction that
-    # records the disclosure: the party was authenticated from a cache (partycache.py), and a
-    # deactivation committed before this read cuts it off here, on every replica.
-    row = connection.execute(_presentation(presented.party_id, presented.code_id)).one()
-    if not row.active:
+    The whole group in four statements whatever its size (read the parties' states, read the
+    consents with their cards, spend, record), so that a group costs a few round trips rather
+    than three per identification; Core statements, not the ORM. The result is what running
+    them one after the other in this transaction would give: a code presented twice is
+    answered once, the second presentation refused as used."""
+    party_ids = {presented.party_id for presented in presentations}
+    # The parties' states in the transaction that records their disclosures: they were
+    # authenticated from a cache (partycache.py), and a deactivation committed before this read
+    # cuts a party off here, on every replica.
+    active = dict(
+        connection.execute(
+            select(RelyingPartyRecord.id, RelyingPartyRecord.active).where(
+                RelyingPartyRecord.id.in_(party_ids)
+            )
+        ).all()
+    )
+    consents = {
+        row.code_id: row
+        for row in connection.execute(_consents([p.code_id for p in presentations]))
+    }
+    outcomes: list[dict[str, Any] | ConsentRefused] = []
+    accepted: list[_Accepted] = []
+    first_of: dict[bytes, int] = {}  # code id -> the index of its first accepted presentation
+    for index, presented in enumerate(presentations):
+        try:
+            row = consents.get(presented.code_id)
+            _check(presented, active.get(presented.party_id), row)
+            assert row is not None
+            if presented.code_id in first_of:
+                # Presented twice in this group: decided once its first presentation's spending
+                # is known (below), as the second of two statements in a row would see it.
+                outcomes.append(ConsentRefused(CODE_USED, _USED, 409))
+                continue
+            names = [name for name in row.attributes if name in presented.party_attributes]
+            # Before anything is written: should a value not decrypt, nothing is written.
+            values = _values(row, vault, names, now)
+            subject = subject_of(vault.relying_party_subject_key(presented.party_id), row.pseudonym)
+        except ConsentRefused as refusal:
+            outcomes.append(refusal)
+            continue
+        first_of[presented.code_id] = index
+        accepted.append(
+            _Accepted(index, presented, row.id, names, values, subject, _as_utc(row.expires_at))
+        )
+        outcomes.append(ConsentRefused(CODE_USED, _USED, 409))  # until spent below
+    if not accepted:
+        return outcomes
+    spent = set(
+        connection.execute(
+            update(ConsentRecord)
+            .where(
+                ConsentRecord.code_id.in_([a.presented.code_id for a in accepted]),
+                ConsentRecord.used_at.is_(None),
+                ConsentRecord.expires_at >= now,
+            )
+            .values(used_at=now)
+            .returning(ConsentRecord.code_id)
+        ).scalars()
+    )
+    recorded = [a for a in accepted if a.presented.code_id in spent]
+    for refused in (a for a in accepted if a.presented.code_id not in spent):
+        if refused.expires_at < now:
+            # It ended between the code's verification and now (the code verified in its last
+            # second): said as the verifier would say it a moment later, not as "used", which
+            # would tell the counter the citizen identified with it elsewhere.
+            outcome = ConsentRefused(EXPIRED, "the code and its consent have expired", 422)
+            # A second presentation in this group is told the same.
+            for index, presented in enumerate(presentations):
+                if presented.code_id == refused.presented.code_id:
+                    outcomes[index] = outcome
+        # Otherwise another identification spent it first (on another replica): code_used.
+    if not recorded:
+        return outcomes
+    ids = connection.execute(
+        insert(DisclosureRecord).returning(DisclosureRecord.id, sort_by_parameter_order=True),
+        [
+            {
+                "at": now,
+                "card_id": a.card_id,
+                "relying_party_id": a.presented.party_id,
+                "purpose": a.presented.purpose,
+                "attributes": a.names,
+                "counter": a.presented.counter,
+                "subject": a.subject,
+            }
+            for a in recorded
+        ],
+    ).scalars()
+    for a, disclosure in zip(recorded, ids, strict=True):
+        outcomes[a.index] = {
+            "subject": a.subject,
+            "attributes": a.values,
+            "purpose": a.presented.purpose,
+            "disclosure": disclosure,
+            "identified_at": now,
+        }
+    return outcomes
+
+
+_USED = "this code was used for an identification before"
+
+
+def _check(presented: Presentation, active: bool | None, consent: Any) -> None:
+    """ConsentRefused unless ``consent`` (a row with its card's columns, None if there is
+    none) lets ``presented`` through, its spending aside; in the order the counter is told."""
+    if not active:
         raise ConsentRefused(DEACTIVATED, "this relying party is deactivated", 403)
-    if row.relying_party_id is None:
+    if consent is None:
         raise ConsentRefused(NO_CONSENT, "the citizen gave no consent with this code")
-    if row.relying_party_id != presented.party_id:
+    if consent.relying_party_id != presented.party_id:
         raise ConsentRefused(OTHER_PARTY, "the consent of this code is for another party")
-    if row.purpose is not None and row.purpose != presented.purpose:
+    if consent.purpose is not None and consent.purpose != presented.purpose:
         raise ConsentRefused(PURPOSE_MISMATCH, "the citizen consented to another purpose")
     if (
-        row.id is None
-        or row.pseudonym != presented.pseudonym
-        or row.status_index != presented.status_index
+        consent.id is None
+        or consent.pseudonym != presented.pseudonym
+        or consent.status_index != presented.status_index
     ):
         raise ConsentRefused(NO_CONSENT, "the citizen gave no consent with this code")
-    if row.status != CardStatus.ACTIVE.value:
-        raise ConsentRefused(REVOKED, f"the card is {row.status}")
-    if row.used_at is not None:
-        raise ConsentRefused(CODE_USED, "this code was used for an identification before", 409)
-    names = [name for name in row.attributes if name in presented.party_attributes]
-    # Before anything is written: should a value not decrypt, nothing is spent or recorded.
-    values = _values(row, vault, names, now)
-    subject = subject_of(vault.relying_party_subject_key(presented.party_id), row.pseudonym)
-    spent = connection.execute(
-        update(ConsentRecord)
-        .where(
-            ConsentRecord.code_id == presented.code_id,
-            ConsentRecord.used_at.is_(None),
-            ConsentRecord.expires_at >= now,
-        )
-        .values(used_at=now)
-    )
-    if not spent.rowcount:
-        # It ended between the code's verification and now (the code verified in its last
-        # second): said as the verifier would say it a moment later, not as "used", which
-        # would tell the counter the citizen identified with it elsewhere.
-        if _as_utc(row.expires_at) < now:
-            raise ConsentRefused(EXPIRED, "the code and its consent have expired", 422)
-        # Another identification spent it first (on this replica or another).
-        raise ConsentRefused(CODE_USED, "this code was used for an identification before", 409)
-    disclosure = connection.execute(
-        insert(DisclosureRecord)
-        .values(
-            at=now,
-            card_id=row.id,
-            relying_party_id=presented.party_id,
-            purpose=presented.purpose,
-            attributes=names,
-            counter=presented.counter,
-            subject=subject,
-        )
-        .returning(DisclosureRecord.id)
-    ).scalar_one()
-    return {
-        "subject": subject,
-        "attributes": values,
-        "purpose": presented.purpose,
-        "disclosure": disclosure,
-        "identified_at": now,
-    }
+    if consent.status != CardStatus.ACTIVE.value:
+        raise ConsentRefused(REVOKED, f"the card is {consent.status}")
+    if consent.used_at is not None:
+        raise ConsentRefused(CODE_USED, _USED, 409)
 
 
 def _values(card: Any, vault: PersonalDataVault, names: list[str], now: datetime) -> dict[str, Any]:

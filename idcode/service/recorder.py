@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from idcode.errors import ConsentRefused, RecordingFailed
+from idcode.errors import RecordingFailed
 from idcode.service import identification
 from idcode.service.identification import Presentation
 from idcode.service.pii import PersonalDataVault
@@ -121,13 +121,11 @@ class IdentificationRecorder:
         now = datetime.now(UTC)
         try:
             with self._engine.begin() as connection:
-                for pending in pendings:
-                    try:
-                        outcomes.append(
-                            identification.identify(connection, self._vault, pending.presented, now)
-                        )
-                    except ConsentRefused as refusal:
-                        outcomes.append(refusal)
+                outcomes.extend(
+                    identification.identify(
+                        connection, self._vault, [p.presented for p in pendings], now
+                    )
+                )
         except SQLAlchemyError as exc:
             # The type only: a driver's message may quote a statement's parameters.
             log.error("identifications not recorded, database: %s", type(exc).__name__)

@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from idcode.attributes import ATTRIBUTES
 from idcode.service.api.app import create_app
+from idcode.service.identification import Presentation
 from idcode.service.settings import Settings
 from idcode.terminaltoken import RELYING_PARTY_AUDIENCE, TERMINAL_AUDIENCE, terminal_token
 from idcode.testing import random_id_number
@@ -1073,7 +1074,6 @@ def _presentations(client: TestClient, party: Party, purpose: str = "registratio
     """The party's unspent consents as the identify route hands them to the recorder."""
     from sqlalchemy import select
 
-    from idcode.service.identification import Presentation
     from idcode.service.models import CardRecord, ConsentRecord
 
     services = client.app.state.services  # type: ignore[attr-defined]
@@ -1089,30 +1089,44 @@ def _presentations(client: TestClient, party: Party, purpose: str = "registratio
     ]
 
 
-def test_one_code_presented_twice_in_one_recording_transaction_is_disclosed_once(
+def test_one_code_presented_twice_in_one_recording_group_is_disclosed_once(
     client: TestClient, tokens: Tokens, enrol: Enrol, register_party: RegisterParty
 ) -> None:
-    """The recorder runs a group's identifications in one transaction: the second
-    presentation of a code sees the first's spending and is refused as used."""
+    """The recorder decides a group's identifications together, in one transaction: the
+    second presentation of a code is refused as used, as it would be one after the other."""
     from idcode.errors import ConsentRefused
     from idcode.service import identification
 
     _, id_number = enrol()
     party = register_party()
+    rogue = register_party()
     consent_code(client, tokens, id_number, party, ["name"])
-    (presentation,) = _presentations(client, party)
+    consent_code(client, tokens, id_number, party, ["name"])
+    first, other = _presentations(client, party)
+    stolen = Presentation(rogue.id, ("name",), *_code_and_card(first))
     services = client.app.state.services  # type: ignore[attr-defined]
     now = datetime.now(UTC)
     with services.engine.begin() as connection:
-        first = identification.identify(connection, services.vault, presentation, now)
-        with pytest.raises(ConsentRefused) as second:
-            identification.identify(connection, services.vault, presentation, now)
-    assert first["attributes"].keys() == {"name"}
-    assert second.value.reason == "code_used" and second.value.status == 409
+        outcomes = identification.identify(
+            connection, services.vault, [stolen, first, other, first], now
+        )
+    reasons = [o.reason if isinstance(o, ConsentRefused) else None for o in outcomes]
+    assert reasons == ["consented_to_another_party", None, None, "code_used"]
+    assert isinstance(outcomes[1], dict) and outcomes[1]["attributes"].keys() == {"name"}
     audit = client.get(
         f"/v1/relying-parties/{party.id}/disclosures", headers=tokens.operator()
     ).json()
-    assert len(audit) == 1
+    assert len(audit) == 2
+
+
+def _code_and_card(presentation: Any) -> tuple[Any, ...]:
+    return (
+        presentation.code_id,
+        presentation.pseudonym,
+        presentation.status_index,
+        presentation.purpose,
+        None,
+    )
 
 
 def test_presentations_queued_together_are_each_answered_and_one_code_disclosed_once(
