@@ -203,6 +203,8 @@ def identify(
         row.code_id: row
         for row in connection.execute(_consents([p.code_id for p in presentations]))
     }
+    # Derived once per party in the group, not once per identification (two HMACs each).
+    subject_keys = {party_id: vault.relying_party_subject_key(party_id) for party_id in party_ids}
     outcomes: list[dict[str, Any] | ConsentRefused] = []
     accepted: list[_Accepted] = []
     first_of: dict[bytes, int] = {}  # code id -> the index of its first accepted presentation
@@ -219,7 +221,7 @@ def identify(
             names = [name for name in row.attributes if name in presented.party_attributes]
             # Before anything is written: should a value not decrypt, nothing is written.
             values = _values(row, vault, names, now)
-            subject = subject_of(vault.relying_party_subject_key(presented.party_id), row.pseudonym)
+            subject = subject_of(subject_keys[presented.party_id], row.pseudonym)
         except ConsentRefused as refusal:
             outcomes.append(refusal)
             continue
