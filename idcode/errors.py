@@ -224,3 +224,13 @@ class ServiceUnreachable(UnavailableError):
 
 class DatabaseUnavailable(UnavailableError):
     """The database cannot be reached."""
+
+
+class RecordingFailed(IdcodeError):
+    """The transaction that was to record a group of identifications failed: nothing of
+    this identification was recorded or disclosed. ``unavailable``: the database could not
+    be used (a 503); otherwise a defect (a 500)."""
+
+    def __init__(self, unavailable: bool) -> None:
+        super().__init__("the identification could not be recorded")
+        self.unavailable = unavailable

@@ -32,7 +32,6 @@ from idcode.terminaltoken import MAX_TOKEN_LIFETIME, TERMINAL_AUDIENCE, terminal
 __all__ = ["MAX_TOKEN_LIFETIME", "TERMINAL_AUDIENCE", "terminal_token"]  # re-exported
 
 
-
 EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -180,5 +179,3 @@ def delete_event(session: Session, terminal_id: str, event_id: str, actor: str) 
     }
     record_audit(session, actor, "event.delete", detail=detail)
     return detail
-
-

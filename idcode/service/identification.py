@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, Executable, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from idcode.attributes import ATTRIBUTES, PURPOSE
@@ -41,6 +41,7 @@ OTHER_PARTY = "consented_to_another_party"
 PURPOSE_MISMATCH = "purpose_mismatch"
 CODE_USED = "code_used"
 REVOKED = "revoked"
+DEACTIVATED = "relying_party_deactivated"
 EXPIRED = "expired"  # the verifier's reason: the consent ends with the code
 
 
@@ -119,89 +120,199 @@ def give_consent(
     )
 
 
-def identify(
-    session: Session,
-    vault: PersonalDataVault,
-    party: RelyingPartyRecord,
-    claims: CodeClaims,
-    purpose: str,
-    counter: str | None,
-) -> dict[str, Any]:
-    """Spend the consent of the verified code ``claims`` describe and disclose what it allows
-    to ``party``, recorded; ConsentRefused saying why not. Not committed: the caller commits
-    the spent consent and its record together."""
-    if purpose not in party.purposes:
-        raise ConsentRefused("unknown_purpose", "this relying party has no such purpose", 422)
-    # The consent and its card in one round trip (an identification makes several).
-    found = session.execute(
-        select(ConsentRecord, CardRecord)
+@dataclass(frozen=True, slots=True)
+class Presentation:
+    """An identification to record: a verified code presented by an authenticated party."""
+
+    party_id: str
+    party_attributes: tuple[str, ...]  # what the party may ask for
+    code_id: bytes
+    pseudonym: bytes
+    status_index: int
+    purpose: str  # one of the party's, checked before
+    counter: str | None
+
+
+def _consents(code_ids: list[bytes]) -> Executable:
+    """The consents of these codes with their cards, read in the recording transaction."""
+    return (
+        select(
+            ConsentRecord.code_id,
+            ConsentRecord.relying_party_id,
+            ConsentRecord.attributes,
+            ConsentRecord.purpose,
+            ConsentRecord.used_at,
+            ConsentRecord.expires_at,
+            CardRecord.id,
+            CardRecord.pseudonym,
+            CardRecord.status_index,
+            CardRecord.status,
+            CardRecord.residency,
+            CardRecord.programmes,
+            CardRecord.version,
+            CardRecord.name_enc,
+            CardRecord.id_number_enc,
+            CardRecord.birth_date_enc,
+        )
         .outerjoin(CardRecord, CardRecord.id == ConsentRecord.card_id)
-        .where(ConsentRecord.code_id == claims.code_id)
-    ).first()
-    if found is None:
+        .where(ConsentRecord.code_id.in_(code_ids))
+    )
+
+
+@dataclass(slots=True)
+class _Accepted:
+    """A presentation that passed every check on what was read, before its consent is spent."""
+
+    index: int
+    presented: Presentation
+    card_id: str
+    names: list[str]
+    values: dict[str, Any]
+    subject: str
+    expires_at: datetime
+
+
+def identify(
+    connection: Connection,
+    vault: PersonalDataVault,
+    presentations: list[Presentation],
+    now: datetime,
+) -> list[dict[str, Any] | ConsentRefused]:
+    """Spend the consents of the presented codes and disclose what each allows to its party,
+    recorded: for each presentation, in order, its answer or the ConsentRefused saying why
+    not (a refusal writes nothing). Not committed: the caller commits the spent consents and
+    their records together (recorder.py).
+
+    The whole group in four statements whatever its size (read the parties' states, read the
+    consents with their cards, spend, record), so that a group costs a few round trips rather
+    than three per identification; Core statements, not the ORM. The result is what running
+    them one after the other in this transaction would give: a code presented twice is
+    answered once, the second presentation refused as used."""
+    party_ids = {presented.party_id for presented in presentations}
+    # The parties' states in the transaction that records their disclosures: they were
+    # authenticated from a cache (partycache.py), and a deactivation committed before this read
+    # cuts a party off here, on every replica.
+    active = dict(
+        connection.execute(
+            select(RelyingPartyRecord.id, RelyingPartyRecord.active).where(
+                RelyingPartyRecord.id.in_(party_ids)
+            )
+        ).all()
+    )
+    consents = {
+        row.code_id: row
+        for row in connection.execute(_consents([p.code_id for p in presentations]))
+    }
+    # Derived once per party in the group, not once per identification (two HMACs each).
+    subject_keys = {party_id: vault.relying_party_subject_key(party_id) for party_id in party_ids}
+    outcomes: list[dict[str, Any] | ConsentRefused] = []
+    accepted: list[_Accepted] = []
+    first_of: dict[bytes, int] = {}  # code id -> the index of its first accepted presentation
+    for index, presented in enumerate(presentations):
+        try:
+            row = consents.get(presented.code_id)
+            _check(presented, active.get(presented.party_id), row)
+            assert row is not None
+            if presented.code_id in first_of:
+                # Presented twice in this group: decided once its first presentation's spending
+                # is known (below), as the second of two statements in a row would see it.
+                outcomes.append(ConsentRefused(CODE_USED, _USED, 409))
+                continue
+            names = [name for name in row.attributes if name in presented.party_attributes]
+            # Before anything is written: should a value not decrypt, nothing is written.
+            values = _values(row, vault, names, now)
+            subject = subject_of(subject_keys[presented.party_id], row.pseudonym)
+        except ConsentRefused as refusal:
+            outcomes.append(refusal)
+            continue
+        first_of[presented.code_id] = index
+        accepted.append(
+            _Accepted(index, presented, row.id, names, values, subject, _as_utc(row.expires_at))
+        )
+        outcomes.append(ConsentRefused(CODE_USED, _USED, 409))  # until spent below
+    if not accepted:
+        return outcomes
+    spent = set(
+        connection.execute(
+            update(ConsentRecord)
+            .where(
+                ConsentRecord.code_id.in_([a.presented.code_id for a in accepted]),
+                ConsentRecord.used_at.is_(None),
+                ConsentRecord.expires_at >= now,
+            )
+            .values(used_at=now)
+            .returning(ConsentRecord.code_id)
+        ).scalars()
+    )
+    recorded = [a for a in accepted if a.presented.code_id in spent]
+    for refused in (a for a in accepted if a.presented.code_id not in spent):
+        if refused.expires_at < now:
+            # It ended between the code's verification and now (the code verified in its last
+            # second): said as the verifier would say it a moment later, not as "used", which
+            # would tell the counter the citizen identified with it elsewhere.
+            outcome = ConsentRefused(EXPIRED, "the code and its consent have expired", 422)
+            # A second presentation in this group is told the same.
+            for index, presented in enumerate(presentations):
+                if presented.code_id == refused.presented.code_id:
+                    outcomes[index] = outcome
+        # Otherwise another identification spent it first (on another replica): code_used.
+    if not recorded:
+        return outcomes
+    ids = connection.execute(
+        insert(DisclosureRecord).returning(DisclosureRecord.id, sort_by_parameter_order=True),
+        [
+            {
+                "at": now,
+                "card_id": a.card_id,
+                "relying_party_id": a.presented.party_id,
+                "purpose": a.presented.purpose,
+                "attributes": a.names,
+                "counter": a.presented.counter,
+                "subject": a.subject,
+            }
+            for a in recorded
+        ],
+    ).scalars()
+    for a, disclosure in zip(recorded, ids, strict=True):
+        outcomes[a.index] = {
+            "subject": a.subject,
+            "attributes": a.values,
+            "purpose": a.presented.purpose,
+            "disclosure": disclosure,
+            "identified_at": now,
+        }
+    return outcomes
+
+
+_USED = "this code was used for an identification before"
+
+
+def _check(presented: Presentation, active: bool | None, consent: Any) -> None:
+    """ConsentRefused unless ``consent`` (a row with its card's columns, None if there is
+    none) lets ``presented`` through, its spending aside; in the order the counter is told."""
+    if not active:
+        raise ConsentRefused(DEACTIVATED, "this relying party is deactivated", 403)
+    if consent is None:
         raise ConsentRefused(NO_CONSENT, "the citizen gave no consent with this code")
-    consent, card = found
-    if consent.relying_party_id != party.id:
+    if consent.relying_party_id != presented.party_id:
         raise ConsentRefused(OTHER_PARTY, "the consent of this code is for another party")
-    if consent.purpose is not None and consent.purpose != purpose:
+    if consent.purpose is not None and consent.purpose != presented.purpose:
         raise ConsentRefused(PURPOSE_MISMATCH, "the citizen consented to another purpose")
     if (
-        card is None
-        or card.pseudonym != claims.card.pseudonym
-        or card.status_index != claims.card.status_index
+        consent.id is None
+        or consent.pseudonym != presented.pseudonym
+        or consent.status_index != presented.status_index
     ):
         raise ConsentRefused(NO_CONSENT, "the citizen gave no consent with this code")
-    if card.status != CardStatus.ACTIVE.value:
-        raise ConsentRefused(REVOKED, f"the card is {card.status}")
+    if consent.status != CardStatus.ACTIVE.value:
+        raise ConsentRefused(REVOKED, f"the card is {consent.status}")
     if consent.used_at is not None:
-        raise ConsentRefused(CODE_USED, "this code was used for an identification before", 409)
-    now = datetime.now(UTC)
-    spent = session.execute(
-        update(ConsentRecord)
-        .where(
-            ConsentRecord.code_id == claims.code_id,
-            ConsentRecord.used_at.is_(None),
-            ConsentRecord.expires_at >= now,
-        )
-        .values(used_at=now)
-        # Not "evaluate" on the consent loaded above: SQLite gives back its expiry without a
-        # time zone, which Python cannot compare with ``now``. Nothing reads it after this.
-        .execution_options(synchronize_session=False)
-    )
-    if not spent.rowcount:  # type: ignore[attr-defined]
-        # It ended between the code's verification and now (the code verified in its last
-        # second): said as the verifier would say it a moment later, not as "used", which
-        # would tell the counter the citizen identified with it elsewhere.
-        if _as_utc(consent.expires_at) < now:
-            raise ConsentRefused(EXPIRED, "the code and its consent have expired", 422)
-        # Another identification spent it first (on this replica or another).
-        raise ConsentRefused(CODE_USED, "this code was used for an identification before", 409)
-    names = [name for name in consent.attributes if name in party.attributes]
-    subject = subject_of(vault.relying_party_subject_key(party.id), card.pseudonym)
-    record = DisclosureRecord(
-        at=now,
-        card_id=card.id,
-        relying_party_id=party.id,
-        purpose=purpose,
-        attributes=names,
-        counter=counter,
-        subject=subject,
-    )
-    session.add(record)
-    session.flush()
-    return {
-        "subject": subject,
-        "attributes": _values(card, vault, names, now),
-        "purpose": purpose,
-        "disclosure": record.id,
-        "identified_at": now,
-    }
+        raise ConsentRefused(CODE_USED, _USED, 409)
 
 
-def _values(
-    card: CardRecord, vault: PersonalDataVault, names: list[str], now: datetime
-) -> dict[str, Any]:
-    """The values of the attributes ``names``, decrypted only when disclosed."""
+def _values(card: Any, vault: PersonalDataVault, names: list[str], now: datetime) -> dict[str, Any]:
+    """The values of the attributes ``names`` of ``card`` (a row with the card's columns),
+    decrypted only when disclosed."""
     values: dict[str, Any] = {}
     coarse = attribute_names(snapshot(card, vault, now)) if set(names) - _PERSONAL else {}
     for name in names:

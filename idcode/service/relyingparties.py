@@ -9,9 +9,7 @@ and every terminal that belongs to it, at the next request. See docs/identity.md
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idcode.attributes import ATTRIBUTES, MAX_PURPOSES, PURPOSE, SECTORS
-from idcode.errors import RelyingPartyAuthError, RequestRefused
+from idcode.errors import RequestRefused
 from idcode.scenes import MAX_LINKED_SUBJECTS, SUBJECT_PATTERN
 from idcode.service.cards import record_audit
 from idcode.service.models import (
@@ -30,8 +28,7 @@ from idcode.service.models import (
     RelyingPartyRecord,
     TerminalRecord,
 )
-from idcode.service.requesttokens import authenticate_caller, public_signing_jwk
-from idcode.terminaltoken import RELYING_PARTY_AUDIENCE
+from idcode.service.requesttokens import public_signing_jwk
 from idcode.text import control_reason
 
 #: Every answer to a token that the named party's key did not sign (see fleet.NOT_SIGNED).
@@ -159,43 +156,10 @@ def deactivate(session: Session, party_id: str, actor: str) -> RelyingPartyRecor
     return record
 
 
-@dataclass(frozen=True, slots=True)
-class AuthenticatedParty:
-    """A relying party whose token passed every check but its single use (the caller's)."""
-
-    record: RelyingPartyRecord
-    jti: str
-
-
-def authenticate(session: Session, token: str, now: float | None = None) -> AuthenticatedParty:
-    """The active relying party that signed ``token``, or RelyingPartyAuthError saying why not."""
-    record, signed = authenticate_caller(
-        session,
-        RelyingPartyRecord,
-        token,
-        audience=RELYING_PARTY_AUDIENCE,
-        refused=RelyingPartyAuthError,
-        not_signed=NOT_SIGNED,
-        inactive=("relying_party_deactivated", "this relying party is deactivated"),
-        now=time.time() if now is None else now,
-    )
-    return AuthenticatedParty(record, signed.jti)
-
-
-def seen_recently(record: RelyingPartyRecord, now: float) -> bool:
-    """Whether ``record``, as read for this request, says the party was seen within
-    SEEN_RESOLUTION of ``now``: then ``record_seen`` has nothing to write."""
-    seen = record.last_seen_at
-    if seen is None:
-        return False
-    if seen.tzinfo is None:  # SQLite gives back naive datetimes; they are UTC
-        seen = seen.replace(tzinfo=UTC)
-    return seen.timestamp() > now - SEEN_RESOLUTION
-
-
 def record_seen(session: Session, party_id: str, now: float) -> None:
     """Record the party as seen at ``now``, unless another request did within SEEN_RESOLUTION
-    (that request's write is enough; concurrent counters do not all write the row)."""
+    (that request's write is enough; concurrent counters do not all write the row). Each
+    replica calls it at most once per SEEN_RESOLUTION per party (partycache.seen_to_write)."""
     session.execute(
         update(RelyingPartyRecord)
         .where(
@@ -212,22 +176,36 @@ def record_seen(session: Session, party_id: str, now: float) -> None:
     )
 
 
-def link(session: Session, party: RelyingPartyRecord, subject: str) -> bool:
-    """Link ``subject`` for ``party``'s terminals; True if it was new. Only a subject the party
+def still_active(session: Session, party_id: str) -> None:
+    """RequestRefused ``relying_party_deactivated`` unless the party is active, read in the
+    caller's transaction and locked to its end (FOR UPDATE; SQLite has one writer anyway): a
+    deactivation is either seen here or waits for this transaction. Authentication read the
+    party from a cache up to partycache.MAX_AGE old; this is what makes deactivation final
+    on every replica at once."""
+    active = session.scalar(
+        select(RelyingPartyRecord.active).where(RelyingPartyRecord.id == party_id).with_for_update()
+    )
+    if not active:
+        raise RequestRefused("relying_party_deactivated", "this relying party is deactivated")
+
+
+def link(session: Session, party_id: str, subject: str) -> bool:
+    """Link ``subject`` for the party's terminals; True if it was new. Only a subject the party
     was disclosed can be linked: it cannot plant subjects it computed or guessed."""
     if not _is_subject(subject):
         raise RequestRefused("invalid_subject", "a subject is 24 lower-case hex characters")
-    if session.get(LinkRecord, (party.id, subject)) is not None:
+    still_active(session, party_id)
+    if session.get(LinkRecord, (party_id, subject)) is not None:
         return False
     disclosed = session.scalars(
         select(DisclosureRecord.id).where(
-            DisclosureRecord.relying_party_id == party.id, DisclosureRecord.subject == subject
+            DisclosureRecord.relying_party_id == party_id, DisclosureRecord.subject == subject
         )
     ).first()
     if disclosed is None:
         raise RequestRefused("subject_not_disclosed", "this party was never disclosed this subject")
     count = session.scalar(
-        select(func.count()).select_from(LinkRecord).where(LinkRecord.relying_party_id == party.id)
+        select(func.count()).select_from(LinkRecord).where(LinkRecord.relying_party_id == party_id)
     )
     if (count or 0) >= MAX_LINKS:
         raise RequestRefused("too_many_links", f"a relying party links at most {MAX_LINKS}")
@@ -235,25 +213,26 @@ def link(session: Session, party: RelyingPartyRecord, subject: str) -> bool:
         # Two requests linking one subject at once both find no link above; the second
         # insert then fails on the primary key: it is linked, which is what was asked.
         with session.begin_nested():
-            session.add(LinkRecord(relying_party_id=party.id, subject=subject))
+            session.add(LinkRecord(relying_party_id=party_id, subject=subject))
     except IntegrityError:
         return False
-    _bump_links(session, party.id)
+    _bump_links(session, party_id)
     return True
 
 
-def unlink(session: Session, party: RelyingPartyRecord, subject: str) -> bool:
+def unlink(session: Session, party_id: str, subject: str) -> bool:
     """Remove a link; True if there was one."""
     if not _is_subject(subject):
         raise RequestRefused("invalid_subject", "a subject is 24 lower-case hex characters")
+    still_active(session, party_id)
     removed = session.execute(
         delete(LinkRecord).where(
-            LinkRecord.relying_party_id == party.id, LinkRecord.subject == subject
+            LinkRecord.relying_party_id == party_id, LinkRecord.subject == subject
         )
     )
     if not removed.rowcount:  # type: ignore[attr-defined]
         return False
-    _bump_links(session, party.id)
+    _bump_links(session, party_id)
     return True
 
 

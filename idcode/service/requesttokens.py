@@ -102,6 +102,33 @@ def _decoy_jwk(alg: str) -> dict[str, Any]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ReadToken:
+    """A request token parsed but not yet checked: the caller it names and its algorithm."""
+
+    token: str
+    party_id: str
+    alg: str
+
+
+def read_request_token(token: str, *, refused: type[Refusal], not_signed: str) -> ReadToken:
+    """The caller ``token`` names and the algorithm its header claims (one parse, nothing
+    verified), or ``refused``. Split from ``check_read_token`` so that the caller's key can be
+    looked up, in a cache or the database, between the two."""
+    try:
+        # Header and claims in one parse (get_unverified_header plus decode parsed it twice).
+        unverified = jwt.decode_complete(token, options={"verify_signature": False})
+        header, party_id = unverified["header"], unverified["payload"].get("iss")
+    except jwt.PyJWTError:
+        raise refused("invalid_token", "not a request token") from None
+    if not isinstance(party_id, str) or not PARTY_ID.fullmatch(party_id):
+        raise refused("invalid_token", "the token names no registered caller")
+    alg = header.get("alg")
+    if alg not in _ALGORITHMS:
+        raise refused("invalid_token", not_signed)
+    return ReadToken(token, party_id, alg)
+
+
 def check_request_token(
     token: str,
     *,
@@ -116,21 +143,33 @@ def check_request_token(
     ``public_jwk(party_id)`` is the registered key of that caller, None if there is none.
     Whether the caller is still active is the caller's to check afterwards: only a token its
     key signed may learn that (an unsigned one must not probe which ids exist)."""
-    try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
-        party_id = unverified.get("iss")
-    except jwt.PyJWTError:
-        raise refused("invalid_token", "not a request token") from None
-    if not isinstance(party_id, str) or not PARTY_ID.fullmatch(party_id):
-        raise refused("invalid_token", "the token names no registered caller")
-    alg = header.get("alg")
-    if alg not in _ALGORITHMS:
-        raise refused("invalid_token", not_signed)
+    read = read_request_token(token, refused=refused, not_signed=not_signed)
+    return check_read_token(
+        read,
+        audience=audience,
+        public_jwk=public_jwk(read.party_id),
+        refused=refused,
+        not_signed=not_signed,
+        now=now,
+    )
+
+
+def check_read_token(
+    read: ReadToken,
+    *,
+    audience: str,
+    public_jwk: dict[str, Any] | None,
+    refused: type[Refusal],
+    not_signed: str,
+    now: float,
+) -> SignedRequest:
+    """``check_request_token`` after ``read_request_token``: ``public_jwk`` is the registered
+    key of the caller the token names, None if there is none."""
+    token, party_id, alg = read.token, read.party_id, read.alg
+    jwk = public_jwk
     # The signature is checked with the header's algorithm against the caller's key when it
     # has one of that algorithm, else against a decoy: an unknown id, or a known one with a
     # key of the other kind, costs one signature check and fails as a forgery does.
-    jwk = public_jwk(party_id)
     known = jwk is not None and jwk.get("alg") == alg
     key = jwt.PyJWK(jwk if known and jwk is not None else _decoy_jwk(alg), algorithm=alg).key
     try:

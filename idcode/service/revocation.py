@@ -58,5 +58,3 @@ def status_delta(session: Session, since: int) -> StatusDelta:
         tuple(sorted(i for i, invalid in final.items() if invalid)),
         tuple(sorted(i for i, invalid in final.items() if not invalid)),
     )
-
-

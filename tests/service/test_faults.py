@@ -18,12 +18,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from idcode.service.api.app import create_app
 from idcode.service.settings import Settings
 from idcode.testing import random_id_number
 from tests.faultproxy import FaultProxy
+from tests.service.test_identification import Party, consent_code, identify, public_jwk
 from tests.services import REDIS_RUN_PREFIX, Tokens
 
 RATE_LIMIT = 3
@@ -339,3 +341,43 @@ def test_a_ping_failing_as_a_programming_error_replaces_the_connection(
         assert connection.execute(text("SELECT 1")).scalar() == 1
     assert len(failures) == 1  # the pooled connection was pinged, failed, and replaced
     engine.dispose()
+
+
+def test_an_identification_while_postgres_is_down_is_503_and_discloses_nothing(
+    faulty: Faulty,
+) -> None:
+    """The recorder's group fails as a whole: its requests get 503, nothing is spent or
+    recorded, and its thread goes on recording once PostgreSQL is back."""
+    client, tokens = faulty.client, faulty.tokens
+    _, id_number = faulty.enrol()
+    key = Ed25519PrivateKey.generate()
+    registered = client.post(
+        "/v1/relying-parties",
+        json={
+            "name": "service hall",
+            "sector": "government",
+            "purposes": ["registration"],
+            "attributes": ["name"],
+            "public_jwk": public_jwk(key),
+        },
+        headers=tokens.operator(),
+    )
+    assert registered.status_code == 201, registered.text
+    party = Party(registered.json()["id"], key)
+    first = consent_code(client, tokens, id_number, party, ["name"])
+    assert identify(client, party, first).status_code == 200  # the party is now cached
+    code = consent_code(client, tokens, id_number, party, ["name"])
+    _down(faulty.postgres)
+    down = identify(client, party, code)
+    _up(faulty.postgres)
+    back = identify(client, party, code)
+
+    body = _problem(down, 503, "database_unavailable")
+    assert "attributes" not in body and "subject" not in body
+    assert back.status_code == 200, back.text
+    audit = client.get(
+        f"/v1/relying-parties/{party.id}/disclosures", headers=tokens.operator()
+    ).json()
+    # The test database is shared: other tests list the active parties.
+    client.post(f"/v1/relying-parties/{party.id}/deactivate", headers=tokens.operator())
+    assert len(audit) == 2

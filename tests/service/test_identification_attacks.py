@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 
 from idcode.attributes import ATTRIBUTES
 from idcode.service.api.app import create_app
+from idcode.service.identification import Presentation
 from idcode.service.settings import Settings
 from idcode.terminaltoken import RELYING_PARTY_AUDIENCE, TERMINAL_AUDIENCE, terminal_token
 from idcode.testing import random_id_number
@@ -638,6 +639,37 @@ def test_a_token_spent_on_one_replica_is_refused_by_another(
         assert_problem(identify(replica, party, code), 409, "code_used")
 
 
+def test_a_party_deactivated_on_one_replica_is_refused_at_once_by_another(
+    service_settings: Settings,
+    client: TestClient,
+    tokens: Tokens,
+    enrol: Enrol,
+    register_party: RegisterParty,
+) -> None:
+    """The other replica still holds the party as active in its cache (partycache.MAX_AGE):
+    the transactions that record an identification or change a link refuse it themselves."""
+    _, id_number = enrol()
+    party = register_party()
+    with TestClient(create_app(service_settings)) as replica:
+        subject = identify(replica, party, consent_code(client, tokens, id_number, party, []))
+        assert subject.status_code == 200, subject.text  # the replica now caches the party
+        code = consent_code(client, tokens, id_number, party, ["name"])
+        deactivated = client.post(
+            f"/v1/relying-parties/{party.id}/deactivate", headers=tokens.operator()
+        )
+        assert deactivated.status_code == 200
+        assert_problem(identify(replica, party, code), 403, "relying_party_deactivated")
+        link = f"/v1/links/{subject.json()['subject']}"
+        assert_problem(replica.put(link, headers=party.headers()), 403, "relying_party_deactivated")
+        assert_problem(
+            replica.delete(link, headers=party.headers()), 403, "relying_party_deactivated"
+        )
+    audit = client.get(
+        f"/v1/relying-parties/{party.id}/disclosures", headers=tokens.operator()
+    ).json()
+    assert len(audit) == 1
+
+
 def test_one_token_raced_to_two_replicas_is_accepted_once(
     service_settings: Settings,
     client: TestClient,
@@ -1078,3 +1110,87 @@ def test_identification_and_links_work_on_the_embedded_sqlite_database(
         late = consent_code(client, tokens, id_number, party, ["name"])
         _end_open_consents(client, party)
         assert_problem(identify(client, party, late), 422, "expired")
+
+
+def _presentations(client: TestClient, party: Party, purpose: str = "registration") -> list[Any]:
+    """The party's unspent consents as the identify route hands them to the recorder."""
+    from sqlalchemy import select
+
+    from idcode.service.models import CardRecord, ConsentRecord
+
+    services = client.app.state.services  # type: ignore[attr-defined]
+    with services.sessions() as session:
+        rows = session.execute(
+            select(ConsentRecord.code_id, CardRecord.pseudonym, CardRecord.status_index)
+            .join(CardRecord, CardRecord.id == ConsentRecord.card_id)
+            .where(ConsentRecord.relying_party_id == party.id, ConsentRecord.used_at.is_(None))
+        ).all()
+    return [
+        Presentation(party.id, ("name",), code_id, pseudonym, index, purpose, None)
+        for code_id, pseudonym, index in rows
+    ]
+
+
+def test_one_code_presented_twice_in_one_recording_group_is_disclosed_once(
+    client: TestClient, tokens: Tokens, enrol: Enrol, register_party: RegisterParty
+) -> None:
+    """The recorder decides a group's identifications together, in one transaction: the
+    second presentation of a code is refused as used, as it would be one after the other."""
+    from idcode.errors import ConsentRefused
+    from idcode.service import identification
+
+    _, id_number = enrol()
+    party = register_party()
+    rogue = register_party()
+    consent_code(client, tokens, id_number, party, ["name"])
+    consent_code(client, tokens, id_number, party, ["name"])
+    first, other = _presentations(client, party)
+    stolen = Presentation(rogue.id, ("name",), *_code_and_card(first))
+    services = client.app.state.services  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    with services.engine.begin() as connection:
+        outcomes = identification.identify(
+            connection, services.vault, [stolen, first, other, first], now
+        )
+    reasons = [o.reason if isinstance(o, ConsentRefused) else None for o in outcomes]
+    assert reasons == ["consented_to_another_party", None, None, "code_used"]
+    assert isinstance(outcomes[1], dict) and outcomes[1]["attributes"].keys() == {"name"}
+    audit = client.get(
+        f"/v1/relying-parties/{party.id}/disclosures", headers=tokens.operator()
+    ).json()
+    assert len(audit) == 2
+
+
+def _code_and_card(presentation: Any) -> tuple[Any, ...]:
+    return (
+        presentation.code_id,
+        presentation.pseudonym,
+        presentation.status_index,
+        presentation.purpose,
+        None,
+    )
+
+
+def test_presentations_queued_together_are_each_answered_and_one_code_disclosed_once(
+    client: TestClient, tokens: Tokens, enrol: Enrol, register_party: RegisterParty
+) -> None:
+    import asyncio
+
+    from idcode.errors import ConsentRefused
+
+    _, id_number = enrol()
+    party = register_party()
+    for _ in range(3):
+        consent_code(client, tokens, id_number, party, ["name"])
+    presentations = _presentations(client, party)
+    recorder = client.app.state.services.recorder  # type: ignore[attr-defined]
+
+    async def present_all() -> list[Any]:
+        queued = [*presentations, presentations[0]]  # one code twice
+        return await asyncio.gather(*(recorder.identify(p) for p in queued), return_exceptions=True)
+
+    outcomes = asyncio.run(present_all())
+    answered = [o for o in outcomes if isinstance(o, dict)]
+    refused = [o.reason for o in outcomes if isinstance(o, ConsentRefused)]
+    assert len(answered) == 3 and refused == ["code_used"]
+    assert len({answer["disclosure"] for answer in answered}) == 3

@@ -19,7 +19,9 @@ from idcode.keystore import SigningKeyCache
 from idcode.protocol import MAX_CLOCK_DRIFT
 from idcode.service.api.problems import Problem
 from idcode.service.auth import Principal, TokenVerifier
+from idcode.service.partycache import PartyCache
 from idcode.service.pii import PersonalDataVault
+from idcode.service.recorder import IdentificationRecorder
 from idcode.service.settings import Settings
 from idcode.service.state import SharedState
 from idcode.terminaltoken import MAX_TOKEN_LIFETIME
@@ -37,6 +39,8 @@ class Services:
     tokens: TokenVerifier
     vault: PersonalDataVault
     code_prefix: str  # settings.code_prefix, computed once
+    parties: PartyCache  # relying parties, read at most once a second (partycache.py)
+    recorder: IdentificationRecorder  # group commit of identifications (recorder.py)
 
 
 async def get_services(request: Request) -> Services:  # async: no thread hop per request

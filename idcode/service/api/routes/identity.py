@@ -7,6 +7,7 @@ See docs/identity.md for the model and docs/api.md for each route's answers.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -15,12 +16,17 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from idcode.attributes import COUNTER, PURPOSE
 from idcode.codetext import MAX_CODE_LENGTH
 from idcode.cose import Algorithm
-from idcode.errors import ConsentRefused, RequestRefused
+from idcode.errors import (
+    ConsentRefused,
+    RecordingFailed,
+    Refusal,
+    RelyingPartyAuthError,
+    RequestRefused,
+)
 from idcode.scenes import SUBJECT_PATTERN
 from idcode.service import identification, relyingparties
 from idcode.service.api.deps import (
@@ -28,16 +34,20 @@ from idcode.service.api.deps import (
     CitizenDep,
     CitizenOrOperatorDep,
     OperatorDep,
+    Services,
     ServicesDep,
+    bearer_token,
     caller_check,
     is_operator,
-    signed_caller,
+    spend_request_token,
 )
 from idcode.service.api.problems import Problem, problem_responses
 from idcode.service.api.routes.codes import citizen_card
 from idcode.service.models import RelyingPartyRecord
+from idcode.service.partycache import KnownParty
 from idcode.service.relyingparties import NewRelyingParty
-from idcode.service.requesttokens import PARTY_ID
+from idcode.service.requesttokens import PARTY_ID, check_read_token, read_request_token
+from idcode.terminaltoken import RELYING_PARTY_AUDIENCE
 from idcode.verifier import Trust, verify
 
 router = APIRouter(prefix="/v1", tags=["identification"], route_class=AuthenticatedFirst)
@@ -134,27 +144,61 @@ def _view(record: RelyingPartyRecord, operator: bool) -> dict[str, Any]:
     return view
 
 
-async def _relying_party(request: Request) -> RelyingPartyRecord:
-    """The relying party that signed this request, or a 401/403 problem (deps.signed_caller).
-    Its last-seen time is kept to within relyingparties.SEEN_RESOLUTION."""
+async def _relying_party(request: Request) -> KnownParty:
+    """The relying party that signed this request, or a 401/403 problem, checked as
+    deps.signed_caller checks terminals but against the process's cache of parties
+    (partycache.py): a hit takes no database session and no thread-pool hop. In this order:
+    every check of the token (signature, times, still active), then its single use, then the
+    last-seen time (kept to within relyingparties.SEEN_RESOLUTION by each replica)."""
+    services: Services = request.app.state.services
+    token = bearer_token(request)
+    if token is None:
+        raise Problem(
+            401,
+            "missing_token",
+            "A relying-party token is required.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        read = read_request_token(
+            token, refused=RelyingPartyAuthError, not_signed=relyingparties.NOT_SIGNED
+        )
+        party = services.parties.fresh(read.party_id)
+        if party is None:
+            party = await run_in_threadpool(services.parties.load, read.party_id)
+        # On the event loop, as issuance verifies its ID tokens: one signature check.
+        signed = check_read_token(
+            read,
+            audience=RELYING_PARTY_AUDIENCE,
+            public_jwk=None if party is None else party.public_jwk,
+            refused=RelyingPartyAuthError,
+            not_signed=relyingparties.NOT_SIGNED,
+            now=time.time(),
+        )
+        assert party is not None  # its key signed the token
+        # Checked only now, so that an unsigned token cannot probe which parties exist.
+        if not party.active:
+            raise RelyingPartyAuthError(DEACTIVATED, "this relying party is deactivated")
+    except Refusal as exc:
+        status = 403 if exc.reason == DEACTIVATED else 401
+        raise Problem(
+            status, exc.reason, "The relying-party token was refused.", str(exc)
+        ) from None
+    await spend_request_token(services, "relying-party", party.id, signed.jti)
+    now = time.time()
+    if services.parties.seen_to_write(party.id, now, relyingparties.SEEN_RESOLUTION):
 
-    def seen(session: Session, accepted: relyingparties.AuthenticatedParty, now: float) -> None:
-        # Nothing to write, so the session never takes a connection: the common case of a
-        # busy party, whose counters would otherwise all queue on its one row.
-        if not relyingparties.seen_recently(accepted.record, now):
-            relyingparties.record_seen(session, accepted.record.id, now)
+        def seen() -> None:
+            with services.sessions() as session:
+                relyingparties.record_seen(session, party.id, now)
+                session.commit()
 
-    accepted = await signed_caller(
-        request,
-        "relying-party",
-        relyingparties.authenticate,
-        seen,
-        inactive="relying_party_deactivated",
-    )
-    return accepted.record
+        await run_in_threadpool(seen)
+    return party
 
 
-RelyingPartyDep = Annotated[RelyingPartyRecord, Depends(caller_check(_relying_party))]
+DEACTIVATED = "relying_party_deactivated"
+RelyingPartyDep = Annotated[KnownParty, Depends(caller_check(_relying_party))]
 
 
 @router.post(
@@ -240,6 +284,9 @@ async def deactivate_relying_party(
             except RequestRefused as exc:
                 raise Problem(404, exc.reason, str(exc)) from None
             session.commit()
+            # Other replicas read it again within partycache.MAX_AGE; until then the
+            # transactions of identifications and links refuse it themselves.
+            services.parties.forget(party_id)
             return _view(record, operator=True)
 
     return await run_in_threadpool(work)
@@ -279,8 +326,8 @@ async def party_disclosures(
     },
 )
 async def identify(
-    presented: Identification, party: RelyingPartyDep, services: ServicesDep, response: Response
-) -> dict[str, Any]:
+    presented: Identification, party: RelyingPartyDep, services: ServicesDep
+) -> Response:
     now = int(time.time())
     settings = services.settings
     if presented.purpose not in party.purposes:
@@ -297,21 +344,37 @@ async def identify(
             422, verdict.reason.value, "The code does not verify.", verdict.detail or None
         )
     claims = verdict.claims
-
-    def work() -> dict[str, Any]:
-        with services.sessions() as session:
-            try:
-                identified = identification.identify(
-                    session, services.vault, party, claims, presented.purpose, presented.counter
-                )
-            except ConsentRefused as exc:
-                raise Problem(exc.status, exc.reason, _REFUSALS.get(exc.reason, str(exc))) from None
-            session.commit()
-            return identified
-
-    identified = await run_in_threadpool(work)
-    response.headers["Cache-Control"] = "no-store"  # personal data: no cache keeps it
-    return identified
+    presentation = identification.Presentation(
+        party_id=party.id,
+        party_attributes=party.attributes,
+        code_id=claims.code_id,
+        pseudonym=claims.card.pseudonym,
+        status_index=claims.card.status_index,
+        purpose=presented.purpose,
+        counter=presented.counter,
+    )
+    try:
+        identified = await services.recorder.identify(presentation)
+    except ConsentRefused as exc:
+        raise Problem(exc.status, exc.reason, _REFUSALS.get(exc.reason, str(exc))) from None
+    except RecordingFailed as exc:
+        if not exc.unavailable:
+            raise
+        raise Problem(
+            503,
+            "database_unavailable",
+            "The database cannot be reached; try again shortly.",
+            headers={"Retry-After": "5"},
+        ) from None
+    # The Identified schema, written directly (as issuance writes its answer): FastAPI's
+    # validation and serialisation of the response model cost more than the rest of the
+    # answer. The same document: an ISO 8601 time in UTC with "Z", as pydantic writes it.
+    identified["identified_at"] = identified["identified_at"].isoformat().replace("+00:00", "Z")
+    return Response(
+        json.dumps(identified, ensure_ascii=False),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},  # personal data: no cache keeps it
+    )
 
 
 _REFUSALS = {
@@ -321,6 +384,7 @@ _REFUSALS = {
     identification.CODE_USED: "This code was used for an identification before.",
     identification.REVOKED: "The card is not active.",
     identification.EXPIRED: "The code has expired.",
+    identification.DEACTIVATED: "This relying party is deactivated.",
 }
 
 
@@ -348,14 +412,17 @@ async def link_subject(subject: Subject, party: RelyingPartyDep, services: Servi
     def work() -> None:
         with services.sessions() as session:
             try:
-                relyingparties.link(session, party, subject)
+                relyingparties.link(session, party.id, subject)
             except RequestRefused as exc:
-                status = 409 if exc.reason == "too_many_links" else 422
+                status = _LINK_REFUSALS.get(exc.reason, 422)
                 raise Problem(status, exc.reason, str(exc)) from None
             session.commit()
 
     await run_in_threadpool(work)
     return Response(status_code=204)
+
+
+_LINK_REFUSALS = {"too_many_links": 409, DEACTIVATED: 403}
 
 
 @router.delete(
@@ -369,7 +436,10 @@ async def unlink_subject(
 ) -> Response:
     def work() -> bool:
         with services.sessions() as session:
-            removed = relyingparties.unlink(session, party, subject)
+            try:
+                removed = relyingparties.unlink(session, party.id, subject)
+            except RequestRefused as exc:
+                raise Problem(_LINK_REFUSALS.get(exc.reason, 422), exc.reason, str(exc)) from None
             session.commit()
             return removed
 
