@@ -41,7 +41,7 @@ OTHER_PARTY = "consented_to_another_party"
 PURPOSE_MISMATCH = "purpose_mismatch"
 CODE_USED = "code_used"
 REVOKED = "revoked"
-DEACTIVATED = "relying_party_deactivated"
+DEACTIVATED = relyingparties.DEACTIVATED
 EXPIRED = "expired"  # the verifier's reason: the consent ends with the code
 
 

@@ -107,6 +107,8 @@ class IdentificationRecorder:
                 self._record(group)
             except Exception as exc:
                 log.error("identification recorder: %s", type(exc).__name__)
+                for pending in group:  # those already settled keep their outcome
+                    _settle(pending, RecordingFailed(unavailable=False))
         # Anything queued after the stop is answered, not left waiting.
         while True:
             try:

@@ -32,6 +32,8 @@ from idcode.service.requesttokens import public_signing_jwk
 from idcode.text import control_reason
 
 #: Every answer to a token that the named party's key did not sign (see fleet.NOT_SIGNED).
+#: The reason every refusal of a deactivated party gives.
+DEACTIVATED = "relying_party_deactivated"
 NOT_SIGNED = "the token is not signed by a registered relying party's key"
 #: The most subjects one party may link: its terminals' trust bundles carry them all.
 MAX_LINKS = MAX_LINKED_SUBJECTS
@@ -186,7 +188,7 @@ def still_active(session: Session, party_id: str) -> None:
         select(RelyingPartyRecord.active).where(RelyingPartyRecord.id == party_id).with_for_update()
     )
     if not active:
-        raise RequestRefused("relying_party_deactivated", "this relying party is deactivated")
+        raise RequestRefused(DEACTIVATED, "this relying party is deactivated")
 
 
 def link(session: Session, party_id: str, subject: str) -> bool:

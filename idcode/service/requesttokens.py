@@ -16,7 +16,6 @@ from typing import Any, Protocol, TypeVar
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from idcode.cose import Algorithm
@@ -31,19 +30,6 @@ _JTI = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _ALGORITHMS = ("EdDSA", "ES256")
 #: The largest NumericDate taken (2**53: every integer up to it is exact as a float).
 _LARGEST_DATE = 2**53
-
-
-class PublicSigningKey(BaseModel):
-    """A caller's public key as it registers it (Ed25519 or P-256), checked and trimmed."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    public_jwk: dict[str, Any] = Field(description="The caller's public key (Ed25519 or P-256).")
-
-    @field_validator("public_jwk")
-    @classmethod
-    def _public_signing_key(cls, jwk: dict[str, Any]) -> dict[str, Any]:
-        return public_signing_jwk(jwk)
 
 
 def public_signing_jwk(jwk: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from idcode.cose import Algorithm
 from idcode.errors import AuthError, Refusal
 from idcode.keystore import SigningKeyCache
 from idcode.protocol import MAX_CLOCK_DRIFT
@@ -25,6 +26,7 @@ from idcode.service.recorder import IdentificationRecorder
 from idcode.service.settings import Settings
 from idcode.service.state import SharedState
 from idcode.terminaltoken import MAX_TOKEN_LIFETIME
+from idcode.verifier import Trust
 
 
 @dataclass
@@ -41,6 +43,16 @@ class Services:
     code_prefix: str  # settings.code_prefix, computed once
     parties: PartyCache  # relying parties, read at most once a second (partycache.py)
     recorder: IdentificationRecorder  # group commit of identifications (recorder.py)
+
+    def online_trust(self, now: int) -> Trust:
+        """What online verification (``/v1/verify``, ``/v1/identify``) trusts at ``now``: the
+        published issuer keys, the deployment's prefix, both algorithms, the skew setting."""
+        return Trust.of(
+            self.keys.published(now),
+            prefix=self.code_prefix,
+            algorithms=[Algorithm.EDDSA, Algorithm.ES256],
+            clock_skew=self.settings.clock_skew_seconds,
+        )
 
 
 async def get_services(request: Request) -> Services:  # async: no thread hop per request

@@ -19,7 +19,6 @@ from sqlalchemy import select
 
 from idcode.attributes import COUNTER, PURPOSE
 from idcode.codetext import MAX_CODE_LENGTH
-from idcode.cose import Algorithm
 from idcode.errors import (
     ConsentRefused,
     RecordingFailed,
@@ -48,7 +47,7 @@ from idcode.service.partycache import KnownParty
 from idcode.service.relyingparties import NewRelyingParty
 from idcode.service.requesttokens import PARTY_ID, check_read_token, read_request_token
 from idcode.terminaltoken import RELYING_PARTY_AUDIENCE
-from idcode.verifier import Trust, verify
+from idcode.verifier import verify
 
 router = APIRouter(prefix="/v1", tags=["identification"], route_class=AuthenticatedFirst)
 PartyId = Annotated[
@@ -178,9 +177,11 @@ async def _relying_party(request: Request) -> KnownParty:
         assert party is not None  # its key signed the token
         # Checked only now, so that an unsigned token cannot probe which parties exist.
         if not party.active:
-            raise RelyingPartyAuthError(DEACTIVATED, "this relying party is deactivated")
+            raise RelyingPartyAuthError(
+                relyingparties.DEACTIVATED, "this relying party is deactivated"
+            )
     except Refusal as exc:
-        status = 403 if exc.reason == DEACTIVATED else 401
+        status = 403 if exc.reason == relyingparties.DEACTIVATED else 401
         raise Problem(
             status, exc.reason, "The relying-party token was refused.", str(exc)
         ) from None
@@ -197,7 +198,6 @@ async def _relying_party(request: Request) -> KnownParty:
     return party
 
 
-DEACTIVATED = "relying_party_deactivated"
 RelyingPartyDep = Annotated[KnownParty, Depends(caller_check(_relying_party))]
 
 
@@ -329,16 +329,9 @@ async def identify(
     presented: Identification, party: RelyingPartyDep, services: ServicesDep
 ) -> Response:
     now = int(time.time())
-    settings = services.settings
     if presented.purpose not in party.purposes:
         raise Problem(422, "unknown_purpose", "This relying party has no such purpose.")
-    trust = Trust.of(
-        services.keys.published(now),
-        prefix=settings.code_prefix,
-        algorithms=[Algorithm.EDDSA, Algorithm.ES256],
-        clock_skew=settings.clock_skew_seconds,
-    )
-    verdict = verify(presented.code, trust, now)
+    verdict = verify(presented.code, services.online_trust(now), now)
     if not verdict.valid or verdict.claims is None:
         raise Problem(
             422, verdict.reason.value, "The code does not verify.", verdict.detail or None
@@ -422,7 +415,7 @@ async def link_subject(subject: Subject, party: RelyingPartyDep, services: Servi
     return Response(status_code=204)
 
 
-_LINK_REFUSALS = {"too_many_links": 409, DEACTIVATED: 403}
+_LINK_REFUSALS = {"too_many_links": 409, relyingparties.DEACTIVATED: 403}
 
 
 @router.delete(

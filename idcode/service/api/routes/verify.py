@@ -16,12 +16,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from idcode.codetext import MAX_CODE_LENGTH
-from idcode.cose import Algorithm
 from idcode.reasons import Reason
 from idcode.service.api.deps import AuthenticatedFirst, Services, ServicesDep, VerifierDep
 from idcode.service.api.problems import problem_responses
 from idcode.service.models import CardRecord, CardStatus
-from idcode.verifier import Trust, Verdict, verify
+from idcode.verifier import Verdict, verify
 
 router = APIRouter(prefix="/v1", tags=["verification"], route_class=AuthenticatedFirst)
 
@@ -56,13 +55,7 @@ async def verify_online(
 ) -> dict[str, Any]:
     now = int(time.time())
     settings = services.settings
-    trust = Trust.of(
-        services.keys.published(now),
-        prefix=settings.code_prefix,
-        algorithms=[Algorithm.EDDSA, Algorithm.ES256],
-        clock_skew=settings.clock_skew_seconds,
-    )
-    verdict = verify(request.code, trust, now)
+    verdict = verify(request.code, services.online_trust(now), now)
     if verdict.valid and verdict.claims is not None:
         claims = verdict.claims
         status = await run_in_threadpool(_card_status, services, claims.card.status_index)
