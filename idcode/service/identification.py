@@ -41,7 +41,7 @@ OTHER_PARTY = "consented_to_another_party"
 PURPOSE_MISMATCH = "purpose_mismatch"
 CODE_USED = "code_used"
 REVOKED = "revoked"
-DEACTIVATED = relyingparties.DEACTIVATED
+DEACTIVATED = "relying_party_deactivated"  # relyingparties.DEACTIVATED; a literal for test_docs
 EXPIRED = "expired"  # the verifier's reason: the consent ends with the code
 
 

@@ -238,6 +238,9 @@ def test_hostile_answers_do_not_stop_sync_or_upload_and_honest_answers_are_then_
             assert runtime.bundle is not None
             version = runtime.bundle.version
             hostile.script("GET", [answer.raw for answer in ANSWERS])
+            # The terminal syncs one request at a time: once it took a scripted answer, no
+            # request relayed before the script is still on its way to pick up the revocation.
+            wait_for(lambda: hostile.remaining("GET") < len(ANSWERS), "a hostile delta answer")
             revoke(service, card_id)
             wait_for(
                 lambda: runtime.bundle is not None and runtime.bundle.version > version,
