@@ -1,0 +1,1 @@
+const CACHE = "idcode-wallet-__SHELL_VERSION__";
