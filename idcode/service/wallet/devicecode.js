@@ -122,6 +122,10 @@ export function compressedPoint(jwk) {
 // The device code's payload: [iat, cti, credential, issuer signature].
 export function devicePayload(credential, now, codeId) {
   if (codeId.length !== CODE_ID_BYTES) throw new RangeError("a code id is 8 bytes");
+  // Always 4 bytes on the wire (section 8): a time after 1970-01-01 18:12 UTC, before 2106.
+  if (!Number.isInteger(now) || now < 0x10000 || now > 0xffffffff) {
+    throw new RangeError("iat is a 32-bit time after 1970-01-01 18:12 UTC");
+  }
   return cbor.array([
     cbor.uint(now),
     cbor.bytes(codeId),
