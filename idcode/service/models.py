@@ -11,7 +11,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -204,3 +214,31 @@ class LinkRecord(Base):
     )
     subject: Mapped[str] = mapped_column(String(24), primary_key=True)
     linked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeviceRecord(Base):
+    """A citizen's device key, certified for one card: the phone signs device codes with it
+    offline (docs/devices.md). Its public key only; never a name or a number."""
+
+    __tablename__ = "devices"
+    __table_args__ = (
+        Index(
+            "ix_devices_revoked",
+            "credential_expires_at",
+            postgresql_where=text("removed_at IS NOT NULL"),
+            sqlite_where=text("removed_at IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    card_id: Mapped[str] = mapped_column(String(36), ForeignKey("cards.id"), index=True)
+    alg: Mapped[str] = mapped_column(String(8))  # "EdDSA" or "ES256"
+    # 32 bytes (Ed25519) or 33 (compressed P-256): the key as the credential holds it.
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(33))
+    # SHA-256 of public_key, first 8 bytes: how codes and revoked lists name the device.
+    device_id: Mapped[bytes] = mapped_column(LargeBinary(8), unique=True, index=True)
+    label: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    renewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    credential_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
