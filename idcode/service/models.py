@@ -82,14 +82,16 @@ class AuditRecord(Base):
 
 
 class StatusChange(Base):
-    """A card's status-list bit flipped (active to not active, or back). Its id is the status
-    list's version: a terminal at version N needs the changes after N."""
+    """A card's status-list bit flipped (active to not active, or back), or a device removed
+    (``device_id`` set, no card bit). Its id is the status list's version: a terminal at
+    version N needs the changes after N."""
 
     __tablename__ = "status_changes"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    status_index: Mapped[int] = mapped_column(Integer)
-    invalid: Mapped[bool] = mapped_column(Boolean)
+    status_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    invalid: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    device_id: Mapped[bytes | None] = mapped_column(LargeBinary(8), nullable=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

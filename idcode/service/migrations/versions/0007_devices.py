@@ -1,4 +1,5 @@
-"""devices: citizens' device keys, certified for offline device codes (issue 13)
+"""devices: citizens' device keys, certified for offline device codes (issue 13); a device's
+removal is a status change (terminals' deltas carry it)
 
 Revision ID: 0007
 Revises: 0006
@@ -43,9 +44,19 @@ def upgrade() -> None:
         postgresql_where=removed,
         sqlite_where=removed,
     )
+    # A device removal is a new status-list version too: a row with a device id, no card bit.
+    with op.batch_alter_table("status_changes") as batch_op:
+        batch_op.add_column(sa.Column("device_id", sa.LargeBinary(length=8), nullable=True))
+        batch_op.alter_column("status_index", existing_type=sa.Integer(), nullable=True)
+        batch_op.alter_column("invalid", existing_type=sa.Boolean(), nullable=True)
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM status_changes WHERE device_id IS NOT NULL")
+    with op.batch_alter_table("status_changes") as batch_op:
+        batch_op.alter_column("invalid", existing_type=sa.Boolean(), nullable=False)
+        batch_op.alter_column("status_index", existing_type=sa.Integer(), nullable=False)
+        batch_op.drop_column("device_id")
     op.drop_index("ix_devices_revoked", table_name="devices")
     op.drop_index("ix_devices_device_id", table_name="devices")
     op.drop_index("ix_devices_card_id", table_name="devices")
