@@ -24,7 +24,12 @@ from idcode.errors import IdcodeError
 from idcode.keys import PublicKey, jwks, keys_from_jwks
 from idcode.keystore import RootKey
 from idcode.scenes import SCENE_KEY_BYTES, SCENE_NAME
-from idcode.statuslist import StatusDelta, StatusList
+from idcode.statuslist import (
+    StatusDelta,
+    StatusList,
+    device_ids_from_json,
+    device_ids_to_json,
+)
 from idcode.text import surrogate_reason
 from idcode.verifier import DEFAULT_CLOCK_SKEW, Trust
 
@@ -46,6 +51,8 @@ class TrustBundle:
     keys: tuple[PublicKey, ...]
     status: StatusList
     scene: dict[str, Any] = field(default_factory=dict)
+    #: Devices their citizens removed, whose credentials have not expired (8-byte ids).
+    revoked_devices: frozenset[bytes] = frozenset()
 
     @property
     def fresh_until(self) -> int:
@@ -74,6 +81,7 @@ class TrustBundle:
             status=self.status,
             fresh_until=self.fresh_until,
             allow_stale=allow_stale,
+            revoked_devices=self.revoked_devices,
         )
 
     def apply_delta(self, delta: StatusDelta, signed_at: int) -> TrustBundle:
@@ -90,7 +98,11 @@ class TrustBundle:
         if signed_at < self.issued_at:
             raise BundleError("the delta is older than this bundle")
         return replace(
-            self, version=delta.target, issued_at=signed_at, status=delta.apply(self.status)
+            self,
+            version=delta.target,
+            issued_at=signed_at,
+            status=delta.apply(self.status),
+            revoked_devices=self.revoked_devices | frozenset(delta.revoked_devices),
         )
 
     def superseded_by(self, newer: TrustBundle) -> bool:
@@ -113,6 +125,7 @@ def sign_bundle(
     keys: Iterable[PublicKey],
     status: StatusList,
     scene: dict[str, Any] | None = None,
+    revoked_devices: Iterable[bytes] = (),
 ) -> str:
     claims = {
         "iss": "idcode",
@@ -122,6 +135,7 @@ def sign_bundle(
         "keys": jwks(list(keys)),
         "status": status.to_json(),
         "scene": scene or {},
+        "revoked_devices": device_ids_to_json(revoked_devices),
     }
     return jwt.encode(
         claims, root.private_key, algorithm="EdDSA", headers={"kid": root.kid, "typ": BUNDLE_TYPE}
@@ -268,6 +282,7 @@ def verify_bundle(token: str, root_jwk: dict[str, Any]) -> TrustBundle:
             keys=tuple(keys_from_jwks(claims["keys"])),
             status=StatusList.from_json(claims["status"]),
             scene=scene,
+            revoked_devices=device_ids_from_json(claims.get("revoked_devices", [])),
         )
     except KeyError as exc:
         raise BundleError(f"the bundle lacks {exc}") from None

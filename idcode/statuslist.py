@@ -10,6 +10,7 @@ LEB128 varints, so a terminal that syncs every minute downloads only what change
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ MAX_ENTRIES = MAX_STATUS_INDEX + 1
 
 _b64url = b64url.encode
 STATUS_LIST_MEMBERS = frozenset({"bits", "size", "lst"})
-DELTA_MEMBERS = frozenset({"base", "target", "size", "invalidated", "validated"})
+DELTA_MEMBERS = frozenset({"base", "target", "size", "invalidated", "validated", "revoked_devices"})
+#: The most device ids one bundle or delta lists (docs/code-format.md section 8).
+MAX_REVOKED_DEVICES = 100_000
 
 
 def _unb64url(text: object, what: str) -> bytes:
@@ -199,6 +202,8 @@ class StatusDelta:
     size: int
     invalidated: tuple[int, ...]
     validated: tuple[int, ...]
+    #: Devices removed in versions (base, target]: terminals add them to their bundle's list.
+    revoked_devices: tuple[bytes, ...] = ()
 
     @classmethod
     def between(cls, old: StatusList, new: StatusList, base: int, target: int) -> StatusDelta:
@@ -233,6 +238,11 @@ class StatusDelta:
             "size": self.size,
             "invalidated": _encode_indices(self.invalidated),
             "validated": _encode_indices(self.validated),
+            **(
+                {"revoked_devices": device_ids_to_json(self.revoked_devices)}
+                if self.revoked_devices
+                else {}
+            ),
         }
 
     @classmethod
@@ -253,4 +263,29 @@ class StatusDelta:
         validated = tuple(_decode_indices(document.get("validated"), size, "validated"))
         if set(invalidated) & set(validated):
             raise StatusListError("an index cannot become both invalid and valid")
-        return cls(base, target, size, invalidated, validated)
+        devices = document.get("revoked_devices")
+        revoked = () if devices is None else tuple(device_ids_from_json(devices))
+        return cls(base, target, size, invalidated, validated, revoked)
+
+
+_DEVICE_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def device_ids_to_json(device_ids: Iterable[bytes]) -> list[str]:
+    """Device ids (8 bytes each) as a bundle or delta lists them: sorted lower-case hex."""
+    return sorted({device_id.hex() for device_id in device_ids})
+
+
+def device_ids_from_json(document: object) -> frozenset[bytes]:
+    """The device ids of a ``revoked_devices`` member, read strictly: a list of at most
+    MAX_REVOKED_DEVICES distinct 16-character lower-case hex strings in increasing order."""
+    if not isinstance(document, list) or len(document) > MAX_REVOKED_DEVICES:
+        raise StatusListError(f"revoked_devices is a list of at most {MAX_REVOKED_DEVICES} ids")
+    previous = ""
+    for item in document:
+        if not isinstance(item, str) or not _DEVICE_ID.fullmatch(item):
+            raise StatusListError("a revoked device id is 16 lower-case hex characters")
+        if item <= previous:
+            raise StatusListError("revoked device ids must be sorted and distinct")
+        previous = item
+    return frozenset(bytes.fromhex(item) for item in document)

@@ -16,6 +16,8 @@ TERMINAL_AUDIENCE = "idcode"
 #: A relying party's tokens name another audience: a token one kind of caller signed is never
 #: accepted as the other's, whatever ids the two tables hold.
 RELYING_PARTY_AUDIENCE = "idcode/relying-party"
+#: A citizen's device renewing its credential (POST /v1/devices/{id}/credential).
+DEVICE_AUDIENCE = "idcode/device"
 MAX_TOKEN_LIFETIME = 300
 
 
@@ -39,6 +41,18 @@ def relying_party_token(
 ) -> str:
     """A request token for a relying party's counter (``POST /v1/identify``, its links)."""
     return request_token(relying_party_id, private_key, RELYING_PARTY_AUDIENCE, alg, now, lifetime)
+
+
+def device_token(
+    device_id: str,
+    private_key: Any,
+    alg: str = "ES256",
+    now: int | None = None,
+    lifetime: int = 120,
+) -> str:
+    """A request token for a citizen's device (``device_id``: its uuid at the service), signed
+    with the device key: what a wallet sends to renew its credential without a sign-in."""
+    return request_token(device_id, private_key, DEVICE_AUDIENCE, alg, now, lifetime)
 
 
 def request_token(

@@ -31,6 +31,13 @@ from idcode.claims import PSEUDONYM_LENGTH, AgeBand, Card, CodeClaims, Programme
 from idcode.codetext import DEFAULT_DEPLOYMENT, prefix_for
 from idcode.cose import Algorithm
 from idcode.decider import Decider
+from idcode.devicecode import (
+    MAX_CREDENTIAL_LIFETIME,
+    DeviceKey,
+    device_prefix,
+    issue_credential,
+    make_device_code,
+)
 from idcode.idnumber import check_digit
 from idcode.issuer import DEFAULT_TTL, mint_code, sign_code
 from idcode.keys import IssuerKey
@@ -108,6 +115,44 @@ class TestIssuer:
         )
         return code
 
+    def credential(
+        self,
+        device_key: Any,
+        card: Card | None = None,
+        *,
+        expires_at: int | None = None,
+    ) -> bytes:
+        """A credential blob certifying ``device_key`` (a private Ed25519 or P-256 key) for
+        ``card`` (random by default), valid 7 days from this issuer's ``now`` by default."""
+        return issue_credential(
+            self.key,
+            random_card() if card is None else card,
+            DeviceKey.from_public_key(device_key.public_key()),
+            self.now + MAX_CREDENTIAL_LIFETIME if expires_at is None else expires_at,
+        )
+
+    def device_code(
+        self,
+        device_key: Any,
+        blob: bytes | None = None,
+        *,
+        at: int | None = None,
+        code_id: bytes | None = None,
+        **card_attributes: object,
+    ) -> str:
+        """A device code (docs/code-format.md section 8) made by ``device_key`` ``at`` (this
+        issuer's ``now`` by default) with ``blob`` (a fresh credential for a random card built
+        from ``card_attributes`` by default), as a phone makes it offline."""
+        if blob is None:
+            blob = self.credential(device_key, random_card(**card_attributes))  # type: ignore[arg-type]
+        return make_device_code(
+            blob,
+            device_key,
+            prefix=device_prefix(self.prefix),
+            now=self.now if at is None else at,
+            code_id=code_id,
+        )
+
     def sign(self, claims: CodeClaims) -> str:
         """Sign arbitrary (valid) claims, e.g. with a chosen code id or times."""
         return sign_code(claims, self.key, self.prefix)
@@ -171,6 +216,7 @@ class TestIssuer:
         max_age: int = 48 * 3600,
         version: int = 1,
         subject_key: bytes | None = None,
+        revoked_devices: Iterable[bytes] = (),
     ) -> TrustBundle:
         """A trust bundle for one terminal of ``scene`` at ``site``, signed by this issuer's
         root key and checked as a terminal checks it. ``revoked``: status-list indices.
@@ -195,6 +241,7 @@ class TestIssuer:
                     scene_subject_key(self.city_key, scene) if subject_key is None else subject_key
                 ),
             },
+            revoked_devices=revoked_devices,
         )
         return verify_bundle(token, self.root.public_jwk)
 

@@ -16,6 +16,14 @@ from typing import Any
 from idcode.claims import CodeClaims
 from idcode.codetext import MAX_CODE_LENGTH, decode_body
 from idcode.cose import Algorithm, Sign1, decode_sign1
+from idcode.devicecode import (
+    DEVICE_CODE_LIFETIME,
+    MAX_CREDENTIAL_LIFETIME,
+    credential_to_be_signed,
+    decode_device_message,
+    device_prefix,
+    device_to_be_signed,
+)
 from idcode.errors import ClaimsError, CodeFormatError, CoseError, IdcodeError, KeyMaterialError
 from idcode.issuer import MAX_TTL
 from idcode.keys import PublicKey
@@ -46,6 +54,19 @@ class Trust:
     #: ``allow_stale`` (a scene's choice) lets them through with a warning in the detail.
     fresh_until: int | None = None
     allow_stale: bool = False
+    #: The ids of devices whose citizens removed them (a bundle's ``revoked_devices``): their
+    #: device codes are refused as ``revoked`` (docs/code-format.md section 8).
+    revoked_devices: frozenset[bytes] = frozenset()
+    #: Device codes start with this (``device_prefix(prefix)``: ``WH2:`` beside ``WH1:``).
+    device_prefix: str = field(init=False, default="")
+    #: Credentials whose issuer signature verified under this trust: blob -> the key's kid.
+    #: A phone's credential is shown for days; a trust (a bundle) lasts minutes to hours.
+    verified_credentials: dict[bytes, str] = field(
+        init=False, default_factory=dict, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device_prefix", device_prefix(self.prefix))
 
     @classmethod
     def of(
@@ -59,6 +80,7 @@ class Trust:
         status: StatusList | None = None,
         fresh_until: int | None = None,
         allow_stale: bool = False,
+        revoked_devices: Iterable[bytes] = (),
     ) -> Trust:
         by_kid: dict[bytes, PublicKey] = {}
         for key in keys:
@@ -77,6 +99,7 @@ class Trust:
             status,
             fresh_until,
             allow_stale,
+            frozenset(revoked_devices),
         )
 
 
@@ -88,6 +111,8 @@ class Verdict:
     claims: CodeClaims | None = None
     kid: str | None = None
     detail: str = field(default="", compare=False)
+    #: The device that made a device code (its 8-byte id); None for issuer-signed codes.
+    device: bytes | None = None
 
     @property
     def valid(self) -> bool:
@@ -99,6 +124,8 @@ class Verdict:
             verdict["kid"] = self.kid
         if self.claims is not None:
             verdict["claims"] = self.claims.to_json()
+        if self.device is not None:
+            verdict["device"] = self.device.hex()
         if self.detail:
             verdict["detail"] = self.detail
         return verdict
@@ -121,7 +148,7 @@ def verify(code: object, trust: Trust, now: int, replay: ReplayState | None = No
         and claims is not None
         and replay.check_and_record(claims.code_id, claims.expires_at + trust.clock_skew, now)
     ):
-        return Verdict(Reason.REPLAYED, claims, verdict.kid)
+        return Verdict(Reason.REPLAYED, claims, verdict.kid, device=verdict.device)
     return verdict
 
 
@@ -153,7 +180,12 @@ def _check(code: object, trust: Trust, now: int) -> Verdict:
     if len(code) > MAX_CODE_LENGTH:
         return Verdict(Reason.MALFORMED, detail=f"longer than {MAX_CODE_LENGTH} characters")
     if not code.startswith(trust.prefix):
-        return Verdict(Reason.UNKNOWN_PREFIX, detail=f"expected prefix {trust.prefix!r}")
+        if code.startswith(trust.device_prefix):
+            return _check_device(code[len(trust.device_prefix) :], trust, now, stale)
+        return Verdict(
+            Reason.UNKNOWN_PREFIX,
+            detail=f"expected prefix {trust.prefix!r} or {trust.device_prefix!r}",
+        )
     try:
         message = decode_sign1(decode_body(code[len(trust.prefix) :]))
     except (CodeFormatError, CoseError) as exc:
@@ -188,3 +220,92 @@ def _check(code: object, trust: Trust, now: int) -> Verdict:
     if trust.status is not None and trust.status.is_invalid(claims.card.status_index):
         return Verdict(Reason.REVOKED, claims, key.kid)
     return Verdict(Reason.OK, claims, key.kid, "stale trust accepted by policy" if stale else "")
+
+
+def _check_device(body: str, trust: Trust, now: int, stale: bool) -> Verdict:
+    """_check for a device code (docs/code-format.md section 8), after its prefix."""
+    try:
+        message = decode_device_message(decode_body(body))
+    except (CodeFormatError, CoseError, ClaimsError) as exc:
+        return Verdict(Reason.MALFORMED, detail=str(exc))
+    credential = message.credential
+    kid = credential.kid
+    key = trust.keys.get(kid.encode("ascii"))
+    if key is None:
+        return Verdict(Reason.UNKNOWN_KEY, detail=f"the credential's kid {kid!r} is not trusted")
+    if key.alg not in trust.algorithms:
+        return Verdict(
+            Reason.UNSUPPORTED_ALG, kid=kid, detail=f"key {kid!r} is {key.alg.jose_name}"
+        )
+    blob = message.credential_bytes + message.issuer_signature
+    if trust.verified_credentials.get(blob) != kid:
+        signed = credential_to_be_signed(message.credential_bytes, key.alg, kid.encode("ascii"))
+        if not key.verify(message.issuer_signature, signed):
+            return Verdict(
+                Reason.BAD_SIGNATURE, kid=kid, detail="the credential's issuer signature"
+            )
+        if len(trust.verified_credentials) >= _MAX_VERIFIED_CREDENTIALS:
+            trust.verified_credentials.clear()
+        trust.verified_credentials[blob] = kid
+    # A key signs credentials in its signing period, each valid at most 7 days: a credential
+    # ending outside (nbf, not_after + 7 days] was not signed by this key as intended.
+    if (key.not_before is not None and credential.expires_at <= key.not_before) or (
+        key.not_after is not None
+        and credential.expires_at > key.not_after + MAX_CREDENTIAL_LIFETIME
+    ):
+        return Verdict(
+            Reason.UNKNOWN_KEY, kid=kid, detail="the credential is outside the key's signing period"
+        )
+    device = credential.device
+    if not device.public_key().verify(
+        message.device_signature, device_to_be_signed(message.payload)
+    ):
+        return Verdict(
+            Reason.BAD_SIGNATURE, kid=kid, detail="the device signature", device=device.device_id
+        )
+    issued_at = message.issued_at
+    claims = CodeClaims(
+        issued_at, issued_at + DEVICE_CODE_LIFETIME, message.code_id, credential.card
+    )
+    skew = trust.clock_skew
+    device_id = device.device_id
+    if now >= credential.expires_at + skew:
+        return Verdict(
+            Reason.EXPIRED,
+            claims,
+            kid,
+            f"the device's credential expired at {credential.expires_at}: the phone must go "
+            "online to renew it",
+            device_id,
+        )
+    if issued_at >= credential.expires_at:
+        return Verdict(
+            Reason.EXPIRED, claims, kid, "made after the device's credential expired", device_id
+        )
+    if now >= claims.expires_at + skew:
+        return Verdict(
+            Reason.EXPIRED,
+            claims,
+            kid,
+            f"made {now - issued_at} s before this terminal's time and valid "
+            f"{DEVICE_CODE_LIFETIME} s: an old code, or the phone's clock is behind",
+            device_id,
+        )
+    if now < issued_at - skew:
+        return Verdict(
+            Reason.NOT_YET_VALID,
+            claims,
+            kid,
+            f"made {issued_at - now} s ahead of this terminal's time: the phone's clock is ahead",
+            device_id,
+        )
+    if device_id in trust.revoked_devices:
+        return Verdict(Reason.REVOKED, claims, kid, "the citizen removed this device", device_id)
+    if trust.status is not None and trust.status.is_invalid(credential.card.status_index):
+        return Verdict(Reason.REVOKED, claims, kid, device=device_id)
+    return Verdict(
+        Reason.OK, claims, kid, "stale trust accepted by policy" if stale else "", device_id
+    )
+
+
+_MAX_VERIFIED_CREDENTIALS = 4096

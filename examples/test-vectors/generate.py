@@ -207,7 +207,7 @@ CASES = [
     Case(
         "wrong-version-prefix",
         "Prefix of a format version this verifier does not know.",
-        lambda: text(good(), prefix="WH2:"),
+        lambda: text(good(), prefix="WH3:"),
         "unprefix",
     ),
     Case(
