@@ -69,7 +69,7 @@ class NewDevice(BaseModel):
         default=None,
         min_length=1,
         max_length=MAX_LABEL,
-        description="What the citizen calls the device (\"my phone\"), shown in the list.",
+        description='What the citizen calls the device ("my phone"), shown in the list.',
     )
 
     @field_validator("public_jwk")
@@ -136,7 +136,7 @@ def register(
         public_key=key.raw,
         device_id=key.device_id,
         label=new.label,
-        created_at=_at(now),
+        created_at=datetime.now(UTC),  # to the microsecond: the list's order
         credential_expires_at=_at(expires_at),
     )
     session.add(record)

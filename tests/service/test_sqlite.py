@@ -283,7 +283,10 @@ def test_a_device_registers_renews_and_is_revoked_in_bundles_on_sqlite(
     device = registered.json()
     for _ in range(4):
         other = OKPAlgorithm.to_jwk(Ed25519PrivateKey.generate().public_key(), as_dict=True)
-        assert client.post("/v1/devices", json={"public_jwk": other}, headers=citizen).status_code == 201
+        assert (
+            client.post("/v1/devices", json={"public_jwk": other}, headers=citizen).status_code
+            == 201
+        )
     sixth = OKPAlgorithm.to_jwk(Ed25519PrivateKey.generate().public_key(), as_dict=True)
     refused = client.post("/v1/devices", json={"public_jwk": sixth}, headers=citizen)
     assert (refused.status_code, refused.json()["reason"]) == (409, "too_many_devices")

@@ -42,11 +42,15 @@ def _card_status(services: Services, status_index: int, device: bytes | None) ->
     """The card's status, or ``device removed`` when the code's device was removed (a device
     code: terminals learn of that at their next sync, online verification at once)."""
     with services.sessions() as session:
-        if device is not None and session.scalars(
-            select(DeviceRecord.id).where(
-                DeviceRecord.device_id == device, DeviceRecord.removed_at.is_(None)
-            )
-        ).first() is None:
+        if (
+            device is not None
+            and session.scalars(
+                select(DeviceRecord.id).where(
+                    DeviceRecord.device_id == device, DeviceRecord.removed_at.is_(None)
+                )
+            ).first()
+            is None
+        ):
             return "device removed"
         return session.scalars(
             select(CardRecord.status).where(CardRecord.status_index == status_index)
