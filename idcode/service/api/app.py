@@ -20,6 +20,7 @@ from idcode.service.api.deps import BEARER_SCHEME, Services
 from idcode.service.api.routes import (
     cards,
     codes,
+    devices,
     devidp,
     health,
     identity,
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(verify.router)
     app.include_router(terminals.router)
     app.include_router(identity.router)
+    app.include_router(devices.router)
     app.state.wallet_files = wallet.load_wallet_files()
     app.include_router(wallet.router)
     if settings.dev_idp_serves_wallet:
