@@ -102,6 +102,18 @@ class IssuedCredential:
     expires_at: int
 
 
+def label_of(record: DeviceRecord, vault: PersonalDataVault) -> str | None:
+    """The device's label in the clear (stored sealed: a citizen may put a name in it)."""
+    if record.label_enc is None:
+        return None
+    return vault.decrypt(record.label_enc, card_id=record.card_id, field=_label_field(record.id))
+
+
+def _label_field(device_uuid: str) -> str:
+    # Bound to the device as well as the card: a label moved to another row does not open.
+    return f"device_label/{device_uuid}"
+
+
 def device_key(record: DeviceRecord) -> DeviceKey:
     return DeviceKey(Algorithm.from_name(record.alg, exact=True), record.public_key)
 
@@ -129,13 +141,16 @@ def register(
     if taken is not None:
         raise RequestRefused(DEVICE_EXISTS, "this key is registered already")
     expires_at = now + CREDENTIAL_LIFETIME
+    device_uuid = str(uuid.uuid4())
     record = DeviceRecord(
-        id=str(uuid.uuid4()),
+        id=device_uuid,
         card_id=card.id,
         alg=key.alg.jose_name,
         public_key=key.raw,
         device_id=key.device_id,
-        label=new.label,
+        label_enc=None
+        if new.label is None
+        else vault.encrypt(new.label, card_id=card.id, field=_label_field(device_uuid)),
         created_at=datetime.now(UTC),  # to the microsecond: the list's order
         credential_expires_at=_at(expires_at),
     )

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from idcode import b64url
-from idcode.bundle import TrustBundle, verify_bundle
+from idcode.bundle import TrustBundle, verify_bundle, verify_delta
 from idcode.cose import Algorithm
 from idcode.devicecode import DeviceKey, make_device_code
 from idcode.keystore import open_key_store
@@ -32,7 +32,7 @@ from idcode.reasons import Reason
 from idcode.replay import ReplayCache
 from idcode.service.database import make_engine
 from idcode.service.devices import MAX_DEVICES, REVOKED_MARGIN
-from idcode.service.models import AuditRecord, DeviceRecord
+from idcode.service.models import AuditRecord, DeviceRecord, StatusChange
 from idcode.service.settings import Settings
 from idcode.terminaltoken import (
     DEVICE_AUDIENCE,
@@ -677,6 +677,70 @@ def test_a_removed_devices_codes_are_refused_as_revoked_after_the_terminals_next
     # The card itself is not revoked: its ordinary codes are admitted.
     code = client.post("/v1/codes", headers=citizen[1]).json()["code"]
     assert verify(code, trust, now, replay).valid
+
+
+def test_a_removal_reaches_a_terminal_by_its_next_status_delta(
+    client: TestClient,
+    citizen: tuple[str, dict[str, str]],
+    terminal: tuple[str, Ed25519PrivateKey],
+    root_jwk: dict[str, Any],
+    database: Engine,
+) -> None:
+    """Terminals fetch a status delta every minute and the whole bundle every 15: a removal
+    is a new status version, and the delta from the held version carries the device."""
+    device, other = (Wallet(client, citizen[1], Ed25519PrivateKey.generate()) for _ in range(2))
+    assert device.register().status_code == 201 and other.register().status_code == 201
+    held, _ = fetch_bundle(client, terminal, root_jwk)
+    assert client.delete(f"/v1/devices/{device.id}", headers=citizen[1]).status_code == 204
+
+    token = terminal_token(terminal[0], terminal[1])
+    response = client.get(
+        "/v1/trust-bundle/status-delta",
+        params={"since": held.version},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+    delta, signed_at = verify_delta(response.text, root_jwk)
+    assert delta.target == held.version + 1
+    assert (delta.invalidated, delta.validated) == ((), ())  # the card's bit is untouched
+    assert delta.revoked_devices == (bytes.fromhex(device.answer["device_id"]),)
+    synced = held.apply_delta(delta, signed_at)
+    trust = synced.trust(prefix="WH1:", algorithms=[Algorithm.EDDSA, Algorithm.ES256])
+    now = int(time.time())
+    assert verify(device.code(now), trust, now).reason is Reason.REVOKED
+    assert verify(other.code(now), trust, now).valid
+    with Session(database) as session:
+        change = session.scalars(select(StatusChange).where(StatusChange.id == delta.target)).one()
+    assert (change.status_index, change.invalid) == (None, None)
+
+
+def test_a_delta_leaves_out_removed_devices_whose_credentials_expired(
+    client: TestClient,
+    citizen: tuple[str, dict[str, str]],
+    terminal: tuple[str, Ed25519PrivateKey],
+    root_jwk: dict[str, Any],
+    database: Engine,
+) -> None:
+    held, _ = fetch_bundle(client, terminal, root_jwk)
+    device = Wallet(client, citizen[1], Ed25519PrivateKey.generate())
+    assert device.register().status_code == 201
+    assert client.delete(f"/v1/devices/{device.id}", headers=citizen[1]).status_code == 204
+    expired = datetime.now(UTC) - timedelta(seconds=REVOKED_MARGIN + 1)
+    with Session(database) as session:
+        session.execute(
+            update(DeviceRecord)
+            .where(DeviceRecord.id == device.id)
+            .values(credential_expires_at=expired)
+        )
+        session.commit()
+    token = terminal_token(terminal[0], terminal[1])
+    response = client.get(
+        "/v1/trust-bundle/status-delta",
+        params={"since": held.version},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    delta, _ = verify_delta(response.text, root_jwk)
+    assert delta.target > held.version and delta.revoked_devices == ()
 
 
 def test_a_removed_devices_codes_are_refused_online_at_once(
