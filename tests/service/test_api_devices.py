@@ -30,6 +30,7 @@ from idcode.devicecode import DeviceKey, make_device_code
 from idcode.keystore import open_key_store
 from idcode.reasons import Reason
 from idcode.replay import ReplayCache
+from idcode.service.api.app import create_app
 from idcode.service.database import make_engine
 from idcode.service.devices import MAX_DEVICES, REVOKED_MARGIN
 from idcode.service.models import AuditRecord, DeviceRecord, StatusChange
@@ -42,6 +43,7 @@ from idcode.terminaltoken import (
     request_token,
     terminal_token,
 )
+from idcode.testing import random_id_number
 from idcode.verifier import verify
 from tests.services import Tokens
 
@@ -284,6 +286,53 @@ def test_concurrent_registrations_for_one_card_never_pass_the_limit(
     assert len(listed) == MAX_DEVICES
 
 
+def test_the_limit_the_lifetime_and_the_rate_are_the_deployments_settings(
+    make_settings: Callable[..., Settings], postgres_url: str, redis_url: str
+) -> None:
+    settings = make_settings(
+        database_url=postgres_url,
+        redis_url=redis_url,
+        max_devices_per_card=1,
+        device_credential_seconds=3600,
+        rate_limit_per_minute=3,
+    )
+    tokens = Tokens(settings)
+    with TestClient(create_app(settings)) as client:
+        body = {"id_number": random_id_number(), "name": "测试"}
+        assert client.post("/v1/cards", json=body, headers=tokens.operator()).status_code == 201
+        citizen = tokens.citizen(body["id_number"])
+        first, second = (Wallet(client, citizen, Ed25519PrivateKey.generate()) for _ in range(2))
+        assert first.register().status_code == 201
+        assert first.answer["credential_expires_at"] == first.answer["server_time"] + 3600
+        problem = assert_problem(second.register(), 409, "too_many_devices")
+        assert "at most 1 " in problem["detail"]
+        assert first.renew().status_code == 200
+        assert first.answer["credential_expires_at"] == first.answer["server_time"] + 3600
+        # Registrations and renewals count with the citizen's code requests.
+        limited = first.renew()
+        if limited.status_code == 200:  # the four requests straddled a minute's end
+            limited = first.renew()
+        problem = assert_problem(limited, 429, "rate_limited")
+        assert int(limited.headers["retry-after"]) >= 1
+
+
+def test_one_key_registered_twice_at_once_is_one_device(
+    client: TestClient, enrol: Enrol, tokens: Tokens
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    wallets = [Wallet(client, tokens.citizen(enrol()[1]), key) for _ in range(6)]
+    barrier = threading.Barrier(len(wallets))
+
+    def register(device: Wallet) -> tuple[int, str]:
+        barrier.wait(timeout=REQUEST_TIMEOUT)
+        response = device.register()
+        return response.status_code, response.json().get("reason", "")
+
+    with ThreadPoolExecutor(max_workers=len(wallets)) as pool:
+        answers = sorted(pool.map(register, wallets, timeout=REQUEST_TIMEOUT))
+    assert answers == [(201, "")] + [(409, "device_exists")] * 5
+
+
 def test_a_key_registered_already_is_409_device_exists_for_anyone(
     client: TestClient, enrol: Enrol, tokens: Tokens, wallet: Wallet
 ) -> None:
@@ -321,8 +370,6 @@ def test_registration_needs_a_citizen_with_a_card(client: TestClient, tokens: To
     assert_problem(
         client.post("/v1/devices", json=body, headers=tokens.operator()), 403, "not_a_citizen"
     )
-    from idcode.testing import random_id_number
-
     stranger = tokens.citizen(random_id_number())
     assert_problem(client.post("/v1/devices", json=body, headers=stranger), 404, "card_not_found")
 

@@ -149,7 +149,14 @@ async def register_device(
                 raise Problem(404, "card_not_found", NO_CARD)
             try:
                 issued = devices.register(
-                    session, services.vault, services.keys.signer(now), card, new, now
+                    session,
+                    services.vault,
+                    services.keys.signer(now),
+                    card,
+                    new,
+                    now,
+                    max_devices=services.settings.max_devices_per_card,
+                    lifetime=services.settings.device_credential_seconds,
                 )
             except RequestRefused as exc:
                 raise Problem(
@@ -213,7 +220,12 @@ async def renew_credential(
         with services.sessions() as session:
             try:
                 issued = devices.renew(
-                    session, services.vault, services.keys.signer(now), device.id, now
+                    session,
+                    services.vault,
+                    services.keys.signer(now),
+                    device.id,
+                    now,
+                    lifetime=services.settings.device_credential_seconds,
                 )
             except RequestRefused as exc:
                 raise Problem(403, exc.reason, "No credential was issued.", str(exc)) from None
