@@ -34,10 +34,12 @@ from idcode.terminaltoken import DEVICE_AUDIENCE
 from idcode.text import control_reason
 from idcode.verifier import MAX_CLOCK_SKEW
 
-#: Active devices one card may have: a phone, a spare, a watch, a tablet, the web wallet.
+#: Active devices one card may have by default (IDCODE_MAX_DEVICES_PER_CARD): a phone, a
+#: spare, a watch, a tablet, the web wallet.
 MAX_DEVICES = 5
-#: Every credential lives this long from its issue (the format's most, seven days); the wallet
-#: renews whenever it is online, so a phone offline for a week still shows codes.
+#: How long a credential lives from its issue by default (IDCODE_DEVICE_CREDENTIAL_SECONDS):
+#: the format's most, seven days. The wallet renews whenever it is online, so a phone
+#: offline for a week still shows codes.
 CREDENTIAL_LIFETIME = MAX_CREDENTIAL_LIFETIME
 MAX_LABEL = 64
 #: How long a removed device stays on the revoked list after its last credential expired: a
@@ -102,6 +104,18 @@ class IssuedCredential:
     expires_at: int
 
 
+def label_of(record: DeviceRecord, vault: PersonalDataVault) -> str | None:
+    """The device's label in the clear (stored sealed: a citizen may put a name in it)."""
+    if record.label_enc is None:
+        return None
+    return vault.decrypt(record.label_enc, card_id=record.card_id, field=_label_field(record.id))
+
+
+def _label_field(device_uuid: str) -> str:
+    # Bound to the device as well as the card: a label moved to another row does not open.
+    return f"device_label/{device_uuid}"
+
+
 def device_key(record: DeviceRecord) -> DeviceKey:
     return DeviceKey(Algorithm.from_name(record.alg, exact=True), record.public_key)
 
@@ -113,10 +127,14 @@ def register(
     card: CardRecord,
     new: NewDevice,
     now: int,
+    *,
+    max_devices: int = MAX_DEVICES,
+    lifetime: int = CREDENTIAL_LIFETIME,
 ) -> IssuedCredential:
-    """Register ``new`` for ``card`` and issue its first credential (not committed), or
-    RequestRefused saying why not. The caller read ``card`` locked (``card_for_update``), so
-    registrations for one card run one after the other and the limit holds."""
+    """Register ``new`` for ``card`` and issue its first credential, valid ``lifetime``
+    seconds (not committed), or RequestRefused saying why not. The caller read ``card``
+    locked (``card_for_update``), so registrations for one card run one after the other and
+    at most ``max_devices`` are active."""
     _check_active(card)
     key = new.key()
     taken = session.scalars(
@@ -128,14 +146,17 @@ def register(
         raise RequestRefused(DEVICE_REMOVED, "this key's device was removed; make a new key")
     if taken is not None:
         raise RequestRefused(DEVICE_EXISTS, "this key is registered already")
-    expires_at = now + CREDENTIAL_LIFETIME
+    expires_at = now + lifetime
+    device_uuid = str(uuid.uuid4())
     record = DeviceRecord(
-        id=str(uuid.uuid4()),
+        id=device_uuid,
         card_id=card.id,
         alg=key.alg.jose_name,
         public_key=key.raw,
         device_id=key.device_id,
-        label=new.label,
+        label_enc=None
+        if new.label is None
+        else vault.encrypt(new.label, card_id=card.id, field=_label_field(device_uuid)),
         created_at=datetime.now(UTC),  # to the microsecond: the list's order
         credential_expires_at=_at(expires_at),
     )
@@ -148,9 +169,9 @@ def register(
         raise RequestRefused(DEVICE_EXISTS, "this key is registered already") from None
     # Counted after the insert, in the same transaction: on SQLite the insert waits for any
     # other writer, so the count sees a concurrent registration (PostgreSQL: the card lock).
-    if active_count(session, card.id) > MAX_DEVICES:
+    if active_count(session, card.id) > max_devices:
         raise RequestRefused(
-            TOO_MANY_DEVICES, f"a card has at most {MAX_DEVICES} devices; remove one first"
+            TOO_MANY_DEVICES, f"a card has at most {max_devices} devices; remove one first"
         )
     blob = sign_credential(signer, _card(card, vault, now), key, expires_at)
     record_audit(
@@ -169,8 +190,10 @@ def renew(
     signer: Signer,
     device_uuid: str,
     now: int,
+    *,
+    lifetime: int = CREDENTIAL_LIFETIME,
 ) -> IssuedCredential:
-    """A new credential for the device, expiring CREDENTIAL_LIFETIME from ``now`` (not
+    """A new credential for the device, expiring ``lifetime`` seconds from ``now`` (not
     committed), or RequestRefused ``device_removed`` / ``card_not_active``.
 
     The new expiry is written with ``removed_at IS NULL`` in the statement itself: a removal
@@ -181,7 +204,7 @@ def renew(
         raise RequestRefused(DEVICE_REMOVED, "this device was removed")
     card = session.scalars(select(CardRecord).where(CardRecord.id == record.card_id)).one()
     _check_active(card)
-    expires_at = now + CREDENTIAL_LIFETIME
+    expires_at = now + lifetime
     written = session.execute(
         update(DeviceRecord)
         .where(DeviceRecord.id == device_uuid, DeviceRecord.removed_at.is_(None))

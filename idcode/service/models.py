@@ -220,7 +220,7 @@ class LinkRecord(Base):
 
 class DeviceRecord(Base):
     """A citizen's device key, certified for one card: the phone signs device codes with it
-    offline (docs/devices.md). Its public key only; never a name or a number."""
+    offline (docs/devices.md). Its public key, and its label only as ciphertext."""
 
     __tablename__ = "devices"
     __table_args__ = (
@@ -239,7 +239,8 @@ class DeviceRecord(Base):
     public_key: Mapped[bytes] = mapped_column(LargeBinary(33))
     # SHA-256 of public_key, first 8 bytes: how codes and revoked lists name the device.
     device_id: Mapped[bytes] = mapped_column(LargeBinary(8), unique=True, index=True)
-    label: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The citizen's name for the device ("王芳的手机"), free text: sealed like personal data.
+    label_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     renewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     credential_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -24,15 +24,16 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from idcode import b64url
-from idcode.bundle import TrustBundle, verify_bundle
+from idcode.bundle import TrustBundle, verify_bundle, verify_delta
 from idcode.cose import Algorithm
 from idcode.devicecode import DeviceKey, make_device_code
 from idcode.keystore import open_key_store
 from idcode.reasons import Reason
 from idcode.replay import ReplayCache
+from idcode.service.api.app import create_app
 from idcode.service.database import make_engine
 from idcode.service.devices import MAX_DEVICES, REVOKED_MARGIN
-from idcode.service.models import AuditRecord, DeviceRecord
+from idcode.service.models import AuditRecord, DeviceRecord, StatusChange
 from idcode.service.settings import Settings
 from idcode.terminaltoken import (
     DEVICE_AUDIENCE,
@@ -42,6 +43,7 @@ from idcode.terminaltoken import (
     request_token,
     terminal_token,
 )
+from idcode.testing import random_id_number
 from idcode.verifier import verify
 from tests.services import Tokens
 
@@ -284,6 +286,53 @@ def test_concurrent_registrations_for_one_card_never_pass_the_limit(
     assert len(listed) == MAX_DEVICES
 
 
+def test_the_limit_the_lifetime_and_the_rate_are_the_deployments_settings(
+    make_settings: Callable[..., Settings], postgres_url: str, redis_url: str
+) -> None:
+    settings = make_settings(
+        database_url=postgres_url,
+        redis_url=redis_url,
+        max_devices_per_card=1,
+        device_credential_seconds=3600,
+        rate_limit_per_minute=3,
+    )
+    tokens = Tokens(settings)
+    with TestClient(create_app(settings)) as client:
+        body = {"id_number": random_id_number(), "name": "测试"}
+        assert client.post("/v1/cards", json=body, headers=tokens.operator()).status_code == 201
+        citizen = tokens.citizen(body["id_number"])
+        first, second = (Wallet(client, citizen, Ed25519PrivateKey.generate()) for _ in range(2))
+        assert first.register().status_code == 201
+        assert first.answer["credential_expires_at"] == first.answer["server_time"] + 3600
+        problem = assert_problem(second.register(), 409, "too_many_devices")
+        assert "at most 1 " in problem["detail"]
+        assert first.renew().status_code == 200
+        assert first.answer["credential_expires_at"] == first.answer["server_time"] + 3600
+        # Registrations and renewals count with the citizen's code requests.
+        limited = first.renew()
+        if limited.status_code == 200:  # the four requests straddled a minute's end
+            limited = first.renew()
+        problem = assert_problem(limited, 429, "rate_limited")
+        assert int(limited.headers["retry-after"]) >= 1
+
+
+def test_one_key_registered_twice_at_once_is_one_device(
+    client: TestClient, enrol: Enrol, tokens: Tokens
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    wallets = [Wallet(client, tokens.citizen(enrol()[1]), key) for _ in range(6)]
+    barrier = threading.Barrier(len(wallets))
+
+    def register(device: Wallet) -> tuple[int, str]:
+        barrier.wait(timeout=REQUEST_TIMEOUT)
+        response = device.register()
+        return response.status_code, response.json().get("reason", "")
+
+    with ThreadPoolExecutor(max_workers=len(wallets)) as pool:
+        answers = sorted(pool.map(register, wallets, timeout=REQUEST_TIMEOUT))
+    assert answers == [(201, "")] + [(409, "device_exists")] * 5
+
+
 def test_a_key_registered_already_is_409_device_exists_for_anyone(
     client: TestClient, enrol: Enrol, tokens: Tokens, wallet: Wallet
 ) -> None:
@@ -321,8 +370,6 @@ def test_registration_needs_a_citizen_with_a_card(client: TestClient, tokens: To
     assert_problem(
         client.post("/v1/devices", json=body, headers=tokens.operator()), 403, "not_a_citizen"
     )
-    from idcode.testing import random_id_number
-
     stranger = tokens.citizen(random_id_number())
     assert_problem(client.post("/v1/devices", json=body, headers=stranger), 404, "card_not_found")
 
@@ -677,6 +724,70 @@ def test_a_removed_devices_codes_are_refused_as_revoked_after_the_terminals_next
     # The card itself is not revoked: its ordinary codes are admitted.
     code = client.post("/v1/codes", headers=citizen[1]).json()["code"]
     assert verify(code, trust, now, replay).valid
+
+
+def test_a_removal_reaches_a_terminal_by_its_next_status_delta(
+    client: TestClient,
+    citizen: tuple[str, dict[str, str]],
+    terminal: tuple[str, Ed25519PrivateKey],
+    root_jwk: dict[str, Any],
+    database: Engine,
+) -> None:
+    """Terminals fetch a status delta every minute and the whole bundle every 15: a removal
+    is a new status version, and the delta from the held version carries the device."""
+    device, other = (Wallet(client, citizen[1], Ed25519PrivateKey.generate()) for _ in range(2))
+    assert device.register().status_code == 201 and other.register().status_code == 201
+    held, _ = fetch_bundle(client, terminal, root_jwk)
+    assert client.delete(f"/v1/devices/{device.id}", headers=citizen[1]).status_code == 204
+
+    token = terminal_token(terminal[0], terminal[1])
+    response = client.get(
+        "/v1/trust-bundle/status-delta",
+        params={"since": held.version},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+    delta, signed_at = verify_delta(response.text, root_jwk)
+    assert delta.target == held.version + 1
+    assert (delta.invalidated, delta.validated) == ((), ())  # the card's bit is untouched
+    assert delta.revoked_devices == (bytes.fromhex(device.answer["device_id"]),)
+    synced = held.apply_delta(delta, signed_at)
+    trust = synced.trust(prefix="WH1:", algorithms=[Algorithm.EDDSA, Algorithm.ES256])
+    now = int(time.time())
+    assert verify(device.code(now), trust, now).reason is Reason.REVOKED
+    assert verify(other.code(now), trust, now).valid
+    with Session(database) as session:
+        change = session.scalars(select(StatusChange).where(StatusChange.id == delta.target)).one()
+    assert (change.status_index, change.invalid) == (None, None)
+
+
+def test_a_delta_leaves_out_removed_devices_whose_credentials_expired(
+    client: TestClient,
+    citizen: tuple[str, dict[str, str]],
+    terminal: tuple[str, Ed25519PrivateKey],
+    root_jwk: dict[str, Any],
+    database: Engine,
+) -> None:
+    held, _ = fetch_bundle(client, terminal, root_jwk)
+    device = Wallet(client, citizen[1], Ed25519PrivateKey.generate())
+    assert device.register().status_code == 201
+    assert client.delete(f"/v1/devices/{device.id}", headers=citizen[1]).status_code == 204
+    expired = datetime.now(UTC) - timedelta(seconds=REVOKED_MARGIN + 1)
+    with Session(database) as session:
+        session.execute(
+            update(DeviceRecord)
+            .where(DeviceRecord.id == device.id)
+            .values(credential_expires_at=expired)
+        )
+        session.commit()
+    token = terminal_token(terminal[0], terminal[1])
+    response = client.get(
+        "/v1/trust-bundle/status-delta",
+        params={"since": held.version},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    delta, _ = verify_delta(response.text, root_jwk)
+    assert delta.target > held.version and delta.revoked_devices == ()
 
 
 def test_a_removed_devices_codes_are_refused_online_at_once(

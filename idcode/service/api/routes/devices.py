@@ -32,6 +32,7 @@ from idcode.service.api.routes.codes import NO_CARD, citizen_card
 from idcode.service.devices import IssuedCredential, NewDevice
 from idcode.service.events import as_utc
 from idcode.service.models import CardRecord, DeviceRecord
+from idcode.service.pii import PersonalDataVault
 from idcode.service.requesttokens import PARTY_ID
 
 router = APIRouter(prefix="/v1", tags=["devices"], route_class=AuthenticatedFirst)
@@ -80,7 +81,7 @@ def _credential(services: Services, issued: IssuedCredential, now: int) -> dict[
         "id": device.id,
         "device_id": device.device_id.hex(),
         "alg": device.alg,
-        "label": device.label,
+        "label": devices.label_of(device, services.vault),
         "credential": b64url.encode(issued.blob),
         "credential_expires_at": issued.expires_at,
         "server_time": now,
@@ -90,12 +91,12 @@ def _credential(services: Services, issued: IssuedCredential, now: int) -> dict[
     }
 
 
-def _view(device: DeviceRecord) -> dict[str, Any]:
+def _view(device: DeviceRecord, vault: PersonalDataVault) -> dict[str, Any]:
     return {
         "id": device.id,
         "device_id": device.device_id.hex(),
         "alg": device.alg,
-        "label": device.label,
+        "label": devices.label_of(device, vault),
         "created_at": as_utc(device.created_at),
         "renewed_at": None if device.renewed_at is None else as_utc(device.renewed_at),
         "credential_expires_at": int(as_utc(device.credential_expires_at).timestamp()),
@@ -148,7 +149,14 @@ async def register_device(
                 raise Problem(404, "card_not_found", NO_CARD)
             try:
                 issued = devices.register(
-                    session, services.vault, services.keys.signer(now), card, new, now
+                    session,
+                    services.vault,
+                    services.keys.signer(now),
+                    card,
+                    new,
+                    now,
+                    max_devices=services.settings.max_devices_per_card,
+                    lifetime=services.settings.device_credential_seconds,
                 )
             except RequestRefused as exc:
                 raise Problem(
@@ -212,7 +220,12 @@ async def renew_credential(
         with services.sessions() as session:
             try:
                 issued = devices.renew(
-                    session, services.vault, services.keys.signer(now), device.id, now
+                    session,
+                    services.vault,
+                    services.keys.signer(now),
+                    device.id,
+                    now,
+                    lifetime=services.settings.device_credential_seconds,
                 )
             except RequestRefused as exc:
                 raise Problem(403, exc.reason, "No credential was issued.", str(exc)) from None
@@ -236,7 +249,8 @@ async def list_devices(citizen: CitizenDep, services: ServicesDep) -> dict[str, 
 
     def work() -> dict[str, Any]:
         with services.sessions() as session:
-            return {"devices": [_view(d) for d in devices.devices_of(session, card.card_id)]}
+            found = devices.devices_of(session, card.card_id)
+            return {"devices": [_view(device, services.vault) for device in found]}
 
     return await run_in_threadpool(work)
 

@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("alg", sa.String(length=8), nullable=False),
         sa.Column("public_key", sa.LargeBinary(length=33), nullable=False),
         sa.Column("device_id", sa.LargeBinary(length=8), nullable=False),
-        sa.Column("label", sa.String(length=64), nullable=True),
+        sa.Column("label_enc", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("renewed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("credential_expires_at", sa.DateTime(timezone=True), nullable=False),
