@@ -49,7 +49,7 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 def wallet_file(name: str) -> bytes:
-    return (resources.files("idcode.service") / "wallet" / name).read_bytes()
+    return (resources.files("idcode.service") / "web-wallet" / name).read_bytes()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The web wallet (docs/wallet.md): its static files at ``/wallet/`` and ``GET
 /wallet/config.json``, which tells it where citizens sign in.
 
-The files ship inside the package (``idcode/service/wallet/``) and are read once when the
+The files ship inside the package (``idcode/service/web-wallet/``) and are read once when the
 application is built: a closed set, served from memory with an ETag, nothing from a CDN and no
 build step. The service worker's cache name carries a digest of every file, so a new release
 replaces the cached shell by itself.
@@ -54,7 +54,7 @@ def _media_type(name: str) -> str:
 
 def load_wallet_files() -> dict[str, WalletFile]:
     """Every file of the wallet by its path under /wallet/ ("" is index.html)."""
-    root = resources.files("idcode.service") / "wallet"
+    root = resources.files("idcode.service") / "web-wallet"
     raw: dict[str, bytes] = {}
 
     def walk(folder: Any, prefix: str) -> None:
