@@ -207,6 +207,33 @@ class ConsentRefused(Refusal):
         self.status = status
 
 
+class SignInRefused(Refusal):
+    """A sign-in request the development identity provider refuses (idcode.service.devidp):
+    ``reason`` is RFC 6749's error code (``invalid_request``, ``invalid_grant``...), ``status``
+    the HTTP status of a token request's answer."""
+
+    def __init__(self, reason: str, message: str, status: int = 400) -> None:
+        super().__init__(reason, message)
+        self.status = status
+
+
+class UntrustedRedirect(SignInRefused):
+    """An authorization request whose client or redirect URI cannot be trusted: the error is
+    shown to the person, never sent to the redirect URI (RFC 6749 section 4.1.2.1)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_request", message)
+
+
+class AuthorizationRefused(SignInRefused):
+    """An authorization request refused with an error sent back to its (trusted) redirect
+    URI, with the request's state."""
+
+    def __init__(self, reason: str, message: str, redirect_uri: str, state: str | None) -> None:
+        super().__init__(reason, message)
+        self.redirect_uri, self.state = redirect_uri, state
+
+
 class CardError(Refusal):
     """A card operation cannot be done."""
 

@@ -11,7 +11,8 @@ from the provider's own signing key (every replica has it), naming the client, t
 URI, the PKCE challenge, the citizen and the nonce, valid ``CODE_LIFETIME`` seconds. Single
 use is the service's shared replay memory (``SharedState.seen_before``), so a code redeemed at
 one replica is refused at every other. Validation is strict and every refusal names the
-parameter: the error codes are RFC 6749's (sections 4.1.2.1 and 5.2).
+parameter: the error codes are RFC 6749's (sections 4.1.2.1 and 5.2), carried by
+``SignInRefused`` and its two kinds in idcode.errors.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 
+from idcode.errors import AuthorizationRefused, SignInRefused, UntrustedRedirect
 from idcode.service.auth import dev_idp_key, dev_token
 from idcode.service.cards import NewCard
 from idcode.service.demodata import DEMO_CARDS
@@ -58,28 +60,6 @@ AUTHORIZE_PARAMETERS = (
     "nonce",
 )
 TOKEN_PARAMETERS = ("grant_type", "code", "redirect_uri", "client_id", "code_verifier")
-
-
-class UnsafeRedirect(Exception):
-    """The client or its redirect URI cannot be trusted: the error is shown to the person at
-    the provider, never sent to the redirect URI (RFC 6749 section 4.1.2.1)."""
-
-
-class OAuthError(Exception):
-    """An RFC 6749 error: ``error`` is one of its codes, the message says what was wrong."""
-
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.error, self.description, self.status = error, description, status
-
-
-class AuthorizationError(OAuthError):
-    """An error of an authorization request that is sent back to the (trusted) redirect URI,
-    with the request's state."""
-
-    def __init__(self, error: str, description: str, redirect_uri: str, state: str | None):
-        super().__init__(error, description)
-        self.redirect_uri, self.state = redirect_uri, state
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +106,11 @@ def _single(params: Mapping[str, Sequence[str]], name: str) -> str | None:
     one value is an error (ibid.)."""
     values = params.get(name, ())
     if len(values) > 1:
-        raise OAuthError("invalid_request", f"{name} is given more than once")
+        raise SignInRefused("invalid_request", f"{name} is given more than once")
     if not values or values[0] == "":
         return None
     if len(values[0]) > MAX_PARAMETER:
-        raise OAuthError("invalid_request", f"{name} is longer than {MAX_PARAMETER} characters")
+        raise SignInRefused("invalid_request", f"{name} is longer than {MAX_PARAMETER} characters")
     return values[0]
 
 
@@ -158,41 +138,41 @@ class DevIdentityProvider:
     def authorization_request(
         self, params: Mapping[str, Sequence[str]], redirect_uris: frozenset[str]
     ) -> AuthorizationRequest:
-        """Check an authorization request. Raises UnsafeRedirect when the client or redirect
-        URI is not trusted, AuthorizationError (for the redirect URI) for anything else."""
+        """Check an authorization request. Raises UntrustedRedirect when the client or redirect
+        URI is not trusted, AuthorizationRefused (for the redirect URI) for anything else."""
         try:
             client_id = _single(params, "client_id")
             redirect_uri = _single(params, "redirect_uri")
-        except OAuthError as exc:
-            raise UnsafeRedirect(exc.description) from None
+        except SignInRefused as exc:
+            raise UntrustedRedirect(str(exc)) from None
         if client_id is None:
-            raise UnsafeRedirect("client_id is missing")
+            raise UntrustedRedirect("client_id is missing")
         if client_id != self.client_id:
-            raise UnsafeRedirect("client_id is not a client of this provider")
+            raise UntrustedRedirect("client_id is not a client of this provider")
         if redirect_uri is None:
-            raise UnsafeRedirect("redirect_uri is missing")
+            raise UntrustedRedirect("redirect_uri is missing")
         if redirect_uri not in redirect_uris:
-            raise UnsafeRedirect("redirect_uri is not registered for this client")
+            raise UntrustedRedirect("redirect_uri is not registered for this client")
         try:
             state = _single(params, "state")
-        except OAuthError as exc:
-            raise AuthorizationError(exc.error, exc.description, redirect_uri, None) from None
+        except SignInRefused as exc:
+            raise AuthorizationRefused(exc.reason, str(exc), redirect_uri, None) from None
         if state is not None and not OPAQUE.fullmatch(state):
             # Sent back as it came would break the redirect: refused without it.
-            raise AuthorizationError(
+            raise AuthorizationRefused(
                 "invalid_request",
                 "state must be 1-512 visible ASCII characters",
                 redirect_uri,
                 None,
             )
 
-        def refuse(error: str, description: str) -> AuthorizationError:
-            return AuthorizationError(error, description, redirect_uri, state)
+        def refuse(error: str, description: str) -> AuthorizationRefused:
+            return AuthorizationRefused(error, description, redirect_uri, state)
 
         try:
             values = {name: _single(params, name) for name in AUTHORIZE_PARAMETERS}
-        except OAuthError as exc:
-            raise refuse(exc.error, exc.description) from None
+        except SignInRefused as exc:
+            raise refuse(exc.reason, str(exc)) from None
         response_type = values["response_type"]
         if response_type is None:
             raise refuse("invalid_request", "response_type is missing")
@@ -242,24 +222,24 @@ class DevIdentityProvider:
 
     def redeem(self, form: Mapping[str, Sequence[str]], now: int) -> Redeemed:
         """Check a token request (everything but single use, which the caller records) and
-        make its ID token. Raises OAuthError."""
+        make its ID token. Raises SignInRefused."""
         values = {name: _single(form, name) for name in TOKEN_PARAMETERS}
         grant_type = values["grant_type"]
         if grant_type is None:
-            raise OAuthError("invalid_request", "grant_type is missing")
+            raise SignInRefused("invalid_request", "grant_type is missing")
         if grant_type != "authorization_code":
-            raise OAuthError(
+            raise SignInRefused(
                 "unsupported_grant_type", "only grant_type=authorization_code is supported"
             )
         for name in ("code", "redirect_uri", "client_id", "code_verifier"):
             if values[name] is None:
-                raise OAuthError("invalid_request", f"{name} is missing")
+                raise SignInRefused("invalid_request", f"{name} is missing")
         code, verifier = values["code"], values["code_verifier"]
         assert code is not None and verifier is not None
         if values["client_id"] != self.client_id:
-            raise OAuthError("invalid_client", "client_id is not a client of this provider", 401)
+            raise SignInRefused("invalid_client", "client_id is not a client of this provider", 401)
         if not VERIFIER.fullmatch(verifier):
-            raise OAuthError(
+            raise SignInRefused(
                 "invalid_request", "code_verifier must be 43-128 unreserved characters"
             )
         try:
@@ -276,24 +256,26 @@ class DevIdentityProvider:
                 },
             )
         except jwt.InvalidTokenError:
-            raise OAuthError(
+            raise SignInRefused(
                 "invalid_grant", "the authorization code is not one this provider issued"
             ) from None
         if not isinstance(claims.get("exp"), int) or claims["exp"] <= now:
-            raise OAuthError("invalid_grant", "the authorization code has expired")
+            raise SignInRefused("invalid_grant", "the authorization code has expired")
         if claims.get("client_id") != values["client_id"]:
-            raise OAuthError("invalid_grant", "the authorization code was issued to another client")
+            raise SignInRefused(
+                "invalid_grant", "the authorization code was issued to another client"
+            )
         if claims.get("redirect_uri") != values["redirect_uri"]:
-            raise OAuthError(
+            raise SignInRefused(
                 "invalid_grant", "redirect_uri is not the one of the authorization request"
             )
         digest = hashlib.sha256(verifier.encode("ascii")).digest()
         computed = base64.urlsafe_b64encode(digest).decode().rstrip("=")
         if not hmac.compare_digest(computed, str(claims.get("code_challenge"))):
-            raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
+            raise SignInRefused("invalid_grant", "code_verifier does not match the code_challenge")
         citizen = claims.get("citizen")
         if not isinstance(citizen, int) or not 0 <= citizen < len(DEMO_CARDS):
-            raise OAuthError("invalid_grant", "the authorization code names no demo citizen")
+            raise SignInRefused("invalid_grant", "the authorization code names no demo citizen")
         nonce = claims.get("nonce")
         token = dev_token(
             self._settings,

@@ -30,7 +30,6 @@ from tests.web.qrscan import read_qr
 from tests.web.walletservice import TerminalClock, WalletService, terminal, wallet_service
 
 WAIT_MS = 30_000  # how long a step may take before the test fails; never a measure
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
 @pytest.fixture(scope="module")

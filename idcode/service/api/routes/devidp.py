@@ -16,16 +16,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from idcode.errors import AuthorizationRefused, SignInRefused, UntrustedRedirect
 from idcode.service.api.deps import Services
 from idcode.service.demodata import DEMO_CARDS
 from idcode.service.devidp import (
     AUTHORIZE_PARAMETERS,
     ID_TOKEN_LIFETIME,
-    AuthorizationError,
     AuthorizationRequest,
     DevIdentityProvider,
-    OAuthError,
-    UnsafeRedirect,
 )
 from idcode.service.masks import mask_name
 
@@ -38,6 +36,120 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",  # a sign-in page is never framed (clickjacking)
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
+}
+
+
+# The OpenAPI description of these routes, which read their parameters themselves (strictly,
+# as RFC 6749 says: a repeated parameter is an error, which FastAPI's parsing would hide).
+_TEXT = {"type": "string"}
+_AUTHORIZE_PARAMETERS: dict[str, Any] = {
+    "response_type": {"enum": ["code"]},
+    "client_id": _TEXT,
+    "redirect_uri": {"type": "string", "format": "uri"},
+    "scope": {"type": "string", "description": "must include openid"},
+    "state": _TEXT,
+    "nonce": _TEXT,
+    "code_challenge": {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"},
+    "code_challenge_method": {"enum": ["S256"]},
+}
+_REQUIRED = ["response_type", "client_id", "redirect_uri", "scope", "code_challenge"]
+_HTML = {"text/html": {"schema": _TEXT}}
+_BACK = {
+    "description": "Back to the redirect URI: with code and state, or with error, "
+    "error_description and state (RFC 6749 section 4.1.2)",
+    "headers": {"Location": {"schema": _TEXT}},
+}
+_UNTRUSTED = {
+    "description": "An unknown client or redirect URI: an error page, no redirect",
+    "content": _HTML,
+}
+_OAUTH_ERROR = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {"error": _TEXT, "error_description": _TEXT},
+            "required": ["error", "error_description"],
+        }
+    }
+}
+AUTHORIZE_PAGE: dict[str, Any] = {
+    "parameters": [
+        {"name": name, "in": "query", "required": name in _REQUIRED, "schema": schema}
+        for name, schema in _AUTHORIZE_PARAMETERS.items()
+    ],
+    "responses": {
+        "200": {"description": "The sign-in page", "content": _HTML},
+        "303": _BACK,
+        "400": _UNTRUSTED,
+    },
+}
+AUTHORIZE_CHOICE: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            FORM: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        **_AUTHORIZE_PARAMETERS,
+                        "citizen": {"type": "string", "description": "a demo citizen's index"},
+                        "cancel": _TEXT,
+                    },
+                    "required": _REQUIRED,
+                }
+            }
+        },
+    },
+    "responses": {"303": _BACK, "400": _UNTRUSTED},
+}
+TOKEN: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            FORM: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "grant_type": {"enum": ["authorization_code"]},
+                        "code": _TEXT,
+                        "redirect_uri": _TEXT,
+                        "client_id": _TEXT,
+                        "code_verifier": {
+                            "type": "string",
+                            "pattern": "^[A-Za-z0-9._~-]{43,128}$",
+                        },
+                    },
+                    "required": [
+                        "grant_type",
+                        "code",
+                        "redirect_uri",
+                        "client_id",
+                        "code_verifier",
+                    ],
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "The ID token",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "id_token": _TEXT,
+                            "token_type": {"enum": ["Bearer"]},
+                            "expires_in": {"type": "integer"},
+                        },
+                        "required": ["id_token", "token_type", "expires_in"],
+                    }
+                }
+            },
+        },
+        "400": {"description": "An RFC 6749 error", "content": _OAUTH_ERROR},
+        "401": {"description": "invalid_client", "content": _OAUTH_ERROR},
+    },
 }
 
 
@@ -57,8 +169,8 @@ def _redirect(uri: str, params: dict[str, str]) -> RedirectResponse:
     return RedirectResponse(uri + separator + urlencode(params), 303, headers=NO_STORE)
 
 
-def _error_redirect(exc: AuthorizationError) -> RedirectResponse:
-    params = {"error": exc.error, "error_description": exc.description}
+def _error_redirect(exc: AuthorizationRefused) -> RedirectResponse:
+    params = {"error": exc.reason, "error_description": str(exc)}
     if exc.state is not None:
         params["state"] = exc.state
     return _redirect(exc.redirect_uri, params)
@@ -131,7 +243,7 @@ async def _form(request: Request) -> dict[str, list[str]]:
     """The request's url-encoded form, strictly: its media type, UTF-8, at most MAX_FIELDS."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != FORM:
-        raise OAuthError("invalid_request", f"the body must be {FORM}")
+        raise SignInRefused("invalid_request", f"the body must be {FORM}")
     body = await request.body()
     try:
         return parse_qs(
@@ -141,11 +253,13 @@ async def _form(request: Request) -> dict[str, list[str]]:
             errors="strict",
         )
     except UnicodeDecodeError:
-        raise OAuthError(
+        raise SignInRefused(
             "invalid_request", "the body is not url-encoded UTF-8 (RFC 6749 appendix B)"
         ) from None
     except ValueError:
-        raise OAuthError("invalid_request", f"the body has more than {MAX_FIELDS} fields") from None
+        raise SignInRefused(
+            "invalid_request", f"the body has more than {MAX_FIELDS} fields"
+        ) from None
 
 
 def _check(request: Request, params: Mapping[str, Sequence[str]]) -> AuthorizationRequest:
@@ -154,29 +268,39 @@ def _check(request: Request, params: Mapping[str, Sequence[str]]) -> Authorizati
     )
 
 
-@router.get("/authorize", summary="Sign-in page of the development provider (development)")
+@router.get(
+    "/authorize",
+    summary="Sign-in page of the development provider (development)",
+    response_class=HTMLResponse,
+    openapi_extra=AUTHORIZE_PAGE,
+)
 async def authorize_page(request: Request) -> Response:
     try:
         return _sign_in_page(_check(request, _query(request)))
-    except UnsafeRedirect as exc:
+    except UntrustedRedirect as exc:
         return _refusal_page(str(exc))
-    except AuthorizationError as exc:
+    except AuthorizationRefused as exc:
         return _error_redirect(exc)
 
 
-@router.post("/authorize", summary="The citizen's choice on the sign-in page (development)")
+@router.post(
+    "/authorize",
+    summary="The citizen's choice on the sign-in page (development)",
+    response_class=HTMLResponse,
+    openapi_extra=AUTHORIZE_CHOICE,
+)
 async def authorize_choice(request: Request) -> Response:
     try:
         form = await _form(request)
-    except OAuthError as exc:
-        return _refusal_page(exc.description)
+    except SignInRefused as exc:
+        return _refusal_page(str(exc))
     # The form carries the request back: it is checked again, as if it had just arrived.
     request_params = {name: form[name] for name in AUTHORIZE_PARAMETERS if name in form}
     try:
         checked = _check(request, request_params)
-    except UnsafeRedirect as exc:
+    except UntrustedRedirect as exc:
         return _refusal_page(str(exc))
-    except AuthorizationError as exc:
+    except AuthorizationRefused as exc:
         return _error_redirect(exc)
     state = {"state": checked.state} if checked.state is not None else {}
     choice = form.get("citizen", [])
@@ -194,36 +318,34 @@ async def authorize_choice(request: Request) -> Response:
     return _redirect(checked.redirect_uri, {"code": code, **state})
 
 
-def _token_error(exc: OAuthError) -> JSONResponse:
+def _token_error(exc: SignInRefused) -> JSONResponse:
     headers = dict(NO_STORE)
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="idcode-dev-idp"'  # RFC 6749 section 5.2
     return JSONResponse(
-        {"error": exc.error, "error_description": exc.description}, exc.status, headers=headers
+        {"error": exc.reason, "error_description": str(exc)}, exc.status, headers=headers
     )
 
 
 @router.post(
     "/token",
     summary="Redeem an authorization code for an ID token (development)",
-    responses={
-        200: {"description": "{id_token, token_type, expires_in}"},
-        400: {"description": "RFC 6749 error: {error, error_description}"},
-        401: {"description": "invalid_client"},
-    },
+    openapi_extra=TOKEN,
 )
 async def token(request: Request) -> Response:
     services: Services = request.app.state.services
     now = int(time.time())
     try:
         redeemed = _provider(request).redeem(await _form(request), now)
-    except OAuthError as exc:
+    except SignInRefused as exc:
         return _token_error(exc)
     # Single use across replicas, recorded only once everything else holds: a request that
     # failed (a wrong verifier, say) does not burn the citizen's code.
     forget_after = redeemed.expires_at + services.settings.clock_skew_seconds
     if await services.state.seen_before(redeemed.code_id, forget_after, now):
-        return _token_error(OAuthError("invalid_grant", "the authorization code was used already"))
+        return _token_error(
+            SignInRefused("invalid_grant", "the authorization code was used already")
+        )
     answer: dict[str, Any] = {
         "id_token": redeemed.id_token,
         "token_type": "Bearer",
