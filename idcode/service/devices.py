@@ -26,6 +26,7 @@ from idcode.devicecode import DEVICE_CODE_LIFETIME, MAX_CREDENTIAL_LIFETIME, Dev
 from idcode.devicecode import issue_credential as sign_credential
 from idcode.errors import DeviceAuthError, RequestRefused
 from idcode.keys import Signer
+from idcode.protocol import MAX_CLOCK_DRIFT
 from idcode.service.cards import record_audit, snapshot
 from idcode.service.models import CardRecord, CardStatus, DeviceRecord, StatusChange
 from idcode.service.pii import PersonalDataVault
@@ -42,10 +43,11 @@ MAX_DEVICES = 5
 #: offline for a week still shows codes.
 CREDENTIAL_LIFETIME = MAX_CREDENTIAL_LIFETIME
 MAX_LABEL = 64
-#: How long a removed device stays on the revoked list after its last credential expired: a
-#: code made just before that expiry lives DEVICE_CODE_LIFETIME more, and a terminal may
-#: allow up to MAX_CLOCK_SKEW of skew (each deployment chooses its own, up to that).
-REVOKED_MARGIN = DEVICE_CODE_LIFETIME + MAX_CLOCK_SKEW
+#: How long a removed device stays on the revoked list after its last credential expired. A
+#: terminal accepts a credential until its expiry plus the terminal's skew allowance (at most
+#: MAX_CLOCK_SKEW), by the terminal's clock, which may run up to MAX_CLOCK_DRIFT behind and
+#: still sync; the code lifetime on top costs a few bytes for a few minutes.
+REVOKED_MARGIN = DEVICE_CODE_LIFETIME + MAX_CLOCK_SKEW + MAX_CLOCK_DRIFT
 
 # The refusals' reasons (docs/api.md, "Devices").
 CARD_NOT_ACTIVE = "card_not_active"

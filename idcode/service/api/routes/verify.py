@@ -1,8 +1,8 @@
 """Online verification for connected terminals and partner platforms: ``POST /v1/verify``.
 
-The same verifier as offline terminals, with the live card status instead of a status list
-and replay detection in the shared state, so a code accepted by one replica is refused as
-``replayed`` by every other.
+The same verifier as offline terminals, with the live card status (and a device code's live
+device) instead of a status list and replay detection in the shared state, so a code accepted
+by one replica is refused as ``replayed`` by every other.
 """
 
 from __future__ import annotations
