@@ -36,6 +36,7 @@ from tests.services import POSTGRES_ADMIN_URL, REDIS_RUN_PREFIX, RUN_ID, Tokens
 STARTUP_SECONDS = 60  # a cold start imports FastAPI, SQLAlchemy and Alembic on a busy machine
 STOP_SECONDS = 10
 SCENE = "community"
+CREDENTIAL_SECONDS = 3600
 
 
 @dataclass
@@ -99,6 +100,10 @@ def wallet_service(workdir: Path, redis_url: str) -> Iterator[WalletService]:
         IDCODE_KEYS_DIR=str(keys_dir),
         IDCODE_DATA_DIR=str(workdir / "data"),
         IDCODE_DEMO_DATA="true",
+        # Credentials of an hour: the wallet renews after a seventh of that (8.5 min), which
+        # the page's clock can pass without its device tokens drifting beyond the 600 s the
+        # service allows (a day would).
+        IDCODE_DEVICE_CREDENTIAL_SECONDS=str(CREDENTIAL_SECONDS),
     )
     settings = Settings(
         environment="development",
@@ -106,6 +111,7 @@ def wallet_service(workdir: Path, redis_url: str) -> Iterator[WalletService]:
         database_url=database_url,
         redis_url=redis_url,
         redis_prefix=prefix,
+        device_credential_seconds=CREDENTIAL_SECONDS,
     )
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')

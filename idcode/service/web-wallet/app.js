@@ -17,8 +17,10 @@ import { SignInError, finishSignIn, isSignInAnswer, startSignIn } from "./oidc.j
 import { drawCode } from "./qr.js";
 
 const REFRESH_BEFORE = 10; // seconds left on a code when the next one is made
-const RENEW_WHEN_LEFT = 6 * 86400; // renew the credential once it has less than this left
-const RENEW_RETRY = 3600; // after a failed renewal, not again for an hour (while open)
+// The credential is renewed online once a seventh of its lifetime has passed (a day, with the
+// service's default 7 days), and tried at most that often, and at most hourly, while open.
+const RENEW_FRACTION = 7;
+const RENEW_RETRY = 3600;
 const CLOCK_WARNING = 10; // seconds off the service's clock: a warning
 const CLOCK_REFUSED = 30; // the terminals' clock-skew allowance: codes get refused
 const SESSION_MARGIN = 60; // an ID token this close to its expiry is not used
@@ -45,6 +47,17 @@ let making = false;
 let renewing = false;
 let lastRenewalTry = 0;
 let consentTimer = null;
+let signedInNow = false; // this page load is a sign-in's answer
+
+// A 401 from the service: sign in again, unless the citizen has just signed in (then the
+// service refuses this provider's tokens, and another round trip would not change that).
+function signInAgain(after, answer) {
+  if (signedInNow) {
+    say(`The service refused the sign-in: ${problemText(answer.body)}.`, "error");
+    return null;
+  }
+  return signIn(after);
+}
 
 class Offline extends Error {}
 
@@ -194,7 +207,7 @@ async function register() {
     if (error instanceof Offline) return say("Setting up this phone needs a network.", "error");
     throw error;
   }
-  if (answer.status === 401) return signIn("register");
+  if (answer.status === 401) return signInAgain("register", answer);
   if (answer.status === 409 && answer.body?.reason === "too_many_devices") {
     say("You have the most devices allowed. Remove one you no longer use, then come back.", "error");
     return showDevices();
@@ -224,7 +237,14 @@ function deviceRecord(answer, keyPair) {
     codeLifetime: answer.code_lifetime,
     createdAt: answer.created_at,
     renewedAt: now(),
+    lifetime: answer.credential_expires_at - answer.server_time,
   };
+}
+
+function renewalDue() {
+  const lifetime = device.lifetime || 7 * 86400; // a record kept before lifetime was
+  const period = Math.max(60, Math.floor(lifetime / RENEW_FRACTION));
+  return now() - device.renewedAt >= period && now() - lastRenewalTry >= Math.min(period, RENEW_RETRY);
 }
 
 // -- codes ----------------------------------------------------------------------------------
@@ -288,9 +308,7 @@ async function tick() {
     $("countdown").textContent = `Valid for ${remaining} s`;
     $("countdown-bar").value = remaining;
   }
-  if (navigator.onLine && credentialLeft() < RENEW_WHEN_LEFT && now() - lastRenewalTry > RENEW_RETRY) {
-    renew(false);
-  }
+  if (navigator.onLine && renewalDue()) renew(false);
 }
 
 function showCode() {
@@ -357,7 +375,7 @@ async function showDevices() {
     if (error instanceof Offline) return say("Your devices can be seen online only.", "error");
     throw error;
   }
-  if (answer.status === 401) return signIn("devices");
+  if (answer.status === 401) return signInAgain("devices", answer);
   if (!answer.ok) return say(`Your devices cannot be read: ${problemText(answer.body)}.`, "error");
   const list = $("device-list");
   list.replaceChildren();
@@ -431,7 +449,7 @@ async function showConsent() {
     if (error instanceof Offline) return say("Showing your identity needs a network.", "error");
     throw error;
   }
-  if (answer.status === 401) return signIn("consent");
+  if (answer.status === 401) return signInAgain("consent", answer);
   if (!answer.ok) return say(`The services cannot be read: ${problemText(answer.body)}.`, "error");
   const list = $("party-list");
   list.replaceChildren();
@@ -501,7 +519,7 @@ async function askConsentCode(event) {
     if (error instanceof Offline) return say("Showing your identity needs a network.", "error");
     throw error;
   }
-  if (answer.status === 401) return signIn("consent");
+  if (answer.status === 401) return signInAgain("consent", answer);
   if (!answer.ok) return say(`No code was made: ${problemText(answer.body)}.`, "error");
   const canvas = $("consent-qr");
   drawCode(canvas, answer.body.code);
@@ -540,7 +558,7 @@ async function start() {
   showNetwork();
   window.addEventListener("online", () => {
     showNetwork();
-    if (device && credentialLeft() < RENEW_WHEN_LEFT) renew(false);
+    if (device && renewalDue()) renew(false);
   });
   window.addEventListener("offline", showNetwork);
   $("sign-in").addEventListener("click", () => signIn("register"));
@@ -565,6 +583,7 @@ async function start() {
       session = { idToken: signedIn.idToken, expiresAt: signedIn.expiresAt };
       await store.put("session", session);
       after = signedIn.after;
+      signedInNow = true;
     } catch (error) {
       if (!(error instanceof SignInError)) throw error;
       say(error.message, "error");
