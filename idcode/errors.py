@@ -30,6 +30,9 @@ exports ``BundleError``), so older imports keep working.
     │   ├── AuthError: an ID token is missing or refused
     │   ├── TerminalAuthError: a terminal's request token is refused
     │   ├── DeviceAuthError: a citizen's device's request token is refused
+    │   ├── SignInRefused: the development IdP refuses a sign-in (RFC 6749 error codes)
+    │   │   ├── UntrustedRedirect: unknown client or redirect URI (an error page, no redirect)
+    │   │   └── AuthorizationRefused: an error sent back to the redirect URI
     │   ├── CardError: a card operation cannot be done
     │   └── RequestRefused: a terminal, scene-data or event request cannot be done
     └── UnavailableError: something idcode needs is away (exit status 3)
