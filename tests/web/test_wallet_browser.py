@@ -214,7 +214,10 @@ def test_offline_phone_keeps_making_codes_an_offline_gate_admits_until_the_phone
     context.clock.install()
     phone = context.new_page()
     first = sign_in(phone, service, citizen=1)
-    phone.evaluate("navigator.serviceWorker.ready.then(() => true)")  # the shell is cached
+    phone.evaluate(
+        """() => Promise.race([navigator.serviceWorker.ready.then(() => true),
+            new Promise((_, no) => setTimeout(() => no(new Error("no service worker")), 30000))])"""
+    )  # the shell is cached
     device_id = stored_device(phone)["deviceId"]
 
     clock = TerminalClock()
