@@ -21,7 +21,7 @@ from idcode.cli import EXIT_INVALID, EXIT_OK, parse_time
 from idcode.config import core_settings
 from idcode.cose import Algorithm
 from idcode.devicecode import make_device_code
-from idcode.errors import UsageError
+from idcode.errors import IdcodeError, UsageError
 from idcode.wallet import service
 from idcode.wallet.store import (
     DEFAULT_DIRECTORY,
@@ -116,7 +116,17 @@ def cmd_register(args: argparse.Namespace) -> int:
     store = _store(args)
     store.prepare()
     key = new_device_key(args.alg)
-    state = service.register(server, token, key, args.label)
+    state = service.register(server, token, key, args.label, check=False)
+    try:
+        service.check_credential(server, state, key)
+    except IdcodeError:
+        print(
+            f"idcode: note: the service registered device {state.device}, but its credential "
+            f"is not usable and the wallet kept nothing; remove the device with 'idcode "
+            f"wallet remove {state.device} --server {server}'",
+            file=sys.stderr,
+        )
+        raise
     try:
         store.create(key, state)
     except OSError as exc:
