@@ -46,6 +46,9 @@ from idcode.verifier import Trust, Verdict
 
 #: The scenes idcode ships adapters for (in idcode_adapters). More come from other packages
 #: through the ``idcode.scenes`` entry point group: see scene_names and docs/adapters.md.
+#: ``Reason.OK.value``, read once: an enum member's value is a property call, and every
+#: admission names it.
+_OK = Reason.OK.value
 SCENES = ("community", "parking", "tourism", "eldercare", "hospital")
 ENTRY_POINT_GROUP = "idcode.scenes"
 SCENE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -218,7 +221,7 @@ class Decision:
 
     @classmethod
     def admit(cls, action: str, *, subject: str | None = None, **result: ResultValue) -> Decision:
-        return cls(True, Reason.OK.value, action, MappingProxyType(result), subject)
+        return cls(True, _OK, action, MappingProxyType(result), subject)
 
     @classmethod
     def deny(
@@ -233,6 +236,8 @@ class Decision:
 def check_scene_result(result: Mapping[str, object]) -> None:
     """Refuse scene results the service would refuse: too many, odd names, long texts,
     values that are not coarse scalars. Raises SceneError."""
+    if not result:
+        return  # most admissions and denials carry none: nothing to check
     if len(result) > MAX_RESULTS:
         raise SceneError(f"at most {MAX_RESULTS} scene results")
     for name, value in result.items():
