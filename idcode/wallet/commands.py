@@ -157,7 +157,7 @@ def _print_credential(state: WalletState) -> None:
     offset = state.clock_offset
     clock = (
         "this machine's clock agrees with the service's"
-        if offset == 0
+        if abs(offset) <= 1  # the offset is measured to a second
         else f"this machine's clock is {_span(offset)} {'behind' if offset > 0 else 'ahead of'} "
         "the service's (codes use the service's time)"
     )

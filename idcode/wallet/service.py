@@ -218,9 +218,10 @@ def credential_state(
             f"the answer's code_lifetime is not {DEVICE_CODE_LIFETIME} s: the service speaks "
             "another version of the device-code format"
         )
-    # The service's time against ours at the middle of the exchange: one second's
-    # resolution, and the round trip's half at most off.
-    local = round((sent + received) / 2)
+    # The service's time against ours at the middle of the exchange, good to the round trip's
+    # half: the service gives its time in whole seconds, rounded down, so on average it was
+    # half a second later than it says.
+    offset = round(server_time + 0.5 - (sent + received) / 2)
     return WalletState(
         server=server,
         device=device_uuid,
@@ -230,7 +231,7 @@ def credential_state(
         credential=b64url.encode(blob),
         credential_expires_at=expires_at,
         code_prefix=code_prefix,
-        clock_offset=server_time - local,
+        clock_offset=offset,
         synced_at=int(received),
     )
 
