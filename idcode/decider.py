@@ -31,6 +31,7 @@ from idcode.verifier import DEFAULT_CLOCK_SKEW, verify
 log = logging.getLogger("idcode.decider")
 
 __all__ = ["ADAPTER_ERROR", "UNDECLARED_REASON", "Decider"]
+_OK = Reason.OK.value  # read once: an enum member's value is a property call
 
 
 class Decider:
@@ -93,7 +94,7 @@ class Decider:
             log.exception("the %s adapter failed; denying", self.adapter.scene)
             decision = Decision.deny(ADAPTER_ERROR)
         if decision.reason not in self.known_reasons or decision.admitted != (
-            decision.reason == Reason.OK.value
+            decision.reason == _OK
         ):
             if self.strict:
                 raise SceneError(

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -52,6 +56,7 @@ KIND_ED25519 = 1
 KIND_P256 = 2
 _KINDS = {KIND_ED25519: (Algorithm.EDDSA, 32), KIND_P256: (Algorithm.ES256, 33)}
 _KIND_OF = {Algorithm.EDDSA: KIND_ED25519, Algorithm.ES256: KIND_P256}
+_ECDSA_SHA256 = ec.ECDSA(SHA256())
 # kind, kid, exp (4), card (11), then the key.
 _KEY_OFFSET = 2 + 4 + CARD_CLAIM_LENGTH
 CREDENTIAL_LENGTHS = {kind: _KEY_OFFSET + size for kind, (_, size) in _KINDS.items()}
@@ -59,8 +64,17 @@ CREDENTIAL_LENGTHS = {kind: _KEY_OFFSET + size for kind, (_, size) in _KINDS.ite
 BLOB_LENGTHS = {kind: length + SIGNATURE_LENGTH for kind, length in CREDENTIAL_LENGTHS.items()}
 # The device code's protected header: empty (a zero-length byte string).
 _EMPTY_PROTECTED = b""
-_MAX_PUBLIC_KEYS = 4096
-_public_keys: dict[bytes, PublicKey] = {}
+# What a terminal remembers across codes, each a bounded map cleared when full: a terminal
+# sees the same phones day after day. Each maps bytes to what a pure function makes of them,
+# so remembering skips work and changes no result.
+_MAX_REMEMBERED = 4096
+#: A device key's bytes -> its cryptography key: decompressing a P-256 point costs a quarter
+#: of a signature check, and loading any key a little.
+_device_keys: dict[bytes, Any] = {}
+#: A credential's bytes -> the Credential parsed from them.
+_credentials: dict[bytes, Credential] = {}
+#: (issuer algorithm, kid) -> the start of the Sig_structure of that issuer's credentials.
+_credential_headers: dict[tuple[Algorithm, bytes], bytes] = {}
 
 
 def device_prefix(prefix: str) -> str:
@@ -77,42 +91,55 @@ class DeviceKey:
 
     alg: Algorithm
     raw: bytes
+    #: The device's id: the first 8 bytes of SHA-256 of its key. Removing a device lists
+    #: this id in the trust bundles, which refuses the codes of every credential of the key.
+    device_id: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         size = _KINDS[_KIND_OF[self.alg]][1]
         if type(self.raw) is not bytes or len(self.raw) != size:
             raise ValueError(f"a {self.alg.jose_name} device key is {size} bytes")
+        digest = hashlib.sha256(self.raw).digest()[:DEVICE_ID_LENGTH]
+        object.__setattr__(self, "device_id", digest)
 
     @property
     def kind(self) -> int:
         return _KIND_OF[self.alg]
 
-    @property
-    def device_id(self) -> bytes:
-        """The device's id: the first 8 bytes of SHA-256 of its key. Removing a device lists
-        this id in the trust bundles, which refuses the codes of every credential of the key."""
-        return hashlib.sha256(self.raw).digest()[:DEVICE_ID_LENGTH]
-
     def public_key(self) -> PublicKey:
         """The key as a verification key (the kid ``D`` is a placeholder: a device key is
-        found through its credential, never by kid). ValueError if it is not a valid point.
+        found through its credential, never by kid). ValueError if it is not a valid point."""
+        return PublicKey(kid="D", alg=self.alg, key=self._key())
 
-        Remembered (a bounded map): a terminal sees the same phones day after day, and
-        decompressing a P-256 point costs a fraction of a signature check."""
-        known = _public_keys.get(self.raw)
-        if known is not None and known.alg is self.alg:
-            return known
-        if len(_public_keys) >= _MAX_PUBLIC_KEYS:
-            _public_keys.clear()
-        _public_keys[self.raw] = made = self._make_public_key()
-        return made
+    def _key(self) -> Any:
+        """The cryptography key (remembered); ValueError if it is not a valid point."""
+        key = _device_keys.get(self.raw)
+        if key is None:
+            # Ed25519 and P-256 keys differ in length, so the bytes name the algorithm too.
+            if self.alg is Algorithm.EDDSA:
+                key = Ed25519PublicKey.from_public_bytes(self.raw)
+            else:
+                key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), self.raw)
+            if len(_device_keys) >= _MAX_REMEMBERED:
+                _device_keys.clear()
+            _device_keys[self.raw] = key
+        return key
 
-    def _make_public_key(self) -> PublicKey:
-        if self.alg is Algorithm.EDDSA:
-            key: Any = Ed25519PublicKey.from_public_bytes(self.raw)
-        else:
-            key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), self.raw)
-        return PublicKey(kid="D", alg=self.alg, key=key)
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        """True when ``signature`` (64 raw bytes: Ed25519, or ES256 as r || s) by this key is
+        valid for ``message``."""
+        key = self._key()
+        try:
+            if self.alg is Algorithm.EDDSA:
+                key.verify(signature, message)
+            else:
+                der = encode_dss_signature(
+                    int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+                )
+                key.verify(der, message, _ECDSA_SHA256)
+        except InvalidSignature:
+            return False
+        return True
 
     @classmethod
     def from_public_key(cls, key: object) -> DeviceKey:
@@ -201,6 +228,17 @@ class Credential:
     @classmethod
     def from_bytes(cls, raw: bytes) -> Credential:
         """Parse a packed credential; ClaimsError for anything but exactly that layout."""
+        known = _credentials.get(raw)
+        if known is not None:
+            return known
+        parsed = cls._parse(raw)
+        if len(_credentials) >= _MAX_REMEMBERED:
+            _credentials.clear()
+        _credentials[raw] = parsed
+        return parsed
+
+    @classmethod
+    def _parse(cls, raw: bytes) -> Credential:
         if not raw or raw[0] not in _KINDS:
             raise ClaimsError("the credential's first byte is not a known device key kind")
         alg, _size = _KINDS[raw[0]]
@@ -214,7 +252,7 @@ class Credential:
             raise ClaimsError("the credential's kid is not an ASCII letter or digit")
         device = DeviceKey(alg, raw[_KEY_OFFSET:])
         try:
-            device.public_key()
+            device._key()
         except ValueError:
             raise ClaimsError("the credential's device key is not a valid point") from None
         return cls(
@@ -229,7 +267,14 @@ def credential_to_be_signed(credential: bytes, issuer_alg: Algorithm, kid: bytes
     """What the issuer signs: the COSE Sig_structure of a COSE_Sign1 whose protected header
     ``{1: alg, 4: kid}`` is not sent (the verifier rebuilds it from the credential's kid and
     that key's algorithm) and whose payload is the credential."""
-    return to_be_signed(encode_protected(int(issuer_alg), kid), credential)
+    start = _credential_headers.get((issuer_alg, kid))
+    if start is None:
+        # Everything before the payload: the same for every credential of one issuer key.
+        start = to_be_signed(encode_protected(int(issuer_alg), kid), b"")[:-1]
+        if len(_credential_headers) >= _MAX_REMEMBERED:
+            _credential_headers.clear()
+        _credential_headers[(issuer_alg, kid)] = start
+    return start + encode_bytes(credential)
 
 
 def issue_credential(issuer: Signer, card: Card, device: DeviceKey, expires_at: int) -> bytes:
@@ -302,9 +347,9 @@ def make_device_code(
     return encode_text(prefix, message)
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceMessage:
-    """A parsed device code, its signatures not yet checked."""
+class DeviceMessage(NamedTuple):
+    """A parsed device code, its signatures not yet checked. (A named tuple: one is made for
+    every scan, and a tuple costs a fraction of a frozen dataclass to make.)"""
 
     payload: bytes  # what the device signed (inside its Sig_structure)
     issued_at: int

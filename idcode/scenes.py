@@ -46,6 +46,9 @@ from idcode.verifier import Trust, Verdict
 
 #: The scenes idcode ships adapters for (in idcode_adapters). More come from other packages
 #: through the ``idcode.scenes`` entry point group: see scene_names and docs/adapters.md.
+#: ``Reason.OK.value``, read once: an enum member's value is a property call, and every
+#: admission names it.
+_OK = Reason.OK.value
 SCENES = ("community", "parking", "tourism", "eldercare", "hospital")
 ENTRY_POINT_GROUP = "idcode.scenes"
 SCENE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -175,9 +178,18 @@ class SceneContext:
     subject_key: bytes
     trust: Trust  # for adapters that verify more than codes (community visitor passes)
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # The HMAC with the key already absorbed: each subject then costs a copy and the
+    # message's blocks, half of hmac.digest's work (a subject is made for every scan).
+    _keyed: hmac.HMAC = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keyed", hmac.new(self.subject_key, digestmod=hashlib.sha256))
 
     def subject(self, pseudonym: bytes) -> str:
-        return subject_of(self.subject_key, pseudonym)
+        """``subject_of(subject_key, pseudonym)``."""
+        keyed = self._keyed.copy()
+        keyed.update(pseudonym)
+        return keyed.digest()[:SUBJECT_BYTES].hex()
 
     def day_start(self, at: int) -> int:
         """The start of the local day (scene data's UTC offset) that ``at`` falls in."""
@@ -218,7 +230,7 @@ class Decision:
 
     @classmethod
     def admit(cls, action: str, *, subject: str | None = None, **result: ResultValue) -> Decision:
-        return cls(True, Reason.OK.value, action, MappingProxyType(result), subject)
+        return cls(True, _OK, action, MappingProxyType(result), subject)
 
     @classmethod
     def deny(
@@ -233,6 +245,8 @@ class Decision:
 def check_scene_result(result: Mapping[str, object]) -> None:
     """Refuse scene results the service would refuse: too many, odd names, long texts,
     values that are not coarse scalars. Raises SceneError."""
+    if not result:
+        return  # most admissions and denials carry none: nothing to check
     if len(result) > MAX_RESULTS:
         raise SceneError(f"at most {MAX_RESULTS} scene results")
     for name, value in result.items():

@@ -59,11 +59,6 @@ class Trust:
     revoked_devices: frozenset[bytes] = frozenset()
     #: Device codes start with this (``device_prefix(prefix)``: ``WH2:`` beside ``WH1:``).
     device_prefix: str = field(init=False, default="")
-    #: Credentials whose issuer signature verified under this trust: blob -> the key's kid.
-    #: A phone's credential is shown for days; a trust (a bundle) lasts minutes to hours.
-    verified_credentials: dict[bytes, str] = field(
-        init=False, default_factory=dict, compare=False, repr=False
-    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device_prefix", device_prefix(self.prefix))
@@ -238,15 +233,15 @@ def _check_device(body: str, trust: Trust, now: int, stale: bool) -> Verdict:
             Reason.UNSUPPORTED_ALG, kid=kid, detail=f"key {kid!r} is {key.alg.jose_name}"
         )
     blob = message.credential_bytes + message.issuer_signature
-    if trust.verified_credentials.get(blob) != kid:
+    if _verified_credentials.get(blob) is not key:
         signed = credential_to_be_signed(message.credential_bytes, key.alg, kid.encode("ascii"))
         if not key.verify(message.issuer_signature, signed):
             return Verdict(
                 Reason.BAD_SIGNATURE, kid=kid, detail="the credential's issuer signature"
             )
-        if len(trust.verified_credentials) >= _MAX_VERIFIED_CREDENTIALS:
-            trust.verified_credentials.clear()
-        trust.verified_credentials[blob] = kid
+        if len(_verified_credentials) >= _MAX_VERIFIED_CREDENTIALS:
+            _verified_credentials.clear()
+        _verified_credentials[blob] = key
     # A key signs credentials in its signing period, each valid at most 7 days: a credential
     # ending outside (nbf, not_after + 7 days] was not signed by this key as intended.
     if (key.not_before is not None and credential.expires_at <= key.not_before) or (
@@ -257,9 +252,7 @@ def _check_device(body: str, trust: Trust, now: int, stale: bool) -> Verdict:
             Reason.UNKNOWN_KEY, kid=kid, detail="the credential is outside the key's signing period"
         )
     device = credential.device
-    if not device.public_key().verify(
-        message.device_signature, device_to_be_signed(message.payload)
-    ):
+    if not device.verify(message.device_signature, device_to_be_signed(message.payload)):
         return Verdict(
             Reason.BAD_SIGNATURE, kid=kid, detail="the device signature", device=device.device_id
         )
@@ -309,3 +302,11 @@ def _check_device(body: str, trust: Trust, now: int, stale: bool) -> Verdict:
 
 
 _MAX_VERIFIED_CREDENTIALS = 4096
+#: Credentials whose issuer signature verified: blob -> the trusted key (the very object)
+#: that verified it. A phone's credential is shown for days. A trust lasts less: the terminal
+#: runtime makes a new one for every status delta (a minute), but a delta keeps the bundle's
+#: key objects, so remembering by key rather than by trust checks a credential once per
+#: terminal and key, not once a minute. Matched by identity: any other key object (another
+#: key under the same kid, a bundle fetched anew) verifies the signature again. Bounded:
+#: cleared when full, as a terminal's other memories are.
+_verified_credentials: dict[bytes, PublicKey] = {}

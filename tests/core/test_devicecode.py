@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 
@@ -12,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from idcode import verifier
 from idcode.bundle import TrustBundle
 from idcode.claims import Card
 from idcode.codetext import decode_body, encode_text
@@ -193,7 +193,7 @@ def test_forged_and_mismatched_parts_are_refused(issuer: TestIssuer, device_key:
     credential, issuer_signature = split_blob(blob)
 
     def rebuilt(**changes: bytes) -> str:
-        parts = dataclasses.replace(message, **changes)  # type: ignore[arg-type]
+        parts = message._replace(**changes)  # type: ignore[arg-type]
         payload = (
             b"\x84\x1a"
             + parts.payload[2:6]
@@ -270,13 +270,24 @@ def test_credentials_outside_the_keys_signing_period_are_refused(issuer: TestIss
             assert "signing period" in verdict.detail
 
 
-def test_a_verified_credential_is_remembered_per_trust_only(issuer: TestIssuer) -> None:
+def test_a_verified_credential_is_remembered_for_the_key_that_verified_it_only(
+    issuer: TestIssuer,
+) -> None:
     key = Ed25519PrivateKey.generate()
     blob = issuer.credential(key)
-    trust = issuer.trust()
+    first = issuer.trust()
+    assert verify(issuer.device_code(key, blob), first, issuer.now).valid
+    assert verifier._verified_credentials[blob] is first.keys[b"T"]
+    # A new trust with the same key objects (a status delta applied): still remembered.
+    bundle = issuer.bundle("community")
+    trust = bundle.trust(prefix=issuer.prefix)
     assert verify(issuer.device_code(key, blob), trust, issuer.now).valid
-    assert len(trust.verified_credentials) == 1
-    # A new trust without that key: the remembered credential does not carry over.
+    remembered = verifier._verified_credentials[blob]
+    assert remembered is trust.keys[b"T"]
+    delta = StatusDelta(base=1, target=2, size=bundle.status.size, invalidated=(), validated=())
+    later = bundle.apply_delta(delta, issuer.now + 60)
+    assert later.trust(prefix=issuer.prefix).keys[b"T"] is remembered
+    # Another key under the same kid: the remembered credential does not carry over.
     other = TestIssuer(now=issuer.now)
     assert verify(issuer.device_code(key, blob), other.trust(), issuer.now).reason in (
         Reason.BAD_SIGNATURE,

@@ -36,17 +36,22 @@ TERMINAL_MODULES = sorted(
     for path in (PACKAGE / "terminal").glob("*.py")
     if path.stem != "__init__"
 )
+WALLET_MODULES = sorted(
+    f"idcode.wallet.{path.stem}"
+    for path in (PACKAGE / "wallet").glob("*.py")
+    if path.stem != "__init__"
+)
 ADAPTER_MODULES = sorted(
     f"idcode_adapters.{path.stem}" for path in ADAPTERS.glob("*.py") if path.stem != "__init__"
 )
 
 
 def side_of(module: str) -> str:
-    """core, service, terminal, demo or adapters, from a dotted module name."""
+    """core, service, terminal, wallet, demo or adapters, from a dotted module name."""
     if module.startswith("idcode_adapters"):
         return "adapters"
     parts = module.split(".")
-    if len(parts) > 1 and parts[1] in ("service", "terminal", "demo"):
+    if len(parts) > 1 and parts[1] in ("service", "terminal", "wallet", "demo"):
         return parts[1]
     return "core"
 
@@ -57,6 +62,7 @@ ALLOWED = {
     "adapters": {"core"},
     "service": {"core", "service"},
     "terminal": {"core", "terminal"},
+    "wallet": {"core", "wallet"},
     "demo": {"core", "service", "terminal", "demo"},
 }
 
@@ -120,16 +126,14 @@ def loaded_after_importing(modules: list[str]) -> list[str]:
 
 @pytest.mark.parametrize(
     "modules",
-    [CORE_MODULES, CORE_MODULES + ADAPTER_MODULES, TERMINAL_MODULES],
-    ids=["core", "core-and-adapters", "terminal"],
+    [CORE_MODULES, CORE_MODULES + ADAPTER_MODULES, TERMINAL_MODULES, WALLET_MODULES],
+    ids=["core", "core-and-adapters", "terminal", "wallet"],
 )
-def test_importing_the_core_or_the_terminal_loads_no_service_library(
+def test_importing_the_core_the_terminal_or_the_wallet_loads_no_service_library(
     modules: list[str],
 ) -> None:
     loaded = loaded_after_importing(modules)
-    service = sorted(
-        name for name in loaded if name.split(".")[0] in SERVICE_LIBRARIES
-    )
+    service = sorted(name for name in loaded if name.split(".")[0] in SERVICE_LIBRARIES)
     assert not service, f"importing {modules} loaded {service}"
 
 
