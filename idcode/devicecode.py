@@ -62,6 +62,33 @@ _EMPTY_PROTECTED = b""
 _MAX_PUBLIC_KEYS = 4096
 _public_keys: dict[bytes, PublicKey] = {}
 
+# Edwards25519 (RFC 8032 section 5.1): the field prime and the curve constant d.
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+# The y-coordinates of the eight points of small order: the identity (1), the point of order
+# 2 (-1), the two of order 4 (0) and the four of order 8. OpenSSL verifies signatures for such
+# a key without checking its order, and R of small order with S = 0 then passes for any
+# message, so a credential for one (printed in every code) would let anyone make its codes.
+_Y_ORDER_8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7
+_SMALL_ORDER_Y = frozenset({0, 1, _P - 1, _Y_ORDER_8, _P - _Y_ORDER_8})
+
+
+def _ed25519_key_problem(raw: bytes) -> str | None:
+    """Why ``raw`` (32 bytes) is no usable Ed25519 public key, or None: it must be the
+    canonical encoding (y < p) of a point on the curve that is not of small order.
+    cryptography loads any 32 bytes and decodes them only when it verifies."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _P:
+        return "not canonically encoded (y >= p)"
+    if y in _SMALL_ORDER_Y:
+        return "a point of small order, for which anyone can make signatures"
+    # x^2 = (y^2 - 1) / (d y^2 + 1) must have a root (Euler's criterion); x = 0 only for
+    # y = 1 or -1, refused above, so the sign bit always names one of two points.
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    if pow(u * pow(v, _P - 2, _P), (_P - 1) // 2, _P) != 1:
+        return "not a point on the curve"
+    return None
+
 
 def device_prefix(prefix: str) -> str:
     """The device-code prefix of a deployment whose codes use ``prefix``: ``WH1:`` gives
@@ -109,6 +136,9 @@ class DeviceKey:
 
     def _make_public_key(self) -> PublicKey:
         if self.alg is Algorithm.EDDSA:
+            problem = _ed25519_key_problem(self.raw)
+            if problem is not None:
+                raise ValueError(f"the Ed25519 key is {problem}")
             key: Any = Ed25519PublicKey.from_public_bytes(self.raw)
         else:
             key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), self.raw)
@@ -116,13 +146,18 @@ class DeviceKey:
 
     @classmethod
     def from_public_key(cls, key: object) -> DeviceKey:
+        """The device key of a public key; ValueError if it is not one a device may have
+        (for Ed25519: a canonical point on the curve, not of small order)."""
         if isinstance(key, Ed25519PublicKey):
-            return cls(Algorithm.EDDSA, key.public_bytes(Encoding.Raw, PublicFormat.Raw))
-        if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-            return cls(
+            device = cls(Algorithm.EDDSA, key.public_bytes(Encoding.Raw, PublicFormat.Raw))
+        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+            device = cls(
                 Algorithm.ES256, key.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
             )
-        raise ValueError("a device key is Ed25519 or P-256")
+        else:
+            raise ValueError("a device key is Ed25519 or P-256")
+        device.public_key()
+        return device
 
     @classmethod
     def from_jwk(cls, jwk: object) -> DeviceKey:
@@ -215,8 +250,8 @@ class Credential:
         device = DeviceKey(alg, raw[_KEY_OFFSET:])
         try:
             device.public_key()
-        except ValueError:
-            raise ClaimsError("the credential's device key is not a valid point") from None
+        except ValueError as exc:
+            raise ClaimsError(f"the credential's device key is not a valid point: {exc}") from None
         return cls(
             kid=kid.decode("ascii"),
             expires_at=int.from_bytes(raw[2:6], "big"),
