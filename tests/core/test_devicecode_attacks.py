@@ -8,11 +8,17 @@ from __future__ import annotations
 import secrets
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from idcode.claims import MAX_NUMERIC_DATE
 from idcode.devicecode import (
+    DEVICE_CODE_LIFETIME,
     Credential,
     DeviceKey,
     credential_to_be_signed,
+    device_to_be_signed,
+    encode_payload,
+    make_device_code,
 )
 from idcode.errors import ClaimsError
 from idcode.reasons import Reason
@@ -112,3 +118,36 @@ def test_a_credential_whose_ed25519_key_is_not_a_canonical_point_is_malformed(
     payload = device_payload(NOW, bytes(8), credential, issuer_signed(issuer, credential))
     verdict = verify(device_text("WH2:", device_message(payload, bytes(64))), issuer.trust(), NOW)
     assert verdict.reason is Reason.MALFORMED, verdict
+
+
+# -- time fields at their extremes ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("iat", [MAX_NUMERIC_DATE - DEVICE_CODE_LIFETIME + 1, MAX_NUMERIC_DATE])
+@pytest.mark.parametrize("at", ["now", "then"])
+def test_a_code_whose_end_is_past_32_bits_is_malformed_not_caught_by_the_safety_net(
+    issuer: TestIssuer, iat: int, at: str
+) -> None:
+    """A code lives until iat + 60, which must be a 32-bit time as every time in a code is
+    (section 1): a phone whose clock says 2106 gets a precise refusal, not the verifier's
+    fail-closed net ("unexpected ClaimsError")."""
+    device = Ed25519PrivateKey.generate()
+    blob = issuer.credential(device, expires_at=MAX_NUMERIC_DATE)
+    credential, signature = blob[:-64], blob[-64:]
+    payload = device_payload(iat, bytes(8), credential, signature)
+    text = device_text("WH2:", device_message(payload, device.sign(device_to_be_signed(payload))))
+    verdict = verify(text, issuer.trust(), NOW if at == "now" else iat)
+    assert verdict.reason is Reason.MALFORMED
+    assert not verdict.detail.startswith("unexpected"), verdict.detail
+    with pytest.raises(ClaimsError):
+        encode_payload(iat, bytes(8), credential, signature)
+
+
+def test_the_last_iat_whose_end_fits_32_bits_is_accepted(issuer: TestIssuer) -> None:
+    device = Ed25519PrivateKey.generate()
+    blob = issuer.credential(device, expires_at=MAX_NUMERIC_DATE)
+    iat = MAX_NUMERIC_DATE - DEVICE_CODE_LIFETIME
+    code = make_device_code(blob, device, prefix="WH2:", now=iat)
+    verdict = verify(code, issuer.trust(), iat)
+    assert verdict.valid and verdict.claims is not None
+    assert verdict.claims.expires_at == MAX_NUMERIC_DATE
