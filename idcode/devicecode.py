@@ -46,6 +46,9 @@ DEVICE_CODE_LIFETIME = 60
 #: its last renewal, even at a terminal that never syncs again.
 MAX_CREDENTIAL_LIFETIME = 7 * 86400
 DEVICE_ID_LENGTH = 8
+#: The latest ``iat``: a code's end, ``iat + DEVICE_CODE_LIFETIME``, is a 32-bit time as every
+#: time in a code is (docs/code-format.md section 1).
+MAX_ISSUED_AT = MAX_NUMERIC_DATE - DEVICE_CODE_LIFETIME
 
 #: The credential's first byte: the device key's kind (and so the device code's algorithm).
 KIND_ED25519 = 1
@@ -286,8 +289,11 @@ def split_blob(blob: bytes) -> tuple[bytes, bytes]:
 
 def encode_payload(issued_at: int, code_id: bytes, credential: bytes, signature: bytes) -> bytes:
     """The device code's payload: ``[iat, cti, credential, issuer signature]``, deterministic."""
-    if not 0x10000 <= issued_at <= MAX_NUMERIC_DATE:
-        raise ClaimsError("a device code's iat is a 32-bit time after 1970-01-01 18:12 UTC")
+    if not 0x10000 <= issued_at <= MAX_ISSUED_AT:
+        raise ClaimsError(
+            "a device code's iat is a 32-bit time after 1970-01-01 18:12 UTC whose end, "
+            f"iat + {DEVICE_CODE_LIFETIME}, is one too"
+        )
     if len(code_id) != CODE_ID_LENGTH:
         raise ClaimsError(f"code id must be {CODE_ID_LENGTH} bytes")
     return (
@@ -373,6 +379,8 @@ def decode_device_message(message: bytes) -> DeviceMessage:
     issued_at = int.from_bytes(payload[2:6], "big")
     if issued_at <= 0xFFFF:
         raise CoseError("the payload is not deterministically encoded")
+    if issued_at > MAX_ISSUED_AT:
+        raise CoseError(f"the code's end, iat + {DEVICE_CODE_LIFETIME}, is past 32 bits")
     code_id = payload[7:15]
     credential_length = payload[16]
     credential_end = 17 + credential_length
