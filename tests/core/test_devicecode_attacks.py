@@ -23,6 +23,7 @@ from idcode.devicecode import (
 from idcode.errors import ClaimsError
 from idcode.reasons import Reason
 from idcode.replay import ReplayCache
+from idcode.statuslist import StatusDelta, StatusListError
 from idcode.testing import TestIssuer, random_card
 from idcode.verifier import verify
 from tests.conftest import NOW
@@ -151,3 +152,17 @@ def test_the_last_iat_whose_end_fits_32_bits_is_accepted(issuer: TestIssuer) -> 
     verdict = verify(code, issuer.trust(), iat)
     assert verdict.valid and verdict.claims is not None
     assert verdict.claims.expires_at == MAX_NUMERIC_DATE
+
+
+# -- removed-device lists ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, "", {}, 0, False])
+def test_a_delta_whose_revoked_devices_is_not_a_list_is_refused_like_a_bundles(
+    value: object,
+) -> None:
+    """One reading for both documents: a bundle refuses ``"revoked_devices": null``, so a
+    delta does too (absent is the one way to say "none")."""
+    document = StatusDelta(1, 2, 8, (), ()).to_json()
+    with pytest.raises(StatusListError):
+        StatusDelta.from_json({**document, "revoked_devices": value})
