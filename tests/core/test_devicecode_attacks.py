@@ -508,6 +508,21 @@ def test_a_removed_devices_list_holds_at_most_its_limit() -> None:
         device_ids_from_json([*ids, "ffffffffffffffff"])
 
 
+def test_no_bundle_or_delta_is_signed_with_more_removed_devices_than_terminals_read(
+    issuer: TestIssuer,
+) -> None:
+    """Past the limit every terminal would refuse the bundle and keep its old one until it
+    went stale: the signer refuses instead, where the service's operators see it."""
+    too_many = [number.to_bytes(8, "big") for number in range(MAX_REVOKED_DEVICES + 1)]
+    with pytest.raises(StatusListError, match="at most"):
+        issuer.bundle("community", revoked_devices=too_many)
+    with pytest.raises(StatusListError, match="at most"):
+        StatusDelta(1, 2, 8, (), (), tuple(too_many)).to_json()
+    assert len(issuer.bundle("community", revoked_devices=too_many[1:]).revoked_devices) == (
+        MAX_REVOKED_DEVICES
+    )
+
+
 @pytest.mark.parametrize(
     "ids",
     [
