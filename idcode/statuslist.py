@@ -276,8 +276,15 @@ _DEVICE_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def device_ids_to_json(device_ids: Iterable[bytes]) -> list[str]:
-    """Device ids (8 bytes each) as a bundle or delta lists them: sorted lower-case hex."""
-    return sorted({device_id.hex() for device_id in device_ids})
+    """Device ids (8 bytes each) as a bundle or delta lists them: sorted lower-case hex.
+    StatusListError past MAX_REVOKED_DEVICES: terminals would refuse the document (and keep
+    their old trust until it went stale), so it is refused where it is signed."""
+    ids = sorted({device_id.hex() for device_id in device_ids})
+    if len(ids) > MAX_REVOKED_DEVICES:
+        raise StatusListError(
+            f"revoked_devices lists at most {MAX_REVOKED_DEVICES} ids, got {len(ids)}"
+        )
+    return ids
 
 
 def device_ids_from_json(document: object) -> frozenset[bytes]:
