@@ -172,6 +172,47 @@ INVALID_P256 = {
 }
 
 
+def idcode_accepts(alg: Algorithm, raw: bytes) -> bool:
+    try:
+        DeviceKey(alg, raw).public_key()
+    except ValueError:
+        return False
+    return True
+
+
+@settings(max_examples=300)
+@given(
+    st.binary(min_size=32, max_size=32)
+    | st.sampled_from([bytes.fromhex(encoding) for encoding in SMALL_ORDER_ED25519])
+    | st.integers(0, 40).map(lambda y: y.to_bytes(32, "little"))
+    | st.integers(0, 40).map(lambda y: (2**255 - 19 + y).to_bytes(32, "little"))
+)
+def test_idcode_and_the_curve_arithmetic_agree_on_usable_ed25519_keys(raw: bytes) -> None:
+    """idcode's table of small-order y-coordinates and Euler's criterion against the
+    reference's decompression and multiplication by the cofactor."""
+    assert idcode_accepts(Algorithm.EDDSA, raw) is ed25519_usable(raw)
+
+
+@settings(max_examples=300)
+@given(
+    st.builds(
+        lambda prefix, x: bytes([prefix]) + x,
+        st.sampled_from([0, 2, 3, 4]),
+        st.binary(min_size=32, max_size=32),
+    )
+    | st.sampled_from(list(INVALID_P256.values()))
+)
+def test_idcode_and_the_curve_arithmetic_agree_on_usable_p256_keys(raw: bytes) -> None:
+    assert idcode_accepts(Algorithm.ES256, raw) is p256_usable(raw)
+
+
+def test_real_device_keys_are_usable() -> None:
+    for _ in range(20):
+        for private in (Ed25519PrivateKey.generate(), ec.generate_private_key(ec.SECP256R1())):
+            key = DeviceKey.from_public_key(private.public_key())
+            assert (ed25519_usable if key.alg is Algorithm.EDDSA else p256_usable)(key.raw)
+
+
 @pytest.mark.parametrize("key", INVALID_P256.values(), ids=INVALID_P256.keys())
 def test_a_credential_whose_p256_key_is_not_a_canonical_point_is_malformed(
     issuer: TestIssuer, key: bytes
