@@ -930,6 +930,12 @@ def credential_and_device(chooser: Chooser, plan: Plan) -> tuple[bytes, bytes, o
     """(credential, issuer signature, the device's private key or None)."""
     if chance(chooser, 30):  # a credential seen before: the cache answers
         blob, held = pick(chooser, POOL)
+        if plan.changes(chooser, "issuer-signature", 10):  # ... unless its signature changed
+            return (
+                blob[:-64],
+                pick(chooser, [bytes(64), chooser.binary(64), twin(blob[-64:])]),
+                held,
+            )
         return blob[:-64], blob[-64:], held
     signer = "T"
     if plan.changes(chooser, "issuer-signature", 15):
