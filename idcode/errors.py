@@ -29,6 +29,7 @@ exports ``BundleError``), so older imports keep working.
     ├── Refusal: the service refuses a request, with a machine-readable ``reason``
     │   ├── AuthError: an ID token is missing or refused
     │   ├── TerminalAuthError: a terminal's request token is refused
+    │   ├── DeviceAuthError: a citizen's device's request token is refused
     │   ├── CardError: a card operation cannot be done
     │   └── RequestRefused: a terminal, scene-data or event request cannot be done
     └── UnavailableError: something idcode needs is away (exit status 3)
@@ -192,6 +193,10 @@ class TerminalAuthError(Refusal):
 
 class RelyingPartyAuthError(Refusal):
     """A relying party's request token is refused."""
+
+
+class DeviceAuthError(Refusal):
+    """A citizen's device's request token is refused."""
 
 
 class ConsentRefused(Refusal):

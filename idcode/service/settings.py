@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from idcode.config import CoreSettings, describe_settings_error
+from idcode.devicecode import MAX_CREDENTIAL_LIFETIME
 from idcode.errors import ConfigurationError
 from idcode.protocol import MAX_BUNDLE_MAX_AGE
 
@@ -49,6 +50,15 @@ class Settings(BaseSettings, CoreSettings):
         ge=300,
         le=MAX_BUNDLE_MAX_AGE,
         description="How long a terminal's trust bundle stays fresh.",
+    )
+    max_devices_per_card: int = Field(
+        default=5, ge=1, le=20, description="Active devices one card may have (docs/devices.md)."
+    )
+    device_credential_seconds: int = Field(
+        default=MAX_CREDENTIAL_LIFETIME,
+        ge=3600,
+        le=MAX_CREDENTIAL_LIFETIME,
+        description="How long a device's credential lives from its issue or renewal.",
     )
 
     # HTTP server bounds (idcode serve: idcode.service.api.headlimits), per worker process

@@ -17,7 +17,16 @@ from idcode import __version__
 from idcode.keystore import SigningKeyCache, initialise, open_key_store
 from idcode.service.api import accesslog, problems
 from idcode.service.api.deps import BEARER_SCHEME, Services
-from idcode.service.api.routes import cards, codes, health, identity, passes, terminals, verify
+from idcode.service.api.routes import (
+    cards,
+    codes,
+    devices,
+    health,
+    identity,
+    passes,
+    terminals,
+    verify,
+)
 from idcode.service.auth import token_verifier
 from idcode.service.database import make_engine, make_session_factory
 from idcode.service.partycache import PartyCache
@@ -114,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(verify.router)
     app.include_router(terminals.router)
     app.include_router(identity.router)
+    app.include_router(devices.router)
     _complete_openapi(app)
     return app
 
