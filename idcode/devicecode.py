@@ -50,6 +50,9 @@ DEVICE_CODE_LIFETIME = 60
 #: its last renewal, even at a terminal that never syncs again.
 MAX_CREDENTIAL_LIFETIME = 7 * 86400
 DEVICE_ID_LENGTH = 8
+#: The latest ``iat``: a code's end, ``iat + DEVICE_CODE_LIFETIME``, is a 32-bit time as every
+#: time in a code is (docs/code-format.md section 1).
+MAX_ISSUED_AT = MAX_NUMERIC_DATE - DEVICE_CODE_LIFETIME
 
 #: The credential's first byte: the device key's kind (and so the device code's algorithm).
 KIND_ED25519 = 1
@@ -75,6 +78,33 @@ _device_keys: dict[bytes, Any] = {}
 _credentials: dict[bytes, Credential] = {}
 #: (issuer algorithm, kid) -> the start of the Sig_structure of that issuer's credentials.
 _credential_headers: dict[tuple[Algorithm, bytes], bytes] = {}
+
+# Edwards25519 (RFC 8032 section 5.1): the field prime and the curve constant d.
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+# The y-coordinates of the eight points of small order: the identity (1), the point of order
+# 2 (-1), the two of order 4 (0) and the four of order 8. OpenSSL verifies signatures for such
+# a key without checking its order, and R of small order with S = 0 then passes for any
+# message, so a credential for one (printed in every code) would let anyone make its codes.
+_Y_ORDER_8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7
+_SMALL_ORDER_Y = frozenset({0, 1, _P - 1, _Y_ORDER_8, _P - _Y_ORDER_8})
+
+
+def _ed25519_key_problem(raw: bytes) -> str | None:
+    """Why ``raw`` (32 bytes) is no usable Ed25519 public key, or None: it must be the
+    canonical encoding (y < p) of a point on the curve that is not of small order.
+    cryptography loads any 32 bytes and decodes them only when it verifies."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _P:
+        return "not canonically encoded (y >= p)"
+    if y in _SMALL_ORDER_Y:
+        return "a point of small order, for which anyone can make signatures"
+    # x^2 = (y^2 - 1) / (d y^2 + 1) must have a root (Euler's criterion); x = 0 only for
+    # y = 1 or -1, refused above, so the sign bit always names one of two points.
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    if pow(u * pow(v, _P - 2, _P), (_P - 1) // 2, _P) != 1:
+        return "not a point on the curve"
+    return None
 
 
 def device_prefix(prefix: str) -> str:
@@ -117,6 +147,9 @@ class DeviceKey:
         if key is None:
             # Ed25519 and P-256 keys differ in length, so the bytes name the algorithm too.
             if self.alg is Algorithm.EDDSA:
+                problem = _ed25519_key_problem(self.raw)
+                if problem is not None:
+                    raise ValueError(f"the Ed25519 key is {problem}")
                 key = Ed25519PublicKey.from_public_bytes(self.raw)
             else:
                 key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), self.raw)
@@ -143,13 +176,18 @@ class DeviceKey:
 
     @classmethod
     def from_public_key(cls, key: object) -> DeviceKey:
+        """The device key of a public key; ValueError if it is not one a device may have
+        (for Ed25519: a canonical point on the curve, not of small order)."""
         if isinstance(key, Ed25519PublicKey):
-            return cls(Algorithm.EDDSA, key.public_bytes(Encoding.Raw, PublicFormat.Raw))
-        if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-            return cls(
+            device = cls(Algorithm.EDDSA, key.public_bytes(Encoding.Raw, PublicFormat.Raw))
+        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+            device = cls(
                 Algorithm.ES256, key.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
             )
-        raise ValueError("a device key is Ed25519 or P-256")
+        else:
+            raise ValueError("a device key is Ed25519 or P-256")
+        device.public_key()
+        return device
 
     @classmethod
     def from_jwk(cls, jwk: object) -> DeviceKey:
@@ -253,8 +291,8 @@ class Credential:
         device = DeviceKey(alg, raw[_KEY_OFFSET:])
         try:
             device._key()
-        except ValueError:
-            raise ClaimsError("the credential's device key is not a valid point") from None
+        except ValueError as exc:
+            raise ClaimsError(f"the credential's device key is not a valid point: {exc}") from None
         return cls(
             kid=kid.decode("ascii"),
             expires_at=int.from_bytes(raw[2:6], "big"),
@@ -296,8 +334,11 @@ def split_blob(blob: bytes) -> tuple[bytes, bytes]:
 
 def encode_payload(issued_at: int, code_id: bytes, credential: bytes, signature: bytes) -> bytes:
     """The device code's payload: ``[iat, cti, credential, issuer signature]``, deterministic."""
-    if not 0x10000 <= issued_at <= MAX_NUMERIC_DATE:
-        raise ClaimsError("a device code's iat is a 32-bit time after 1970-01-01 18:12 UTC")
+    if not 0x10000 <= issued_at <= MAX_ISSUED_AT:
+        raise ClaimsError(
+            "a device code's iat is a 32-bit time after 1970-01-01 18:12 UTC whose end, "
+            f"iat + {DEVICE_CODE_LIFETIME}, is one too"
+        )
     if len(code_id) != CODE_ID_LENGTH:
         raise ClaimsError(f"code id must be {CODE_ID_LENGTH} bytes")
     return (
@@ -383,6 +424,8 @@ def decode_device_message(message: bytes) -> DeviceMessage:
     issued_at = int.from_bytes(payload[2:6], "big")
     if issued_at <= 0xFFFF:
         raise CoseError("the payload is not deterministically encoded")
+    if issued_at > MAX_ISSUED_AT:
+        raise CoseError(f"the code's end, iat + {DEVICE_CODE_LIFETIME}, is past 32 bits")
     code_id = payload[7:15]
     credential_length = payload[16]
     credential_end = 17 + credential_length

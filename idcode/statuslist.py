@@ -247,8 +247,9 @@ class StatusDelta:
 
     @classmethod
     def from_json(cls, document: object) -> StatusDelta:
-        """Read a delta as strictly as a status list: exactly its five members, integers
-        that are ints, index lists in canonical base64url of one ZLIB stream each."""
+        """Read a delta as strictly as a status list: exactly its five members and
+        optionally ``revoked_devices`` (a list, as in a bundle), integers that are ints,
+        index lists in canonical base64url of one ZLIB stream each."""
         document = _members(document, DELTA_MEMBERS, "a delta")
         base, target, size = (document.get(name) for name in ("base", "target", "size"))
         if not (
@@ -263,8 +264,11 @@ class StatusDelta:
         validated = tuple(_decode_indices(document.get("validated"), size, "validated"))
         if set(invalidated) & set(validated):
             raise StatusListError("an index cannot become both invalid and valid")
-        devices = document.get("revoked_devices")
-        revoked = () if devices is None else tuple(device_ids_from_json(devices))
+        revoked = (
+            tuple(device_ids_from_json(document["revoked_devices"]))
+            if "revoked_devices" in document
+            else ()
+        )
         return cls(base, target, size, invalidated, validated, revoked)
 
 
@@ -272,8 +276,15 @@ _DEVICE_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def device_ids_to_json(device_ids: Iterable[bytes]) -> list[str]:
-    """Device ids (8 bytes each) as a bundle or delta lists them: sorted lower-case hex."""
-    return sorted({device_id.hex() for device_id in device_ids})
+    """Device ids (8 bytes each) as a bundle or delta lists them: sorted lower-case hex.
+    StatusListError past MAX_REVOKED_DEVICES: terminals would refuse the document (and keep
+    their old trust until it went stale), so it is refused where it is signed."""
+    ids = sorted({device_id.hex() for device_id in device_ids})
+    if len(ids) > MAX_REVOKED_DEVICES:
+        raise StatusListError(
+            f"revoked_devices lists at most {MAX_REVOKED_DEVICES} ids, got {len(ids)}"
+        )
+    return ids
 
 
 def device_ids_from_json(document: object) -> frozenset[bytes]:

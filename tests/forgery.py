@@ -1,5 +1,6 @@
 """Forging helpers for the attack tests: hand-made JWS, public keys as HMAC secrets, kid
-tricks and truncations (tests/core/test_attacks.py and tests/service/test_attacks.py)."""
+tricks and truncations (tests/core/test_attacks.py and tests/service/test_attacks.py), device
+codes assembled from any parts (tests/core/test_devicecode_attacks.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import base45
 from cryptography.hazmat.primitives import serialization
 
 from idcode.bundle import DELTA_TYPE
@@ -78,3 +80,32 @@ def truncated(token: str, keep: int) -> str:
     signing_input, _, signature = token.rpartition(".")
     raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
     return signing_input + "." + b64url(raw[:keep])
+
+
+# -- device codes (docs/code-format.md section 8), assembled by hand ---------------------------
+
+
+def device_payload(iat: int, cti: bytes, credential: bytes, issuer_signature: bytes) -> bytes:
+    """The payload ``[iat, cti, credential, issuer signature]`` in the section 8 layout, with
+    whatever values are given (idcode's encode_payload refuses most of the interesting ones)."""
+    return (
+        b"\x84\x1a"
+        + iat.to_bytes(4, "big")
+        + b"\x48"
+        + cti
+        + bytes([0x58, len(credential)])
+        + credential
+        + b"\x58\x40"
+        + issuer_signature
+    )
+
+
+def device_message(payload: bytes, device_signature: bytes) -> bytes:
+    """The device code's COSE_Sign1 around ``payload``: ``[h'', {}, payload, signature]``."""
+    return b"\x84\x40\xa0\x58" + bytes([len(payload)]) + payload + b"\x58\x40" + device_signature
+
+
+def device_text(prefix: str, message: bytes) -> str:
+    """``message`` as code text, in base45 by the reference package (not idcode's encoder)."""
+    encoded: bytes = base45.b45encode(message)
+    return prefix + encoded.decode()

@@ -211,6 +211,10 @@ BAD_KEYS = {
     "x not text": _jwk_with(_ED, x=12345),
     "x with a NUL": _jwk_with(_ED, x="\x00" * 43),
     "P-256 point not on the curve": _jwk_with(_P256, y=b64url.encode(b"\x01" * 32)),
+    # A small-order key verifies forged signatures (code-format.md section 8).
+    "Ed25519 identity point": _jwk_with(_ED, x=b64url.encode(b"\x01" + bytes(31))),
+    "Ed25519 all zeros (order 4)": _jwk_with(_ED, x=b64url.encode(bytes(32))),
+    "Ed25519 off the curve": _jwk_with(_ED, x=b64url.encode(b"\x02" + bytes(31))),
     "kty not text": _jwk_with(_ED, kty=["OKP"]),
     "empty": {},
 }
