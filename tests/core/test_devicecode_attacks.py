@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from idcode import verifier
 from idcode.claims import MAX_NUMERIC_DATE
 from idcode.codetext import MAX_CODE_LENGTH, decode_body, encode_body, encode_text, prefix_for
 from idcode.cose import Algorithm, decode_sign1, encode_protected, encode_sign1
@@ -427,7 +428,7 @@ def test_the_twin_of_an_es256_issuer_signature_is_one_more_verified_credential(
     trust, replay = es256_issuer.trust(), ReplayCache()
     for held in (blob, other):
         assert verify(es256_issuer.device_code(device, held), trust, NOW, replay).valid
-    assert len(trust.verified_credentials) == 2
+        assert verifier._verified_credentials[held] is trust.keys[b"E"]
 
 
 def test_an_ed25519_device_signature_with_s_plus_l_is_a_bad_signature(issuer: TestIssuer) -> None:
@@ -451,22 +452,21 @@ def test_a_forged_credential_is_never_remembered(issuer: TestIssuer) -> None:
     for _ in range(2):
         verdict = verify(issuer.device_code(device, forged), trust, NOW)
         assert verdict.reason is Reason.BAD_SIGNATURE and "issuer" in verdict.detail
-    assert trust.verified_credentials == {}
+    assert forged not in verifier._verified_credentials
 
 
 def test_a_remembered_credential_does_not_outlive_a_key_that_another_key_replaced_under_its_kid(
     issuer: TestIssuer,
 ) -> None:
-    """A later bundle may trust another key under the same kid: its trust starts with an
-    empty memory, so the old key's credentials are checked again, and fail."""
+    """A later bundle may trust another key under the same kid: the memory is per key object,
+    so the old key's credentials are checked again, and fail."""
     device = Ed25519PrivateKey.generate()
     blob = issuer.credential(device)
     first = issuer.bundle("community").trust(prefix="WH1:")
     assert verify(issuer.device_code(device, blob), first, NOW).valid
-    assert blob in first.verified_credentials
+    assert verifier._verified_credentials[blob] is first.keys[b"T"]
     successor = IssuerKey.generate("T", Algorithm.EDDSA)
     later = dataclasses.replace(first, keys={b"T": successor.public})
-    assert later.verified_credentials == {}
     verdict = verify(issuer.device_code(device, blob), later, NOW)
     assert verdict.reason is Reason.BAD_SIGNATURE and "issuer" in verdict.detail
 
@@ -484,7 +484,7 @@ def test_a_remembered_credential_is_still_judged_on_its_time_and_on_removed_devi
     assert late.reason is Reason.EXPIRED and "renew" in late.detail
     device_id = DeviceKey.from_public_key(device.public_key()).device_id
     removed = dataclasses.replace(trust, revoked_devices=frozenset({device_id}))
-    removed.verified_credentials.update(trust.verified_credentials)  # even if carried over
+    assert blob in verifier._verified_credentials  # remembered for the same key object
     verdict = verify(issuer.device_code(device, blob), removed, NOW)
     assert verdict.reason is Reason.REVOKED
 
@@ -499,8 +499,8 @@ def test_the_memory_of_verified_credentials_is_bounded(issuer: TestIssuer) -> No
         payload = device_payload(NOW, bytes(8), blob[:-64], blob[-64:])
         verdict = verify(device_text("WH2:", device_message(payload, bytes(64))), trust, NOW)
         assert verdict.detail == "the device signature"
-        assert 0 < len(trust.verified_credentials) <= MAX_VERIFIED_CREDENTIALS
-    assert blob in trust.verified_credentials
+        assert 0 < len(verifier._verified_credentials) <= MAX_VERIFIED_CREDENTIALS
+    assert blob in verifier._verified_credentials
 
 
 # -- removed devices --------------------------------------------------------------------------
