@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -285,8 +286,10 @@ CASES = [
     Case("empty-body", "The prefix alone.", lambda: PREFIX, "cose_decode"),
     Case(
         "truncated-three-characters",
-        "Three characters cut: valid base45, truncated CBOR.",
-        lambda: text(good())[:-3],
+        "Three characters shorter: the last two bytes cut, so valid base45, truncated CBOR.",
+        # Not text(good())[:-3]: the pair left at the end is above 255 for about 7 codes in 8,
+        # which a verifier refuses at base45, not at COSE.
+        lambda: text(good()[:-2]),
         "cose_decode",
     ),
     Case(
@@ -520,13 +523,18 @@ CASES = [
 ]
 
 
+#: RFC 9285's alphabet. The base45 package skips a trailing newline rather than refusing it,
+#: and a space is one of the 45 characters (a code may start with one), so check here.
+BASE45_TEXT = re.compile(r"[0-9A-Z $%*+\-./:]*")
+
+
 def describe(code: str) -> dict[str, Any]:
     """Every layer of ``code`` that can be decoded; absent layers are null."""
     prefix = PREFIX if code.startswith(PREFIX) else ""
     body = code[len(prefix) :]
     layers: dict[str, Any] = {"prefix": prefix, "base45": body}
     try:
-        message = base45.b45decode(body) if body == body.strip() else None
+        message = base45.b45decode(body) if BASE45_TEXT.fullmatch(body) else None
     except ValueError:
         message = None
     layers["cose_hex"] = message.hex() if message is not None else None
@@ -1147,7 +1155,7 @@ def describe_device(code: str, trusted: list[IssuerKey]) -> dict[str, Any]:
     body = code[len(prefix) :]
     layers: dict[str, Any] = {"prefix": prefix, "base45": body}
     try:
-        message = base45.b45decode(body) if body == body.strip() else None
+        message = base45.b45decode(body) if BASE45_TEXT.fullmatch(body) else None
     except ValueError:
         message = None
     layers["cose_hex"] = message.hex() if message is not None else None

@@ -185,6 +185,18 @@ def check_device_layers(vector: dict[str, Any]) -> None:
         assert signed.hex() == layers["issuer_sig_structure_hex"]
 
 
+def test_layers_decode_exactly_as_far_as_the_steps_say() -> None:
+    # A case whose text is not base45 has no COSE layer, and one whose base45 step passed has.
+    for path in CASES:
+        vector = load(path)
+        decoded = vector["expected"]["steps"]["base45_decode"]
+        if decoded is not None:
+            assert (vector["layers"]["cose_hex"] is not None) is decoded, path.name
+        # The reference decoder agrees (its detail names base45 when that step fails).
+        if decoded is False:
+            assert "base45" in run_vector(vector).detail, path.name
+
+
 def test_steps_after_the_failing_one_are_not_reached() -> None:
     for path in CASES:
         steps = list(load(path)["expected"]["steps"].values())
