@@ -6,8 +6,8 @@ Each case is one JSON file in the spirit of the EU DCC test data: the code text,
 code also the credential, the device key and both Sig_structures), the trusted keys as a JWK
 Set, the validation clock, replay state (and for device codes the status list, the removed
 devices and the trust's freshness), and the expected outcome of every verification step.
-Cases 001-056 are version 1 codes (docs/code-format.md section 2), the cases after them
-device codes, version 2 (section 8). Keys are generated afresh on each run and only their
+Cases 001-056 are version 1 codes (docs/code-format.md section 2), the cases after them are
+about device codes, version 2 (section 8). Keys are generated afresh on each run and only their
 public halves are written, so no private key is ever committed; regenerating changes every
 key and signature.
 
@@ -46,7 +46,6 @@ from idcode.devicecode import (
     MAX_CREDENTIAL_LIFETIME,
     DeviceKey,
     credential_to_be_signed,
-    device_to_be_signed,
 )
 from idcode.issuer import MAX_TTL
 from idcode.keys import IssuerKey, jwks
@@ -705,10 +704,8 @@ def device_message(
         + encode_bytes(cred)
         + encode_bytes(issuer_signature)
     )
-    sig_structure = (
-        device_to_be_signed(payload) if not protected else to_be_signed(protected, payload)
-    )
-    signature = device_sign(device if signer is None else signer, sig_structure)
+    # ["Signature1", protected, h'', payload]; a device code's protected header is empty.
+    signature = device_sign(device if signer is None else signer, to_be_signed(protected, payload))
     return (
         b"\x84"
         + encode_bytes(protected)
