@@ -29,6 +29,10 @@ exports ``BundleError``), so older imports keep working.
     ├── Refusal: the service refuses a request, with a machine-readable ``reason``
     │   ├── AuthError: an ID token is missing or refused
     │   ├── TerminalAuthError: a terminal's request token is refused
+    │   ├── DeviceAuthError: a citizen's device's request token is refused
+    │   ├── SignInRefused: the development IdP refuses a sign-in (RFC 6749 error codes)
+    │   │   ├── UntrustedRedirect: unknown client or redirect URI (an error page, no redirect)
+    │   │   └── AuthorizationRefused: an error sent back to the redirect URI
     │   ├── CardError: a card operation cannot be done
     │   └── RequestRefused: a terminal, scene-data or event request cannot be done
     └── UnavailableError: something idcode needs is away (exit status 3)
@@ -194,12 +198,43 @@ class RelyingPartyAuthError(Refusal):
     """A relying party's request token is refused."""
 
 
+class DeviceAuthError(Refusal):
+    """A citizen's device's request token is refused."""
+
+
 class ConsentRefused(Refusal):
     """An identification is refused: the code, its consent or the card does not allow it."""
 
     def __init__(self, reason: str, message: str, status: int = 403) -> None:
         super().__init__(reason, message)
         self.status = status
+
+
+class SignInRefused(Refusal):
+    """A sign-in request the development identity provider refuses (idcode.service.devidp):
+    ``reason`` is RFC 6749's error code (``invalid_request``, ``invalid_grant``...), ``status``
+    the HTTP status of a token request's answer."""
+
+    def __init__(self, reason: str, message: str, status: int = 400) -> None:
+        super().__init__(reason, message)
+        self.status = status
+
+
+class UntrustedRedirect(SignInRefused):
+    """An authorization request whose client or redirect URI cannot be trusted: the error is
+    shown to the person, never sent to the redirect URI (RFC 6749 section 4.1.2.1)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_request", message)
+
+
+class AuthorizationRefused(SignInRefused):
+    """An authorization request refused with an error sent back to its (trusted) redirect
+    URI, with the request's state."""
+
+    def __init__(self, reason: str, message: str, redirect_uri: str, state: str | None) -> None:
+        super().__init__(reason, message)
+        self.redirect_uri, self.state = redirect_uri, state
 
 
 class CardError(Refusal):

@@ -237,8 +237,10 @@ def dev_token(
     roles: tuple[str, ...] = (),
     ttl: int = 3600,
     now: int | None = None,
+    nonce: str | None = None,
 ) -> str:
-    """An ID token from the development identity provider (development only)."""
+    """An ID token from the development identity provider (development only); ``nonce`` is
+    the one of an OpenID Connect authorization request (idcode.service.devidp)."""
     if not settings.development:
         raise IdcodeError("the development identity provider is off outside development")
     issued = int(time.time()) if now is None else now
@@ -253,6 +255,8 @@ def dev_token(
         claims[settings.oidc_id_number_claim] = id_number
     if roles:
         claims[settings.oidc_roles_claim] = list(roles)
+    if nonce is not None:
+        claims["nonce"] = nonce
     return jwt.encode(
         claims, dev_idp_key(settings.keys_dir), algorithm="EdDSA", headers={"kid": DEV_IDP_KID}
     )

@@ -11,7 +11,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -72,14 +82,16 @@ class AuditRecord(Base):
 
 
 class StatusChange(Base):
-    """A card's status-list bit flipped (active to not active, or back). Its id is the status
-    list's version: a terminal at version N needs the changes after N."""
+    """A card's status-list bit flipped (active to not active, or back), or a device removed
+    (``device_id`` set, no card bit). Its id is the status list's version: a terminal at
+    version N needs the changes after N."""
 
     __tablename__ = "status_changes"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    status_index: Mapped[int] = mapped_column(Integer)
-    invalid: Mapped[bool] = mapped_column(Boolean)
+    status_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    invalid: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    device_id: Mapped[bytes | None] = mapped_column(LargeBinary(8), nullable=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -204,3 +216,32 @@ class LinkRecord(Base):
     )
     subject: Mapped[str] = mapped_column(String(24), primary_key=True)
     linked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeviceRecord(Base):
+    """A citizen's device key, certified for one card: the phone signs device codes with it
+    offline (docs/devices.md). Its public key, and its label only as ciphertext."""
+
+    __tablename__ = "devices"
+    __table_args__ = (
+        Index(
+            "ix_devices_revoked",
+            "credential_expires_at",
+            postgresql_where=text("removed_at IS NOT NULL"),
+            sqlite_where=text("removed_at IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    card_id: Mapped[str] = mapped_column(String(36), ForeignKey("cards.id"), index=True)
+    alg: Mapped[str] = mapped_column(String(8))  # "EdDSA" or "ES256"
+    # 32 bytes (Ed25519) or 33 (compressed P-256): the key as the credential holds it.
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(33))
+    # SHA-256 of public_key, first 8 bytes: how codes and revoked lists name the device.
+    device_id: Mapped[bytes] = mapped_column(LargeBinary(8), unique=True, index=True)
+    # The citizen's name for the device ("王芳的手机"), free text: sealed like personal data.
+    label_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    renewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    credential_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

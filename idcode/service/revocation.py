@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from idcode.service.devices import removed_since
 from idcode.service.models import (
     CardRecord,
     CardStatus,
@@ -42,14 +43,18 @@ def current_status(session: Session) -> tuple[int, StatusList]:
     return version, status
 
 
-def status_delta(session: Session, since: int) -> StatusDelta:
-    """What changed after version ``since``: the last change of each index wins."""
+def status_delta(session: Session, since: int, now: int) -> StatusDelta:
+    """What changed after version ``since``: the last change of each index wins, and the
+    devices removed meanwhile whose credentials may still be presented (devices.py)."""
     target = status_version(session)
     size = int(session.scalar(select(func.max(CardRecord.status_index))) or 0) + 1
     final: dict[int, bool] = {}
     for change in session.scalars(
-        select(StatusChange).where(StatusChange.id > since).order_by(StatusChange.id)
+        select(StatusChange)
+        .where(StatusChange.id > since, StatusChange.device_id.is_(None))
+        .order_by(StatusChange.id)
     ):
+        assert change.status_index is not None and change.invalid is not None
         final[change.status_index] = change.invalid
     return StatusDelta(
         since,
@@ -57,4 +62,5 @@ def status_delta(session: Session, since: int) -> StatusDelta:
         size,
         tuple(sorted(i for i, invalid in final.items() if invalid)),
         tuple(sorted(i for i, invalid in final.items() if not invalid)),
+        revoked_devices=tuple(removed_since(session, since, now)),
     )

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from idcode.config import CoreSettings, describe_settings_error
+from idcode.devicecode import MAX_CREDENTIAL_LIFETIME
 from idcode.errors import ConfigurationError
 from idcode.protocol import MAX_BUNDLE_MAX_AGE
 
@@ -49,6 +50,15 @@ class Settings(BaseSettings, CoreSettings):
         ge=300,
         le=MAX_BUNDLE_MAX_AGE,
         description="How long a terminal's trust bundle stays fresh.",
+    )
+    max_devices_per_card: int = Field(
+        default=5, ge=1, le=20, description="Active devices one card may have (docs/devices.md)."
+    )
+    device_credential_seconds: int = Field(
+        default=MAX_CREDENTIAL_LIFETIME,
+        ge=3600,
+        le=MAX_CREDENTIAL_LIFETIME,
+        description="How long a device's credential lives from its issue or renewal.",
     )
 
     # HTTP server bounds (idcode serve: idcode.service.api.headlimits), per worker process
@@ -93,6 +103,22 @@ class Settings(BaseSettings, CoreSettings):
     operator_role: str = "idcode-operator"
     verifier_role: str = "idcode-verifier"
 
+    # The web wallet (/wallet/, docs/wallet.md): where it signs citizens in. In development
+    # the service's own provider (/dev-idp/) serves it when these are unset.
+    wallet_client_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="The wallet's OIDC client id at the identity provider; default: the "
+        "OIDC audience.",
+    )
+    wallet_authorization_endpoint: str | None = Field(
+        default=None, description="The identity provider's authorization endpoint (https)."
+    )
+    wallet_token_endpoint: str | None = Field(
+        default=None, description="The identity provider's token endpoint (https)."
+    )
+
     @field_validator("data_dir", mode="before")
     @classmethod
     def _data_directory_is_named(cls, value: object) -> object:
@@ -123,6 +149,26 @@ class Settings(BaseSettings, CoreSettings):
             raise ValueError(f"only asymmetric algorithms are accepted ({sorted(allowed)})")
         return algorithms
 
+    @field_validator("wallet_authorization_endpoint", "wallet_token_endpoint")
+    @classmethod
+    def _absolute_web_address(cls, url: str | None) -> str | None:
+        if url is not None and (
+            not url.startswith(("https://", "http://"))
+            or any(c.isspace() or c in '#"<>' for c in url)
+            or len(url) > 2000
+        ):
+            raise ValueError("must be an absolute http(s) URL without a fragment")
+        return url
+
+    @model_validator(mode="after")
+    def _wallet_endpoints_come_together(self) -> Settings:
+        if (self.wallet_authorization_endpoint is None) != (self.wallet_token_endpoint is None):
+            raise ValueError(
+                "IDCODE_WALLET_AUTHORIZATION_ENDPOINT and IDCODE_WALLET_TOKEN_ENDPOINT are set "
+                "together (or neither: the development provider, in development only)"
+            )
+        return self
+
     @model_validator(mode="after")
     def _production_refuses_development_secrets(self) -> Settings:
         if self.environment != "production":
@@ -138,6 +184,10 @@ class Settings(BaseSettings, CoreSettings):
             problems.append("IDCODE_OIDC_JWKS_URL must be https: the keys decide who is who")
         if self.demo_data:
             problems.append("IDCODE_DEMO_DATA must be false")
+        for name in ("wallet_authorization_endpoint", "wallet_token_endpoint"):
+            endpoint = getattr(self, name)
+            if endpoint is not None and not endpoint.startswith("https://"):
+                problems.append(f"IDCODE_{name.upper()} must be https: it carries sign-ins")
         if problems:
             raise ValueError("production mode refuses development defaults: " + "; ".join(problems))
         return self
@@ -145,6 +195,21 @@ class Settings(BaseSettings, CoreSettings):
     @property
     def development(self) -> bool:
         return self.environment == "development"
+
+    @property
+    def dev_idp_serves_wallet(self) -> bool:
+        """Whether the service's development identity provider signs the wallet's citizens in:
+        development, its issuer trusted, and no other provider named for the wallet."""
+        return (
+            self.development
+            and self.oidc_issuer == DEV_IDP_ISSUER
+            and self.wallet_authorization_endpoint is None
+        )
+
+    @property
+    def wallet_client(self) -> str:
+        """The wallet's OIDC client id: its setting, or the audience of the ID tokens."""
+        return self.wallet_client_id or self.oidc_audience
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -236,7 +236,8 @@ class TerminalRuntime:
         self._adopt(
             held.apply_delta(delta, signed_at), keep=lambda: self.trust_store.save_delta(token)
         )
-        return "delta" if delta.invalidated or delta.validated else "unchanged"
+        changed = delta.invalidated or delta.validated or delta.revoked_devices
+        return "delta" if changed else "unchanged"
 
     def _not_from_the_future(self, signed_at: int) -> None:
         ahead = signed_at - int(self.clock())

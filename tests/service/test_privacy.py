@@ -165,6 +165,55 @@ def test_an_enrol_and_issue_flow_logs_and_prints_no_personal_data_or_token(
     assert leaks(printed.out + printed.err, traces) == []
 
 
+def test_a_device_flow_logs_no_personal_data_token_credential_or_label(
+    every_log_record: list[logging.LogRecord],
+    capsys: pytest.CaptureFixture[str],
+    service_settings: Settings,
+    tokens: Tokens,
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    from idcode.terminaltoken import device_token
+
+    person = Person.distinctive()
+    citizen = tokens.citizen(person.id_number)
+    key = ec.generate_private_key(ec.SECP256R1())
+    label = person.name + "的手机"
+    with TestClient(create_app(service_settings)) as client:
+        operator_post(client, tokens, "/v1/cards", json=person.enrolment())
+        body = {"public_jwk": ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "label": label}
+        registered = client.post("/v1/devices", json=body, headers=citizen)
+        device = registered.json()
+        token = device_token(device["id"], key, "ES256")
+        renewed = client.post(
+            f"/v1/devices/{device['id']}/credential", headers={"Authorization": f"Bearer {token}"}
+        )
+        replayed = client.post(
+            f"/v1/devices/{device['id']}/credential", headers={"Authorization": f"Bearer {token}"}
+        )
+        too_long = client.post("/v1/devices", json={**body, "label": label * 20}, headers=citizen)
+        listed = client.get("/v1/devices", headers=citizen)
+        removed = client.delete(f"/v1/devices/{device['id']}", headers=citizen)
+    printed = capsys.readouterr()
+
+    assert (registered.status_code, renewed.status_code, replayed.status_code) == (201, 200, 401)
+    assert (too_long.status_code, listed.status_code, removed.status_code) == (422, 200, 204)
+    assert label not in too_long.text
+    secrets_ = [
+        *person.traces(),
+        citizen["Authorization"].removeprefix("Bearer "),
+        token,
+        device["credential"],
+        renewed.json()["credential"],
+        label,
+        json.dumps(label)[1:-1],
+    ]
+    assert len(every_log_record) > 5, "the capture missed the service's logs"
+    assert leaks(rendered(every_log_record), secrets_) == []
+    assert leaks(printed.out + printed.err, secrets_) == []
+
+
 # -- error bodies -------------------------------------------------------------------------
 
 

@@ -41,7 +41,7 @@ from schemathesis.specs.openapi.checks import (
 from idcode.service.api.app import create_app
 from idcode.service.fleet import terminal_token
 from idcode.service.settings import Settings
-from idcode.terminaltoken import relying_party_token
+from idcode.terminaltoken import device_token, relying_party_token
 from idcode.testing import random_id_number
 from tests.services import Tokens
 
@@ -55,7 +55,7 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-ROLES = ["operator", "citizen", "verifier", "terminal", "relying_party"]
+ROLES = ["operator", "citizen", "verifier", "terminal", "relying_party", "device"]
 GARBAGE = [
     "Bearer not.a.token",
     "Bearer ",
@@ -73,6 +73,10 @@ def role_of(method: str, path: str) -> str:
     """Whom an operation is for; every other caller must be refused as documented."""
     if path in ("/v1/codes", "/v1/me", "/v1/visitor-passes", "/v1/me/disclosures"):
         return "citizen"
+    if path == "/v1/devices/{device_id}/credential":
+        return "device"
+    if path.startswith("/v1/devices"):
+        return "citizen"
     if path == "/v1/identify" or path.startswith("/v1/links"):
         return "relying_party"
     if method == "GET" and path in ("/v1/relying-parties", "/v1/relying-parties/{party_id}"):
@@ -86,8 +90,8 @@ def role_of(method: str, path: str) -> str:
 
 class World:
     """What the generated requests meet: an enrolled card whose holder is a resident of a
-    community, a registered terminal at that community, and a relying party that identified
-    the holder once."""
+    community, a registered terminal at that community, a relying party that identified
+    the holder once, and a device of the holder's."""
 
     def __init__(self, client: TestClient, tokens: Tokens, enrol: Enrol) -> None:
         self.client, self.tokens = client, tokens
@@ -118,6 +122,16 @@ class World:
         )
         assert response.status_code == 200, response.text
         self.subject: str = response.json()["subject"]
+        self.device_key = Ed25519PrivateKey.generate()
+        response = client.post(
+            "/v1/devices", json=self.new_device(), headers=tokens.citizen(self.id_number)
+        )
+        assert response.status_code == 201, response.text
+        self.device_id: str = response.json()["id"]
+
+    def new_device(self, key: Ed25519PrivateKey | None = None) -> dict[str, Any]:
+        key = key or self.device_key
+        return {"public_jwk": OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)}
 
     def new_party(self, key: Ed25519PrivateKey) -> dict[str, Any]:
         return {
@@ -159,6 +173,8 @@ class World:
             return "Bearer " + terminal_token(self.terminal_id, self.terminal_key)
         if caller == "relying_party":
             return "Bearer " + relying_party_token(self.party_id, self.party_key)
+        if caller == "device":
+            return "Bearer " + device_token(self.device_id, self.device_key, "EdDSA")
         return None
 
     def fresh_code(self) -> str | None:
@@ -175,6 +191,7 @@ class World:
             "site": self.site,
             "party_id": self.party_id,
             "subject": self.subject,
+            "device_id": self.device_id,
         }
         for name, value in real.items():
             if case.path_parameters and name in case.path_parameters:
@@ -187,6 +204,8 @@ class World:
         elif operation == "POST /v1/terminals":
             case.body.update(self.new_terminal(Ed25519PrivateKey.generate()))
             case.body.pop("relying_party", None)
+        elif operation == "POST /v1/devices":
+            case.body.update(self.new_device(Ed25519PrivateKey.generate()))
         elif operation == "POST /v1/relying-parties":
             case.body.update(self.new_party(Ed25519PrivateKey.generate()))
         elif operation == "POST /v1/codes":

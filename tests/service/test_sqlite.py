@@ -257,3 +257,76 @@ def test_counter_identifies_a_citizen_with_consent_once_on_sqlite(
     assert identified["attributes"] == {"name": "张秀英"}
     status, refused = identify()
     assert (status, refused["reason"]) == (409, "code_used")
+
+
+def test_a_device_registers_renews_and_is_revoked_in_bundles_on_sqlite(
+    client: TestClient, tokens: Tokens, tmp_path: Path
+) -> None:
+    """The devices table on the embedded default: SQLite's partial index, its times without a
+    zone (compared with aware ones in the revoked list and the renewal), the card lock."""
+    from idcode import b64url
+    from idcode.bundle import verify_bundle
+    from idcode.devicecode import make_device_code
+    from idcode.keystore import open_key_store
+    from idcode.reasons import Reason
+    from idcode.service.fleet import terminal_token
+    from idcode.terminaltoken import device_token
+
+    card_id, id_number = enrol(client, tokens)
+    citizen = tokens.citizen(id_number)
+    device_key = Ed25519PrivateKey.generate()
+    jwk = OKPAlgorithm.to_jwk(device_key.public_key(), as_dict=True)
+    registered = client.post(
+        "/v1/devices", json={"public_jwk": jwk, "label": "手机"}, headers=citizen
+    )
+    assert registered.status_code == 201, registered.text
+    device = registered.json()
+    for _ in range(4):
+        other = OKPAlgorithm.to_jwk(Ed25519PrivateKey.generate().public_key(), as_dict=True)
+        assert (
+            client.post("/v1/devices", json={"public_jwk": other}, headers=citizen).status_code
+            == 201
+        )
+    sixth = OKPAlgorithm.to_jwk(Ed25519PrivateKey.generate().public_key(), as_dict=True)
+    refused = client.post("/v1/devices", json={"public_jwk": sixth}, headers=citizen)
+    assert (refused.status_code, refused.json()["reason"]) == (409, "too_many_devices")
+
+    token = device_token(device["id"], device_key, "EdDSA")
+    renewed = client.post(
+        f"/v1/devices/{device['id']}/credential", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert renewed.status_code == 200, renewed.text
+    listed = client.get("/v1/devices", headers=citizen).json()["devices"]
+    assert listed[-1]["renewed_at"].endswith("Z") and listed[-1]["label"] == "手机"
+
+    terminal_key = Ed25519PrivateKey.generate()
+    body = {
+        "scene": "community",
+        "site": "sqlite-1",
+        "public_jwk": OKPAlgorithm.to_jwk(terminal_key.public_key(), as_dict=True),
+    }
+    terminal_id = client.post("/v1/terminals", json=body, headers=tokens.operator()).json()["id"]
+    root = open_key_store(tmp_path / "keys").root_public_jwk()
+
+    def trust() -> Trust:
+        auth = {"Authorization": f"Bearer {terminal_token(terminal_id, terminal_key)}"}
+        bundle = verify_bundle(client.get("/v1/trust-bundle", headers=auth).text, root)
+        return bundle.trust(prefix="WH1:", algorithms=[Algorithm.EDDSA, Algorithm.ES256])
+
+    now = int(time.time())
+    blob = b64url.decode(renewed.json()["credential"])
+    code = make_device_code(blob, device_key, prefix="WH2:", now=now)
+    assert verify(code, trust(), now).valid
+    assert client.delete(f"/v1/devices/{device['id']}", headers=citizen).status_code == 204
+    code = make_device_code(blob, device_key, prefix="WH2:", now=now)
+    assert verify(code, trust(), now).reason is Reason.REVOKED
+    with closing(sqlite3.connect(tmp_path / "data" / "idcode.db")) as connection:
+        actions = list(
+            connection.execute(
+                "SELECT actor, action FROM audit_records WHERE action LIKE 'device.%' "
+                "AND card_id = ? ORDER BY id",
+                (card_id,),
+            )
+        )
+    assert actions[0] == ("citizen", "device.register")
+    assert actions[-2:] == [("device", "device.renew"), ("citizen", "device.remove")]

@@ -17,9 +17,21 @@ from idcode import __version__
 from idcode.keystore import SigningKeyCache, initialise, open_key_store
 from idcode.service.api import accesslog, problems
 from idcode.service.api.deps import BEARER_SCHEME, Services
-from idcode.service.api.routes import cards, codes, health, identity, passes, terminals, verify
+from idcode.service.api.routes import (
+    cards,
+    codes,
+    devices,
+    devidp,
+    health,
+    identity,
+    passes,
+    terminals,
+    verify,
+    wallet,
+)
 from idcode.service.auth import token_verifier
 from idcode.service.database import make_engine, make_session_factory
+from idcode.service.devidp import DevIdentityProvider
 from idcode.service.partycache import PartyCache
 from idcode.service.pii import vault_for
 from idcode.service.recorder import IdentificationRecorder
@@ -76,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
+        if settings.dev_idp_serves_wallet:
+            app.state.dev_idp = DevIdentityProvider(settings)
         log.info(
             "idcode %s serving: %s, %s state, prefix %s",
             __version__,
@@ -114,6 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(verify.router)
     app.include_router(terminals.router)
     app.include_router(identity.router)
+    app.include_router(devices.router)
+    app.state.wallet_files = wallet.load_wallet_files()
+    app.include_router(wallet.router)
+    if settings.dev_idp_serves_wallet:
+        app.include_router(devidp.router)
     _complete_openapi(app)
     return app
 

@@ -28,6 +28,7 @@ from idcode.service.api.deps import (
     signed_caller,
 )
 from idcode.service.api.problems import Problem, problem_responses
+from idcode.service.devices import revoked_device_ids
 from idcode.service.events import EVENT_ID, ScanEventIn, as_utc, check_events, delete_event, ingest
 from idcode.service.fleet import (
     TERMINAL_ID,
@@ -171,8 +172,8 @@ async def trust_bundle(request: Request) -> Response:
     services: Services = request.app.state.services
     now = int(time.time())
     max_age = services.settings.bundle_max_age_seconds
-    version, status, scene, links_version = await run_in_threadpool(
-        _bundle_contents, services, terminal
+    version, status, scene, links_version, revoked_devices = await run_in_threadpool(
+        _bundle_contents, services, terminal, now
     )
     keys = services.keys.published(now)
     # The tag changes with the content, and at least every quarter max-age, so a terminal
@@ -187,6 +188,8 @@ async def trust_bundle(request: Request) -> Response:
                 scene["site"],
                 scene["version"],
                 links_version,
+                # Not only the version: a device leaves the list when its credential expires.
+                revoked_devices,
                 scene["subject_key"],
                 scene.get("relying_party"),
                 max_age,
@@ -211,19 +214,22 @@ async def trust_bundle(request: Request) -> Response:
         keys=keys,
         status=status,
         scene=scene,
+        revoked_devices=revoked_devices,
     )
     return Response(token, media_type="application/jwt", headers=headers)
 
 
 def _bundle_contents(
-    services: Services, terminal: TerminalRecord
-) -> tuple[int, Any, dict[str, Any], int]:
-    """(status version, status list, the terminal's scene data, its links version) as of now.
+    services: Services, terminal: TerminalRecord, now: int
+) -> tuple[int, Any, dict[str, Any], int, list[bytes]]:
+    """(status version, status list, the terminal's scene data, its links version, the
+    revoked devices) as of now, read in one transaction.
 
     A relying party's terminal sees that party's pairwise subjects, not its scene's, the
     subjects the party linked (docs/identity.md, multi-code fusion), and the party's id."""
     with services.sessions() as session:
         version, status = current_status(session)
+        revoked_devices = revoked_device_ids(session, now)
         record = scene_data(session, terminal.scene, terminal.site)
         data = dict(record.document) if record else {}
         links_version = 0
@@ -245,7 +251,7 @@ def _bundle_contents(
             # Tells the terminal its controller is the party's own software, which may learn
             # each decision's subject: the party's pairwise subject (docs/terminal.md).
             scene["relying_party"] = terminal.relying_party_id
-        return version, status, scene, links_version
+        return version, status, scene, links_version, revoked_devices
 
 
 class SceneDataOut(BaseModel):
@@ -296,7 +302,7 @@ async def status_list_delta(
 
     def work() -> StatusDelta:
         with services.sessions() as session:
-            delta = status_delta(session, since)
+            delta = status_delta(session, since, int(time.time()))
         if since > delta.target:
             raise Problem(
                 409,

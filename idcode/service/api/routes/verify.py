@@ -1,8 +1,8 @@
 """Online verification for connected terminals and partner platforms: ``POST /v1/verify``.
 
-The same verifier as offline terminals, with the live card status instead of a status list
-and replay detection in the shared state, so a code accepted by one replica is refused as
-``replayed`` by every other.
+The same verifier as offline terminals, with the live card status (and a device code's live
+device) instead of a status list and replay detection in the shared state, so a code accepted
+by one replica is refused as ``replayed`` by every other.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from idcode.codetext import MAX_CODE_LENGTH
 from idcode.reasons import Reason
 from idcode.service.api.deps import AuthenticatedFirst, Services, ServicesDep, VerifierDep
 from idcode.service.api.problems import problem_responses
-from idcode.service.models import CardRecord, CardStatus
+from idcode.service.models import CardRecord, CardStatus, DeviceRecord
 from idcode.verifier import Verdict, verify
 
 router = APIRouter(prefix="/v1", tags=["verification"], route_class=AuthenticatedFirst)
@@ -34,11 +34,24 @@ class VerdictOut(BaseModel):
     reason: str
     kid: str | None = None
     claims: dict[str, Any] | None = None
+    device: str | None = Field(default=None, description="A device code's device id (hex).")
     detail: str | None = None
 
 
-def _card_status(services: Services, status_index: int) -> str | None:
+def _card_status(services: Services, status_index: int, device: bytes | None) -> str | None:
+    """The card's status, or ``device removed`` when the code's device was removed (a device
+    code: terminals learn of that at their next sync, online verification at once)."""
     with services.sessions() as session:
+        if (
+            device is not None
+            and session.scalars(
+                select(DeviceRecord.id).where(
+                    DeviceRecord.device_id == device, DeviceRecord.removed_at.is_(None)
+                )
+            ).first()
+            is None
+        ):
+            return "device removed"
         return session.scalars(
             select(CardRecord.status).where(CardRecord.status_index == status_index)
         ).first()
@@ -58,9 +71,19 @@ async def verify_online(
     verdict = verify(request.code, services.online_trust(now), now)
     if verdict.valid and verdict.claims is not None:
         claims = verdict.claims
-        status = await run_in_threadpool(_card_status, services, claims.card.status_index)
-        if status != CardStatus.ACTIVE.value:
-            verdict = Verdict(Reason.REVOKED, claims, verdict.kid, f"card is {status or 'unknown'}")
+        status = await run_in_threadpool(
+            _card_status, services, claims.card.status_index, verdict.device
+        )
+        if status == "device removed":
+            verdict = Verdict(Reason.REVOKED, claims, verdict.kid, status, device=verdict.device)
+        elif status != CardStatus.ACTIVE.value:
+            verdict = Verdict(
+                Reason.REVOKED,
+                claims,
+                verdict.kid,
+                f"card is {status or 'unknown'}",
+                device=verdict.device,
+            )
         elif await services.state.seen_before(
             claims.code_id,
             claims.expires_at + settings.clock_skew_seconds,
@@ -69,5 +92,5 @@ async def verify_online(
             # it from one process's memory (503 state_unavailable while Redis is down).
             shared_only=True,
         ):
-            verdict = Verdict(Reason.REPLAYED, claims, verdict.kid)
+            verdict = Verdict(Reason.REPLAYED, claims, verdict.kid, device=verdict.device)
     return verdict.to_json()

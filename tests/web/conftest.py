@@ -1,0 +1,79 @@
+"""Fixtures of the web wallet's tests: a real Chromium (the distribution's, by its path) driven
+by Playwright, and the wallet's files as the package ships them.
+
+Chromium missing is a failure, never a skip: scripts/test installs it (README, "Running the
+tests"); IDCODE_TEST_CHROMIUM names another build.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from importlib import resources
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, Route, sync_playwright
+
+#: An https origin the tests make up: a secure context (WebCrypto, service workers) whose
+#: requests Playwright answers from the package's files (wallet_origin).
+TEST_ORIGIN = "https://wallet.test"
+
+
+def chromium_path() -> str:
+    path = os.environ.get("IDCODE_TEST_CHROMIUM") or next(
+        filter(None, (shutil.which(name) for name in ("chromium", "chromium-browser"))), None
+    )
+    if not path:
+        pytest.fail(
+            "Chromium is not installed: the web wallet's tests need it. Run scripts/test (it "
+            "installs the distribution's package) or set IDCODE_TEST_CHROMIUM.",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    launched = playwright.chromium.launch(executable_path=chromium_path())
+    try:
+        yield launched
+    finally:
+        launched.close()
+
+
+def wallet_file(name: str) -> bytes:
+    return (resources.files("idcode.service") / "web-wallet" / name).read_bytes()
+
+
+@pytest.fixture
+def wallet_origin(browser: Browser) -> Iterator[Page]:
+    """A page at TEST_ORIGIN/wallet/blank, where the wallet's modules can be imported (as the
+    service serves them: JavaScript media type); nothing else answers."""
+    context = browser.new_context()
+
+    def answer(route: Route) -> None:
+        path = route.request.url.removeprefix(TEST_ORIGIN)
+        if path == "/wallet/blank":
+            route.fulfill(body="<!doctype html><title>blank</title>", content_type="text/html")
+        elif path.startswith("/wallet/") and path.endswith((".js", ".mjs")):
+            route.fulfill(
+                body=wallet_file(path.removeprefix("/wallet/")),
+                content_type="text/javascript",
+            )
+        else:
+            route.fulfill(status=404, body="")
+
+    context.route(f"{TEST_ORIGIN}/**", answer)
+    page = context.new_page()
+    page.goto(f"{TEST_ORIGIN}/wallet/blank")
+    try:
+        yield page
+    finally:
+        context.close()
