@@ -1,17 +1,37 @@
-// An idcode v1 verifier written from the format description alone, checked against the
-// committed test vectors. It shows that an integrator needs nothing from the Python code:
-// base45, a strict CBOR decoder and the platform's Ed25519 / P-256 verification suffice.
+// An idcode verifier written from the format description (docs/code-format.md) alone, checked
+// against the committed test vectors: version 1 codes (section 2) and device codes, version 2
+// (section 8). It shows that an integrator needs nothing from the Python code: base45, a
+// strict CBOR decoder and the platform's Ed25519 / P-256 verification suffice.
 //
 //   node verify.mjs [VECTOR_DIR]      (default: ../test-vectors/cases)
-import { createPublicKey, verify as verifySignature } from 'node:crypto'
+import { createHash, createPublicKey, verify as verifySignature } from 'node:crypto'
 import { readdirSync, readFileSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { inflateSync } from 'node:zlib'
 import { decode, encode, rfc8949EncodeOptions } from 'cborg'
 
 const MAX_CODE_LENGTH = 512 // refuse hostile scanner input before doing any work
 const BASE45 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:'
 const COSE_ALGS = new Map([[-8, 'EdDSA'], [-7, 'ES256']]) // COSE alg id -> JOSE name
+const COSE_ALG_IDS = new Map([['EdDSA', -8], ['ES256', -7]])
 const CLAIM_KEYS = [4, 6, 7, -1] // exp, iat, cti, card: exactly these, nothing else
 const MAX_NUMERIC_DATE = 2 ** 32 - 1
+const EMPTY = new Uint8Array(0)
+
+// Device codes (section 8): a device code lives 60 s from its iat; a credential at most 7 days,
+// so an issuer key's credentials end within 7 days after its signing period.
+const DEVICE_CODE_LIFETIME = 60
+const MAX_CREDENTIAL_LIFETIME = 7 * 86400
+// The credential's first byte: the device key's kind, which fixes its algorithm and size.
+const DEVICE_KINDS = new Map([[1, { alg: 'EdDSA', keyLength: 32 }], [2, { alg: 'ES256', keyLength: 33 }]])
+// DER SubjectPublicKeyInfo headers, so node:crypto loads the credential's raw key bytes: an
+// Ed25519 key (RFC 8410), and a P-256 key as a compressed point (SEC 1 2.3.3), which OpenSSL
+// decompresses, refusing an x with no point on the curve.
+const SPKI_HEADERS = {
+  EdDSA: Buffer.from('302a300506032b6570032100', 'hex'),
+  ES256: Buffer.from('3039301306072a8648ce3d020106082a8648ce3d030107032200', 'hex')
+}
 
 // Strict decoding: integers and lengths in their shortest form, no indefinite lengths, no
 // tags, no undefined, no duplicate keys, maps with integer keys (useMaps), and cborg throws
@@ -47,6 +67,41 @@ function base45Decode (text) {
 const isDeterministic = (value, bytes) =>
   Buffer.from(encode(value, rfc8949EncodeOptions)).equals(bytes)
 const isInteger = (v) => Number.isInteger(v) || typeof v === 'bigint'
+
+/** The COSE Sig_structure ["Signature1", protected, h'', payload] (RFC 9052 section 4.4). */
+const sigStructure = (protectedBytes, payload) =>
+  encode(['Signature1', protectedBytes, EMPTY, payload])
+
+/** A 64-byte COSE signature: Ed25519, or ES256 as raw r || s (not DER). */
+function signatureVerifies (alg, key, data, signature) {
+  return alg === 'EdDSA'
+    ? verifySignature(null, data, key, signature)
+    : verifySignature('sha256', data, { key, dsaEncoding: 'ieee-p1363' }, signature)
+}
+
+/** The device-code prefix of a deployment whose codes use `prefix`: WH1: gives WH2:. */
+export const devicePrefix = (prefix) => prefix.replace(/[0-9]*:$/, '') + '2:'
+
+/**
+ * A status list ({"bits": 1, "size": N, "lst": base64url of ZLIB}, docs/trust.md), read
+ * once per trust: index i is bit i % 8 (least significant first) of byte i / 8.
+ */
+const statusLists = new WeakMap()
+function isRevoked (status, index) {
+  let list = statusLists.get(status)
+  if (list === undefined) {
+    const bits = inflateSync(Buffer.from(status.lst, 'base64url'))
+    if (status.bits !== 1 || bits.length !== Math.ceil(status.size / 8)) {
+      throw new Error('not a status list')
+    }
+    list = { size: status.size, bits }
+    statusLists.set(status, list)
+  }
+  // An index past the end is a card enrolled after the list was made: not revoked.
+  return index < list.size && ((list.bits[index >> 3] >> (index & 7)) & 1) === 1
+}
+
+const statusIndex = (card) => (card[6] << 16) | (card[7] << 8) | card[8]
 
 /** Untagged COSE_Sign1 with exactly {1: alg, 4: kid} protected; throws on anything else. */
 function decodeSign1 (message) {
@@ -90,25 +145,101 @@ function decodeClaims (payload) {
   if (!(cti instanceof Uint8Array) || cti.length !== 8) throw new Error('cti must be 8 bytes')
   if (!(card instanceof Uint8Array) || card.length !== 11) throw new Error('card: 11 bytes')
   if (((card[9] >> 2) & 0xf) > 7) throw new Error('card age band out of range')
-  return { exp, iat, cti: Buffer.from(cti).toString('hex') }
+  return { exp, iat, cti: Buffer.from(cti).toString('hex'), card }
+}
+
+/**
+ * A device code's COSE bytes, exactly the section 8 layout (no general CBOR decoding: one
+ * fixed form is the only one accepted):
+ *   84 40 a0 58 LL <payload> 58 40 <device signature>
+ *   payload    = 84 1a <iat:4> 48 <cti:8> 58 LL <credential> 58 40 <issuer signature>
+ *   credential = kind (1) kid (1) exp (4) card (11) key (32 Ed25519 | 33 P-256 compressed)
+ * Throws on anything else, including an invalid device key.
+ */
+function decodeDeviceCode (m) {
+  const bytes = Buffer.from(m.buffer, m.byteOffset, m.length)
+  if (m.length < 5 || m[0] !== 0x84 || m[1] !== 0x40 || m[2] !== 0xa0 || m[3] !== 0x58) {
+    throw new Error('not a device code: empty protected header, empty unprotected map')
+  }
+  const payloadEnd = 5 + m[4]
+  if (m.length !== payloadEnd + 66 || m[payloadEnd] !== 0x58 || m[payloadEnd + 1] !== 0x40) {
+    throw new Error('not [h\'\', {}, payload, 64-byte signature] with nothing after it')
+  }
+  const payload = bytes.subarray(5, payloadEnd)
+  if (payload.length < 17 || payload[0] !== 0x84 || payload[1] !== 0x1a ||
+      payload[6] !== 0x48 || payload[15] !== 0x58) {
+    throw new Error('the payload is not [iat (4 bytes), cti (8 bytes), credential, signature]')
+  }
+  const iat = payload.readUInt32BE(2)
+  // Deterministic CBOR: 0x1a (4 bytes) is the shortest form only for values above 65535.
+  if (iat <= 0xffff) throw new Error('iat not in its shortest form')
+  const credentialEnd = 17 + payload[16]
+  if (payload.length !== credentialEnd + 66 || payload[credentialEnd] !== 0x58 ||
+      payload[credentialEnd + 1] !== 0x40) {
+    throw new Error('the payload is not [iat, cti, credential, 64-byte signature]')
+  }
+  const credential = payload.subarray(17, credentialEnd)
+  const kind = DEVICE_KINDS.get(credential[0])
+  if (kind === undefined) throw new Error('unknown device key kind')
+  if (credential.length !== 17 + kind.keyLength) throw new Error('credential length')
+  const kid = String.fromCharCode(credential[1])
+  if (!/^[A-Za-z0-9]$/.test(kid)) throw new Error('kid is not an ASCII letter or digit')
+  const card = credential.subarray(6, 17)
+  if (((card[9] >> 2) & 0xf) > 7) throw new Error('card age band out of range')
+  const rawKey = credential.subarray(17)
+  const deviceKey = createPublicKey({
+    key: Buffer.concat([SPKI_HEADERS[kind.alg], rawKey]), format: 'der', type: 'spki'
+  })
+  return {
+    payload,
+    iat,
+    cti: payload.subarray(7, 15).toString('hex'),
+    credential,
+    kid,
+    credentialExp: credential.readUInt32BE(2),
+    card,
+    deviceAlg: kind.alg,
+    deviceKey,
+    // The device id: the first 8 bytes of SHA-256 of the key as the credential carries it.
+    deviceId: createHash('sha256').update(rawKey).digest().subarray(0, 8).toString('hex'),
+    issuerSignature: payload.subarray(credentialEnd + 2),
+    deviceSignature: bytes.subarray(payloadEnd + 2)
+  }
 }
 
 /**
  * Verify one code text at `now` (seconds since the epoch). `trust` has the shape of a test
- * vector's "trust" member: { prefix, algorithms, clock_skew, max_lifetime, jwks }. `replaySeen` is a Set of
- * hex code ids; an accepted code's id is added to it. Never throws on a bad code.
+ * vector's "trust" member: { prefix, algorithms, clock_skew, max_lifetime, jwks } and,
+ * optionally, fresh_until, status (a status list) and revoked_devices (hex device ids).
+ * `replaySeen` is a Set of hex code ids; an accepted code's id is added to it. Returns
+ * { valid, reason }, with `device` (its id) for an accepted device code. Never throws on a
+ * bad code.
  */
 export function verify (code, trust, now, replaySeen = new Set()) {
   const fail = (reason) => ({ valid: false, reason })
+  // Step 0: a terminal whose trust is out of date cannot judge any code.
+  if (trust.fresh_until != null && now >= trust.fresh_until) return fail('stale_trust')
   if (typeof code !== 'string') return fail('malformed')
   // Count code points, as the reference does; a quick bound first keeps huge input cheap.
   if (code.length > 2 * MAX_CODE_LENGTH || [...code].length > MAX_CODE_LENGTH) {
     return fail('malformed')
   }
-  if (!code.startsWith(trust.prefix)) return fail('unknown_prefix')
+  if (code.startsWith(trust.prefix)) {
+    return verifyVersion1(code.slice(trust.prefix.length), trust, now, replaySeen)
+  }
+  const device = devicePrefix(trust.prefix)
+  if (code.startsWith(device)) {
+    return verifyDeviceCode(code.slice(device.length), trust, now, replaySeen)
+  }
+  return fail('unknown_prefix')
+}
+
+/** Section 2, steps 3-14, for the text after the prefix. */
+function verifyVersion1 (body, trust, now, replaySeen) {
+  const fail = (reason) => ({ valid: false, reason })
   let message
   try {
-    message = decodeSign1(base45Decode(code.slice(trust.prefix.length)))
+    message = decodeSign1(base45Decode(body))
   } catch {
     return fail('malformed')
   }
@@ -123,15 +254,9 @@ export function verify (code, trust, now, replaySeen = new Set()) {
   // Algorithm confusion: a key is only ever used with its own algorithm.
   if (jwk.alg !== alg) return fail('unsupported_alg')
 
-  const toBeSigned = encode(['Signature1', message.protectedBytes, new Uint8Array(0),
-    message.payload])
   const key = createPublicKey({ key: jwk, format: 'jwk' })
-  const signatureOk = alg === 'EdDSA'
-    ? verifySignature(null, toBeSigned, key, message.signature)
-    // COSE carries ES256 signatures as raw r || s, not DER.
-    : verifySignature('sha256', toBeSigned, { key, dsaEncoding: 'ieee-p1363' },
-      message.signature)
-  if (!signatureOk) return fail('bad_signature')
+  const toBeSigned = sigStructure(message.protectedBytes, message.payload)
+  if (!signatureVerifies(alg, key, toBeSigned, message.signature)) return fail('bad_signature')
 
   // Claims are only parsed once the signature shows the issuer wrote them.
   let claims
@@ -151,10 +276,60 @@ export function verify (code, trust, now, replaySeen = new Set()) {
   const skew = trust.clock_skew
   if (now >= claims.exp + skew) return fail('expired')
   if (now < claims.iat - skew) return fail('not_yet_valid')
+  if (trust.status != null && isRevoked(trust.status, statusIndex(claims.card))) {
+    return fail('revoked')
+  }
   // Replay state is touched last, so forged or expired codes cannot fill it.
   if (replaySeen.has(claims.cti)) return fail('replayed')
   replaySeen.add(claims.cti)
   return { valid: true, reason: 'ok' }
+}
+
+/** Section 8, steps 3-16, for the text after the device-code prefix. */
+function verifyDeviceCode (body, trust, now, replaySeen) {
+  const fail = (reason) => ({ valid: false, reason })
+  let code
+  try {
+    code = decodeDeviceCode(base45Decode(body))
+  } catch {
+    return fail('malformed')
+  }
+  // The credential names the issuer key; that key's own algorithm is the credential's.
+  const jwk = trust.jwks.keys.find((k) => k.kid === code.kid)
+  if (!jwk) return fail('unknown_key')
+  if (!trust.algorithms.includes(jwk.alg)) return fail('unsupported_alg')
+  // The issuer signed a COSE_Sign1 whose protected header {1: alg, 4: kid} is not sent:
+  // rebuild it from the trusted key.
+  const issuerHeader = encode(new Map([[1, COSE_ALG_IDS.get(jwk.alg)], [4, Buffer.from(code.kid)]]),
+    rfc8949EncodeOptions)
+  const issuerKey = createPublicKey({ key: jwk, format: 'jwk' })
+  if (!signatureVerifies(jwk.alg, issuerKey, sigStructure(issuerHeader, code.credential),
+    code.issuerSignature)) {
+    return fail('bad_signature')
+  }
+  // A key signs credentials within its signing period [nbf, exp), each valid at most 7 days.
+  if ((jwk.nbf != null && code.credentialExp <= jwk.nbf) ||
+      (jwk.exp != null && code.credentialExp > jwk.exp + MAX_CREDENTIAL_LIFETIME)) {
+    return fail('unknown_key')
+  }
+  // The device signed the payload under an empty protected header, with the key and
+  // algorithm the issuer certified: a code cannot choose its algorithm.
+  if (!signatureVerifies(code.deviceAlg, code.deviceKey, sigStructure(EMPTY, code.payload),
+    code.deviceSignature)) {
+    return fail('bad_signature')
+  }
+  const skew = trust.clock_skew
+  if (now >= code.credentialExp + skew) return fail('expired') // the phone must renew online
+  if (code.iat >= code.credentialExp) return fail('expired') // made after the credential ended
+  if (now >= code.iat + DEVICE_CODE_LIFETIME + skew) return fail('expired') // old, or clock behind
+  if (now < code.iat - skew) return fail('not_yet_valid') // the phone's clock is ahead
+  if ((trust.revoked_devices ?? []).includes(code.deviceId)) return fail('revoked')
+  if (trust.status != null && isRevoked(trust.status, statusIndex(code.card))) {
+    return fail('revoked')
+  }
+  if (replaySeen.has(code.cti)) return fail('replayed')
+  replaySeen.add(code.cti)
+  return { valid: true, reason: 'ok', device: code.deviceId }
 }
 
 function runVectors (dir) {
@@ -166,19 +341,23 @@ function runVectors (dir) {
       new Set(vector.replay_seen))
     const want = vector.expected
     const label = name.replace(/\.json$/, '')
-    if (got.reason === want.reason && got.valid === want.valid) {
+    // An accepted device code names its device, which the vector's layers give.
+    const wantDevice = want.valid ? vector.layers.device_id : undefined
+    if (got.reason === want.reason && got.valid === want.valid && got.device === wantDevice) {
       passed++
       console.log(`PASS ${label} ${got.reason}`)
     } else {
       failed++
-      console.log(`FAIL ${label} got ${got.reason} expected ${want.reason}`)
+      console.log(`FAIL ${label} got ${got.reason} ${got.device ?? ''} expected ${want.reason} ` +
+        `${wantDevice ?? ''}`)
     }
   }
   console.log(`${passed} passed, ${failed} failed`)
   return failed === 0 && passed > 0
 }
 
-if (process.argv[1] === import.meta.filename) {
-  const dir = process.argv[2] ?? `${import.meta.dirname}/../test-vectors/cases`
+const here = fileURLToPath(import.meta.url)
+if (process.argv[1] === here) {
+  const dir = process.argv[2] ?? `${dirname(here)}/../test-vectors/cases`
   process.exitCode = runVectors(dir) ? 0 : 1
 }

@@ -34,6 +34,83 @@ def test_worked_example_key_is_the_first_vectors() -> None:
     assert json.dumps(EXAMPLE["trust"]["jwks"]["keys"][0], indent=2) in SPEC
 
 
+DEVICE_SECTION = SPEC.split("## 8. Device codes", 1)[1]
+DEVICE_EXAMPLE_TEXT = DEVICE_SECTION.split("### Worked example", 1)[1]
+DEVICE_EXAMPLE = json.loads(
+    (ROOT / "examples/test-vectors/cases/057-device-valid-ed25519.json").read_text()
+)
+
+
+def test_device_worked_example_code_text_is_the_device_vectors() -> None:
+    code = DEVICE_EXAMPLE["code"]
+    assert code in DEVICE_EXAMPLE_TEXT
+    assert f"**Code text** ({len(code)} characters" in DEVICE_EXAMPLE_TEXT
+
+
+def test_device_worked_example_bytes_are_the_device_vectors() -> None:
+    hex_in_spec = re.sub(r"\s+", "", DEVICE_EXAMPLE_TEXT)
+    layers = DEVICE_EXAMPLE["layers"]
+    for name in (
+        "cose_hex",
+        "sig_structure_hex",
+        "credential_hex",
+        "issuer_sig_structure_hex",
+        "issuer_signature_hex",
+        "issuer_protected_hex",
+        "device_id",
+    ):
+        assert layers[name] in hex_in_spec, name
+    credential = layers["credential"]
+    annotated = [
+        f"{credential['kind']:02x}   ",
+        f"{ord(credential['kid']):02x}   ",
+        f"{credential['exp']:08x}   ",
+        f"{credential['card_hex']}   ",
+        f"{credential['device_key_hex']}   ",
+        f"1a {layers['iat']:08x}   ",
+        f"48 {layers['cti']}   ",
+    ]
+    for line in annotated:
+        assert line in DEVICE_EXAMPLE_TEXT, line
+    assert f"**COSE_Sign1** ({len(layers['cose_hex']) // 2} bytes)" in DEVICE_EXAMPLE_TEXT
+    assert f"**Payload** ({len(layers['payload_hex']) // 2} bytes)" in DEVICE_EXAMPLE_TEXT
+
+
+def test_device_worked_example_keys_and_times_are_the_device_vectors() -> None:
+    assert json.dumps(DEVICE_EXAMPLE["trust"]["jwks"]["keys"][0], indent=2) in DEVICE_EXAMPLE_TEXT
+    assert json.dumps(DEVICE_EXAMPLE["layers"]["device_key_jwk"]) in DEVICE_EXAMPLE_TEXT
+    layers = DEVICE_EXAMPLE["layers"]
+    assert f"({layers['credential']['exp']})" in DEVICE_EXAMPLE_TEXT
+    assert f"({layers['iat']})" in DEVICE_EXAMPLE_TEXT
+    assert f"Verified at {DEVICE_EXAMPLE['validation_clock']}" in DEVICE_EXAMPLE_TEXT
+    assert DEVICE_EXAMPLE["expected"]["valid"] is True
+
+
+def test_device_worked_example_verdict_is_the_verifiers() -> None:
+    from tests.core.test_vectors import run_vector
+
+    verdict = run_vector(DEVICE_EXAMPLE).to_json()
+    assert verdict["valid"] is True and verdict["reason"] == "ok"
+    assert f'"device": "{verdict["device"]}"' in DEVICE_EXAMPLE_TEXT
+
+
+def test_device_step_names_of_the_vectors_are_the_spec_tables() -> None:
+    table = DEVICE_SECTION.split("### Verifying a device code", 1)[1].split("###", 1)[0]
+    rows = [line.split("|") for line in table.splitlines() if re.match(r"\| \d+ \|", line)]
+    listed = [(row[-2].strip().strip("`"), row[3].strip().split()[0].strip("`")) for row in rows]
+    steps = DEVICE_EXAMPLE["expected"]["steps"]
+    assert [name for name, _ in listed] == list(steps)
+    # Each row's reason is the one a case failing at that step expects.
+    cases = sorted((ROOT / "examples/test-vectors/cases").glob("*.json"))
+    reasons = {}
+    for path in cases:
+        expected = json.loads(path.read_text())["expected"]
+        for name, passed in expected["steps"].items():
+            if passed is False and list(expected["steps"]) == list(steps):
+                reasons[name] = expected["reason"]
+    assert reasons == dict(listed)
+
+
 def test_spec_lists_every_reason() -> None:
     from idcode.reasons import Reason
 
