@@ -33,6 +33,40 @@ const SPKI_HEADERS = {
   ES256: Buffer.from('3039301306072a8648ce3d020106082a8648ce3d030107032200', 'hex')
 }
 
+// Edwards25519 (RFC 8032 section 5.1): the field prime, the curve constant d, and the
+// y-coordinates of the eight points of small order (the identity 1, the point of order 2 -1,
+// the two of order 4 0, the four of order 8). OpenSSL loads any 32 bytes as an Ed25519 key and
+// does not check its order when it verifies: under a small-order key, R of small order with
+// S = 0 verifies for every message, so a credential for one would let anyone make its codes.
+const P25519 = 2n ** 255n - 19n
+const modPow = (base, exponent, modulus) => {
+  let result = 1n
+  for (base %= modulus; exponent > 0n; exponent >>= 1n) {
+    if (exponent & 1n) result = result * base % modulus
+    base = base * base % modulus
+  }
+  return result
+}
+const D25519 = (-121665n * modPow(121666n, P25519 - 2n, P25519) % P25519 + P25519) % P25519
+const Y_ORDER_8 = 0x7a03ac9277fdc74ec6cc392cfa53202a0f67100d760b3cba4fd84d3d706a17c7n
+const SMALL_ORDER_Y = new Set([0n, 1n, P25519 - 1n, Y_ORDER_8, P25519 - Y_ORDER_8])
+
+/** Section 8: an Ed25519 device key is the canonical encoding (y < p) of a point on the curve
+ * that is not of small order; throws otherwise. */
+function checkEd25519Key (raw) {
+  const bytes = Buffer.from(raw)
+  bytes[31] &= 0x7f // the top bit is x's sign
+  const y = BigInt('0x' + Buffer.from(bytes).reverse().toString('hex')) // little-endian
+  if (y >= P25519) throw new Error('Ed25519 key not canonically encoded')
+  if (SMALL_ORDER_Y.has(y)) throw new Error('Ed25519 key of small order')
+  // x^2 = (y^2 - 1) / (d y^2 + 1) must have a root: Euler's criterion.
+  const u = (y * y - 1n) % P25519
+  const v = (D25519 * y * y + 1n) % P25519
+  if (modPow(u * modPow(v, P25519 - 2n, P25519) % P25519, (P25519 - 1n) / 2n, P25519) !== 1n) {
+    throw new Error('Ed25519 key not a point on the curve')
+  }
+}
+
 // Strict decoding: integers and lengths in their shortest form, no indefinite lengths, no
 // tags, no undefined, no duplicate keys, maps with integer keys (useMaps), and cborg throws
 // on trailing bytes. Floats cannot be checked on decode, hence the re-encoding below.
@@ -173,6 +207,8 @@ function decodeDeviceCode (m) {
   const iat = payload.readUInt32BE(2)
   // Deterministic CBOR: 0x1a (4 bytes) is the shortest form only for values above 65535.
   if (iat <= 0xffff) throw new Error('iat not in its shortest form')
+  // The code's end, iat + 60, is a 32-bit time as every time in a code is.
+  if (iat > MAX_NUMERIC_DATE - DEVICE_CODE_LIFETIME) throw new Error('iat + 60 past 32 bits')
   const credentialEnd = 17 + payload[16]
   if (payload.length !== credentialEnd + 66 || payload[credentialEnd] !== 0x58 ||
       payload[credentialEnd + 1] !== 0x40) {
@@ -187,6 +223,7 @@ function decodeDeviceCode (m) {
   const card = credential.subarray(6, 17)
   if (((card[9] >> 2) & 0xf) > 7) throw new Error('card age band out of range')
   const rawKey = credential.subarray(17)
+  if (kind.alg === 'EdDSA') checkEd25519Key(rawKey)
   const deviceKey = createPublicKey({
     key: Buffer.concat([SPKI_HEADERS[kind.alg], rawKey]), format: 'der', type: 'spki'
   })

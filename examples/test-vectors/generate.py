@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from idcode.cbor import encode_bytes
-from idcode.claims import AgeBand, Card, CodeClaims, Programme, Residency
+from idcode.claims import MAX_NUMERIC_DATE, AgeBand, Card, CodeClaims, Programme, Residency
 from idcode.codetext import encode_text
 from idcode.cose import Algorithm, encode_protected, encode_sign1, to_be_signed
 from idcode.devicecode import (
@@ -692,6 +692,7 @@ def device_message(
     issuer_signature: bytes | None = None,
     signer: DevicePrivateKey | None = None,
     protected: bytes = b"",
+    device_signature: bytes | None = None,
 ) -> bytes:
     """The COSE bytes of a device code, each part replaceable; the device (or ``signer``)
     signs whatever payload results, as a phone would."""
@@ -705,7 +706,11 @@ def device_message(
         + encode_bytes(issuer_signature)
     )
     # ["Signature1", protected, h'', payload]; a device code's protected header is empty.
-    signature = device_sign(device if signer is None else signer, to_be_signed(protected, payload))
+    signature = (
+        device_sign(device if signer is None else signer, to_be_signed(protected, payload))
+        if device_signature is None
+        else device_signature
+    )
     return (
         b"\x84"
         + encode_bytes(protected)
@@ -728,6 +733,22 @@ def _invalid_p256_x() -> bytes:
         except ValueError:
             return x
     raise AssertionError("every x has a point")  # half of them have none
+
+
+# Edwards25519 (RFC 8032 section 5.1): the field prime, the curve constant d, the identity.
+ED25519_P = 2**255 - 19
+ED25519_D = -121665 * pow(121666, -1, ED25519_P) % ED25519_P
+ED25519_IDENTITY = (1).to_bytes(32, "little")
+
+
+def _ed25519_off_curve() -> bytes:
+    """The first y (counting up from 2) for which x^2 = (y^2 - 1) / (d y^2 + 1) has no root."""
+    p = ED25519_P
+    for y in range(2, 1 << 16):
+        u, v = (y * y - 1) % p, (ED25519_D * y * y + 1) % p
+        if pow(u * pow(v, p - 2, p), (p - 1) // 2, p) != 1:
+            return y.to_bytes(32, "little")
+    raise AssertionError("every y has a point")  # half of them have none
 
 
 def device_case(
@@ -1139,6 +1160,39 @@ DEVICE_CASES = [
         "steps, refused as not a COSE_Sign1 of section 1.",
         lambda: text(_ed25519_message()),
         "cose_decode",
+    ),
+    # Added after case 108: the decoding rules section 8 gained for iat and Ed25519 keys.
+    device_case(
+        "device-iat-past-32-bits",
+        "iat 2^32 - 60: the code's end, iat + 60, is not a 32-bit time; the device signed it.",
+        lambda: device_text(device_message(iat=MAX_NUMERIC_DATE - DEVICE_CODE_LIFETIME + 1)),
+        "device_decode",
+    ),
+    device_case(
+        "device-ed25519-small-order-key",
+        "A credential for the Ed25519 identity point (small order), signed by the issuer, and "
+        "the signature (R = identity, S = 0) that OpenSSL accepts under it for any message.",
+        lambda: device_text(
+            device_message(
+                cred=credential(key=ED25519_IDENTITY),
+                device_signature=ED25519_IDENTITY + bytes(32),
+            )
+        ),
+        "device_decode",
+    ),
+    device_case(
+        "device-ed25519-key-not-canonical",
+        "An Ed25519 key encoding y = p (not reduced), signed by the issuer.",
+        lambda: device_text(
+            device_message(cred=credential(key=(ED25519_P).to_bytes(32, "little")))
+        ),
+        "device_decode",
+    ),
+    device_case(
+        "device-ed25519-key-off-the-curve",
+        "An Ed25519 key whose y has no x on the curve, signed by the issuer.",
+        lambda: device_text(device_message(cred=credential(key=_ed25519_off_curve()))),
+        "device_decode",
     ),
 ]
 ALL_CASES = [*CASES, *DEVICE_CASES]
