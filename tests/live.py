@@ -8,6 +8,9 @@ would not exercise what a terminal does on the wire.
 from __future__ import annotations
 
 import secrets
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +30,29 @@ from idcode.service.settings import Settings
 from tests.services import REDIS_RUN_PREFIX, Tokens
 
 STARTUP_SECONDS = 30
+
+
+def free_port() -> int:
+    """A loopback port free now, for a server process a test starts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def run_cli(env: dict[str, str], cwd: Path, *args: str) -> str:
+    """``idcode *args`` in a process of its own; its standard output, the test failing with its
+    standard error unless it exits 0."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "idcode.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr.decode(errors="replace")
+    return completed.stdout.decode()
 
 
 @dataclass

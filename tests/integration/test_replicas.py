@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from idcode.service.pii import development_vault
 from idcode.service.settings import Settings
 from idcode.testing import random_id_number
 from idcode.verifier import Trust, verify
+from tests.live import free_port, run_cli
 from tests.services import REDIS_RUN_PREFIX, Tokens
 
 RATE_LIMIT = 4  # codes per card per minute, small so the test reaches it quickly
@@ -70,26 +70,6 @@ class TwoReplicas:
         return card_id, id_number
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _run_cli(env: dict[str, str], cwd: Path, *args: str) -> str:
-    completed = subprocess.run(
-        [sys.executable, "-m", "idcode.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr.decode(errors="replace")
-    return completed.stdout.decode()
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
@@ -102,7 +82,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _launch(name: str, env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], Path, str]:
-    port = _free_port()
+    port = free_port()
     log = cwd / f"replica-{name}-{port}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -184,8 +164,8 @@ def replicas(
     )
     # Every key the replicas use exists before either starts, so they never race to
     # create one: the root and issuer keys, the dev IdP key and the dev personal-data keys.
-    _run_cli(env, workdir, "keys", "init")
-    _run_cli(env, workdir, "dev-token", "--admin")
+    run_cli(env, workdir, "keys", "init")
+    run_cli(env, workdir, "dev-token", "--admin")
     development_vault(keys_dir)
     settings = Settings(
         environment="development",

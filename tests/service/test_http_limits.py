@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from tests.live import free_port
 from tests.services import REDIS_RUN_PREFIX
 
 HEAD_TIMEOUT = 1.0  # IDCODE_HTTP_HEAD_TIMEOUT_SECONDS of the server under test
@@ -57,13 +58,6 @@ class Server:
             return False
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, postgres_url: str, redis_url: str
@@ -82,7 +76,7 @@ def server(
         IDCODE_HTTP_HEAD_TIMEOUT_SECONDS=str(HEAD_TIMEOUT),
         IDCODE_HTTP_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
     )
-    port = _free_port()
+    port = free_port()
     log = workdir / "serve.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import httpx2
 import pytest
 
 from idcode.testing import random_id_number
+from tests.live import free_port
 
 STARTUP_SECONDS = 20
 CSV_HEADER = "id_number,name,phone,residency,programmes\n"
@@ -339,12 +339,6 @@ class Server:
     log: Path
 
 
-def _free_port() -> int:
-    with closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
@@ -359,7 +353,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``idcode serve`` with its embedded defaults, in a fresh directory, on a free port."""
     idcode = Idcode(tmp_path_factory.mktemp("serve"))
-    port = _free_port()
+    port = free_port()
     log = idcode.cwd / "serve.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from idcode.terminal import identity as identities
 from idcode.terminal.client import register
 from idcode.terminal.identity import TerminalIdentity
 from idcode.terminal.runtime import TerminalRuntime
+from tests.live import free_port, run_cli
 from tests.services import POSTGRES_ADMIN_URL, REDIS_RUN_PREFIX, RUN_ID, Tokens
 
 STARTUP_SECONDS = 60  # a cold start imports FastAPI, SQLAlchemy and Alembic on a busy machine
@@ -52,25 +52,6 @@ class WalletService:
 
     def operator_token(self) -> str:
         return self.tokens.operator()["Authorization"].removeprefix("Bearer ")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _cli(env: dict[str, str], cwd: Path, *args: str) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "idcode.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr.decode(errors="replace")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -117,8 +98,8 @@ def wallet_service(workdir: Path, redis_url: str) -> Iterator[WalletService]:
         admin.execute(f'CREATE DATABASE "{name}"')
     process: subprocess.Popen[bytes] | None = None
     try:
-        _cli(env, workdir, "keys", "init")
-        port = _free_port()
+        run_cli(env, workdir, "keys", "init")
+        port = free_port()
         log = workdir / f"serve-{port}.log"
         with log.open("wb") as output:
             process = subprocess.Popen(
