@@ -32,7 +32,7 @@ from idcode.devicecode import (
     split_blob,
 )
 from idcode.errors import ServiceError
-from idcode.keys import IssuerKey, keys_from_jwks
+from idcode.keys import KID_ALPHABET, IssuerKey, keys_from_jwks
 from idcode.keystore import open_key_store
 from idcode.replay import ReplayCache
 from idcode.terminal import identity as identities
@@ -567,7 +567,7 @@ REWRITES = [
             lambda s: resigned(lambda: IssuerKey.generate(_kid(s))),
             "does not verify with the service's published keys (bad_signature", late=True),
     Rewrite("credential signed by a key the service does not publish",
-            lambda s: resigned(IssuerKey.generate("Z")),
+            lambda s: resigned(lambda: IssuerKey.generate(_unpublished_kid(s))),
             "does not verify with the service's published keys (unknown_key", late=True),
     Rewrite("credential valid 30 days, signed by the service's own key",
             lambda s: resigned(lambda: _signer(s),
@@ -597,6 +597,12 @@ REWRITES = [
     Rewrite("label with a line break", lambda s: set_member("label", "phone\nINFO ok"),
             "label is not printable"),
 ]  # fmt: skip
+
+
+def _unpublished_kid(service: LiveService) -> str:
+    """A kid none of the service's keys has (its kids are drawn at random: "Z" may be one)."""
+    used = {key.kid for key in open_key_store(service.settings.keys_dir).issuer_keys()}
+    return next(kid for kid in KID_ALPHABET if kid not in used)
 
 
 def _signer(service: LiveService) -> Any:
