@@ -9,8 +9,11 @@ the journal. See docs/adapters.md.
 Privacy across scenes: a terminal never journals or uploads the card pseudonym itself, only
 a *subject*, the pseudonym keyed with its scene's key (HMAC-SHA256, truncated). Each scene's
 key is derived from the city's key, so the logs of two scenes cannot be joined without it.
-A relying party's terminals (a hospital's kiosks) get that party's own subject key instead,
-so their subjects are the pairwise ones its desk got (``SceneData.linked_subjects``).
+A scene whose sites are separate businesses (a shop, a bus operator, a library) declares
+``subject_scope = "site"``: each site then gets a key of its own, so two merchants' journals
+cannot be joined either. A relying party's terminals (a hospital's kiosks) get that party's
+own subject key instead, so their subjects are the pairwise ones its desk got
+(``SceneData.linked_subjects``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import hmac
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
@@ -52,11 +55,18 @@ _OK = Reason.OK.value
 SCENES = ("community", "parking", "tourism", "eldercare", "hospital")
 ENTRY_POINT_GROUP = "idcode.scenes"
 SCENE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+#: A site: a community, a car park, a shop, a bus operator (as the service takes it).
+SITE_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+_SITE = re.compile(SITE_PATTERN)
 SUBJECT_BYTES = 12  # 96 bits: no collision among a city's cards, short in every log line
 SUBJECT_PATTERN = r"^[0-9a-f]{24}$"
 _SUBJECT = re.compile(SUBJECT_PATTERN)
 SCENE_KEY_BYTES = 32
 _SCENE_KEY_LABEL = b"idcode/scene-subject/v1/"
+_SITE_KEY_LABEL = b"idcode/site-subject/v1/"
+#: ``SceneAdapter.subject_scope``: one subject key for the whole scene, or one per site.
+SCENE_SCOPE = "scene"
+SITE_SCOPE = "site"
 DAY = 86_400
 
 #: A scene result value: coarse scalars only (a fee in fen, a ticket class, a count).
@@ -68,6 +78,9 @@ MAX_RESULTS = 20
 RESULT_NAME = re.compile(r"[a-z0-9_]{1,32}")
 MAX_RESULT_TEXT = 64
 MAX_RESULT_INTEGER = 2**53 - 1
+
+#: Settlement columns the service writes itself (a record's kind and its subject).
+SETTLEMENT_RESERVED = ("record", "subject")
 
 #: The reason of a decision whose adapter raised: the gate stays shut (fail closed).
 ADAPTER_ERROR = "adapter_error"
@@ -82,6 +95,27 @@ def scene_subject_key(city_key: bytes, scene: str) -> bytes:
     if not SCENE_NAME.fullmatch(scene):
         raise SceneError("a scene name is 1-32 of a-z, 0-9 and _, starting with a letter")
     return hmac.digest(city_key, _SCENE_KEY_LABEL + scene.encode("ascii"), hashlib.sha256)
+
+
+def site_subject_key(city_key: bytes, scene: str, site: str) -> bytes:
+    """The key of one site's terminals in a scene of ``subject_scope = "site"`` (a shop, a bus
+    operator): a card has another subject at every site, so two sites cannot join their logs.
+    Another label than the scenes', and a site cannot hold "/", so no site's key is a scene's
+    or another site's."""
+    if not SCENE_NAME.fullmatch(scene):
+        raise SceneError("a scene name is 1-32 of a-z, 0-9 and _, starting with a letter")
+    if not _SITE.fullmatch(site):
+        raise SceneError("a site is 1-64 of A-Z, a-z, 0-9, '.', '_' and '-'")
+    label = _SITE_KEY_LABEL + scene.encode("ascii") + b"/" + site.encode("ascii")
+    return hmac.digest(city_key, label, hashlib.sha256)
+
+
+def terminal_subject_key(city_key: bytes, scene: str, site: str) -> bytes:
+    """The subject key of a terminal of ``scene`` at ``site`` (not a relying party's): the
+    scene's key, or the site's where the scene's adapter has ``subject_scope = "site"``."""
+    if load_adapter(scene).subject_scope == SITE_SCOPE:
+        return site_subject_key(city_key, scene, site)
+    return scene_subject_key(city_key, scene)
 
 
 def subject_of(scene_key: bytes, pseudonym: bytes) -> str:
@@ -363,6 +397,44 @@ class SceneAdapter(ABC):
     reasons: ClassVar[tuple[str, ...]] = ()
     #: The actions its decisions name.
     actions: ClassVar[tuple[str, ...]] = ()
+    #: ``"scene"``: every terminal of the scene has the scene's subject key (a community gate,
+    #: where the city runs every site). ``"site"``: each site has its own, so sites that are
+    #: separate businesses (shops, bus operators, libraries) cannot join their logs.
+    subject_scope: ClassVar[str] = SCENE_SCOPE
+    #: Put the scan's subject in each decision line, for the site's own software (a library's
+    #: loan system finds its member by it). Only with ``subject_scope = "site"``: a scene-wide
+    #: subject would let one site's software follow a citizen into the others.
+    subject_in_decision_line: ClassVar[bool] = False
+
+    #: The columns of the scene's daily settlement, one row per subject (a bus operator's
+    #: clearing file, a merchant's discounts): names of scene-result shape, integer values
+    #: (counts, fen). Empty: the scene has no settlement. See ``settle``.
+    settlement_columns: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.subject_scope not in (SCENE_SCOPE, SITE_SCOPE):
+            raise SceneError(f"{cls.__name__}.subject_scope must be 'scene' or 'site'")
+        if cls.subject_in_decision_line and cls.subject_scope != SITE_SCOPE:
+            raise SceneError(
+                f"{cls.__name__}: subject_in_decision_line needs subject_scope = 'site' "
+                "(a scene-wide subject would link the citizen across its sites)"
+            )
+        for column in cls.settlement_columns:
+            if not RESULT_NAME.fullmatch(column) or column in SETTLEMENT_RESERVED:
+                raise SceneError(
+                    f"{cls.__name__}: settlement column {column!r} is not 1-32 of a-z, 0-9 "
+                    f"and _, or is one of {', '.join(SETTLEMENT_RESERVED)}"
+                )
+
+    @classmethod
+    def settle(cls, data: SceneData, events: Sequence[Event]) -> Mapping[str, int]:
+        """One subject's row of one day's settlement at one site: an integer for each of
+        ``settlement_columns``, from that subject's events of the day at the site's terminals
+        (admissions and denials, oldest first; what the terminals journaled and uploaded).
+        ``data`` is the site's scene data as the service holds it now. Pure: no I/O. The
+        service sums each column into the day's totals (docs/adapters.md, Settlement)."""
+        raise NotImplementedError(f"the {cls.scene} scene has no settlement")
 
     def __init__(self, context: SceneContext) -> None:
         self.context = context

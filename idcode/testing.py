@@ -45,17 +45,23 @@ from idcode.keystore import RootKey
 from idcode.replay import ReplayCache
 from idcode.scenes import (
     SCENE_KEY_BYTES,
+    SCENES,
     Decision,
     Event,
     MemoryHistory,
     SceneAdapter,
     encode_scene_key,
     load_adapter,
+    scene_names,
     scene_subject_key,
     subject_of,
+    terminal_subject_key,
 )
 from idcode.statuslist import StatusList
 from idcode.verifier import DEFAULT_CLOCK_SKEW, Trust
+
+#: The site of a TestIssuer's bundles and subjects unless a test names one.
+DEFAULT_SITE = "test-site"
 
 
 def random_card(
@@ -163,15 +169,24 @@ class TestIssuer:
             [self.key.public], prefix=self.prefix, algorithms=[self.alg], clock_skew=clock_skew
         )
 
-    def subject(self, card_or_pseudonym: Card | bytes, scene: str) -> str:
-        """The card's subject in ``scene``: what scene data (residents, permits) lists and
-        what journals record."""
+    def subject(self, card_or_pseudonym: Card | bytes, scene: str, site: str = DEFAULT_SITE) -> str:
+        """The card's subject in ``scene`` (at ``site``, where the scene is site-scoped: a
+        shop, a bus operator): what scene data (residents, permits) lists and what journals
+        record."""
         pseudonym = (
             card_or_pseudonym.pseudonym
             if isinstance(card_or_pseudonym, Card)
             else card_or_pseudonym
         )
-        return subject_of(scene_subject_key(self.city_key, scene), pseudonym)
+        return subject_of(self.subject_key(scene, site), pseudonym)
+
+    def subject_key(self, scene: str, site: str = DEFAULT_SITE) -> bytes:
+        """The subject key the service gives a terminal of ``scene`` at ``site`` (not a relying
+        party's): the scene's, or the site's own in a site-scoped scene. A scene no installed
+        adapter knows (an adapter under test, handed to TestTerminal) is taken as scene-wide."""
+        if scene in SCENES or scene in scene_names():
+            return terminal_subject_key(self.city_key, scene, site)
+        return scene_subject_key(self.city_key, scene)
 
     def visitor_pass(
         self,
@@ -207,7 +222,7 @@ class TestIssuer:
     def bundle(
         self,
         scene: str,
-        site: str = "test-site",
+        site: str = DEFAULT_SITE,
         data: Mapping[str, Any] | None = None,
         *,
         revoked: Iterable[int] = (),
@@ -221,7 +236,8 @@ class TestIssuer:
         """A trust bundle for one terminal of ``scene`` at ``site``, signed by this issuer's
         root key and checked as a terminal checks it. ``revoked``: status-list indices.
         ``subject_key``: the key the terminal turns pseudonyms into subjects with; by default
-        the scene's, derived from the city's key; a relying party's own key for its kiosks."""
+        the scene's (or the site's, in a site-scoped scene), derived from the city's key; a
+        relying party's own key for its kiosks."""
         status = StatusList(status_size)
         for index in revoked:
             status.set(index, True)
@@ -238,7 +254,7 @@ class TestIssuer:
                 "version": 1,
                 "data": dict(data or {}),
                 "subject_key": encode_scene_key(
-                    scene_subject_key(self.city_key, scene) if subject_key is None else subject_key
+                    self.subject_key(scene, site) if subject_key is None else subject_key
                 ),
             },
             revoked_devices=revoked_devices,

@@ -72,8 +72,13 @@ class LiveService:
     def root_jwk(self) -> dict[str, Any]:
         return open_key_store(self.settings.keys_dir).root_public_jwk()
 
-    def subject_key(self, scene: str) -> bytes:
-        return development_vault(self.settings.keys_dir).scene_subject_key(scene)
+    def subject_key(self, scene: str, site: str | None = None) -> bytes:
+        """The subject key of ``scene``'s terminals; with ``site``, of that site's terminals
+        (the site's own key in a site-scoped scene)."""
+        vault = development_vault(self.settings.keys_dir)
+        if site is None:
+            return vault.scene_subject_key(scene)
+        return vault.terminal_subject_key(scene, site)
 
     def events(self, terminal_id: str) -> list[dict[str, Any]]:
         """Every event the service holds for a terminal (operators' read, paged by time)."""

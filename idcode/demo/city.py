@@ -472,7 +472,7 @@ def _kiosk_software(demo: Demo, hospital: Hospital) -> bool:
     kiosk = demo.gates[KIOSK]
     found, to_desk, agree = [], 0, True
     for entry in kiosk.entries:
-        line = decision_line(entry, subject=kiosk.runtime.relying_party is not None)
+        line = decision_line(entry, subject=kiosk.runtime.subject_in_lines)
         patient = hospital.patients.get(line.get("subject") or "")
         if line["admitted"] and patient is not None:
             found.append(patient)

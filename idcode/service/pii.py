@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from idcode.errors import InvalidIdNumber, PersonalDataError
 from idcode.idnumber import normalise_id_number
-from idcode.scenes import scene_subject_key
+from idcode.scenes import scene_subject_key, terminal_subject_key
 from idcode.secretfiles import read_or_create_secret
 from idcode.service.settings import Settings
 
@@ -53,6 +53,12 @@ class PersonalDataVault:
         """The subject key of ``scene``'s terminals (idcode.scenes), derived from the hash
         key: the city's key that joins the logs of different scenes never leaves here."""
         return scene_subject_key(self._city_key(), scene)
+
+    def terminal_subject_key(self, scene: str, site: str) -> bytes:
+        """The subject key of the terminals of ``scene`` at ``site`` that belong to no relying
+        party: the scene's, or the site's own where the scene is site-scoped (a shop, a bus
+        operator: idcode.scenes.terminal_subject_key)."""
+        return terminal_subject_key(self._city_key(), scene, site)
 
     def relying_party_subject_key(self, relying_party_id: str) -> bytes:
         """The key of one relying party's pairwise subjects (docs/identity.md): the subject

@@ -43,7 +43,8 @@ def put_scene_data(
 ) -> SceneDataRecord:
     """Replace the scene data of (scene, site); its version goes up by one.
 
-    Every ``"card:<card id>"`` in the document becomes that card's subject for the scene, so
+    Every ``"card:<card id>"`` in the document becomes that card's subject for the scene (for
+    the site, in a site-scoped scene: a shop, a bus operator, a library), so
     operators can name people by card while terminals only ever see subjects; then the
     scene's adapter validates the result. RequestRefused says why not: ``unknown_scene``,
     ``unknown_card`` or ``invalid_scene_data``.
@@ -63,7 +64,7 @@ def put_scene_data(
             "linked_subjects is filled in by the service from a relying party's links "
             "(PUT /v1/links/{subject}); leave it out",
         )
-    document = _resolve_card_references(session, document, vault.scene_subject_key(scene))
+    document = _resolve_card_references(session, document, vault.terminal_subject_key(scene, site))
     try:
         load_adapter(scene).parse_data(document)
     except SceneError as exc:

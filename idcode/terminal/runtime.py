@@ -146,6 +146,13 @@ class TerminalRuntime:
         bundle = self.bundle
         return bundle.relying_party if bundle is not None else None
 
+    @property
+    def subject_in_lines(self) -> bool:
+        """Whether this terminal's decision lines carry the scan's subject: a relying party's
+        terminal (its pairwise subject), or one whose adapter gives its site's software the
+        site's own subject (``SceneAdapter.subject_in_decision_line``)."""
+        return self.relying_party is not None or self.adapter.subject_in_decision_line
+
     def scan(self, text: str) -> JournalEntry:
         """Decide on one scanned text and journal the decision; act on what this returns."""
         with self._decide_lock:

@@ -36,7 +36,8 @@ MAX_SCAN_BYTES = 4 * MAX_CODE_LENGTH
 def decision_line(entry: JournalEntry, *, subject: bool = False) -> dict[str, Any]:
     """What the terminal acts on: no code and nothing about the person. ``subject``: add the
     scan's subject (null when the code did not verify), for the terminal of a relying party,
-    whose own software maps its pairwise subject to its own record (a patient number)."""
+    whose own software maps its pairwise subject to its own record (a patient number), or of a
+    site-scoped scene whose adapter says so (a library maps its own subject to a member)."""
     line: dict[str, Any] = {
         "event_id": entry.event_id,
         "at": entry.at,
@@ -52,9 +53,11 @@ def decision_line(entry: JournalEntry, *, subject: bool = False) -> dict[str, An
 
 def _line(runtime: TerminalRuntime, entry: JournalEntry) -> dict[str, Any]:
     """The decision line of ``runtime``'s scan: with the subject when its trust bundle names
-    the relying party it belongs to. (A terminal's party is fixed when it is registered, so a
-    bundle adopted between the scan and its line names the same party.)"""
-    return decision_line(entry, subject=runtime.relying_party is not None)
+    the relying party it belongs to, or its adapter gives the site's software the site's own
+    subject (``SceneAdapter.subject_in_decision_line``: a library's loan desk). (A terminal's
+    party is fixed when it is registered, so a bundle adopted between the scan and its line
+    names the same party.)"""
+    return decision_line(entry, subject=runtime.subject_in_lines)
 
 
 #: The reason of a scan the terminal could not decide and journal (its journal's disk failing,
@@ -96,7 +99,7 @@ def decide(runtime: TerminalRuntime, text: str) -> dict[str, Any]:
             _where(exc),
             TERMINAL_ERROR,
         )
-        return undecided(int(time.time()), subject=runtime.relying_party is not None)
+        return undecided(int(time.time()), subject=runtime.subject_in_lines)
 
 
 def scan_lines(runtime: TerminalRuntime, lines: Iterable[str], out: TextIO) -> int:
@@ -220,9 +223,7 @@ class _ScanHandler(BaseHTTPRequestHandler):
                 TERMINAL_ERROR,
             )
             with contextlib.suppress(OSError):
-                line = undecided(
-                    int(time.time()), subject=self.server.runtime.relying_party is not None
-                )
+                line = undecided(int(time.time()), subject=self.server.runtime.subject_in_lines)
                 self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, line)
 
     def do_GET(self) -> None:

@@ -25,6 +25,7 @@ from idcode.service.api.routes import (
     health,
     identity,
     passes,
+    settlements,
     terminals,
     verify,
     wallet,
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(terminals.router)
     app.include_router(identity.router)
     app.include_router(devices.router)
+    app.include_router(settlements.router)
     app.state.wallet_files = wallet.load_wallet_files()
     app.include_router(wallet.router)
     if settings.dev_idp_serves_wallet:

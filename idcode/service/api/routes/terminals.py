@@ -234,7 +234,7 @@ def _bundle_contents(
         data = dict(record.document) if record else {}
         links_version = 0
         if terminal.relying_party_id is None:
-            subject_key = services.vault.scene_subject_key(terminal.scene)
+            subject_key = services.vault.terminal_subject_key(terminal.scene, terminal.site)
         else:
             party = relyingparties.get(session, terminal.relying_party_id)
             subject_key = services.vault.relying_party_subject_key(party.id)
