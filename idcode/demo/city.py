@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from idcode.demo import culture
 from idcode.errors import IdcodeError, ServiceError
 from idcode.service.auth import dev_token
 from idcode.service.settings import Settings
@@ -318,7 +319,7 @@ def _scenes(demo: Demo, citizens: list[Citizen]) -> dict[str, list[Citizen]]:
     demo.terminal("tourism turnstile", "tourism", "yellow-crane-tower")
     demo.terminal("canteen pad", "eldercare", "jianghan-street", mode="canteen")
     demo.terminal("caregiver phone", "eldercare", "jianghan-street", mode="home_care")
-    return {"residents": residents, "river_view": river_view}
+    return {"residents": residents, "river_view": river_view, **culture.setup(demo, citizens)}
 
 
 def _scan_the_city(demo: Demo, citizens: list[Citizen], people: dict[str, list[Citizen]]) -> None:
@@ -388,6 +389,7 @@ def _scan_the_city(demo: Demo, citizens: list[Citizen], people: dict[str, list[C
         caregiver.scan(city.code_later(citizen, left), later=left)  # check_out, billed
     for citizen in [c for c in seniors if "home-care" not in c.programmes][:3]:
         caregiver.scan(city.code(citizen))  # not_enrolled
+    culture.scan(demo, citizens, people)
 
 
 HOSPITAL = "协和医院"
@@ -710,6 +712,7 @@ def _run(
     demo.say(f"offline: {pending} decisions journaled, none uploaded")
     _table(demo)
     hospital_agrees = _kiosk_software(demo, hospital)
+    library_agrees = culture.loan_software(demo)
     demo.say("")
     hall_checked = _service_hall(demo, active)  # online, while the terminals are not
 
@@ -736,4 +739,4 @@ def _run(
         if exact
         else "MISMATCH between the journals and the service"
     )
-    return 0 if exact and hospital_agrees and hall_checked else 1
+    return 0 if exact and hospital_agrees and library_agrees and hall_checked else 1

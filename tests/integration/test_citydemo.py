@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,9 @@ SCENE_DENIALS = {
     "canteen pad": ["not_enrolled", "daily_limit_reached"],
     "caregiver phone": ["visit_too_short"],
     "hospital kiosk": ["not_registered"],
+    "museum gate east": ["already_entered", "slot_full", "age_limit", "age_unverified"],
+    "museum gate west": ["too_early", "too_late", "slot_full", "age_limit"],
+    "library loan desk": ["not_a_member"],
 }
 
 
@@ -43,6 +47,7 @@ def test_demo_decides_offline_uploads_and_the_service_holds_exactly_the_journals
     assert report.rstrip().endswith("the service holds exactly the events the terminals journaled")
     assert (tmp_path / "terminals" / "car-park.sqlite3").exists()  # the lanes' shared journal
     _assert_the_hospital_recognised_its_patients(report)
+    _assert_the_library_found_its_members(report)
 
 
 def _assert_the_hospital_recognised_its_patients(report: str) -> None:
@@ -52,6 +57,18 @@ def _assert_the_hospital_recognised_its_patients(report: str) -> None:
     assert "a consent code presented again: code_used" in report, report
     assert "hospital kiosk: the hospital's software found 7 patients" in report, report
     assert "sent 5 to the desk" in report and "MISMATCH" not in report, report
+
+
+def _assert_the_library_found_its_members(report: str) -> None:
+    """Each member's first loan bound a library card, the second found the member by the
+    library's subject alone; no subject of the library's is the museum's."""
+    lines = [line for line in report.splitlines() if line.startswith("library loan desk: ")]
+    assert len(lines) == 1, report
+    bound = re.search(r"bound (\d+) members' library cards .* found (\d+) by the", lines[0])
+    assert bound is not None and int(bound[1]) > 0 and bound[1] == bound[2], lines[0]
+    assert "5 non-members sent to join" in lines[0], lines[0]
+    assert "the museum's subjects and the library's never match" in lines[0], lines[0]
+    assert "MISMATCH" not in lines[0], lines[0]
 
 
 def test_idcode_demo_command_exits_0_and_leaves_nothing_behind(tmp_path: Path) -> None:
