@@ -12,11 +12,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from idcode.scenes import subject_of
+from idcode.service.database import make_engine, make_session_factory
+from idcode.service.models import CardRecord
+from idcode.service.pii import vault_for
 from idcode.service.settings import Settings
 from idcode.terminal import identity as identities
 from tests.integration.test_examples import EXAMPLES, _example, _outcomes
 
 SUBJECT = re.compile(r"[0-9a-f]{24}")
+MUSEUM, LIBRARY = "city-museum", "riverside-library"
 ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])\d{17}[0-9X](?![0-9A-Za-z])")
 
 
@@ -85,6 +92,22 @@ def test_venues_admit_by_slot_capacity_and_age_and_the_loan_desk_finds_its_membe
     assert museum != library_gate
     assert library_gate == first_loan == second_loan
     assert decisions[4]["subject"] != decisions[5]["subject"]  # 李娜, at each venue
+    # Exactly the venue's own subject: the card's pseudonym keyed with the site's key, neither
+    # the other venue's nor a scene-wide one.
+    card_id = re.search(r"enrolled 刘洋: card ([0-9a-f-]{36})", printed)
+    assert card_id is not None, printed
+    engine = make_engine(service_settings.sqlalchemy_url)
+    try:
+        with make_session_factory(engine)() as session:
+            pseudonym = session.scalars(
+                select(CardRecord.pseudonym).where(CardRecord.id == card_id[1])
+            ).one()
+    finally:
+        engine.dispose()
+    vault = vault_for(service_settings)
+    assert first_loan == subject_of(vault.terminal_subject_key("culture", LIBRARY), pseudonym)
+    assert museum == subject_of(vault.terminal_subject_key("culture", MUSEUM), pseudonym)
+    assert first_loan != subject_of(vault.scene_subject_key("culture"), pseudonym)
     members_file = Path(summary["members_file"])
     members = json.loads(members_file.read_text(encoding="utf-8"))["members"]
     assert members == [{"member_number": "L000001", "subject": first_loan}]
