@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, m
 from idcode.claims import AgeBand, Card
 from idcode.errors import SceneError
 from idcode.scenes import (
+    DAY,
     MAX_LINKED_SUBJECTS,
     SITE_SCOPE,
     SUBJECT_PATTERN,
@@ -344,7 +345,7 @@ class Adapter(SceneAdapter):
         # Not admitted for want of a slot or of room: a holder early or late for their own
         # slot today hears that, which the staff can act on, rather than "full".
         today = self.context.day_start(at)
-        upcoming = next((s for s in reserved if at < s.opens < today + 86_400), None)
+        upcoming = next((s for s in reserved if at < s.opens < today + DAY), None)
         if upcoming is not None:
             minutes = -(-(upcoming.opens - at) // _MINUTE)
             return Decision.deny(TOO_EARLY, ENTRY, slot=upcoming.id, opens_in_minutes=minutes)
@@ -390,12 +391,12 @@ class Adapter(SceneAdapter):
 
 
 def _entered(history: History, subject: str, slot: _Slot) -> bool:
-    """Whether ``subject`` was admitted to ``slot`` already, as a holder or a walk-in. Only
-    the newest of each action since the slot's window opened can be for it: later entries are
-    for later slots, and none came back from those."""
-    since = min(slot.opens, slot.start)
+    """Whether ``subject`` was admitted to ``slot`` already, as a holder or a walk-in. Nobody
+    enters a slot before its window opens, and only the newest of each action since then can
+    be for it: an admission to a later slot moves the holder on for good (the slot a holder
+    enters is the latest whose window is open, and a walk-in's is the running one)."""
     for action in (ENTRY, WALK_IN):
-        last: Event | None = history.last(subject=subject, action=action, since=since)
+        last: Event | None = history.last(subject=subject, action=action, since=slot.opens)
         if last is not None and last.result.get("slot") == slot.id:
             return True
     return False
