@@ -9,9 +9,11 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from idcode.scenes import subject_of
@@ -21,6 +23,7 @@ from idcode.service.pii import vault_for
 from idcode.service.settings import Settings
 from idcode.terminal import identity as identities
 from tests.integration.test_examples import EXAMPLES, _example, _outcomes
+from tests.services import Tokens
 
 SUBJECT = re.compile(r"[0-9a-f]{24}")
 MUSEUM, LIBRARY = "city-museum", "riverside-library"
@@ -131,3 +134,32 @@ def test_venues_admit_by_slot_capacity_and_age_and_the_loan_desk_finds_its_membe
     ]
     assert _snippet(1, decisions[9:], str(members_file)) == ["loan desk: lend to L000001"]
     assert not ID_NUMBER.search(printed)
+
+
+def test_service_refuses_venue_data_naming_the_slot_not_the_person_and_accepts_card_references(
+    client: TestClient, tokens: Tokens, enrol: Callable[..., tuple[str, str]]
+) -> None:
+    """PUT /v1/scenes/culture/{site}: card references are accepted (the service makes them the
+    venue's subjects, which the example's test checks at the terminal), and the adapter's
+    refusals reach the operator as 422 invalid_scene_data naming the slot, never a card or a
+    subject (two references to one card, spelt differently, are one person twice)."""
+    holder, other = enrol()[0], enrol()[0]
+    slot = {"id": "am", "event": "e", "start": "2026-12-05T10:00", "end": "2026-12-05T11:00"}
+    base = {"events": [{"id": "e"}], "slots": [{**slot, "capacity": 1}]}
+    refusals = [
+        ({**base, "reservations": {"am": [f"card:{holder}", f"card:{other}"]}}, "slot 'am' has 2"),
+        ({**base, "reservations": {"am": [f"card:{holder}", f"card:{holder.upper()}"]}}, "twice"),
+        ({**base, "slots": [{**slot, "capacity": 1, "end": "2026-12-05T09:00"}]}, "end must be"),
+    ]
+    for document, message in refusals:
+        response = client.put(
+            f"/v1/scenes/culture/{MUSEUM}", json=document, headers=tokens.operator()
+        )
+        assert response.status_code == 422, response.text
+        problem = response.json()
+        assert problem["reason"] == "invalid_scene_data" and message in problem["detail"]
+        assert holder not in problem["detail"] and not SUBJECT.search(problem["detail"])
+    accepted = {**base, "reservations": {"am": [f"card:{holder}"]}, "members": [f"card:{other}"]}
+    response = client.put(f"/v1/scenes/culture/{MUSEUM}", json=accepted, headers=tokens.operator())
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == 1
