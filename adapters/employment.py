@@ -51,8 +51,9 @@ _TARGET_PROGRAMMES: dict[str, Programme] = {
 #: A stand's id as the organiser's floor plan names it (``a-12``, ``hall-2-b07``): it is in
 #: every decision line and upload, so it is short and names no person.
 StandId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
-#: A local time of day, HH:MM (24 h).
+#: A local time of day, HH:MM (24 h); a closing time may be 24:00, the end of the day.
 TimeOfDay = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+ClosingTime = Annotated[str, Field(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")]
 MAX_STANDS = 2000  # the largest fairs in a city's exhibition centre have about 1,500
 MAX_FAIR_DAYS = 31
 _EPOCH = date(1970, 1, 1)
@@ -87,9 +88,10 @@ class EmploymentData(SceneData):
     opens_at: TimeOfDay = Field(
         default="09:00", description="First check-in of each fair day, local time, HH:MM."
     )
-    closes_at: TimeOfDay = Field(
+    closes_at: ClosingTime = Field(
         default="17:00",
-        description="End of check-in (exclusive), local time, HH:MM, later the same day.",
+        description="End of check-in (exclusive), local time, HH:MM, later the same day "
+        "(24:00: midnight).",
     )
     stands: dict[StandId, Stand] = Field(
         min_length=1,

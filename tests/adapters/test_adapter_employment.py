@@ -200,6 +200,14 @@ def test_check_in_opens_inclusive_and_closes_exclusive(
     assert decision.reason == ("ok" if open_ else "outside_fair_hours")
 
 
+def test_a_fair_open_until_24_00_checks_in_to_the_last_second_of_the_day(
+    issuer: TestIssuer,
+) -> None:
+    terminal = stand(issuer, data={"opens_at": "00:00", "closes_at": "24:00"})
+    assert scan(terminal, issuer, seeker(), local(DAY1, 0, 0)).admitted
+    assert scan(terminal, issuer, seeker(), DAY1 + DAY - 1).admitted
+
+
 def test_fair_days_are_local_days_at_the_scene_data_utc_offset(issuer: TestIssuer) -> None:
     # 1 December 02:00 UTC is 10:00 in UTC+8 but 21:00 on 30 November in UTC-5.
     at = DAY1 + 10 * HOUR
@@ -330,6 +338,8 @@ def test_terminal_without_an_adapter_class_uses_the_employment_adapter(
         {"opens_at": "9:00"},
         {"opens_at": "24:00"},
         {"closes_at": "09:00"},
+        {"closes_at": "24:01"},
+        {"opens_at": "24:00", "closes_at": "24:00"},
         {"opens_at": "18:00", "closes_at": "02:00"},
         {"opens_at": 540},
         {"age_bands": []},
