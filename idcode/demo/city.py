@@ -8,9 +8,11 @@ the terminals' trust. Then the network goes away: the terminals decide offline o
 hundred codes the citizens fetched from the service, some of them expired, revoked,
 replayed, for the wrong community or over a daily limit, and the hospital's kiosk tells its
 software whom it recognised. Meanwhile, online, a service hall's counter identifies a few
-citizens with their consent, and its checks count too. The network returns, the journals
-upload, and the demo prints a table per scene and checks that the service holds exactly the
-events the terminals journaled.
+citizens with their consent, and so does the social insurance bureau's benefits kiosk
+(idcode.demo.employment, with the job fair's stands); their checks count too. The network
+returns, the journals upload, and the demo prints a table per scene and checks that the
+service holds exactly the events the terminals journaled, and that a job fair organiser's
+count per stand from them is the stands' own.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from idcode.demo import employment
 from idcode.errors import IdcodeError, ServiceError
 from idcode.service.auth import dev_token
 from idcode.service.settings import Settings
@@ -318,6 +321,7 @@ def _scenes(demo: Demo, citizens: list[Citizen]) -> dict[str, list[Citizen]]:
     demo.terminal("tourism turnstile", "tourism", "yellow-crane-tower")
     demo.terminal("canteen pad", "eldercare", "jianghan-street", mode="canteen")
     demo.terminal("caregiver phone", "eldercare", "jianghan-street", mode="home_care")
+    employment.set_up_fair(demo)
     return {"residents": residents, "river_view": river_view}
 
 
@@ -388,6 +392,7 @@ def _scan_the_city(demo: Demo, citizens: list[Citizen], people: dict[str, list[C
         caregiver.scan(city.code_later(citizen, left), later=left)  # check_out, billed
     for citizen in [c for c in seniors if "home-care" not in c.programmes][:3]:
         caregiver.scan(city.code(citizen))  # not_enrolled
+    employment.check_in(demo, citizens)
 
 
 HOSPITAL = "协和医院"
@@ -712,6 +717,7 @@ def _run(
     hospital_agrees = _kiosk_software(demo, hospital)
     demo.say("")
     hall_checked = _service_hall(demo, active)  # online, while the terminals are not
+    kiosk_checked = employment.benefits_kiosk(demo)
 
     demo.say("")
     demo.say("the network is back: the terminals upload their journals")
@@ -730,10 +736,12 @@ def _run(
             f"  {'exactly these' if same else 'DIFFERENT'}"
         )
         runtime.stop()
+    stands_agree = employment.count_per_stand(demo)
     total = sum(len(g.entries) for g in demo.gates.values())
     demo.say(
         f"{total} scans; the service holds exactly the events the terminals journaled"
         if exact
         else "MISMATCH between the journals and the service"
     )
-    return 0 if exact and hospital_agrees and hall_checked else 1
+    checked = hospital_agrees and hall_checked and kiosk_checked and stands_agree
+    return 0 if exact and checked else 1

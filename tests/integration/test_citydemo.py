@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from idcode.demo.city import HALL_VISITORS, run
+from idcode.demo.employment import FAIR, VISITORS_PER_STAND
 
 SCENE_DENIALS = {
     "community gate": ["not_resident", "expired", "wrong_community", "revoked", "replayed"],
@@ -18,6 +19,8 @@ SCENE_DENIALS = {
     "canteen pad": ["not_enrolled", "daily_limit_reached"],
     "caregiver phone": ["visit_too_short"],
     "hospital kiosk": ["not_registered"],
+    "job fair a-01": ["already_checked_in", "not_working_age"],
+    "job fair a-02": ["already_checked_in", "not_working_age"],
 }
 
 
@@ -43,6 +46,7 @@ def test_demo_decides_offline_uploads_and_the_service_holds_exactly_the_journals
     assert report.rstrip().endswith("the service holds exactly the events the terminals journaled")
     assert (tmp_path / "terminals" / "car-park.sqlite3").exists()  # the lanes' shared journal
     _assert_the_hospital_recognised_its_patients(report)
+    _assert_employment(report)
 
 
 def _assert_the_hospital_recognised_its_patients(report: str) -> None:
@@ -82,3 +86,24 @@ def _assert_service_hall(report: str) -> None:
     assert "refused: code_used, no_consent" in line, line
     assert f"the hall's record holds {HALL_VISITORS}, the citizen's lists it" in line, line
     assert "CHECK FAILED" not in line, line
+
+
+def _assert_employment(report: str) -> None:
+    """The benefits kiosk's line: three citizens identified with their consent, each benefit
+    shown once, the code shown twice and the code without consent refused; and the organiser's
+    count per stand from the uploaded events, as the stands counted (24 visitors each; a
+    stand without a terminal at 0)."""
+    lines = [line for line in report.splitlines() if line.startswith("benefits kiosk")]
+    assert len(lines) == 1, report
+    kiosk = lines[0]
+    assert "3 of 3 identified with consent (programmes and residency only" in kiosk, kiosk
+    assert (
+        "eligible: minimum living allowance 1, disability allowances 1, veterans' benefits 1"
+        in kiosk
+    ), kiosk
+    assert "refused: code_used, no_consent; the bureau's record holds 3" in kiosk, kiosk
+    assert "CHECK FAILED" not in kiosk, kiosk
+    assert (
+        f"job fair {FAIR}: the organiser counts check-ins per stand from the service's events: "
+        f"a-01 {VISITORS_PER_STAND}, a-02 {VISITORS_PER_STAND}, b-07 0 (as the stands counted)"
+    ) in report, report
