@@ -75,6 +75,7 @@ class Example:
             idcode("dev-token", "--admin").strip()  # development only
         )
         self.decisions: list[dict[str, Any]] = []
+        self.root_written = False
 
     def call(self, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
         """One JSON request to the service; a problem+json answer stops the example."""
@@ -155,7 +156,9 @@ class Example:
         """Register a new terminal with the service and pin the city root key in it.
         ``relying_party``: the terminal belongs to that relying party (a hospital's kiosk)."""
         root = self.workdir / "root.json"
-        root.write_text(idcode("keys", "jwks", "--root"))
+        if not self.root_written:  # once a run: every terminal of it pins the same root key
+            root.write_text(idcode("keys", "jwks", "--root"))
+            self.root_written = True
         terminal = self.workdir / "terminals" / name
         env = {**os.environ, "IDCODE_OPERATOR_TOKEN": self.operator}
         where = ["--scene", self.scene, "--site", self.site, "--server", self.server]

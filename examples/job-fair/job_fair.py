@@ -69,7 +69,6 @@ def main() -> None:
     liu = example.enrol("刘洋", birth=date(year - 30, 6, 15), residency="permit")
     chen = example.enrol("陈静", birth=date(year - 45, 6, 15), residency="registered")
     zhao = example.enrol("赵磊", birth=date(year - 17, 6, 15), residency="registered")
-    wu = example.enrol("吴敏", birth=date(year - 63, 6, 15), residency="registered")
     data = example.scene_data()
     local = datetime.now(UTC) + timedelta(minutes=data["utc_offset_minutes"])
     minute = local.hour * 60 + local.minute
@@ -97,7 +96,6 @@ def main() -> None:
             ("45-year-old at stand a-01", apps.code(chen)),
             ("the 30-year-old again at a-01", apps.code(liu)),
             ("17-year-old at stand a-01", apps.code(zhao)),
-            ("63-year-old at stand a-01", apps.code(wu)),
         ],
         *("--option", "stand=a-01"),
     )

@@ -81,13 +81,11 @@ def test_job_fair_stands_check_in_offline_once_each_and_the_organiser_counts_per
         ("45-year-old at stand a-01", True, "ok", "check_in"),
         ("the 30-year-old again at a-01", False, "already_checked_in", "check_in"),
         ("17-year-old at stand a-01", False, "not_working_age", "check_in"),
-        ("63-year-old at stand a-01", False, "not_working_age", "check_in"),
         ("the 30-year-old at stand a-02", True, "ok", "check_in"),
     ]
     assert [d["result"] for d in decisions] == [
         {"stand": "a-01", "check_ins": 1},
         {"stand": "a-01", "check_ins": 2},
-        {"stand": "a-01"},
         {"stand": "a-01"},
         {"stand": "a-01"},
         {"stand": "a-02", "check_ins": 1},
@@ -102,7 +100,7 @@ def test_job_fair_stands_check_in_offline_once_each_and_the_organiser_counts_per
     key = service.subject_key("employment", "spring-job-fair")
     assert key != service.subject_key("employment", "autumn-job-fair")
     by_id = {e["event_id"]: e for e in events}
-    first, again, other_stand = (by_id[decisions[i]["event_id"]] for i in (0, 2, 5))
+    first, again, other_stand = (by_id[decisions[i]["event_id"]] for i in (0, 2, 4))
     assert first["subject"] == again["subject"] != by_id[decisions[1]["event_id"]]["subject"]
     assert other_stand["subject"] == first["subject"]  # one fair: one subject for the person
     assert first["scene_result"] == {"action": "check_in", "stand": "a-01", "check_ins": 1}
@@ -115,7 +113,6 @@ def test_job_fair_stands_check_in_offline_once_each_and_the_organiser_counts_per
         "stand a-01: welcome, visitor 1 today",
         "stand a-01: welcome, visitor 2 today",
         "stand a-01: already checked in here today",
-        "stand a-01: this fair is for job-seekers of working age",
         "stand a-01: this fair is for job-seekers of working age",
         "stand a-02: welcome, visitor 1 today",
     ]
