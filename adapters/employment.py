@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from idcode.claims import AgeBand, Card, Programme
 from idcode.errors import SceneError
@@ -26,6 +26,7 @@ from idcode.scenes import (
     SceneContext,
     SceneData,
 )
+from idcode.text import control_reason
 
 CHECK_IN = "check_in"
 
@@ -59,6 +60,13 @@ MAX_FAIR_DAYS = 31
 _EPOCH = date(1970, 1, 1)
 
 
+def _employer_name(text: str) -> str:
+    if (problem := control_reason(text)) is not None or text != text.strip():
+        # An organiser's screen and report show it on one line; the text is not repeated.
+        raise ValueError(f"an employer's name holds {problem or 'spaces at an end'}")
+    return text
+
+
 def _seconds_of_day(time_of_day: str) -> int:
     hours, minutes = time_of_day.split(":")
     return int(hours) * 3600 + int(minutes) * 60
@@ -69,7 +77,7 @@ class Stand(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    employer: str = Field(
+    employer: Annotated[str, AfterValidator(_employer_name)] = Field(
         min_length=1,
         max_length=64,
         description="The employer at the stand, as the organiser's list names it (a company, "
