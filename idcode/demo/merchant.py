@@ -114,11 +114,11 @@ def settle(demo: Demo, citizens: list[Citizen]) -> bool:
     """After the upload: each merchant's settlement file against its till's journal, and no
     subject in both merchants' files. Prints one line; True when every check holds."""
     supermarket, pharmacy = demo.gates[SUPERMARKET_TILL], demo.gates[PHARMACY_TILL]
-    market_ok, market_subjects, market = _agrees(demo, supermarket)
-    pharmacy_ok, pharmacy_subjects, chemist = _agrees(demo, pharmacy)
+    market_ok, market_subjects, market_totals = _agrees(demo, supermarket)
+    pharmacy_ok, pharmacy_subjects, pharmacy_totals = _agrees(demo, pharmacy)
     shared = market_subjects & pharmacy_subjects
     both = min(15, len(citizens))
-    fen = market["reimbursed_fen"] + chemist["reimbursed_fen"]
+    fen = market_totals["reimbursed_fen"] + pharmacy_totals["reimbursed_fen"]
     failed = [
         what
         for what, bad in (
@@ -128,11 +128,12 @@ def settle(demo: Demo, citizens: list[Citizen]) -> bool:
         )
         if bad
     ]
+    uses = (market_totals["uses"], pharmacy_totals["uses"])
+    reimbursed = market_totals["reimbursed_uses"] + pharmacy_totals["reimbursed_uses"]
     demo.say(
         f"merchants: the settlement files agree with the tills' journals ({SUPERMARKET} "
-        f"{market['uses']} discounts, {PHARMACY} {chemist['uses']}; the city reimburses "
-        f"{market['reimbursed_uses'] + chemist['reimbursed_uses']} of them, {fen / 100:.2f} "
-        f"yuan); {both} customers shopped at both, and the files share no subject"
+        f"{uses[0]} discounts, {PHARMACY} {uses[1]}; the city reimburses {reimbursed} of them, "
+        f"{fen / 100:.2f} yuan); {both} customers shopped at both, and the files share no subject"
         if not failed
         else f"merchants: CHECK FAILED: {', '.join(failed)}"
     )
