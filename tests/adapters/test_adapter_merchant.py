@@ -375,6 +375,14 @@ def test_hostile_or_mistaken_scene_data_is_refused_with_the_field_named(
     assert message in str(refused.value)
 
 
+def test_a_till_given_a_bundle_with_a_city_funded_percentage_refuses_it(issuer: TestIssuer) -> None:
+    """The service refuses such data at the PUT; a bundle holding it anyway (an older service,
+    a hand-made bundle) is refused by the till, not applied."""
+    bundle = issuer.bundle("merchant", "shop-1", {"discounts": [{**RESIDENT, "funded_by": "city"}]})
+    with pytest.raises(SceneError, match="a city-funded discount must be a fixed amount_fen"):
+        TestTerminal(bundle)
+
+
 def test_the_example_scene_data_is_valid() -> None:
     import json
     from pathlib import Path

@@ -165,6 +165,19 @@ def _row(subject: str, **columns: int) -> dict[str, Any]:
     return {"record": "subject", "subject": subject, **columns}
 
 
+def test_the_service_refuses_merchant_data_its_tills_would_refuse(service: LiveService) -> None:
+    bad = {"discounts": [{"name": "all", "percent": 10, "funded_by": "merchant"}]}
+    answer = service.client.put(
+        "/v1/scenes/merchant/bad-shop", json=bad, headers=service.tokens.operator()
+    )
+    assert (answer.status_code, answer.json()["reason"]) == (422, "invalid_scene_data")
+    assert "give at least one condition" in answer.json()["detail"]
+    missing = service.client.get(
+        f"/v1/settlements/merchant/bad-shop/{_today()}", headers=service.tokens.operator()
+    )
+    assert (missing.status_code, missing.json()["reason"]) == (404, "no_scene_data")
+
+
 DISCOUNTS = {
     "discounts": [
         {"name": "senior", "age_from": "age_60_64", "amount_fen": 300, "funded_by": "city"}
