@@ -31,13 +31,12 @@ NOT_ELIGIBLE = "not_eligible"
 DAILY_CAP_REACHED = "daily_cap_reached"
 DISCOUNT_NOT_OFFERED = "discount_not_offered"
 
-CITY = "city"
-MERCHANT = "merchant"
+CITY = "city"  # a discount's funded_by: the city reimburses it (the other: "merchant")
 
 #: Most discounts one merchant takes part in. Each answer a till gets is one coarse yes/no; a
 #: few discounts keep what a till can learn about a customer from them as coarse as the rules.
 MAX_DISCOUNTS = 4
-#: 1,000 yuan: far above any per-purchase discount, catches typos (an amount in yuan * 10000).
+#: 1,000 yuan: far above any discount on one purchase; catches an amount in the wrong unit.
 MAX_FEN = 100_000
 DISCOUNT_NAME = r"^[a-z][a-z0-9_]{0,31}$"
 _DISCOUNT_NAME = re.compile(DISCOUNT_NAME)
