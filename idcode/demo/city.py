@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from idcode.demo import employment
+from idcode.demo import employment, merchant
 from idcode.errors import IdcodeError, ServiceError
 from idcode.service.auth import dev_token
 from idcode.service.settings import Settings
@@ -321,6 +321,7 @@ def _scenes(demo: Demo, citizens: list[Citizen]) -> dict[str, list[Citizen]]:
     demo.terminal("tourism turnstile", "tourism", "yellow-crane-tower")
     demo.terminal("canteen pad", "eldercare", "jianghan-street", mode="canteen")
     demo.terminal("caregiver phone", "eldercare", "jianghan-street", mode="home_care")
+    merchant.setup(demo)  # a supermarket's and a pharmacy's tills, each its own site
     employment.set_up_fair(demo)
     return {"residents": residents, "river_view": river_view}
 
@@ -392,6 +393,7 @@ def _scan_the_city(demo: Demo, citizens: list[Citizen], people: dict[str, list[C
         caregiver.scan(city.code_later(citizen, left), later=left)  # check_out, billed
     for citizen in [c for c in seniors if "home-care" not in c.programmes][:3]:
         caregiver.scan(city.code(citizen))  # not_enrolled
+    merchant.scan(demo, citizens)  # discounts, not_eligible, daily_cap_reached
     employment.check_in(demo, citizens)
 
 
@@ -514,12 +516,12 @@ def _table(demo: Demo) -> None:
             how = ", ".join(f"{action} {n}" for action, n in sorted(actions.items()))
             demo.say(f"{'':<36}admitted as: {how}")
         results = [e.result for e in gate.entries if e.admitted]
-        for name in ("ticket", "tariff"):
+        for name in ("ticket", "tariff", "discount"):
             kinds = Counter(str(r[name]) for r in results if r.get(name) is not None)
             if kinds:
                 listed = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
                 demo.say(f"{'':<36}{name}s: {listed}")
-        for name in ("price", "fee", "subsidy", "billable_minutes"):
+        for name in ("price", "fee", "subsidy", "amount_fen", "billable_minutes"):
             values = [v for r in results if isinstance(v := r.get(name), int)]
             if values:
                 total = (
@@ -736,6 +738,7 @@ def _run(
             f"  {'exactly these' if same else 'DIFFERENT'}"
         )
         runtime.stop()
+    merchants_checked = merchant.settle(demo, active)  # their settlement files
     stands_agree = employment.count_per_stand(demo)
     total = sum(len(g.entries) for g in demo.gates.values())
     demo.say(
@@ -743,5 +746,6 @@ def _run(
         if exact
         else "MISMATCH between the journals and the service"
     )
-    checked = hospital_agrees and hall_checked and kiosk_checked and stands_agree
+    checked = hospital_agrees and hall_checked and merchants_checked
+    checked = checked and kiosk_checked and stands_agree
     return 0 if exact and checked else 1

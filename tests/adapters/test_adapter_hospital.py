@@ -295,6 +295,11 @@ def test_terminal_without_an_adapter_class_uses_the_hospital_adapter(
 #: fair no default days or stands).
 LEAST_DATA: dict[str, dict[str, Any]] = {
     "parking": {"unit_fee": 500},
+    "merchant": {
+        "discounts": [
+            {"name": "senior", "age_from": "age_60_64", "percent": 5, "funded_by": "merchant"}
+        ]
+    },
     "employment": {"days": ["2026-12-05"], "stands": {"a-1": {"employer": "东湖科技"}}},
 }
 
