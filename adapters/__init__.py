@@ -3,7 +3,9 @@
 One module per scene, each defining ``Adapter``, a ``SceneAdapter`` (see ``idcode.scenes``):
 ``community`` (residential community gates and visitor passes), ``parking`` (car park
 barriers), ``tourism`` (scenic-spot turnstiles), ``eldercare`` (canteen meal subsidy and
-home-care visits) and ``hospital`` (self-service kiosks recognising linked patients).
+home-care visits), ``hospital`` (self-service kiosks recognising linked patients) and
+``transport`` (bus validators: fares with concessions, transfers and a daily cap, and the
+operator's clearing file).
 """
 
 from __future__ import annotations

@@ -292,7 +292,10 @@ def test_terminal_without_an_adapter_class_uses_the_hospital_adapter(
 
 
 #: The least valid scene data of each shipped scene (a car park has no default price).
-LEAST_DATA: dict[str, dict[str, Any]] = {"parking": {"unit_fee": 500}}
+LEAST_DATA: dict[str, dict[str, Any]] = {
+    "parking": {"unit_fee": 500},
+    "transport": {"lines": {"1": 200}},
+}
 
 
 @pytest.mark.parametrize("scene", SCENES)
