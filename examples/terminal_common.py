@@ -75,6 +75,7 @@ class Example:
             idcode("dev-token", "--admin").strip()  # development only
         )
         self.decisions: list[dict[str, Any]] = []
+        self._tokens: dict[str, str] = {}  # card id -> ID token: the app keeps its login
 
     def call(self, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
         """One JSON request to the service; a problem+json answer stops the example."""
@@ -143,8 +144,11 @@ class Example:
         print(f"scene data of {self.scene}/{self.site} set (version {version})")
 
     def citizen_token(self, card_id: str) -> str:
-        """The citizen's ID token, as the city app's login gives it (development IdP here)."""
-        return idcode("dev-token", card_id).strip()
+        """The citizen's ID token, as the city app's login gives it (development IdP here),
+        once per card: the app keeps it (an hour) rather than logging in for every code."""
+        if card_id not in self._tokens:
+            self._tokens[card_id] = idcode("dev-token", card_id).strip()
+        return self._tokens[card_id]
 
     def code(self, card_id: str) -> str:
         """A fresh code for the card, as the citizen's app asks for one."""
