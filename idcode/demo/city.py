@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from idcode.demo import transport
 from idcode.errors import IdcodeError, ServiceError
 from idcode.service.auth import dev_token
 from idcode.service.settings import Settings
@@ -318,6 +319,7 @@ def _scenes(demo: Demo, citizens: list[Citizen]) -> dict[str, list[Citizen]]:
     demo.terminal("tourism turnstile", "tourism", "yellow-crane-tower")
     demo.terminal("canteen pad", "eldercare", "jianghan-street", mode="canteen")
     demo.terminal("caregiver phone", "eldercare", "jianghan-street", mode="home_care")
+    transport.setup(demo)
     return {"residents": residents, "river_view": river_view}
 
 
@@ -509,12 +511,12 @@ def _table(demo: Demo) -> None:
             how = ", ".join(f"{action} {n}" for action, n in sorted(actions.items()))
             demo.say(f"{'':<36}admitted as: {how}")
         results = [e.result for e in gate.entries if e.admitted]
-        for name in ("ticket", "tariff"):
+        for name in ("ticket", "tariff", "concession"):
             kinds = Counter(str(r[name]) for r in results if r.get(name) is not None)
             if kinds:
                 listed = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
                 demo.say(f"{'':<36}{name}s: {listed}")
-        for name in ("price", "fee", "subsidy", "billable_minutes"):
+        for name in ("price", "fee", "fare", "subsidy", "billable_minutes"):
             values = [v for r in results if isinstance(v := r.get(name), int)]
             if values:
                 total = (
@@ -704,6 +706,7 @@ def _run(
         {group: [c for c in members if c in active] for group, members in people.items()},
     )
     _hospital_kiosk(demo, hospital, active[: DESK_PATIENTS // 2])
+    transport.scan(demo, active)
     pending = sum(
         g.runtime.journal.pending_count(g.runtime.identity.id) for g in demo.gates.values()
     )
@@ -730,10 +733,11 @@ def _run(
             f"  {'exactly these' if same else 'DIFFERENT'}"
         )
         runtime.stop()
+    cleared = transport.clearing(demo)
     total = sum(len(g.entries) for g in demo.gates.values())
     demo.say(
         f"{total} scans; the service holds exactly the events the terminals journaled"
         if exact
         else "MISMATCH between the journals and the service"
     )
-    return 0 if exact and hospital_agrees and hall_checked else 1
+    return 0 if exact and hospital_agrees and hall_checked and cleared else 1

@@ -18,6 +18,8 @@ SCENE_DENIALS = {
     "canteen pad": ["not_enrolled", "daily_limit_reached"],
     "caregiver phone": ["visit_too_short"],
     "hospital kiosk": ["not_registered"],
+    "bus validator 1": ["replayed", "already_boarded"],
+    "bus validator 2": ["expired"],
 }
 
 
@@ -43,6 +45,8 @@ def test_demo_decides_offline_uploads_and_the_service_holds_exactly_the_journals
     assert report.rstrip().endswith("the service holds exactly the events the terminals journaled")
     assert (tmp_path / "terminals" / "car-park.sqlite3").exists()  # the lanes' shared journal
     _assert_the_hospital_recognised_its_patients(report)
+    clearing = [line for line in report.splitlines() if line.startswith("clearing file city-bus")]
+    assert len(clearing) == 1 and clearing[0].endswith("its totals equal the journals'"), report
 
 
 def _assert_the_hospital_recognised_its_patients(report: str) -> None:
