@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from idcode.claims import AgeBand, Card, Programme
 from idcode.errors import SceneError
 from idcode.scenes import (
+    MAX_RESULT_INTEGER,
     SITE_SCOPE,
     Decision,
     Event,
@@ -184,27 +185,31 @@ class Adapter(SceneAdapter):
         self.full_fare = context.data.lines[line]
 
     def decide_valid(self, scan: Scan, card: Card, subject: str, history: History) -> Decision:
-        tariff, line = self.tariff, self.line
-        if tariff.repeat_minutes:
-            recent = history.last(
-                subject=subject, action=BOARD, since=scan.at - tariff.repeat_minutes * 60
-            )
-            if recent is not None and recent.result.get("line") == line:
-                return Decision.deny(ALREADY_BOARDED, BOARD, line=line)
+        tariff, line, at = self.tariff, self.line, scan.at
+        today = self.context.day_start(at)
+        # One look into the journal: the passenger's newest boarding that can matter to any
+        # rule (a repeat, a transfer over midnight too, today's total).
+        since = min(today, at - tariff.transfer_minutes * 60, at - tariff.repeat_minutes * 60)
+        previous = history.last(subject=subject, action=BOARD, since=since)
+        if (
+            previous is not None
+            and tariff.repeat_minutes
+            and previous.at >= at - tariff.repeat_minutes * 60
+            and previous.result.get("line") == line
+        ):
+            return Decision.deny(ALREADY_BOARDED, BOARD, line=line)
         concession, percent = concession_of(tariff, card)
         full = self.full_fare
         after_concession = full * percent // 100  # fen rounded down: in the passenger's favour
-        previous = history.last(
-            subject=subject, action=BOARD, since=scan.at - tariff.transfer_minutes * 60
-        )
         transfer = (
             min(tariff.transfer_discount, after_concession)
-            if transfer_applies(tariff, previous, line, scan.at)
+            if transfer_applies(tariff, previous, line, at)
             else 0
         )
         due = after_concession - transfer
-        today = history.last(subject=subject, action=BOARD, since=self.context.day_start(scan.at))
-        paid_today = _amount(today.result, "day_total", 2**53 - 1) if today is not None else 0
+        paid_today = 0
+        if previous is not None and previous.at >= today:
+            paid_today = _amount(previous.result, "day_total", MAX_RESULT_INTEGER)
         capped = due
         if tariff.daily_cap is not None:
             capped = min(due, max(0, tariff.daily_cap - paid_today))
