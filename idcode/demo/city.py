@@ -6,11 +6,12 @@ and an exit lane sharing one journal) and a hospital as a relying party, whose r
 desk identifies a few citizens with their consent and links them for its kiosk, and syncs
 the terminals' trust. Then the network goes away: the terminals decide offline on a few
 hundred codes the citizens fetched from the service, some of them expired, revoked,
-replayed, for the wrong community or over a daily limit, and the hospital's kiosk tells its
-software whom it recognised. Meanwhile, online, a service hall's counter identifies a few
-citizens with their consent, and its checks count too. The network returns, the journals
-upload, and the demo prints a table per scene and checks that the service holds exactly the
-events the terminals journaled.
+replayed, for the wrong community or over a daily limit, two buses' validators charge fares
+(idcode.demo.transport), and the hospital's kiosk tells its software whom it recognised.
+Meanwhile, online, a service hall's counter identifies a few citizens with their consent,
+and its checks count too. The network returns, the journals upload, and the demo prints a
+table per scene and checks that the service holds exactly the events the terminals
+journaled, and that the bus operator's clearing file agrees with its validators' journals.
 """
 
 from __future__ import annotations
