@@ -3,7 +3,8 @@
 One module per scene, each defining ``Adapter``, a ``SceneAdapter`` (see ``idcode.scenes``):
 ``community`` (residential community gates and visitor passes), ``parking`` (car park
 barriers), ``tourism`` (scenic-spot turnstiles), ``eldercare`` (canteen meal subsidy and
-home-care visits), ``hospital`` (self-service kiosks recognising linked patients) and
+home-care visits), ``hospital`` (self-service kiosks recognising linked patients),
+``merchant`` (shop tills granting resident, senior and programme discounts) and
 ``transport`` (bus validators: fares with concessions, transfers and a daily cap, and the
 operator's clearing file).
 """

@@ -6,12 +6,13 @@ and an exit lane sharing one journal) and a hospital as a relying party, whose r
 desk identifies a few citizens with their consent and links them for its kiosk, and syncs
 the terminals' trust. Then the network goes away: the terminals decide offline on a few
 hundred codes the citizens fetched from the service, some of them expired, revoked,
-replayed, for the wrong community or over a daily limit, two buses' validators charge fares
-(idcode.demo.transport), and the hospital's kiosk tells its software whom it recognised.
+replayed, for the wrong community or over a daily limit, two shops' tills grant discounts
+(idcode.demo.merchant), two buses' validators charge fares (idcode.demo.transport), and the
+hospital's kiosk tells its software whom it recognised.
 Meanwhile, online, a service hall's counter identifies a few citizens with their consent,
 and its checks count too. The network returns, the journals upload, and the demo prints a
 table per scene and checks that the service holds exactly the events the terminals
-journaled, and that the bus operator's clearing file agrees with its validators' journals.
+journaled, and that the merchants' and the bus operator's files agree with their journals.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from idcode.demo import transport
+from idcode.demo import merchant, transport
 from idcode.errors import IdcodeError, ServiceError
 from idcode.service.auth import dev_token
 from idcode.service.settings import Settings
@@ -320,6 +321,7 @@ def _scenes(demo: Demo, citizens: list[Citizen]) -> dict[str, list[Citizen]]:
     demo.terminal("tourism turnstile", "tourism", "yellow-crane-tower")
     demo.terminal("canteen pad", "eldercare", "jianghan-street", mode="canteen")
     demo.terminal("caregiver phone", "eldercare", "jianghan-street", mode="home_care")
+    merchant.setup(demo)  # a supermarket's and a pharmacy's tills, each its own site
     transport.setup(demo)
     return {"residents": residents, "river_view": river_view}
 
@@ -391,6 +393,7 @@ def _scan_the_city(demo: Demo, citizens: list[Citizen], people: dict[str, list[C
         caregiver.scan(city.code_later(citizen, left), later=left)  # check_out, billed
     for citizen in [c for c in seniors if "home-care" not in c.programmes][:3]:
         caregiver.scan(city.code(citizen))  # not_enrolled
+    merchant.scan(demo, citizens)  # discounts, not_eligible, daily_cap_reached
 
 
 HOSPITAL = "协和医院"
@@ -512,12 +515,12 @@ def _table(demo: Demo) -> None:
             how = ", ".join(f"{action} {n}" for action, n in sorted(actions.items()))
             demo.say(f"{'':<36}admitted as: {how}")
         results = [e.result for e in gate.entries if e.admitted]
-        for name in ("ticket", "tariff", "concession"):
+        for name in ("ticket", "tariff", "discount", "concession"):
             kinds = Counter(str(r[name]) for r in results if r.get(name) is not None)
             if kinds:
                 listed = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
                 demo.say(f"{'':<36}{name}s: {listed}")
-        for name in ("price", "fee", "fare", "subsidy", "billable_minutes"):
+        for name in ("price", "fee", "fare", "subsidy", "amount_fen", "billable_minutes"):
             values = [v for r in results if isinstance(v := r.get(name), int)]
             if values:
                 total = (
@@ -734,6 +737,7 @@ def _run(
             f"  {'exactly these' if same else 'DIFFERENT'}"
         )
         runtime.stop()
+    merchants_checked = merchant.settle(demo, active)  # their settlement files
     cleared = transport.clearing(demo)
     total = sum(len(g.entries) for g in demo.gates.values())
     demo.say(
@@ -741,4 +745,5 @@ def _run(
         if exact
         else "MISMATCH between the journals and the service"
     )
-    return 0 if exact and hospital_agrees and hall_checked and cleared else 1
+    checks = (exact, hospital_agrees, hall_checked, merchants_checked, cleared)
+    return 0 if all(checks) else 1

@@ -294,6 +294,11 @@ def test_terminal_without_an_adapter_class_uses_the_hospital_adapter(
 #: The least valid scene data of each shipped scene (a car park has no default price).
 LEAST_DATA: dict[str, dict[str, Any]] = {
     "parking": {"unit_fee": 500},
+    "merchant": {
+        "discounts": [
+            {"name": "senior", "age_from": "age_60_64", "percent": 5, "funded_by": "merchant"}
+        ]
+    },
     "transport": {"lines": {"1": 200}},
 }
 

@@ -17,6 +17,8 @@ SCENE_DENIALS = {
     "tourism turnstile": ["capacity_reached", "already_entered_today"],
     "canteen pad": ["not_enrolled", "daily_limit_reached"],
     "caregiver phone": ["visit_too_short"],
+    "supermarket till": ["not_eligible", "daily_cap_reached"],
+    "pharmacy till": ["not_eligible", "daily_cap_reached"],
     "hospital kiosk": ["not_registered"],
     "bus validator 1": ["replayed", "already_boarded"],
     "bus validator 2": ["expired"],
@@ -45,6 +47,7 @@ def test_demo_decides_offline_uploads_and_the_service_holds_exactly_the_journals
     assert report.rstrip().endswith("the service holds exactly the events the terminals journaled")
     assert (tmp_path / "terminals" / "car-park.sqlite3").exists()  # the lanes' shared journal
     _assert_the_hospital_recognised_its_patients(report)
+    _assert_the_merchants_settled(report)
     clearing = [line for line in report.splitlines() if line.startswith("clearing file city-bus")]
     assert len(clearing) == 1 and clearing[0].endswith("its totals equal the journals'"), report
 
@@ -73,6 +76,16 @@ def test_idcode_demo_command_exits_0_and_leaves_nothing_behind(tmp_path: Path) -
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "exactly the events the terminals journaled" in completed.stdout
     assert set(Path(tmp_path).iterdir()) == before  # the scratch directory is removed
+
+
+def _assert_the_merchants_settled(report: str) -> None:
+    """After the upload, each merchant's settlement file matched its till's journal, and the
+    15 customers who shopped at both merchants appear under no common subject."""
+    lines = [line for line in report.splitlines() if line.startswith("merchants:")]
+    assert len(lines) == 1, report
+    assert "the settlement files agree with the tills' journals" in lines[0], lines[0]
+    assert "15 customers shopped at both, and the files share no subject" in lines[0], lines[0]
+    assert "CHECK FAILED" not in lines[0], lines[0]
 
 
 def _assert_service_hall(report: str) -> None:
