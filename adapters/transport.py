@@ -44,8 +44,8 @@ Percent = Annotated[int, Field(strict=True, ge=0, le=100)]
 
 
 class Concession(StrEnum):
-    """Why a passenger pays less than the line's fare. Of concessions of the same price, the
-    first here applies: age before programme."""
+    """Why a passenger pays less than the line's fare (``concession_of`` takes the cheapest;
+    of the same price the first here, age before programme, and ``none`` over a 100 % one)."""
 
     ELDER = "elder"  # 65 and over
     DISABILITY = "disability"
