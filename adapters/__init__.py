@@ -4,8 +4,10 @@ One module per scene, each defining ``Adapter``, a ``SceneAdapter`` (see ``idcod
 ``community`` (residential community gates and visitor passes), ``parking`` (car park
 barriers), ``tourism`` (scenic-spot turnstiles), ``eldercare`` (canteen meal subsidy and
 home-care visits), ``hospital`` (self-service kiosks recognising linked patients),
-``merchant`` (shop tills granting resident, senior and programme discounts) and
-``employment`` (check-in at the stands of a job fair, counted per stand).
+``merchant`` (shop tills granting resident, senior and programme discounts),
+``employment`` (check-in at the stands of a job fair, counted per stand) and ``transport``
+(bus validators: fares with concessions, transfers and a daily cap, and the operator's
+clearing file).
 """
 
 from __future__ import annotations

@@ -6,13 +6,15 @@ and an exit lane sharing one journal) and a hospital as a relying party, whose r
 desk identifies a few citizens with their consent and links them for its kiosk, and syncs
 the terminals' trust. Then the network goes away: the terminals decide offline on a few
 hundred codes the citizens fetched from the service, some of them expired, revoked,
-replayed, for the wrong community or over a daily limit, and the hospital's kiosk tells its
-software whom it recognised. Meanwhile, online, a service hall's counter identifies a few
-citizens with their consent, and so does the social insurance bureau's benefits kiosk
-(idcode.demo.employment, with the job fair's stands); their checks count too. The network
-returns, the journals upload, and the demo prints a table per scene and checks that the
-service holds exactly the events the terminals journaled, and that a job fair organiser's
-count per stand from them is the stands' own.
+replayed, for the wrong community or over a daily limit, two shops' tills grant discounts
+(idcode.demo.merchant), two buses' validators charge fares (idcode.demo.transport), a job
+fair's stands check job-seekers in (idcode.demo.employment), and the hospital's kiosk tells
+its software whom it recognised. Meanwhile, online, a service hall's counter identifies a few
+citizens with their consent, and so does the social insurance bureau's benefits kiosk; their
+checks count too. The network returns, the journals upload, and the demo prints a table per
+scene and checks that the service holds exactly the events the terminals journaled, that the
+merchants' and the bus operator's files agree with their journals, and that a job fair
+organiser's count per stand from the events is the stands' own.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from idcode.demo import employment, merchant
+from idcode.demo import employment, merchant, transport
 from idcode.errors import IdcodeError, ServiceError
 from idcode.service.auth import dev_token
 from idcode.service.settings import Settings
@@ -323,6 +325,7 @@ def _scenes(demo: Demo, citizens: list[Citizen]) -> dict[str, list[Citizen]]:
     demo.terminal("caregiver phone", "eldercare", "jianghan-street", mode="home_care")
     merchant.setup(demo)  # a supermarket's and a pharmacy's tills, each its own site
     employment.set_up_fair(demo)
+    transport.setup(demo)
     return {"residents": residents, "river_view": river_view}
 
 
@@ -516,12 +519,12 @@ def _table(demo: Demo) -> None:
             how = ", ".join(f"{action} {n}" for action, n in sorted(actions.items()))
             demo.say(f"{'':<36}admitted as: {how}")
         results = [e.result for e in gate.entries if e.admitted]
-        for name in ("ticket", "tariff", "discount"):
+        for name in ("ticket", "tariff", "discount", "concession"):
             kinds = Counter(str(r[name]) for r in results if r.get(name) is not None)
             if kinds:
                 listed = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
                 demo.say(f"{'':<36}{name}s: {listed}")
-        for name in ("price", "fee", "subsidy", "amount_fen", "billable_minutes"):
+        for name in ("price", "fee", "fare", "subsidy", "amount_fen", "billable_minutes"):
             values = [v for r in results if isinstance(v := r.get(name), int)]
             if values:
                 total = (
@@ -711,6 +714,7 @@ def _run(
         {group: [c for c in members if c in active] for group, members in people.items()},
     )
     _hospital_kiosk(demo, hospital, active[: DESK_PATIENTS // 2])
+    transport.scan(demo, active)
     pending = sum(
         g.runtime.journal.pending_count(g.runtime.identity.id) for g in demo.gates.values()
     )
@@ -740,12 +744,20 @@ def _run(
         runtime.stop()
     merchants_checked = merchant.settle(demo, active)  # their settlement files
     stands_agree = employment.count_per_stand(demo)
+    cleared = transport.clearing(demo)
     total = sum(len(g.entries) for g in demo.gates.values())
     demo.say(
         f"{total} scans; the service holds exactly the events the terminals journaled"
         if exact
         else "MISMATCH between the journals and the service"
     )
-    checked = hospital_agrees and hall_checked and merchants_checked
-    checked = checked and kiosk_checked and stands_agree
-    return 0 if exact and checked else 1
+    checks = (
+        exact,
+        hospital_agrees,
+        hall_checked,
+        merchants_checked,
+        kiosk_checked,
+        stands_agree,
+        cleared,
+    )
+    return 0 if all(checks) else 1

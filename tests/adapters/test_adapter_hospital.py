@@ -301,6 +301,7 @@ LEAST_DATA: dict[str, dict[str, Any]] = {
         ]
     },
     "employment": {"days": ["2026-12-05"], "stands": {"a-1": {"employer": "东湖科技"}}},
+    "transport": {"lines": {"1": 200}},
 }
 
 

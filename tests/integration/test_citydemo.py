@@ -23,6 +23,8 @@ SCENE_DENIALS = {
     "hospital kiosk": ["not_registered"],
     "job fair a-01": ["already_checked_in", "not_working_age"],
     "job fair a-02": ["already_checked_in", "not_working_age"],
+    "bus validator 1": ["replayed", "already_boarded"],
+    "bus validator 2": ["expired"],
 }
 
 
@@ -50,6 +52,8 @@ def test_demo_decides_offline_uploads_and_the_service_holds_exactly_the_journals
     _assert_the_hospital_recognised_its_patients(report)
     _assert_the_merchants_settled(report)
     _assert_employment(report)
+    clearing = [line for line in report.splitlines() if line.startswith("clearing file city-bus")]
+    assert len(clearing) == 1 and clearing[0].endswith("its totals equal the journals'"), report
 
 
 def _assert_the_hospital_recognised_its_patients(report: str) -> None:
