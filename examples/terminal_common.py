@@ -75,8 +75,8 @@ class Example:
             idcode("dev-token", "--admin").strip()  # development only
         )
         self.decisions: list[dict[str, Any]] = []
-        self._citizen_tokens: dict[str, str] = {}  # card id -> ID token (valid an hour)
-        self._root: Path | None = None
+        self._citizen_tokens: dict[str, str] = {}
+        self._root_written = False
 
     def call(self, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
         """One JSON request to the service; a problem+json answer stops the example."""
@@ -145,8 +145,9 @@ class Example:
         print(f"scene data of {self.scene}/{self.site} set (version {version})")
 
     def citizen_token(self, card_id: str) -> str:
-        """The citizen's ID token, as the city app's login gives it (development IdP here);
-        kept for the run, as the app keeps it, which spares an idcode command per code."""
+        """The citizen's ID token, as the city app's login gives it (development IdP here).
+        Kept for the run, as the app keeps it for every code request until it expires (an
+        hour): one ``idcode`` start per citizen, not per code."""
         if card_id not in self._citizen_tokens:
             self._citizen_tokens[card_id] = idcode("dev-token", card_id).strip()
         return self._citizen_tokens[card_id]
@@ -160,9 +161,9 @@ class Example:
         """Register a new terminal with the service and pin the city root key in it.
         ``relying_party``: the terminal belongs to that relying party (a hospital's kiosk)."""
         root = self.workdir / "root.json"
-        if self._root is None:  # once a run: every terminal pins the same root key
+        if not self._root_written:  # once a run: every terminal pins the same root key
             root.write_text(idcode("keys", "jwks", "--root"))
-            self._root = root
+            self._root_written = True
         terminal = self.workdir / "terminals" / name
         env = {**os.environ, "IDCODE_OPERATOR_TOKEN": self.operator}
         where = ["--scene", self.scene, "--site", self.site, "--server", self.server]

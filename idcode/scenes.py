@@ -52,7 +52,17 @@ from idcode.verifier import Trust, Verdict
 #: ``Reason.OK.value``, read once: an enum member's value is a property call, and every
 #: admission names it.
 _OK = Reason.OK.value
-SCENES = ("community", "parking", "tourism", "eldercare", "hospital", "culture")
+SCENES = (
+    "community",
+    "parking",
+    "tourism",
+    "eldercare",
+    "hospital",
+    "merchant",
+    "employment",
+    "transport",
+    "culture",
+)
 ENTRY_POINT_GROUP = "idcode.scenes"
 SCENE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 #: A site: a community, a car park, a shop, a bus operator (as the service takes it).

@@ -33,8 +33,8 @@ def add_commands(commands: Any) -> None:
         "citizens, run one terminal per scene offline over a few hundred codes (valid, "
         "expired, revoked, replayed, wrong community, over the daily limit ...), then bring "
         "the network back, upload the journals and check that the service holds exactly the "
-        "events the terminals journaled; a service hall counter identifies a few citizens "
-        "online with their consent. Exit status 0 when every check holds. Scenes: "
+        "events the terminals journaled; a service hall counter and a benefits kiosk identify "
+        "a few citizens online with their consent. Exit status 0 when every check holds. Scenes: "
         + ", ".join(SCENES),
     )
     demo.add_argument("--citizens", type=int, default=240, help="citizens to enrol (240)")

@@ -6,11 +6,15 @@ and an exit lane sharing one journal) and a hospital as a relying party, whose r
 desk identifies a few citizens with their consent and links them for its kiosk, and syncs
 the terminals' trust. Then the network goes away: the terminals decide offline on a few
 hundred codes the citizens fetched from the service, some of them expired, revoked,
-replayed, for the wrong community or over a daily limit, and the hospital's kiosk tells its
-software whom it recognised. Meanwhile, online, a service hall's counter identifies a few
-citizens with their consent, and its checks count too. The network returns, the journals
-upload, and the demo prints a table per scene and checks that the service holds exactly the
-events the terminals journaled.
+replayed, for the wrong community or over a daily limit, two shops' tills grant discounts
+(idcode.demo.merchant), two buses' validators charge fares (idcode.demo.transport), a job
+fair's stands check job-seekers in (idcode.demo.employment), and the hospital's kiosk tells
+its software whom it recognised. Meanwhile, online, a service hall's counter identifies a few
+citizens with their consent, and so does the social insurance bureau's benefits kiosk; their
+checks count too. The network returns, the journals upload, and the demo prints a table per
+scene and checks that the service holds exactly the events the terminals journaled, that the
+merchants' and the bus operator's files agree with their journals, and that a job fair
+organiser's count per stand from the events is the stands' own.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from idcode.demo import culture
+from idcode.demo import culture, employment, merchant, transport
 from idcode.errors import IdcodeError, ServiceError
 from idcode.service.auth import dev_token
 from idcode.service.settings import Settings
@@ -319,6 +323,9 @@ def _scenes(demo: Demo, citizens: list[Citizen]) -> dict[str, list[Citizen]]:
     demo.terminal("tourism turnstile", "tourism", "yellow-crane-tower")
     demo.terminal("canteen pad", "eldercare", "jianghan-street", mode="canteen")
     demo.terminal("caregiver phone", "eldercare", "jianghan-street", mode="home_care")
+    merchant.setup(demo)  # a supermarket's and a pharmacy's tills, each its own site
+    employment.set_up_fair(demo)
+    transport.setup(demo)
     return {"residents": residents, "river_view": river_view, **culture.setup(demo, citizens)}
 
 
@@ -389,6 +396,8 @@ def _scan_the_city(demo: Demo, citizens: list[Citizen], people: dict[str, list[C
         caregiver.scan(city.code_later(citizen, left), later=left)  # check_out, billed
     for citizen in [c for c in seniors if "home-care" not in c.programmes][:3]:
         caregiver.scan(city.code(citizen))  # not_enrolled
+    merchant.scan(demo, citizens)  # discounts, not_eligible, daily_cap_reached
+    employment.check_in(demo, citizens)
     culture.scan(demo, citizens, people)
 
 
@@ -511,12 +520,12 @@ def _table(demo: Demo) -> None:
             how = ", ".join(f"{action} {n}" for action, n in sorted(actions.items()))
             demo.say(f"{'':<36}admitted as: {how}")
         results = [e.result for e in gate.entries if e.admitted]
-        for name in ("ticket", "tariff"):
+        for name in ("ticket", "tariff", "discount", "concession"):
             kinds = Counter(str(r[name]) for r in results if r.get(name) is not None)
             if kinds:
                 listed = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
                 demo.say(f"{'':<36}{name}s: {listed}")
-        for name in ("price", "fee", "subsidy", "billable_minutes"):
+        for name in ("price", "fee", "fare", "subsidy", "amount_fen", "billable_minutes"):
             values = [v for r in results if isinstance(v := r.get(name), int)]
             if values:
                 total = (
@@ -706,6 +715,7 @@ def _run(
         {group: [c for c in members if c in active] for group, members in people.items()},
     )
     _hospital_kiosk(demo, hospital, active[: DESK_PATIENTS // 2])
+    transport.scan(demo, active)
     pending = sum(
         g.runtime.journal.pending_count(g.runtime.identity.id) for g in demo.gates.values()
     )
@@ -715,6 +725,7 @@ def _run(
     library_agrees = culture.loan_software(demo)
     demo.say("")
     hall_checked = _service_hall(demo, active)  # online, while the terminals are not
+    kiosk_checked = employment.benefits_kiosk(demo)
 
     demo.say("")
     demo.say("the network is back: the terminals upload their journals")
@@ -733,10 +744,23 @@ def _run(
             f"  {'exactly these' if same else 'DIFFERENT'}"
         )
         runtime.stop()
+    merchants_checked = merchant.settle(demo, active)  # their settlement files
+    stands_agree = employment.count_per_stand(demo)
+    cleared = transport.clearing(demo)
     total = sum(len(g.entries) for g in demo.gates.values())
     demo.say(
         f"{total} scans; the service holds exactly the events the terminals journaled"
         if exact
         else "MISMATCH between the journals and the service"
     )
-    return 0 if exact and hospital_agrees and library_agrees and hall_checked else 1
+    checks = (
+        exact,
+        hospital_agrees,
+        hall_checked,
+        merchants_checked,
+        kiosk_checked,
+        stands_agree,
+        cleared,
+        library_agrees,
+    )
+    return 0 if all(checks) else 1

@@ -291,8 +291,18 @@ def test_terminal_without_an_adapter_class_uses_the_hospital_adapter(
 # -- linked_subjects in every shipped scene ------------------------------------------------
 
 
-#: The least valid scene data of each shipped scene (a car park has no default price).
-LEAST_DATA: dict[str, dict[str, Any]] = {"parking": {"unit_fee": 500}}
+#: The least valid scene data of each shipped scene (a car park has no default price, a job
+#: fair no default days or stands).
+LEAST_DATA: dict[str, dict[str, Any]] = {
+    "parking": {"unit_fee": 500},
+    "merchant": {
+        "discounts": [
+            {"name": "senior", "age_from": "age_60_64", "percent": 5, "funded_by": "merchant"}
+        ]
+    },
+    "employment": {"days": ["2026-12-05"], "stands": {"a-1": {"employer": "东湖科技"}}},
+    "transport": {"lines": {"1": 200}},
+}
 
 
 @pytest.mark.parametrize("scene", SCENES)
