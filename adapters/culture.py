@@ -54,6 +54,7 @@ MAX_SLOTS = 5_000
 MAX_CAPACITY = 100_000
 MAX_SLOT_HOURS = 24
 MAX_AGE = 150
+MIN_YEAR, MAX_YEAR = 2000, 2099
 #: Reservations and members together: every one is a subject in the trust bundle, which
 #: holds some 230,000 (idcode.scenes.MAX_LINKED_SUBJECTS says why).
 MAX_PEOPLE = MAX_LINKED_SUBJECTS
@@ -78,11 +79,14 @@ Age = Annotated[int, Field(ge=0, le=MAX_AGE)]
 
 
 def _local_minute(text: str) -> str:
-    # The pattern has checked the shape; this refuses dates that do not exist (02-30).
+    # The pattern has checked the shape; this refuses dates that do not exist (02-30), and
+    # years no timetable has (a typed 0226 or 2206).
     try:
-        datetime.fromisoformat(text)
+        year = datetime.fromisoformat(text).year
     except ValueError:
         raise ValueError(f"{text!r} is not a date and time that exists") from None
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise ValueError(f"{text!r} is not in the years {MIN_YEAR}-{MAX_YEAR}")
     return text
 
 

@@ -502,6 +502,10 @@ SUBJECT = "0123456789abcdef01234567"
             "'2026-02-30T09:00' is not a date and time that exists",
         ),
         (
+            {"slots": [{**slot("a", "bronzes", "09:00", "10:00", 3), "start": "0226-12-01T09:00"}]},
+            "'0226-12-01T09:00' is not in the years 2000-2099",
+        ),
+        (
             {"slots": [{**slot("a", "bronzes", "09:00", "10:00", 3), "start": "09:00"}]},
             "slots.0.start: String should match pattern",
         ),
