@@ -3,7 +3,7 @@ mapped conservatively onto the code's age bands, and the library's loan desk."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -78,7 +78,7 @@ class Venue:
 def venue(
     issuer: TestIssuer,
     reservations: Mapping[str, list[Card]] | None = None,
-    members: list[Card] = (),  # type: ignore[assignment]
+    members: Sequence[Card] = (),
     site: str = MUSEUM,
     **data: Any,
 ) -> Venue:
