@@ -208,6 +208,11 @@ class CultureData(SceneData):
             # The same local offset throughout, so the texts compare as the times do.
             if later.start < earlier.end:
                 raise ValueError(f"slots {earlier.id!r} and {later.id!r} overlap")
+        if self.early_minutes == 0 and self.late_minutes == 0:
+            raise ValueError(
+                "early_minutes and late_minutes are both 0: a reservation holder would have no "
+                "moment to enter"
+            )
         people = len(set(self.members))
         for slot_id, holders in self.reservations.items():
             reserved = slots.get(slot_id)

@@ -166,6 +166,22 @@ def test_holders_window_ends_with_its_slot_even_when_late_minutes_run_past_it(
     assert denied(place.enter(other, local("10:00")), "too_late", "entry")
 
 
+def test_a_holder_with_one_late_minute_and_no_early_ones_enters_in_the_slots_first_minute(
+    issuer: TestIssuer,
+) -> None:
+    holder = adult()
+    place = venue(issuer, {"late-morning": [holder]}, early_minutes=0, late_minutes=1)
+    # Just before the reservation-only slot, the holder is a walk-in to the morning slot,
+    # which has room; in its first minute a holder; after it, too late (no walk-ins).
+    early = place.enter(holder, local("09:59:59"))
+    assert early.action == "walk_in" and early.result["slot"] == "morning"
+    assert place.enter(holder, local("10:00:59")).action == "entry"
+    other = adult()
+    place = venue(issuer, {"late-morning": [other]}, early_minutes=0, late_minutes=1)
+    assert denied(place.enter(other, local("10:01")), "too_late", "entry")
+    assert denied(place.enter(adult(), local("10:00")), "reservation_required", "walk_in")
+
+
 def test_holder_is_admitted_even_when_walk_ins_filled_every_other_place(issuer: TestIssuer) -> None:
     holder = adult()
     place = venue(issuer, {"morning": [holder]})
@@ -559,6 +575,10 @@ SUBJECT = "0123456789abcdef01234567"
         ({"members": ["P000123"]}, "members.0: String should match pattern"),
         ({"early_minutes": True}, "early_minutes: Input should be a valid integer"),
         ({"late_minutes": -1}, "late_minutes: Input should be greater"),
+        (
+            {"early_minutes": 0, "late_minutes": 0},
+            "early_minutes and late_minutes are both 0: a reservation holder would have no",
+        ),
         ({"capacity": 10}, "capacity: Extra inputs are not permitted"),
     ],
 )
