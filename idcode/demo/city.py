@@ -8,15 +8,15 @@ the terminals' trust. Then the network goes away: the terminals decide offline o
 hundred codes the citizens fetched from the service, some of them expired, revoked,
 replayed, for the wrong community or over a daily limit, two shops' tills grant discounts
 (idcode.demo.merchant), two buses' validators charge fares (idcode.demo.transport), a job
-fair's stands check job-seekers in (idcode.demo.employment), a museum's gates admit by
-timed-entry slot and a library lends to its members (idcode.demo.culture), and the hospital's
-kiosk tells its software whom it recognised. Meanwhile, online, a service hall's counter
-identifies a few citizens with their consent, and so does the social insurance bureau's
-benefits kiosk; their checks count too. The network returns, the journals upload, and the
-demo prints a table per scene and checks that the service holds exactly the events the
-terminals journaled, that the merchants' and the bus operator's files agree with their
-journals, that a job fair organiser's count per stand from the events is the stands' own, and
-that the library's loan software found every member it bound.
+fair's stands check job-seekers in (idcode.demo.employment), and the hospital's kiosk tells
+its software whom it recognised. Meanwhile, online, a service hall's counter identifies a few
+citizens with their consent, and so does the social insurance bureau's benefits kiosk; their
+checks count too. The network returns, the journals upload, and the demo prints a table per
+scene and checks that the service holds exactly the events the terminals journaled, that the
+merchants' and the bus operator's files agree with their journals, and that a job fair
+organiser's count per stand from the events is the stands' own.
+A museum's gates admit by timed-entry slot and a library's loan desk lends to its members
+(idcode.demo.culture); the library's loan software must find every member it bound.
 """
 
 from __future__ import annotations
