@@ -275,18 +275,22 @@ class Adapter(SceneAdapter):
     subject_scope: ClassVar[str] = SITE_SCOPE
     subject_in_decision_line: ClassVar[bool] = True
 
-    def __init__(self, context: SceneContext) -> None:
-        super().__init__(context)
-        data = context.data
-        if not isinstance(data, CultureData):
-            raise SceneError("the culture adapter needs culture scene data")
-        mode = context.options.get("mode")
+    @classmethod
+    def check_options(cls, options: Mapping[str, str]) -> None:
+        mode = options.get("mode")
         # No default: a gate and a loan desk grant different things, so a terminal installed
         # without saying which it is must not start granting either.
         if mode not in MODES:
             got = "none" if mode is None else repr(mode[:20])
             raise SceneError(f"a culture terminal needs the option mode=entry or mode=loan ({got})")
-        self.mode = mode
+
+    def __init__(self, context: SceneContext) -> None:
+        super().__init__(context)
+        data = context.data
+        if not isinstance(data, CultureData):
+            raise SceneError("the culture adapter needs culture scene data")
+        self.check_options(context.options)
+        self.mode = context.options["mode"]
         self.venue = data
         events = {event.id: event for event in data.events}
         early, late = data.early_minutes * _MINUTE, data.late_minutes * _MINUTE

@@ -3,6 +3,7 @@ check-in and check-out of home-care visits that the programme pays for by the mi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Annotated, Literal
@@ -188,20 +189,24 @@ class Adapter(SceneAdapter):
     )
     actions = (MEAL, CHECK_IN, CHECK_OUT)
 
-    def __init__(self, context: SceneContext) -> None:
-        super().__init__(context)
-        data = context.data
-        if not isinstance(data, EldercareData):
-            raise SceneError("the eldercare adapter needs eldercare scene data")
-        self.rules = data
-        mode = context.options.get("mode")
+    @classmethod
+    def check_options(cls, options: Mapping[str, str]) -> None:
+        mode = options.get("mode")
         # No default: a canteen pad and a caregiver's terminal spend different budgets, so a
         # terminal installed without saying which it is must not start granting either.
         if mode is None:
             raise SceneError("an eldercare terminal needs the option mode: canteen or home_care")
         if mode not in MODES:
             raise SceneError(f"eldercare mode must be canteen or home_care, not {mode[:20]!r}")
-        self.mode = mode
+
+    def __init__(self, context: SceneContext) -> None:
+        super().__init__(context)
+        data = context.data
+        if not isinstance(data, EldercareData):
+            raise SceneError("the eldercare adapter needs eldercare scene data")
+        self.rules = data
+        self.check_options(context.options)
+        self.mode = context.options["mode"]
         self._subsidy_by_band = self._subsidy_table(data)
         self._windows = tuple(
             sorted(

@@ -9,6 +9,7 @@ docs/scenes/employment.md) and needs no adapter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Annotated, ClassVar, Literal
 
@@ -153,17 +154,22 @@ class Adapter(SceneAdapter):
     #: (``subject_in_decision_line`` stays False): the employer at the stand learns a count.
     subject_scope: ClassVar[str] = SITE_SCOPE
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, str]) -> None:
+        # No default: a terminal that counted for no stand, or for another's, would put its
+        # visits in the wrong stand's count. Whether the fair has the stand is the scene
+        # data's to say (__init__).
+        if options.get("stand") is None:
+            raise SceneError("a job-fair terminal needs the option stand=<id> of a fair's stand")
+
     def __init__(self, context: SceneContext) -> None:
         super().__init__(context)
         data = context.data
         if not isinstance(data, EmploymentData):
             raise SceneError("the employment adapter needs employment scene data")
         self.rules = data
-        stand = context.options.get("stand")
-        # No default: a terminal that counted for no stand, or for another's, would put its
-        # visits in the wrong stand's count.
-        if stand is None:
-            raise SceneError("a job-fair terminal needs the option stand=<id> of a fair's stand")
+        self.check_options(context.options)
+        stand = context.options["stand"]
         if stand not in data.stands:
             raise SceneError(
                 f"stand {stand[:32]!r} is not a stand of the fair {context.site}: the scene "

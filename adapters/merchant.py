@@ -190,18 +190,22 @@ class Adapter(SceneAdapter):
         "reimbursed_fen",
     )
 
-    def __init__(self, context: SceneContext) -> None:
-        super().__init__(context)
-        if not isinstance(context.data, MerchantData):
-            raise SceneError("merchant scene data must be MerchantData")
-        asked = context.options.get(DISCOUNT)
+    @classmethod
+    def check_options(cls, options: Mapping[str, str]) -> None:
+        asked = options.get(DISCOUNT)
         if asked is not None and not _DISCOUNT_NAME.fullmatch(asked):
             raise SceneError(
                 "a merchant till's option discount must name a discount (1-32 of a-z, 0-9 "
                 f"and _), got {asked[:40]!r}"
             )
+
+    def __init__(self, context: SceneContext) -> None:
+        super().__init__(context)
+        if not isinstance(context.data, MerchantData):
+            raise SceneError("merchant scene data must be MerchantData")
+        self.check_options(context.options)
         self.merchant = context.data
-        self.asked = asked
+        self.asked = context.options.get(DISCOUNT)
 
     def decide_valid(self, scan: Scan, card: Card, subject: str, history: History) -> Decision:
         merchant = self.merchant

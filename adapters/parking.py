@@ -3,6 +3,7 @@ car park's tariff (standard, resident rate or permit)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -122,14 +123,19 @@ class Adapter(SceneAdapter):
     reasons: ClassVar[tuple[str, ...]] = (ALREADY_INSIDE, NO_ENTRY, STALE_ENTRY)
     actions: ClassVar[tuple[str, ...]] = (ENTRY, EXIT)
 
-    def __init__(self, context: SceneContext) -> None:
-        super().__init__(context)
-        lane = context.options.get("lane")
+    @classmethod
+    def check_options(cls, options: Mapping[str, str]) -> None:
+        lane = options.get("lane")
         if lane not in LANES:
             got = "none" if lane is None else repr(lane[:20])
             raise SceneError(
                 f"a parking terminal needs the option lane=entry or lane=exit (got {got})"
             )
+
+    def __init__(self, context: SceneContext) -> None:
+        super().__init__(context)
+        self.check_options(context.options)
+        lane = context.options["lane"]
         if not isinstance(context.data, ParkingData):
             raise SceneError("parking scene data must be ParkingData")
         self.lane = lane

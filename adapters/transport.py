@@ -168,6 +168,12 @@ class Adapter(SceneAdapter):
         "door_fares",
     )
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, str]) -> None:
+        # Which lines there are is the operator's data's to say (__init__).
+        if options.get("line") is None:
+            raise SceneError("a bus validator needs the option line=<one of the operator's lines>")
+
     def __init__(self, context: SceneContext) -> None:
         super().__init__(context)
         if not isinstance(context.data, TransportData):

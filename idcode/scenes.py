@@ -438,6 +438,15 @@ class SceneAdapter(ABC):
                 )
 
     @classmethod
+    def check_options(cls, options: Mapping[str, str]) -> None:
+        """Refuse terminal options (``--option NAME=VALUE``) that no scene data can make right,
+        a missing or unknown ``lane`` say, with a SceneError naming them. ``idcode terminal
+        run`` calls it before anything else, so such a terminal does not start; an adapter
+        calls it from ``__init__`` too. Options that depend on the scene data (a bus line the
+        operator lists) are checked in ``__init__``, when a bundle is adopted."""
+        return  # the default: a scene without options takes any (they are not used)
+
+    @classmethod
     def settle(cls, data: SceneData, events: Sequence[Event]) -> Mapping[str, int]:
         """One subject's row of one day's settlement at one site: an integer for each of
         ``settlement_columns``, from that subject's events of the day at the site's terminals

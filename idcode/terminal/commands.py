@@ -124,11 +124,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         identity.check(scene=args.scene, site=args.site, server=args.server)
     else:
         identity = _provision(args, directory)
+    adapter = load_adapter(args.adapter) if args.adapter else load_adapter(identity.scene)
+    options = _options(args.option)
+    # Options no bundle can make right stop the terminal here, not at its first sync, when it
+    # would deny every scan as stale_trust and say why only in its log.
+    adapter.check_options(options)
     runtime = TerminalRuntime(
         directory,
         identity,
         journal_path=Path(args.journal) if args.journal else None,
-        options=_options(args.option),
+        options=options,
         deployment=core_settings().deployment,
         algorithms=_algorithms(args.algorithms),
         sync_interval=args.sync_interval,
@@ -136,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         upload_interval=args.upload_interval,
         batch_size=args.batch_size,
         online=not args.offline,
-        adapter=load_adapter(args.adapter) if args.adapter else None,
+        adapter=adapter,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     # SIGUSR1 prints every thread's stack to stderr: how to see where a stuck gate hangs.

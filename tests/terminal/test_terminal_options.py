@@ -1,0 +1,60 @@
+"""A terminal started with options no trust bundle can make right (no lane, a mode that does
+not exist) stops at once with exit status 2 and the reason, before it syncs or journals:
+otherwise it would deny every scan as stale_trust and say why only in its log."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from idcode.cli import main
+from idcode.keystore import RootKey
+from idcode.terminal import identity as identities
+from idcode.terminal.identity import TerminalIdentity, new_terminal_key
+from idcode.terminal.runtime import JOURNAL_FILE
+
+CASES = [
+    ("parking", [], "needs the option lane=entry or lane=exit (got none)"),
+    ("parking", ["lane=exti"], "lane=entry or lane=exit (got 'exti')"),
+    ("eldercare", [], "needs the option mode: canteen or home_care"),
+    ("eldercare", ["mode=kitchen"], "not 'kitchen'"),
+    ("culture", ["mode=gate"], "mode=entry or mode=loan ('gate')"),
+    ("employment", [], "needs the option stand=<id>"),
+    ("transport", [], "needs the option line="),
+    ("merchant", ["discount=Senior Day"], "must name a discount"),
+]
+
+
+@pytest.mark.parametrize(
+    ("scene", "options", "message"), CASES, ids=[f"{c[0]}-{'-'.join(c[1])}" for c in CASES]
+)
+def test_a_terminal_with_options_no_bundle_can_fix_does_not_start(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    scene: str,
+    options: list[str],
+    message: str,
+) -> None:
+    directory = tmp_path / "terminal"
+    root = RootKey("R", Ed25519PrivateKey.generate()).public_jwk
+    # No service listens on port 9: a terminal that started would only log sync failures.
+    identities.save(
+        directory,
+        TerminalIdentity(
+            str(uuid.uuid4()), scene, "site-1", "http://127.0.0.1:9", new_terminal_key(), root
+        ),
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    flags = [flag for option in options for flag in ("--option", option)]
+
+    status = main(["terminal", "run", "--dir", str(directory), "--input", "stdin", *flags])
+
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert message in err
+    assert not (directory / JOURNAL_FILE).exists()
