@@ -336,3 +336,29 @@ def test_an_adapter_whose_settle_is_broken_gets_a_named_refusal_not_a_500(
         f"/v1/settlements/toll/plaza-3/{_today().isoformat()}", headers=tokens.operator()
     )
     assert (answer.status_code, answer.json()["reason"]) == (422, "settlement_failed")
+
+
+def test_the_first_and_last_days_a_date_can_name_settle_empty_at_every_offset(
+    toll: Any, client: TestClient, tokens: Tokens
+) -> None:
+    # 0001-01-01 at +08:00 starts in year 0, 9999-12-31 at -12:00 ends in year 10000: days
+    # no datetime holds, which made an OverflowError, a 500.
+    for offset in (-720, 0, 480, 840):
+        put = client.put(
+            f"/v1/scenes/toll/edge{offset}",
+            json={"utc_offset_minutes": offset},
+            headers=tokens.operator(),
+        )
+        assert put.status_code == 200, put.text
+        for day, final in (("0001-01-01", "true"), ("9999-12-31", "false")):
+            for fmt in ("jsonl", "csv"):
+                answer = client.get(
+                    f"/v1/settlements/toll/edge{offset}/{day}",
+                    params={"format": fmt},
+                    headers=tokens.operator(),
+                )
+                assert answer.status_code == 200, (offset, day, answer.text)
+                assert answer.headers["idcode-final"] == final
+                assert answer.text.splitlines()[-1].startswith(
+                    "total,,0,0" if fmt == "csv" else '{"record": "total"'
+                )
