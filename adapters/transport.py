@@ -137,6 +137,26 @@ def _amount(result: Mapping[str, ResultValue], name: str, most: int) -> int:
     return min(max(value, 0), most)
 
 
+def _full_fare(data: TransportData, line: ResultValue) -> int:
+    """The most a boarding journaled on ``line`` is settled for: the line's fare, or the
+    tariff's highest where the tariff does not list the line (withdrawn since, or not a line
+    id at all), which any validator could have charged by naming the dearest line."""
+    if isinstance(line, str) and line in data.lines:
+        return data.lines[line]
+    return max(data.lines.values())
+
+
+def _percent(data: TransportData, concession: ResultValue) -> int:
+    """The percent of the full fare a journaled concession pays; 100 for ``none`` and for
+    anything that is not a concession's name."""
+    return {
+        Concession.ELDER.value: data.elder_percent,
+        Concession.DISABILITY.value: data.disability_percent,
+        Concession.SENIOR.value: data.senior_percent,
+        Concession.STUDENT.value: data.student_percent,
+    }.get(concession if isinstance(concession, str) else "", 100)
+
+
 def transfer_applies(data: TransportData, previous: Event | None, line: str, at: int) -> bool:
     """Whether a boarding of ``line`` at ``at`` is a transfer from ``previous``, the
     passenger's previous boarding: on another line, at most ``transfer_minutes`` before."""
@@ -237,8 +257,9 @@ class Adapter(SceneAdapter):
         boarding's transfer from the passenger's previous boarding anywhere in the operator's
         network, and the daily cap over every fare of the day. A boarding is never settled
         above what its door charged (the door may have seen a transfer or a cap the whole
-        day does not confirm; the passenger was shown that fare). The concession is the
-        door's: it depends on the code alone."""
+        day does not confirm; the passenger was shown that fare), nor above the tariff: the
+        line's fare, and the concession's percent of it. The concession is the door's: it
+        depends on the code alone."""
         if not isinstance(data, TransportData):
             raise SceneError("transport scene data must be TransportData")
         row = dict.fromkeys(cls.settlement_columns, 0)
@@ -248,10 +269,16 @@ class Adapter(SceneAdapter):
             if not event.admitted or event.action != BOARD:
                 continue
             result = event.result
-            full = _amount(result, "full_fare", MAX_FARE)
-            after_concession = full - _amount(result, "concession_discount", full)
-            door = _amount(result, "fare", after_concession)
             line = result.get("line")
+            # Never above the tariff: the line's fare, and the door's concession's percent of
+            # it, as the operator's data says now. A door that journaled more (a damaged or
+            # foreign validator, or a fare lowered since) is cut down to them.
+            full = _amount(result, "full_fare", _full_fare(data, line))
+            after_concession = min(
+                full - _amount(result, "concession_discount", full),
+                full * _percent(data, result.get("concession")) // 100,
+            )
+            door = _amount(result, "fare", after_concession)
             transfer = (
                 min(data.transfer_discount, after_concession)
                 if isinstance(line, str) and transfer_applies(data, previous, line, event.at)
