@@ -146,15 +146,15 @@ def _full_fare(data: TransportData, line: ResultValue) -> int:
     return max(data.lines.values())
 
 
-def _percent(data: TransportData, concession: ResultValue) -> int:
-    """The percent of the full fare a journaled concession pays; 100 for ``none`` and for
-    anything that is not a concession's name."""
+def _percents(data: TransportData) -> dict[ResultValue, int]:
+    """The percent of the full fare each concession pays, by its name in a journaled result;
+    a name not here (``none``, or anything that is not a concession) pays 100."""
     return {
         Concession.ELDER.value: data.elder_percent,
         Concession.DISABILITY.value: data.disability_percent,
         Concession.SENIOR.value: data.senior_percent,
         Concession.STUDENT.value: data.student_percent,
-    }.get(concession if isinstance(concession, str) else "", 100)
+    }
 
 
 def transfer_applies(data: TransportData, previous: Event | None, line: str, at: int) -> bool:
@@ -263,6 +263,7 @@ class Adapter(SceneAdapter):
         if not isinstance(data, TransportData):
             raise SceneError("transport scene data must be TransportData")
         row = dict.fromkeys(cls.settlement_columns, 0)
+        percents = _percents(data)
         previous: Event | None = None
         paid = 0
         for event in events:
@@ -276,7 +277,7 @@ class Adapter(SceneAdapter):
             full = _amount(result, "full_fare", _full_fare(data, line))
             after_concession = min(
                 full - _amount(result, "concession_discount", full),
-                full * _percent(data, result.get("concession")) // 100,
+                full * percents.get(result.get("concession"), 100) // 100,
             )
             door = _amount(result, "fare", after_concession)
             transfer = (
