@@ -9,6 +9,7 @@ never charges more than the door did. See docs/scenes/transport.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, ClassVar
@@ -36,6 +37,7 @@ ALREADY_BOARDED = "already_boarded"
 MAX_FARE = 100_000
 MAX_LINES = 2_000
 LINE_PATTERN = r"^[A-Za-z0-9._-]{1,32}$"
+_LINE = re.compile(LINE_PATTERN)
 _ELDER_BANDS = frozenset({AgeBand.AGE_65_69, AgeBand.AGE_70_79, AgeBand.AGE_80_PLUS})
 
 LineId = Annotated[str, Field(pattern=LINE_PATTERN)]
@@ -190,15 +192,24 @@ class Adapter(SceneAdapter):
 
     @classmethod
     def check_options(cls, options: Mapping[str, str]) -> None:
-        # Which lines there are is the operator's data's to say (__init__).
-        if options.get("line") is None:
+        # Which lines there are is the operator's data's to say (__init__); a text that is no
+        # line id ("line 1", "") is in no operator's data.
+        line = options.get("line")
+        if line is None:
             raise SceneError("a bus validator needs the option line=<one of the operator's lines>")
+        if not _LINE.fullmatch(line):
+            raise SceneError(
+                "a bus validator's option line must be a line id (1-32 of A-Z, a-z, 0-9, '.', "
+                f"'_' and '-'), got {line[:40]!r}"
+            )
 
     def __init__(self, context: SceneContext) -> None:
         super().__init__(context)
         if not isinstance(context.data, TransportData):
             raise SceneError("transport scene data must be TransportData")
         line = context.options.get("line")
+        if line is not None:
+            self.check_options(context.options)  # a text that is no line id, said as such
         if line is None or line not in context.data.lines:
             got = "none" if line is None else repr(line[:32])
             known = ", ".join(sorted(context.data.lines)[:10])

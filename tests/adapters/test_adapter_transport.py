@@ -316,6 +316,18 @@ def test_a_validator_without_one_of_the_operators_lines_does_not_start(
         TestTerminal(network.bundle, Adapter, options=options)
 
 
+@pytest.mark.parametrize("line", ["", "line 1", "1/2", "x" * 33, "一路"])
+def test_a_line_option_that_is_no_line_id_is_refused_before_any_bundle(
+    network: Network, line: str
+) -> None:
+    """No operator's data can list it, so the validator does not start (idcode terminal run
+    calls check_options before it syncs), rather than deny every scan stale_trust."""
+    with pytest.raises(SceneError, match="option line must be a line id"):
+        Adapter.check_options({"line": line})
+    with pytest.raises(SceneError, match="option line must be a line id"):
+        TestTerminal(network.bundle, Adapter, options={"line": line})
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
