@@ -31,6 +31,7 @@ from idcode.service.api.routes import (
     wallet,
 )
 from idcode.service.auth import token_verifier
+from idcode.service.console import pages as console
 from idcode.service.database import make_engine, make_session_factory
 from idcode.service.devidp import DevIdentityProvider
 from idcode.service.partycache import PartyCache
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(wallet.router)
     if settings.dev_idp_serves_wallet:
         app.include_router(devidp.router)
+    app.include_router(console.router)  # the operator console, /console/ (docs/console.md)
     _complete_openapi(app)
     return app
 
