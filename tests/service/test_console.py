@@ -4,6 +4,7 @@ CSRF, and each page and action. tests/web/test_console_browser.py drives it in C
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import uuid
@@ -19,6 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from idcode.service.api.accesslog import ACCESS_LOGGER, MaskSubjects
 from idcode.service.api.app import create_app
 from idcode.service.api.deps import Services
 from idcode.service.console.session import (
@@ -461,3 +463,17 @@ def test_stylesheet_is_served_from_the_package(browser: TestClient) -> None:
 
 def test_session_key_lives_in_the_key_store(settings: Settings) -> None:
     assert (Path(settings.keys_dir) / "console-session.key").stat().st_mode & 0o077 == 0
+
+
+def test_access_log_masks_the_authorization_code_of_the_console_sign_in() -> None:
+    line = logging.LogRecord(
+        ACCESS_LOGGER,
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "GET", "/console/auth/callback?code=secret-code&state=s", "1.1", 303),
+        None,
+    )
+    assert MaskSubjects().filter(line)
+    assert "secret-code" not in line.getMessage() and "code={code}&state=s" in line.getMessage()

@@ -132,7 +132,9 @@ def _policy(form_action: str = "'self'") -> str:
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: with it, browsers send "Origin: null" with a form, which checked_form
+    # refuses. same-origin tells nothing to any other site.
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": _policy(),
 }
