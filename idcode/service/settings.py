@@ -125,8 +125,7 @@ class Settings(BaseSettings, CoreSettings):
         default=None,
         min_length=1,
         max_length=255,
-        description="The console's OIDC client id at the identity provider; default: the "
-        "wallet's.",
+        description="The console's OIDC client id at the identity provider; default: the wallet's.",
     )
     console_session_seconds: int = Field(
         default=8 * 3600,

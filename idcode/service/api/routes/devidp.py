@@ -282,9 +282,7 @@ def _check(request: Request, params: Mapping[str, Sequence[str]]) -> Authorizati
     wallet, console = wallet_redirect_uri(request), console_redirect_uri(request)
     clients = {provider.client_id: frozenset({wallet})}
     settings = request.app.state.services.settings
-    clients[settings.console_client] = clients.get(settings.console_client, frozenset()) | {
-        console
-    }
+    clients[settings.console_client] = clients.get(settings.console_client, frozenset()) | {console}
     return provider.authorization_request(params, clients)
 
 
