@@ -477,3 +477,24 @@ def test_access_log_masks_the_authorization_code_of_the_console_sign_in() -> Non
     )
     assert MaskSubjects().filter(line)
     assert "secret-code" not in line.getMessage() and "code={code}&state=s" in line.getMessage()
+
+
+def test_api_status_change_takes_the_same_closed_set_of_reasons(
+    app_client: TestClient, settings: Settings
+) -> None:
+    card_id, _ = enrol_card(app_client, settings)
+    path = f"/v1/cards/{card_id}/status"
+    operator = Tokens(settings).operator()
+    refused = app_client.post(path, json={"action": "lost", "reason": "Mr Wang"}, headers=operator)
+    assert refused.status_code == 422 and "reason" in refused.text
+    done = app_client.post(
+        path, json={"action": "lost", "reason": "reported_lost"}, headers=operator
+    )
+    assert done.status_code == 200 and done.json()["status"] == "lost"
+    with database(app_client) as session:
+        change = session.scalars(
+            select(AuditRecord).where(
+                AuditRecord.card_id == card_id, AuditRecord.action == "card.lost"
+            )
+        ).one()
+        assert change.detail["reason"] == "reported_lost"
