@@ -4,15 +4,18 @@ CSRF, and each page and action. tests/web/test_console_browser.py drives it in C
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -23,9 +26,11 @@ from sqlalchemy.orm import Session
 from idcode.service.api.accesslog import ACCESS_LOGGER, MaskSubjects
 from idcode.service.api.app import create_app
 from idcode.service.api.deps import Services
+from idcode.service.auth import dev_token
 from idcode.service.console.session import (
     CookieBox,
     OperatorSession,
+    code_challenge,
     new_sign_in,
     session_key,
 )
@@ -498,3 +503,92 @@ def test_api_status_change_takes_the_same_closed_set_of_reasons(
             )
         ).one()
         assert change.detail["reason"] == "reported_lost"
+
+
+# -- a city provider (not the development one): the token endpoint over HTTP ----------------
+
+
+class CityProvider(BaseHTTPRequestHandler):
+    """The city's token endpoint, as RFC 6749 section 4.1.3 describes it: it redeems the one
+    code it issued, checks the PKCE verifier against the challenge and answers an ID token
+    (signed with the development key, which these settings trust)."""
+
+    settings: ClassVar[Settings]
+    issued: ClassVar[dict[str, tuple[str, str, tuple[str, ...]]]] = {}  # code: challenge...
+
+    def do_POST(self) -> None:
+        length = int(self.headers["content-length"])
+        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        found = self.issued.pop(form.get("code", ""), None)
+        if found is None or code_challenge(form.get("code_verifier", "")) != found[0]:
+            self._answer(400, {"error": "invalid_grant"})
+            return
+        token = dev_token(self.settings, "city-operator-7", roles=found[2], nonce=found[1])
+        self._answer(200, {"id_token": token, "token_type": "Bearer"})
+
+    def _answer(self, status: int, document: dict[str, str]) -> None:
+        body = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+
+@pytest.fixture(scope="module")
+def city(settings: Settings) -> Iterator[tuple[TestClient, str]]:
+    """The console of a service whose operators sign in at CityProvider."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CityProvider)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    token_url = f"http://127.0.0.1:{server.server_address[1]}/token"
+    city_settings = settings.model_copy(
+        update={
+            "wallet_authorization_endpoint": "https://login.city.example/authorize",
+            "wallet_token_endpoint": token_url,
+            "console_client_id": "city-console",
+        }
+    )
+    CityProvider.settings = city_settings
+    try:
+        with TestClient(create_app(city_settings)) as client:
+            yield client, token_url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def city_sign_in(client: TestClient, roles: tuple[str, ...], *, redeemable: bool = True) -> Any:
+    start = client.get("/console/sign-in", follow_redirects=False)
+    location = urlsplit(start.headers["location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == (
+        "https://login.city.example/authorize"
+    )
+    query = {k: v[0] for k, v in parse_qs(location.query).items()}
+    assert query["client_id"] == "city-console"
+    code = secrets.token_urlsafe(16)
+    if redeemable:
+        CityProvider.issued[code] = (query["code_challenge"], query["nonce"], roles)
+    return client.get(
+        "/console/auth/callback",
+        params={"code": code, "state": query["state"]},
+        follow_redirects=False,
+    )
+
+
+def test_operator_signs_in_at_the_city_provider_over_http(
+    city: tuple[TestClient, str], settings: Settings
+) -> None:
+    client, _ = city
+    client.cookies.clear()
+    assert city_sign_in(client, (settings.operator_role,)).status_code == 303
+    assert "city-operator-7" in client.get("/console/").text
+    client.cookies.clear()
+    refused = city_sign_in(client, ())
+    assert refused.status_code == 403 and "without the operator role" in refused.text
+    client.cookies.clear()
+    unknown = city_sign_in(client, (settings.operator_role,), redeemable=False)
+    assert unknown.status_code == 401 and "invalid_grant" in unknown.text
