@@ -19,7 +19,9 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
+from jwt.algorithms import OKPAlgorithm
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -34,6 +36,7 @@ from idcode.service.console.session import (
     new_sign_in,
     session_key,
 )
+from idcode.service.database import upgrade
 from idcode.service.devidp import DEMO_OPERATOR_SUBJECT
 from idcode.service.models import (
     AuditRecord,
@@ -377,6 +380,13 @@ def test_card_looked_up_by_id_number_shows_personal_data_masked_only(
     operator: TestClient, app_client: TestClient, settings: Settings
 ) -> None:
     card_id, id_number = enrol_card(app_client, settings)
+    phone = Ed25519PrivateKey.generate().public_key()
+    device = app_client.post(
+        "/v1/devices",
+        json={"public_jwk": OKPAlgorithm.to_jwk(phone, as_dict=True), "label": "Wang's phone"},
+        headers=Tokens(settings).citizen(id_number),
+    )
+    assert device.status_code == 201, device.text
     lookup = operator.get("/console/cards").text
     found = post(operator, "/console/cards", lookup, id_number=id_number.lower())
     assert found.status_code == 303 and found.headers["location"] == f"/console/cards/{card_id}"
@@ -384,7 +394,8 @@ def test_card_looked_up_by_id_number_shows_personal_data_masked_only(
     api = app_client.get(f"/v1/cards/{card_id}", headers=Tokens(settings).operator()).json()
     assert api["name_masked"] in page and api["id_number_masked"] in page  # as the API shows
     assert "王小明" not in page and id_number not in page and "13800138000" not in page
-    assert "No device is registered" in page
+    assert re.search(rf"<code>{device.json()['id']}</code></td>\s*<td>EdDSA</td>", page)
+    assert "<td>active</td>" in page and "phone" not in page  # the citizen's label is not shown
     missing = post(operator, "/console/cards", lookup, id_number=random_id_number())
     assert missing.status_code == 404 and "No card has this ID number" in missing.text
     invalid = post(operator, "/console/cards", lookup, id_number="12345")
@@ -592,3 +603,19 @@ def test_operator_signs_in_at_the_city_provider_over_http(
     client.cookies.clear()
     unknown = city_sign_in(client, (settings.operator_role,), redeemable=False)
     assert unknown.status_code == 401 and "invalid_grant" in unknown.text
+
+
+def test_overview_counts_per_hour_on_sqlite_too(tmp_path: Path) -> None:
+    """SQLite (the development default) has its own SQL for the hour of a time."""
+    sqlite = Settings(
+        environment="development", keys_dir=tmp_path / "keys", data_dir=tmp_path, demo_data=False
+    )
+    upgrade(sqlite.sqlalchemy_url)
+    with TestClient(create_app(sqlite)) as client:
+        terminal_id = add_terminal(client, "parking")
+        add_events(client, terminal_id, ["ok", "expired", "expired"])
+        sign_in(client, "operator")
+        page = client.get("/console/").text
+    columns = re.findall(r"<title>parking, \d\d:00 UTC: (\d+)</title>", page)
+    assert 1 <= len(columns) <= 2 and sum(map(int, columns)) == 3
+    assert "<title>expired: 2</title>" in page

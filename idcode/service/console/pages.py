@@ -59,6 +59,7 @@ from idcode.service.console.session import (
     session_key,
 )
 from idcode.service.devices import devices_of
+from idcode.service.events import as_utc
 from idcode.service.fleet import TERMINAL_ID, decommission
 from idcode.service.models import (
     CardRecord,
@@ -80,6 +81,14 @@ TEMPLATES = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def _utc(at: datetime, pattern: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A stored time as UTC text; SQLite gives it back without its offset (it is UTC)."""
+    return as_utc(at).strftime(pattern)
+
+
+TEMPLATES.filters["utc"] = _utc
 STYLESHEET = (resources.files("idcode.service.console") / "static" / "console.css").read_bytes()
 
 
@@ -454,7 +463,6 @@ async def terminals(request: Request) -> Response:
         session,
         terminals=fleet,
         decommissioned=done if done and TERMINAL_ID.fullmatch(done) else None,
-        now=datetime.now(UTC),
     )
 
 
@@ -555,11 +563,25 @@ async def _card_page(
             record = db.scalars(select(CardRecord).where(CardRecord.id == card_id)).first()
             if record is None:
                 return None
-            view = card_view(record, services.vault, datetime.now(UTC))
-            found = devices_of(db, card_id)
+            now = datetime.now(UTC)
+            view = card_view(record, services.vault, now)
+            devices = [
+                {
+                    "id": device.id,
+                    "alg": device.alg,
+                    "created_at": device.created_at,
+                    "credential_expires_at": device.credential_expires_at,
+                    "state": "removed"
+                    if device.removed_at is not None
+                    else "expired"
+                    if as_utc(device.credential_expires_at) <= now
+                    else "active",
+                }
+                for device in devices_of(db, card_id)
+            ]
             record_audit(db, session.subject, "card.read", card_id)  # as GET /v1/cards/{id}
             db.commit()
-            return {"card": view, "devices": found}
+            return {"card": view, "devices": devices}
 
     shown = await run_in_threadpool(work)
     if shown is None:
@@ -573,7 +595,6 @@ async def _card_page(
         actions=actions,
         reasons=STATUS_REASONS,
         changed=request.query_params.get("changed") in TRANSITIONS,
-        now=datetime.now(UTC),
         **shown,
     )
 
