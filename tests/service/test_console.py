@@ -318,6 +318,9 @@ def test_form_without_the_session_token_or_from_another_origin_changes_nothing(
         path, data={"csrf": csrf_of(page)}, headers={"Origin": "https://evil.example"}
     )
     assert foreign.status_code == 403 and "did not come from" in foreign.text
+    for origin in ("null", "http://testserver.evil.example"):
+        refused = operator.post(path, data={"csrf": csrf_of(page)}, headers={"Origin": origin})
+        assert refused.status_code == 403
     operator.cookies.clear()
     assert operator.post(path, data={"csrf": csrf_of(page)}).status_code == 403
     with database(app_client) as session:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 from fastapi import APIRouter, Request
@@ -202,8 +202,10 @@ async def checked_form(request: Request) -> tuple[OperatorSession, dict[str, str
         "This form did not come from a console page of your session. Reload the page and "
         "try again.",
     )
+    # Browsers send Origin with every POST. Its host, not its scheme, is compared: behind a
+    # proxy that ends TLS the service may see http while the browser says https.
     origin = request.headers.get("origin")
-    if origin is not None and origin != str(request.base_url).rstrip("/"):
+    if origin is not None and urlsplit(origin).netloc != request.url.netloc:
         raise FormRefused(stale)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != FORM:
@@ -387,7 +389,10 @@ async def _open_session(request: Request, started: SignIn, id_token: str, now: i
         httponly=True,
         samesite="lax",
     )
-    response.delete_cookie(cookies.sign_in, path=SIGN_IN_PATH)
+    # With the attributes it was set with: a __Secure- cookie is only replaced by a Secure one.
+    response.delete_cookie(
+        cookies.sign_in, path=SIGN_IN_PATH, secure=cookies.secure, httponly=True, samesite="lax"
+    )
     return response
 
 
@@ -403,7 +408,9 @@ async def sign_out(request: Request) -> Response:
         return refused.response
     response = render("signin.html", None, 200, text="You are signed out.")
     cookies = _cookies(request)
-    response.delete_cookie(cookies.session, path="/", secure=cookies.secure, httponly=True)
+    response.delete_cookie(
+        cookies.session, path="/", secure=cookies.secure, httponly=True, samesite="lax"
+    )
     return response
 
 
