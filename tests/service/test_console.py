@@ -4,6 +4,7 @@ CSRF, and each page and action. tests/web/test_console_browser.py drives it in C
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -22,6 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from jwt.algorithms import OKPAlgorithm
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -38,6 +40,7 @@ from idcode.service.console.session import (
 )
 from idcode.service.database import upgrade
 from idcode.service.devidp import DEMO_OPERATOR_SUBJECT
+from idcode.service.issuedtally import IssuedTally
 from idcode.service.models import (
     AuditRecord,
     CardRecord,
@@ -46,6 +49,7 @@ from idcode.service.models import (
     TerminalRecord,
 )
 from idcode.service.settings import Settings
+from idcode.service.state import FailoverState, MemoryState, RedisState
 from idcode.testing import random_id_number
 from tests.services import REDIS_RUN_PREFIX, Tokens
 
@@ -622,3 +626,47 @@ def test_overview_counts_per_hour_on_sqlite_too(tmp_path: Path) -> None:
     columns = re.findall(r"<title>parking, \d\d:00 UTC: (\d+)</title>", page)
     assert 1 <= len(columns) <= 2 and sum(map(int, columns)) == 3
     assert "<title>expired: 2</title>" in page
+
+
+# -- codes issued ---------------------------------------------------------------------------
+
+
+def issued_total(page: str) -> int:
+    return sum(map(int, re.findall(r"<title>codes issued, \d\d:00 UTC: (\d+)</title>", page)))
+
+
+def test_overview_charts_codes_issued_before_and_after_the_replica_flushes(
+    operator: TestClient, app_client: TestClient, settings: Settings
+) -> None:
+    _, id_number = enrol_card(app_client, settings)
+    services: Services = app_client.app.state.services  # type: ignore[attr-defined]
+    portal = app_client.portal
+    assert portal is not None
+    portal.call(services.issued.flush, services.state)
+    before = issued_total(operator.get("/console/").text)
+    citizen = Tokens(settings).citizen(id_number)
+    for _ in range(3):
+        assert app_client.post("/v1/codes", headers=citizen).status_code == 200
+    assert issued_total(operator.get("/console/").text) == before + 3  # pending, this replica
+    portal.call(services.issued.flush, services.state)
+    assert services.issued.pending() == {}
+    assert issued_total(operator.get("/console/").text) == before + 3  # shared, not twice
+
+
+def test_tally_keeps_its_counts_while_redis_is_away_and_adds_them_later() -> None:
+    async def scenario() -> tuple[dict[int, int], list[int]]:
+        away = FailoverState(RedisState("redis://127.0.0.1:1", "idcode-test:"))
+        tally = IssuedTally()
+        tally.add(7200.0)
+        tally.add(7300.0)
+        await tally.flush(away)
+        kept = tally.pending()
+        with pytest.raises(RedisError):
+            await away.issued([2])
+        await away.close()
+        memory = MemoryState()
+        await tally.flush(memory)
+        return kept, await memory.issued([1, 2, 3])
+
+    kept, counted = asyncio.run(scenario())
+    assert kept == {2: 2} and counted == [0, 2, 0]

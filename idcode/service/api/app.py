@@ -106,9 +106,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         services.recorder.start()
+        flushing = asyncio.create_task(services.issued.flush_every(services.state))
         try:
             yield
         finally:
+            flushing.cancel()
+            await services.issued.flush(services.state)  # what this process counted last
             # Before the engine goes: it records what is pending, with the engine.
             await asyncio.to_thread(services.recorder.stop)
             await services.state.close()

@@ -32,6 +32,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
 from idcode.errors import AuthError, InvalidIdNumber, RequestRefused, SignInRefused
@@ -433,8 +434,9 @@ async def overview(request: Request) -> Response:
         return _see("/console/sign-in")
     services = _services(request)
 
+    now = datetime.now(UTC)
+
     def work() -> dict[str, Any]:
-        now = datetime.now(UTC)
         with services.sessions() as db:
             scans = queries.scans_per_scene_per_hour(db, now)
             denials = queries.denials_by_reason(db, now)
@@ -443,7 +445,19 @@ async def overview(request: Request) -> Response:
             "denials": charts.horizontal_bars(denials),
         }
 
-    return render("overview.html", session, **await run_in_threadpool(work))
+    drawn = await run_in_threadpool(work)
+    hours = queries.window_hours(now)
+    numbers = [int(hour.timestamp()) // queries.HOUR for hour in hours]
+    try:
+        shared = await services.state.issued(numbers)
+    except (RedisError, OSError):
+        issued = None  # the shared state is away: no chart rather than a partial one
+    else:
+        # This replica's counts since its last flush are not in the shared tally yet.
+        pending = services.issued.pending()
+        counts = tuple(n + pending.get(hour, 0) for n, hour in zip(shared, numbers, strict=True))
+        issued = charts.stacked_hours(queries.HourlyCounts(hours, {"codes issued": counts}))
+    return render("overview.html", session, issued=issued, **drawn)
 
 
 @router.get("/terminals")
