@@ -454,6 +454,8 @@ def test_events_are_filtered_and_paged(operator: TestClient, app_client: TestCli
     future = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
     later = operator.get("/console/events", params={"terminal": terminal_id, "since": future})
     assert "No event matches" in later.text
+    for odd in ({"since": "0001-01-01T00:00+14:00"}, {"reason": "Expired"}, {"reason": "é"}):
+        assert operator.get("/console/events", params=odd).status_code == 422
     bad = operator.get("/console/events", params={"since": "yesterday", "terminal": "x"})
     assert bad.status_code == 422
     assert "must be a date and time" in bad.text and "a terminal&#39;s id" in bad.text

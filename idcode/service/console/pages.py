@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import secrets
 import time
 import urllib.error
@@ -72,6 +73,7 @@ from idcode.service.models import (
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 FORM = "application/x-www-form-urlencoded"
+REASON = re.compile(r"[a-z0-9_]{1,48}")  # as GET /v1/events takes it
 MAX_FORM_BYTES = 8 * 1024
 TOKEN_TIMEOUT_SECONDS = 10
 SIGN_IN_PATH = "/console/auth"
@@ -654,10 +656,13 @@ async def card_status(request: Request, card_id: str) -> Response:
     return _see(f"/console/cards/{checked}?changed={action}")
 
 
-def _time(value: str) -> datetime | None:
-    """A filter time from a datetime-local field: UTC when it names no offset."""
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+def _time(value: str) -> datetime:
+    """A filter time from a datetime-local field, in UTC (which it is when it names no
+    offset); ValueError for anything else, a time UTC cannot hold (year 1 at +14:00) too."""
+    try:
+        return as_utc(datetime.fromisoformat(value))
+    except OverflowError:
+        raise ValueError("out of range") from None
 
 
 @router.get("/events")
@@ -675,7 +680,7 @@ async def events(request: Request) -> Response:
         problems.append("The terminal must be a terminal's id.")
         terminal_id = None
     reason = shown["reason"] or None
-    if reason is not None and not (len(reason) <= 48 and reason.replace("_", "").isalnum()):
+    if reason is not None and not REASON.fullmatch(reason):
         problems.append("A reason is lower-case letters, digits and underscores.")
         reason = None
     times: dict[str, datetime | None] = {}
