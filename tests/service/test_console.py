@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
@@ -672,3 +673,39 @@ def test_tally_keeps_its_counts_while_redis_is_away_and_adds_them_later() -> Non
 
     kept, counted = asyncio.run(scenario())
     assert kept == {2: 2} and counted == [0, 2, 0]
+
+
+def test_development_provider_gives_the_demo_operator_the_operator_role_and_no_id_number(
+    browser: TestClient, settings: Settings
+) -> None:
+    verifier = secrets.token_urlsafe(48)
+    console = "http://testserver/console/auth/callback"
+    params = {
+        "response_type": "code",
+        "client_id": settings.console_client,
+        "redirect_uri": console,
+        "scope": "openid",
+        "code_challenge": code_challenge(verifier),
+        "code_challenge_method": "S256",
+    }
+    page = browser.get("/dev-idp/authorize", params=params)
+    assert 'value="operator"' in page.text
+    chosen = browser.post(
+        "/dev-idp/authorize", data={**params, "citizen": "operator"}, follow_redirects=False
+    )
+    code = parse_qs(urlsplit(chosen.headers["location"]).query)["code"][0]
+    answer = browser.post(
+        "/dev-idp/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": console,
+            "client_id": settings.console_client,
+            "code_verifier": verifier,
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    claims = jwt.decode(answer.json()["id_token"], options={"verify_signature": False})
+    assert claims["sub"] == DEMO_OPERATOR_SUBJECT
+    assert claims[settings.oidc_roles_claim] == [settings.operator_role]
+    assert settings.oidc_id_number_claim not in claims
