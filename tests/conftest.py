@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import importlib.util
-import itertools
 
 import pytest
 
@@ -26,9 +25,11 @@ NOW = 1_796_112_000  # 2026-12-01T08:00:00Z, fixed so core tests never depend on
 
 # -- the collector ------------------------------------------------------------------------
 
-#: A full collection before every this many tests frees what earlier tests left in cycles.
-COLLECT_EVERY = 25
-_tests_set_up = itertools.count()
+#: A full collection runs once the frozen objects have grown by this share since the last
+#: one, as CPython decides on its own full collections (by 25 %): it frees what earlier tests
+#: left in cycles, and keeps the run's memory near what it holds alive.
+COLLECT_AFTER_GROWTH = 0.5
+_frozen_after_collection = 0
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -40,12 +41,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     collection walks the whole test run too (every collected test, Hypothesis, earlier
     tests' leftovers): 100-300 ms at each of the ~1,000 service starts of the suite. Frozen
     here, they stay out of it and the service's collection walks only what the test made.
-    Cyclic garbage of earlier tests is freed by a full collection every COLLECT_EVERY tests
-    and at the end of the run (pytest_sessionfinish)."""
-    if next(_tests_set_up) % COLLECT_EVERY == 0:
+    What earlier tests left in cycles is freed by a full collection of ours
+    (COLLECT_AFTER_GROWTH) and at the end of the run (pytest_sessionfinish)."""
+    global _frozen_after_collection
+    gc.freeze()
+    if gc.get_freeze_count() > _frozen_after_collection * (1 + COLLECT_AFTER_GROWTH):
         gc.unfreeze()
         gc.collect()
-    gc.freeze()
+        gc.freeze()
+        _frozen_after_collection = gc.get_freeze_count()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
