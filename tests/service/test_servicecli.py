@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -81,9 +82,19 @@ def idcode(tmp_path: Path) -> Idcode:
     return Idcode(tmp_path)
 
 
-@pytest.fixture
-def migrated(idcode: Idcode) -> Idcode:
+@pytest.fixture(scope="module")
+def upgraded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory as ``idcode db upgrade`` leaves a fresh one, made once for the module:
+    each test's ``migrated`` starts from a copy of it rather than a process start and every
+    migration of its own (test_db_upgrade_... runs the upgrade itself)."""
+    idcode = Idcode(tmp_path_factory.mktemp("upgraded"))
     idcode.ok("db", "upgrade")
+    return idcode.cwd
+
+
+@pytest.fixture
+def migrated(idcode: Idcode, upgraded: Path) -> Idcode:
+    shutil.copytree(upgraded, idcode.cwd, dirs_exist_ok=True)  # modes too (copy2, copystat)
     return idcode
 
 
