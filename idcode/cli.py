@@ -170,7 +170,9 @@ def cmd_mint(args: argparse.Namespace) -> int:
     # so minting at a time no key covers is an error rather than a surprise key.
     created = [] if store.issuer_keys() else initialise(store, now, settings.issuer_key_days)
     for line in created:
-        print(f"idcode: created development {line} in {store.directory}", file=sys.stderr)
+        print(
+            f"idcode: created development {line} in {store.directory.absolute()}", file=sys.stderr
+        )
     programmes = Programme.NONE
     for name in args.programme:
         programmes |= Programme[name.upper().replace("-", "_")]

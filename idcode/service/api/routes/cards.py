@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -71,9 +71,21 @@ class RejectionOut(BaseModel):
 
 
 class ImportReportOut(BaseModel):
-    received: int
-    imported: int
-    rejected: int
+    received: int = Field(description="Rows read (a CSV header is not a row).")
+    imported: int = Field(description="Cards enrolled; 0 for a dry run.")
+    unchanged: int = Field(
+        description="Rows whose ID number is already enrolled with the same data; no error, "
+        "so the same file can be imported again."
+    )
+    rejected: int = Field(
+        description="Rows not enrolled, each in rejections: invalid, or an ID number "
+        "enrolled with other data (the fields that differ are named)."
+    )
+    dry_run: bool
+    would_import: int | None = Field(
+        default=None,
+        description="Only for a dry run: the rows an import would enrol.",
+    )
     rejections: list[RejectionOut]
     rejections_truncated: bool
 
@@ -108,6 +120,7 @@ async def enrol_card(new: NewCard, operator: OperatorDep, services: ServicesDep)
     "/import",
     summary="Enrol cards in bulk from CSV or JSON Lines",
     response_model=ImportReportOut,
+    response_model_exclude_none=True,  # would_import only in a dry run's answer
     responses=problem_responses(401, 403, 413, 415),
     openapi_extra={
         "requestBody": {
