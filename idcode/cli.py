@@ -92,7 +92,7 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
         store, _now(args), settings.issuer_key_days if args.days is None else args.days, args.alg
     )
     for line in created:
-        print(f"created {line} in {store.directory}")
+        print(f"created {line} in {store.directory.absolute()}")
     if not created:
         print(f"{store.directory} already holds a root key and a signing issuer key")
     return EXIT_OK

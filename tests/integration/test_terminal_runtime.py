@@ -1175,6 +1175,31 @@ def registered_terminals(service: LiveService) -> list[str]:
     return [terminal["id"] for terminal in response.json()]
 
 
+def test_provisioning_for_an_unknown_scene_says_which_scenes_exist(
+    service: LiveService, tmp_path: Path
+) -> None:
+    """Regression (issue 15, 6d): it printed only "the service answered 422 invalid_request";
+    the command now says the problem's errors too, with the service's list of scenes."""
+    (tmp_path / "root.json").write_text(json.dumps(service.root_jwk))
+    result = terminal_cli(
+        cli_environment(service, tmp_path),
+        tmp_path,
+        "provision",
+        *("--dir", str(tmp_path / "gate"), "--server", service.url),
+        *("--scene", "aquarium", "--site", new_site(), "--root", "root.json"),
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        "idcode: error: the service answered 422 invalid_request: scene: scene must be one of "
+    ), line
+    assert {"community", "parking", "tourism"} <= set(
+        line.split("scene must be one of ", 1)[1].rstrip(".").split(", ")
+    )
+    assert not (tmp_path / "gate").exists() or not any((tmp_path / "gate").iterdir())
+
+
 def test_cli_provisions_a_terminal_runs_it_on_stdin_and_reports_its_status(
     service: LiveService, tmp_path: Path
 ) -> None:
