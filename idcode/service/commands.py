@@ -149,8 +149,7 @@ def cmd_cards_import(args: argparse.Namespace) -> int:
     )
     print(
         f"{report.received:,} rows read, {enrolled}, {report.unchanged:,} unchanged, "
-        f"{report.rejected:,} rejected"
-        + (" (dry run: nothing enrolled)" if args.dry_run else "")
+        f"{report.rejected:,} rejected" + (" (dry run: nothing enrolled)" if args.dry_run else "")
     )
     return EXIT_OK if report.rejected == 0 else EXIT_INVALID
 
