@@ -29,5 +29,13 @@ ENV IDCODE_KEYS_DIR=/app/keys \
 
 EXPOSE 8000
 
-# exec: uvicorn gets SIGTERM from 'docker stop' directly and shuts down gracefully.
+# Healthy when it can serve: /readyz checks the database (reachable, migrated) and that a key
+# may sign now (docker-compose.yml's health check is the same).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=5 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=3)"]
+
+# exec: uvicorn gets SIGTERM from 'docker stop' directly and shuts down gracefully. Run on its
+# own, the container migrates first; replicas doing so together wait for each other (db
+# upgrade holds a PostgreSQL advisory lock). docker-compose.yml migrates in a one-shot
+# service instead and runs `idcode serve` only.
 CMD ["sh", "-c", "idcode db upgrade && exec idcode serve --host 0.0.0.0"]

@@ -92,7 +92,7 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
         store, _now(args), settings.issuer_key_days if args.days is None else args.days, args.alg
     )
     for line in created:
-        print(f"created {line} in {store.directory}")
+        print(f"created {line} in {store.directory.absolute()}")
     if not created:
         print(f"{store.directory} already holds a root key and a signing issuer key")
     return EXIT_OK
@@ -170,7 +170,9 @@ def cmd_mint(args: argparse.Namespace) -> int:
     # so minting at a time no key covers is an error rather than a surprise key.
     created = [] if store.issuer_keys() else initialise(store, now, settings.issuer_key_days)
     for line in created:
-        print(f"idcode: created development {line} in {store.directory}", file=sys.stderr)
+        print(
+            f"idcode: created development {line} in {store.directory.absolute()}", file=sys.stderr
+        )
     programmes = Programme.NONE
     for name in args.programme:
         programmes |= Programme[name.upper().replace("-", "_")]

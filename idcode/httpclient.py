@@ -40,6 +40,9 @@ __all__ = [
 DEFAULT_MAX_BYTES = 1024 * 1024
 #: The largest error body read: a problem document is a few hundred bytes.
 MAX_PROBLEM_BYTES = 64 * 1024
+#: What of a problem's detail and validation errors a command says: enough for a list of scenes.
+MAX_PROBLEM_DETAIL = 600
+MAX_VALIDATION_ERRORS = 5
 
 # A reason as the service writes them (docs/api.md): lower-case words joined by "_".
 _REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -151,7 +154,33 @@ def _problem(status: int, headers: Mapping[str, str], body: bytes) -> ServiceErr
         )
     assert isinstance(problem, dict)
     detail = problem.get("detail")
-    return ServiceError(status, reason, printable(detail if isinstance(detail, str) else "", 200))
+    said = [detail] if isinstance(detail, str) else []
+    # A 422's detail is only "The request is not valid."; what is wrong is in its errors (the
+    # field and why, e.g. "scene must be one of community, parking, ..."), so they are said
+    # too: a person at the command line then knows what to change.
+    said += _validation_errors(problem.get("errors"))
+    return ServiceError(status, reason, printable(" ".join(said), MAX_PROBLEM_DETAIL))
+
+
+def _validation_errors(errors: object) -> list[str]:
+    """The ``errors`` member of an ``invalid_request`` problem, as ``field: why`` phrases; any
+    other shape is left out (it is the service's answer, not to be trusted to be well formed)."""
+    if not isinstance(errors, list):
+        return []
+    phrases = []
+    for error in errors[:MAX_VALIDATION_ERRORS]:
+        if not isinstance(error, dict) or not isinstance(error.get("msg"), str):
+            continue
+        location = error.get("loc")
+        parts = (
+            [str(part) for part in location if isinstance(part, str | int)]
+            if isinstance(location, list)
+            else []
+        )
+        # "body" and "query" say where in the request, which a command's user did not write.
+        field = ".".join(parts[1:] if parts[:1] in (["body"], ["query"]) else parts)
+        phrases.append(f"{field}: {error['msg']}." if field else f"{error['msg']}.")
+    return phrases
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

@@ -144,6 +144,19 @@ def read_or_create_secret(path: Path, make: Callable[[], bytes]) -> bytes:
     return path.read_bytes()
 
 
+def read_existing_secret(path: Path, missing: str) -> bytes:
+    """The secret in ``path``, which must already exist; ``missing`` says why, and what to do.
+
+    For a command that works with the keys of a running service (``dev-token``, ``cards
+    import``): creating one there would only make a token the service refuses, or enrol
+    cards the service cannot find, so the command stops with the absolute path instead."""
+    if not path.exists() and not path.is_symlink():
+        raise KeyStoreError(f"no {path.name} in {path.parent.absolute()}: {missing}")
+    check_trusted_directory(path.parent)
+    check_private(path)
+    return path.read_bytes()
+
+
 @contextmanager
 def directory_lock(directory: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``directory`` (POSIX ``flock``; a no-op elsewhere), so that

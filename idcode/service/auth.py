@@ -23,8 +23,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from idcode.errors import AuthError, IdcodeError
-from idcode.secretfiles import check_trusted_directory, check_trusted_file, read_or_create_secret
-from idcode.service.settings import DEV_IDP_ISSUER, Settings
+from idcode.secretfiles import (
+    check_trusted_directory,
+    check_trusted_file,
+    read_existing_secret,
+    read_or_create_secret,
+)
+from idcode.service.settings import DEV_IDP_ISSUER, NOT_THE_SERVICE_KEY_STORE, Settings
 from idcode.text import control_reason
 
 DEV_IDP_KID = "idcode-dev-idp"
@@ -208,7 +213,10 @@ def token_verifier(settings: Settings) -> TokenVerifier:
 # -- the development identity provider ---------------------------------------------------
 
 
-def dev_idp_key(keys_dir: Path) -> Ed25519PrivateKey:
+def dev_idp_key(keys_dir: Path, *, create: bool = True) -> Ed25519PrivateKey:
+    """The development identity provider's key; created on first use only by the service
+    (``create``), never by a command that merely signs with it."""
+
     def new_key() -> bytes:
         return Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM,
@@ -217,7 +225,12 @@ def dev_idp_key(keys_dir: Path) -> Ed25519PrivateKey:
         )
 
     path = keys_dir / DEV_IDP_FILE
-    loaded = serialization.load_pem_private_key(read_or_create_secret(path, new_key), None)
+    pem = (
+        read_or_create_secret(path, new_key)
+        if create
+        else read_existing_secret(path, NOT_THE_SERVICE_KEY_STORE)
+    )
+    loaded = serialization.load_pem_private_key(pem, None)
     if not isinstance(loaded, Ed25519PrivateKey):
         raise IdcodeError(f"{path} is not an Ed25519 key")
     return loaded
@@ -238,9 +251,11 @@ def dev_token(
     ttl: int = 3600,
     now: int | None = None,
     nonce: str | None = None,
+    create_key: bool = True,
 ) -> str:
     """An ID token from the development identity provider (development only); ``nonce`` is
-    the one of an OpenID Connect authorization request (idcode.service.devidp)."""
+    the one of an OpenID Connect authorization request (idcode.service.devidp). Without
+    ``create_key`` (the ``dev-token`` command) the provider's key must already exist."""
     if not settings.development:
         raise IdcodeError("the development identity provider is off outside development")
     issued = int(time.time()) if now is None else now
@@ -258,5 +273,8 @@ def dev_token(
     if nonce is not None:
         claims["nonce"] = nonce
     return jwt.encode(
-        claims, dev_idp_key(settings.keys_dir), algorithm="EdDSA", headers={"kid": DEV_IDP_KID}
+        claims,
+        dev_idp_key(settings.keys_dir, create=create_key),
+        algorithm="EdDSA",
+        headers={"kid": DEV_IDP_KID},
     )

@@ -106,6 +106,10 @@ class NewCard(BaseModel):
         return sorted({v.lower() for v in values})
 
     @property
+    def residency_value(self) -> Residency:
+        return _RESIDENCY_NAMES[self.residency]
+
+    @property
     def programme_flags(self) -> Programme:
         flags = Programme.NONE
         for name in self.programmes:

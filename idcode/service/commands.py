@@ -14,7 +14,10 @@ from idcode.cli import EXIT_INVALID, EXIT_OK
 from idcode.errors import DatabaseUnavailable, IdcodeError, UsageError
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from idcode.service.importer import ImportReport
+    from idcode.service.pii import PersonalDataVault
     from idcode.service.settings import Settings
 
 # The service's modules (SQLAlchemy, Alembic, FastAPI) are imported inside each command, so
@@ -93,7 +96,6 @@ def cmd_cards_import(args: argparse.Namespace) -> int:
 
     from idcode.service.database import make_engine, make_session_factory
     from idcode.service.importer import ImportFormat, import_cards, parse_rows
-    from idcode.service.pii import vault_for
 
     fmt: ImportFormat = args.format or (
         "jsonl" if args.file.suffix in (".jsonl", ".ndjson") else "csv"
@@ -106,19 +108,22 @@ def cmd_cards_import(args: argparse.Namespace) -> int:
         done = report.received
         share = f"{100 * done / total:5.1f}%" if total > 0 else "   - "
         rate = done / max(time.monotonic() - started, 1e-6)
+        enrolled = "valid" if args.dry_run else "enrolled"
         print(
             f"\r{_bar(done, total)} {share} {done:,}/{max(total, 0):,} rows, "
-            f"{report.imported:,} enrolled, {report.rejected:,} rejected, {rate:,.0f} rows/s",
+            f"{report.imported:,} {enrolled}, {report.unchanged:,} unchanged, "
+            f"{report.rejected:,} rejected, {rate:,.0f} rows/s",
             end="",
             file=sys.stderr,
             flush=True,
         )
 
     try:
+        vault = _import_vault(settings, make_session_factory(engine))
         with args.file.open(encoding="utf-8-sig", newline="") as handle:
             report = import_cards(
                 make_session_factory(engine),
-                vault_for(settings),
+                vault,
                 parse_rows(handle, fmt),
                 "cli:" + _operator_name(),
                 chunk_size=args.chunk_size,
@@ -137,11 +142,38 @@ def cmd_cards_import(args: argparse.Namespace) -> int:
     print(file=sys.stderr)
     for rejection in report.rejections:
         print(f"row {rejection.row}: {rejection.field}: {rejection.reason}")
+    enrolled = (
+        f"{report.would_import:,} would be enrolled"
+        if args.dry_run
+        else f"{report.imported:,} enrolled"
+    )
     print(
-        f"{report.received:,} rows read, {report.imported:,} enrolled, "
+        f"{report.received:,} rows read, {enrolled}, {report.unchanged:,} unchanged, "
         f"{report.rejected:,} rejected" + (" (dry run: nothing enrolled)" if args.dry_run else "")
     )
     return EXIT_OK if report.rejected == 0 else EXIT_INVALID
+
+
+def _import_vault(settings: Settings, sessions: sessionmaker[Session]) -> PersonalDataVault:
+    """The service's personal-data keys. Development keys are created here only for a
+    database that holds no card yet (nothing is sealed with other keys), saying where; with
+    cards enrolled they must be found, since cards sealed with keys made in another directory
+    (a relative IDCODE_KEYS_DIR read elsewhere) are cards the service can neither find nor
+    open."""
+    from sqlalchemy import select
+
+    from idcode.service.models import CardRecord
+    from idcode.service.pii import DEV_KEYS_FILE, vault_for
+
+    with sessions() as session:
+        has_cards = session.scalars(select(CardRecord.id).limit(1)).first() is not None
+    uses_dev_keys = not (settings.pii_encryption_key and settings.pii_hash_key)
+    path = settings.keys_dir / DEV_KEYS_FILE
+    new = uses_dev_keys and settings.development and not has_cards and not path.exists()
+    vault = vault_for(settings, create=not has_cards)
+    if new:
+        print(f"idcode: created development personal-data keys {path.absolute()}", file=sys.stderr)
+    return vault
 
 
 def _count_lines(path: Path) -> int:
@@ -238,9 +270,11 @@ def cmd_dev_token(args: argparse.Namespace) -> int:
     from idcode.service.models import CardRecord
     from idcode.service.pii import vault_for
 
+    # The service's own keys or a clear error, never new ones here: a token signed with a key
+    # made in the wrong directory is one the service refuses ("Signature verification failed").
     if args.admin or args.verifier:
         role = settings.operator_role if args.admin else settings.verifier_role
-        print(dev_token(settings, f"dev-{role}", roles=(role,), ttl=args.ttl))
+        print(dev_token(settings, f"dev-{role}", roles=(role,), ttl=args.ttl, create_key=False))
         return EXIT_OK
     engine = make_engine(settings.sqlalchemy_url)
     try:
@@ -257,10 +291,12 @@ def cmd_dev_token(args: argparse.Namespace) -> int:
         raise IdcodeError(
             f"no card {args.card}" if args.card else "no card enrolled; run 'idcode serve' once"
         )
-    id_number = vault_for(settings).decrypt(
-        record.id_number_enc, card_id=record.id, field="id_number"
+    vault = vault_for(settings, create=False)
+    id_number = vault.decrypt(record.id_number_enc, card_id=record.id, field="id_number")
+    token = dev_token(
+        settings, f"citizen-{record.id}", id_number=id_number, ttl=args.ttl, create_key=False
     )
-    print(dev_token(settings, f"citizen-{record.id}", id_number=id_number, ttl=args.ttl))
+    print(token)
     return EXIT_OK
 
 
@@ -297,8 +333,11 @@ def add_commands(commands: Any) -> None:
         description="Enrol cards from FILE. CSV needs a header with id_number and name, "
         "optionally phone, residency and programmes (separated by ';'). Rows are validated "
         "one by one; rejected rows are listed by number and reason, never by content. Valid "
-        "rows are committed in chunks, and already enrolled ID numbers are skipped, so an "
-        "interrupted import can be run again. Exit status 1 when any row was rejected.",
+        "rows are committed in chunks, and rows already enrolled with the same data are "
+        "counted as unchanged, so an interrupted import, or the same file, can be run again; "
+        "a row whose ID number is enrolled with other data is rejected, naming the fields "
+        "that differ (an import never changes a card). Exit status 1 when any row was "
+        "rejected.",
     )
     importing.add_argument("file", type=Path, metavar="FILE")
     importing.add_argument(

@@ -1,9 +1,12 @@
 """Bulk enrolment from the citizen-card system: CSV or JSON Lines, validated row by row.
 
 A rejected row is reported by its number, the field and the reason, never by its values.
-Valid rows are enrolled in chunks; each chunk commits with its audit record or not at all,
-and a row whose ID number is already enrolled is reported as ``already_enrolled`` rather
-than enrolled twice, so an interrupted import can simply be run again.
+Valid rows are enrolled in chunks; each chunk commits with its audit record or not at all.
+A row whose ID number is already enrolled is never enrolled twice: with the same data as the
+card (name, phone, residency, programmes) it is ``unchanged``, which is no error, so an
+interrupted import, or the same file, can simply be run again; with other data it is a
+rejected row naming the fields that differ (never their values), since an import does not
+overwrite a card.
 """
 
 from __future__ import annotations
@@ -41,9 +44,15 @@ class Rejection:
 
 @dataclass
 class ImportReport:
+    """What an import did. ``imported`` counts cards enrolled, so it is 0 after a dry run,
+    whose ``would_import`` counts the rows it would have enrolled."""
+
     received: int = 0
     imported: int = 0
+    unchanged: int = 0
     rejected: int = 0
+    dry_run: bool = False
+    would_import: int = 0
     rejections: list[Rejection] = field(default_factory=list)
 
     def reject(self, rejection: Rejection) -> None:
@@ -52,10 +61,17 @@ class ImportReport:
             self.rejections.append(rejection)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        counts: dict[str, Any] = {
             "received": self.received,
             "imported": self.imported,
+            "unchanged": self.unchanged,
             "rejected": self.rejected,
+            "dry_run": self.dry_run,
+        }
+        if self.dry_run:
+            counts["would_import"] = self.would_import
+        return {
+            **counts,
             "rejections": [
                 {"row": r.row, "field": r.field, "reason": r.reason} for r in self.rejections
             ],
@@ -151,7 +167,7 @@ def import_cards(
     can then be re-run after an interruption); without it all valid rows commit together.
     With ``all_or_nothing`` they commit only if no row was rejected; with ``dry_run`` never.
     """
-    report = ImportReport()
+    report = ImportReport(dry_run=dry_run)
     seen: set[bytes] = set()
 
     def check_only() -> bool:
@@ -196,20 +212,13 @@ def import_cards(
         _enrol_chunk(session, vault, chunk, actor, report, check_only())
         if dry_run or (all_or_nothing and report.rejected):
             session.rollback()
-            if not dry_run:
-                report.imported = 0
+            if dry_run:
+                report.would_import = report.imported
+            report.imported = 0
         # Every import is audited, also one that enrolled nothing.
-        record_audit(
-            session,
-            actor,
-            "cards.import",
-            detail={
-                "received": report.received,
-                "imported": report.imported,
-                "rejected": report.rejected,
-                "dry_run": dry_run,
-            },
-        )
+        detail = report.to_json()
+        del detail["rejections"], detail["rejections_truncated"]
+        record_audit(session, actor, "cards.import", detail=detail)
         session.commit()
         if progress:
             progress(report)
@@ -232,28 +241,86 @@ def _enrol_chunk(
     if not chunk:
         return
     hashes = [vault.lookup_hash(card.id_number) for _, card in chunk]
-    enrolled = set(
-        session.scalars(select(CardRecord.id_hash).where(CardRecord.id_hash.in_(hashes)))
-    )
+    enrolled = {
+        record.id_hash: record
+        for record in session.scalars(select(CardRecord).where(CardRecord.id_hash.in_(hashes)))
+    }
     for (number, card), id_hash in zip(chunk, hashes, strict=True):
         if id_hash in enrolled:
-            report.reject(Rejection(number, "id_number", "already enrolled"))
+            _already_enrolled(vault, number, card, enrolled[id_hash], report)
             continue
         if not check_only:
             try:
                 # A savepoint per row: when another import enrols the same citizen at the
-                # same moment, this row is rejected and the rest of the chunk goes on.
+                # same moment, this row is compared with that card and the chunk goes on.
                 with session.begin_nested():
                     enrol(session, vault, card, actor, audit=False)
             except IntegrityError:
-                report.reject(Rejection(number, "id_number", "already enrolled"))
+                _enrolled_meanwhile(session, vault, number, card, id_hash, report)
                 continue
             except CardError as exc:
                 if exc.reason != "already_enrolled":
                     raise
-                report.reject(Rejection(number, "id_number", "already enrolled"))
+                _enrolled_meanwhile(session, vault, number, card, id_hash, report)
                 continue
         report.imported += 1
+
+
+def _enrolled_meanwhile(
+    session: Session,
+    vault: PersonalDataVault,
+    number: int,
+    card: NewCard,
+    id_hash: bytes,
+    report: ImportReport,
+) -> None:
+    record = session.scalars(select(CardRecord).where(CardRecord.id_hash == id_hash)).first()
+    if record is None:  # the unique violation was another column's; nothing to compare with
+        report.reject(Rejection(number, "id_number", "could not be enrolled; run it again"))
+    else:
+        _already_enrolled(vault, number, card, record, report)
+
+
+def _already_enrolled(
+    vault: PersonalDataVault,
+    number: int,
+    card: NewCard,
+    record: CardRecord,
+    report: ImportReport,
+) -> None:
+    """An enrolled ID number: ``unchanged`` with the card's data, else a rejection naming
+    the fields that differ, by name only (the report never repeats personal data)."""
+    differing = differing_fields(vault, card, record)
+    if not differing:
+        report.unchanged += 1
+        return
+    report.reject(
+        Rejection(
+            number,
+            "id_number",
+            f"already enrolled with a different {', '.join(differing)}; an import does not "
+            "change an enrolled card",
+        )
+    )
+
+
+def differing_fields(vault: PersonalDataVault, card: NewCard, record: CardRecord) -> list[str]:
+    """The fields of ``card`` that are not what ``record`` holds, in the file's order."""
+    seal = {"card_id": record.id}
+    phone = vault.decrypt(record.phone_enc, field="phone", **seal) if record.phone_enc else None
+    theirs = {
+        "name": vault.decrypt(record.name_enc, field="name", **seal),
+        "phone": phone,
+        "residency": record.residency,
+        "programmes": record.programmes,
+    }
+    ours = {
+        "name": card.name,
+        "phone": card.phone,
+        "residency": int(card.residency_value),
+        "programmes": int(card.programme_flags),
+    }
+    return [name for name in ours if ours[name] != theirs[name]]
 
 
 def lines_of(body: bytes) -> Iterator[str]:

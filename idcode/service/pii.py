@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from idcode.errors import InvalidIdNumber, PersonalDataError
 from idcode.idnumber import normalise_id_number
 from idcode.scenes import scene_subject_key, terminal_subject_key
-from idcode.secretfiles import read_or_create_secret
-from idcode.service.settings import Settings
+from idcode.secretfiles import read_existing_secret, read_or_create_secret
+from idcode.service.settings import NOT_THE_SERVICE_KEY_STORE, Settings
 
 KEY_LENGTH = 32
 _NONCE_LENGTH = 12
@@ -127,19 +127,21 @@ def vault_from_keys(encryption_key_b64: str, hash_key_b64: str) -> PersonalDataV
     )
 
 
-def vault_for(settings: Settings) -> PersonalDataVault:
-    """The vault the settings name: keys from the environment, or development keys."""
+def vault_for(settings: Settings, *, create: bool = True) -> PersonalDataVault:
+    """The vault the settings name: keys from the environment, or development keys, which
+    only the service creates (``create``); a command beside it must find the service's."""
     if settings.pii_encryption_key and settings.pii_hash_key:
         return vault_from_keys(
             settings.pii_encryption_key.get_secret_value(), settings.pii_hash_key.get_secret_value()
         )
     if not settings.development:
         raise PersonalDataError("set IDCODE_PII_ENCRYPTION_KEY and IDCODE_PII_HASH_KEY")
-    return development_vault(settings.keys_dir)
+    return development_vault(settings.keys_dir, create=create)
 
 
-def development_vault(keys_dir: Path) -> PersonalDataVault:
-    """The development keys from ``keys_dir``, generated (mode 0600) on first use."""
+def development_vault(keys_dir: Path, *, create: bool = True) -> PersonalDataVault:
+    """The development keys from ``keys_dir``, generated (mode 0600) on first use when
+    ``create``; otherwise they must exist (see NOT_THE_SERVICE_KEY_STORE)."""
     path = keys_dir / DEV_KEYS_FILE
 
     def new_keys() -> bytes:
@@ -150,7 +152,12 @@ def development_vault(keys_dir: Path) -> PersonalDataVault:
         return json.dumps(document).encode()
 
     try:
-        document = json.loads(read_or_create_secret(path, new_keys))
+        secret = (
+            read_or_create_secret(path, new_keys)
+            if create
+            else read_existing_secret(path, NOT_THE_SERVICE_KEY_STORE)
+        )
+        document = json.loads(secret)
         return vault_from_keys(document["encryption_key"], document["hash_key"])
     except (OSError, ValueError, KeyError) as exc:
         raise PersonalDataError(f"cannot read {path}: {exc}") from None

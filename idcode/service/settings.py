@@ -22,6 +22,16 @@ DEV_IDP_ISSUER = "urn:idcode:dev-idp"
 #: offline (the service also accepts that terminal's older events for this long, and more).
 
 
+# What a command that is not the service says when the service's development keys are not
+# where IDCODE_KEYS_DIR points: the usual cause is a relative IDCODE_KEYS_DIR (default keys/)
+# read from another directory than the one `idcode serve` runs in.
+NOT_THE_SERVICE_KEY_STORE = (
+    "IDCODE_KEYS_DIR must name the key store of the running service (`idcode serve` creates "
+    "it on first start, relative to its own working directory); run this command where the "
+    "service runs, or set IDCODE_KEYS_DIR to that directory"
+)
+
+
 class Settings(BaseSettings, CoreSettings):
     """Every setting the service reads: the core's (key store, code prefix and lifetime,
     clock skew) and its own; docs/settings.md has the table."""

@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
 from idcode.codetext import MAX_CODE_LENGTH
+from idcode.reasons import DESCRIPTIONS, Reason
 from idcode.terminal.httpbounds import BoundedRequests
 from idcode.terminal.journal import JournalEntry
 from idcode.terminal.runtime import TerminalRuntime, backoff
@@ -31,6 +32,31 @@ log = logging.getLogger("idcode.terminal")
 # A scan longer than this is cut off before it reaches the verifier (which refuses anything
 # over MAX_CODE_LENGTH as malformed anyway): a jammed scanner cannot fill memory.
 MAX_SCAN_BYTES = 4 * MAX_CODE_LENGTH
+
+
+#: The screen's words for the reasons that are not the verifier's (those have
+#: idcode.reasons.DESCRIPTIONS); a scene's own reason is said as its words ("no_entry": "no
+#: entry"), which the adapters choose to be readable.
+_OTHER_DESCRIPTIONS = {
+    "terminal_error": "the terminal could not decide (see its log)",
+    "adapter_error": "the scene's rules failed on this code (see the terminal's log)",
+    "undeclared_reason": "the scene's rules gave a reason they do not declare",
+}
+#: The detail of an empty scan line (a misread: a keyboard-wedge scanner's stray Enter).
+NOTHING_READ = "Nothing read (an empty scan); scan again."
+
+
+def decision_detail(admitted: bool, reason: str, action: str) -> str:
+    """A short sentence for the lane's screen or log, from the machine fields only, so it can
+    hold no personal data: "Admitted (resident)." or "Denied: the code has expired."."""
+    if admitted:
+        return f"Admitted ({action.replace('_', ' ')})." if action else "Admitted."
+    if reason in Reason.__members__.values():
+        said = DESCRIPTIONS[Reason(reason)].rstrip(".")
+        said = said[:1].lower() + said[1:]
+    else:
+        said = _OTHER_DESCRIPTIONS.get(reason, reason.replace("_", " "))
+    return f"Denied: {said}."
 
 
 def decision_line(entry: JournalEntry, *, subject: bool = False) -> dict[str, Any]:
@@ -45,6 +71,7 @@ def decision_line(entry: JournalEntry, *, subject: bool = False) -> dict[str, An
         "reason": entry.reason,
         "action": entry.action,
         "result": dict(entry.result),
+        "detail": decision_detail(entry.admitted, entry.reason, entry.action),
     }
     if subject:
         line["subject"] = entry.subject
@@ -72,16 +99,19 @@ def _where(exc: BaseException) -> str:
     return f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else "?"
 
 
-def undecided(at: int, *, subject: bool = False) -> dict[str, Any]:
+def undecided(
+    at: int, *, subject: bool = False, reason: str = TERMINAL_ERROR, detail: str | None = None
+) -> dict[str, Any]:
     """The decision line of a scan that could not be decided: denied, and not journaled.
     ``subject``: a relying party's terminal, whose lines all have a subject member (null)."""
     line: dict[str, Any] = {
         "event_id": None,
         "at": at,
         "admitted": False,
-        "reason": TERMINAL_ERROR,
+        "reason": reason,
         "action": "",
         "result": {},
+        "detail": detail or decision_detail(False, reason, ""),
     }
     if subject:
         line["subject"] = None
@@ -103,12 +133,22 @@ def decide(runtime: TerminalRuntime, text: str) -> dict[str, Any]:
 
 
 def scan_lines(runtime: TerminalRuntime, lines: Iterable[str], out: TextIO) -> int:
-    """Decide on each non-empty line and write each decision as a JSON line; returns the
-    number of scans."""
+    """Decide on each line and write each decision as a JSON line; returns the number of
+    scans. An empty (or blank) line is a misread: the controller gets a line saying so
+    (denied ``malformed``, ``"event_id": null``), and nothing is journaled, since nothing was
+    scanned. (A serial scanner's CR LF is one line end, not an empty line: serial_lines.)"""
     count = 0
     for line in lines:
         text = line.strip()[:MAX_SCAN_BYTES]
         if not text:
+            misread = undecided(
+                int(time.time()),
+                subject=runtime.subject_in_lines,
+                reason=Reason.MALFORMED.value,
+                detail=NOTHING_READ,
+            )
+            out.write(json.dumps(misread) + "\n")
+            out.flush()
             continue
         out.write(json.dumps(decide(runtime, text), ensure_ascii=False) + "\n")
         out.flush()

@@ -23,6 +23,7 @@ import pytest
 
 from idcode.cose import Algorithm
 from idcode.keys import keys_from_jwks
+from idcode.service.auth import dev_idp_key
 from idcode.service.pii import development_vault
 from idcode.service.settings import Settings
 from idcode.testing import random_id_number
@@ -164,8 +165,9 @@ def replicas(
     )
     # Every key the replicas use exists before either starts, so they never race to
     # create one: the root and issuer keys, the dev IdP key and the dev personal-data keys.
+    # (dev-token no longer creates the IdP key: only the service does, or its function here.)
     run_cli(env, workdir, "keys", "init")
-    run_cli(env, workdir, "dev-token", "--admin")
+    dev_idp_key(keys_dir)
     development_vault(keys_dir)
     settings = Settings(
         environment="development",

@@ -882,7 +882,10 @@ def test_backoff_doubles_per_failure_up_to_300_seconds_jittered_in_its_upper_hal
 
 # -- scanner inputs ----------------------------------------------------------------------------
 
-DECISION_FIELDS = {"event_id", "at", "admitted", "reason", "action", "result"}
+DESCRIBED_MALFORMED = (
+    "Denied: the code is not a well-formed idcode (encoding, structure or claims)."
+)
+DECISION_FIELDS = {"event_id", "at", "admitted", "reason", "action", "result", "detail"}
 
 
 def test_scan_lines_writes_one_decision_line_per_scan_and_nothing_about_the_person(
@@ -898,13 +901,19 @@ def test_scan_lines_writes_one_decision_line_per_scan_and_nothing_about_the_pers
 
     decisions = [json.loads(line) for line in out.getvalue().splitlines()]
     assert count == 4
-    assert [(d["admitted"], d["reason"]) for d in decisions] == [
-        (True, "ok"),
-        (False, "malformed"),
-        (False, "replayed"),
-        (True, "ok"),
+    assert [(d["admitted"], d["reason"], d["detail"]) for d in decisions] == [
+        (True, "ok", "Admitted (entry)."),
+        # Regression (issue 15, 6f): an empty or blank line, a misread, printed nothing; the
+        # controller now gets a line saying so, and nothing is journaled.
+        (False, "malformed", "Nothing read (an empty scan); scan again."),
+        (False, "malformed", "Nothing read (an empty scan); scan again."),
+        (False, "malformed", DESCRIBED_MALFORMED),
+        (False, "replayed", "Denied: this code has already been presented here."),
+        (True, "ok", "Admitted (entry)."),
     ]
-    assert [d["event_id"] for d in decisions] == [entry.event_id for entry in journaled]
+    decided = [d for d in decisions if d["event_id"] is not None]
+    assert [d["event_id"] for d in decided] == [entry.event_id for entry in journaled]
+    assert len(decided) == 4
     assert all(set(d) == DECISION_FIELDS for d in decisions)
     subject = issuer.subject(card, SCENE)
     assert journaled[0].subject == subject  # the journal knows it; the output does not
@@ -1175,6 +1184,31 @@ def registered_terminals(service: LiveService) -> list[str]:
     return [terminal["id"] for terminal in response.json()]
 
 
+def test_provisioning_for_an_unknown_scene_says_which_scenes_exist(
+    service: LiveService, tmp_path: Path
+) -> None:
+    """Regression (issue 15, 6d): it printed only "the service answered 422 invalid_request";
+    the command now says the problem's errors too, with the service's list of scenes."""
+    (tmp_path / "root.json").write_text(json.dumps(service.root_jwk))
+    result = terminal_cli(
+        cli_environment(service, tmp_path),
+        tmp_path,
+        "provision",
+        *("--dir", str(tmp_path / "gate"), "--server", service.url),
+        *("--scene", "aquarium", "--site", new_site(), "--root", "root.json"),
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        "idcode: error: the service answered 422 invalid_request: scene: scene must be one of "
+    ), line
+    assert {"community", "parking", "tourism"} <= set(
+        line.split("scene must be one of ", 1)[1].rstrip(".").split(", ")
+    )
+    assert not (tmp_path / "gate").exists() or not any((tmp_path / "gate").iterdir())
+
+
 def test_cli_provisions_a_terminal_runs_it_on_stdin_and_reports_its_status(
     service: LiveService, tmp_path: Path
 ) -> None:
@@ -1226,14 +1260,17 @@ def test_cli_provisions_a_terminal_runs_it_on_stdin_and_reports_its_status(
     )
     assert ran.returncode == 0, ran.stderr
     decisions = [json.loads(line) for line in ran.stdout.splitlines()]
-    assert [(d["admitted"], d["reason"], d["action"]) for d in decisions] == [
-        (True, "ok", "resident"),
-        (False, "not_resident", ""),
-        (False, "malformed", ""),
-        (False, "replayed", ""),
+    assert [(d["admitted"], d["reason"], d["action"], d["detail"]) for d in decisions] == [
+        (True, "ok", "resident", "Admitted (resident)."),
+        (False, "not_resident", "", "Denied: not resident."),
+        (False, "malformed", "", "Nothing read (an empty scan); scan again."),  # the "" line
+        (False, "malformed", "", DESCRIBED_MALFORMED),
+        (False, "replayed", "", "Denied: this code has already been presented here."),
     ]
+    assert decisions[2]["event_id"] is None  # a misread is not journaled
     assert resident_code not in ran.stdout and resident_subject not in ran.stdout
-    assert stored_ids(service, identity.id) == sorted(d["event_id"] for d in decisions)
+    uploaded = sorted(d["event_id"] for d in decisions if d["event_id"] is not None)
+    assert stored_ids(service, identity.id) == uploaded
 
     status = terminal_cli(environment, tmp_path, "status", "--dir", str(directory))
     assert status.returncode == 0, status.stderr

@@ -339,7 +339,8 @@ def test_csv_import_enrols_good_rows_and_reports_bad_rows_by_number(
     assert reasons[4].startswith("residency must be one of")
     assert reasons[5].startswith("programmes must be among")
     assert reasons[7] == "duplicate of an earlier row"
-    assert reasons[8] == "already enrolled"
+    assert reasons[8].startswith("already enrolled with a different name")
+    assert reasons[8].endswith("; an import does not change an enrolled card")
     assert reasons[9] == "more fields than the header names"
     for value in [*good, *valid_but_rejected, bad_id, enrolled_before, "张秀英", "13800000001"]:
         assert value not in response.text
@@ -354,7 +355,13 @@ def test_csv_import_enrols_good_rows_and_reports_bad_rows_by_number(
     [audit] = import_audits_since(database, marker)
     assert audit.actor == OPERATOR
     assert audit.card_id is None
-    assert audit.detail == {"received": 10, "imported": 3, "rejected": 7, "dry_run": False}
+    assert audit.detail == {
+        "received": 10,
+        "imported": 3,
+        "unchanged": 0,
+        "rejected": 7,
+        "dry_run": False,
+    }
 
 
 def test_csv_import_accepts_a_byte_order_mark_and_crlf_line_ends(
@@ -399,7 +406,13 @@ def test_json_lines_import_reports_rows_by_line_number(
     for id_number in good:
         assert code_status(client, tokens, id_number) == 200
     [audit] = import_audits_since(database, marker)
-    assert audit.detail == {"received": 6, "imported": 2, "rejected": 4, "dry_run": False}
+    assert audit.detail == {
+        "received": 6,
+        "imported": 2,
+        "unchanged": 0,
+        "rejected": 4,
+        "dry_run": False,
+    }
 
 
 @pytest.mark.parametrize("media_type", ["application/jsonl", "application/x-ndjson; charset=utf-8"])
@@ -421,15 +434,28 @@ def test_dry_run_validates_but_enrols_nothing_and_is_audited(
 
     report = post_import(client, tokens, body, dry_run="true").json()
 
-    assert (report["received"], report["imported"], report["rejected"]) == (3, 2, 1)
+    # Nothing was imported: the answer says what an import would do, in its own field.
+    assert (report["received"], report["imported"], report["rejected"]) == (3, 0, 1)
+    assert (report["dry_run"], report["would_import"], report["unchanged"]) == (True, 2, 0)
     assert rejections(report) == [(3, "id_number", "duplicate of an earlier row")]
     for id_number in good:
         assert code_status(client, tokens, id_number) == 404
     [audit] = import_audits_since(database, marker)
-    assert audit.detail == {"received": 3, "imported": 2, "rejected": 1, "dry_run": True}
+    assert audit.detail == {
+        "received": 3,
+        "imported": 0,
+        "unchanged": 0,
+        "rejected": 1,
+        "dry_run": True,
+        "would_import": 2,
+    }
 
     real = post_import(client, tokens, body).json()
-    assert (real["imported"], real["rejected"]) == (2, 1)
+    assert (real["imported"], real["rejected"], real["dry_run"]) == (2, 1, False)
+    assert "would_import" not in real
+
+    rerun = post_import(client, tokens, body, dry_run="true").json()
+    assert (rerun["imported"], rerun["would_import"], rerun["unchanged"]) == (0, 0, 2)
 
 
 def test_dry_run_uses_up_no_status_list_index(
@@ -439,7 +465,7 @@ def test_dry_run_uses_up_no_status_list_index(
     # must not use them up.
     before, _ = enrol()
     body = CSV_HEADER + "".join(f"{random_id_number()},张秀英,,,\n" for _ in range(5))
-    assert post_import(client, tokens, body, dry_run="true").json()["imported"] == 5
+    assert post_import(client, tokens, body, dry_run="true").json()["would_import"] == 5
     after, _ = enrol()
     indexes = [
         client.get(f"/v1/cards/{card_id}", headers=tokens.operator()).json()["status_index"]
@@ -462,7 +488,13 @@ def test_all_or_nothing_import_with_one_bad_row_enrols_nothing(
     for id_number in good:
         assert code_status(client, tokens, id_number) == 404
     [audit] = import_audits_since(database, marker)
-    assert audit.detail == {"received": 4, "imported": 0, "rejected": 1, "dry_run": False}
+    assert audit.detail == {
+        "received": 4,
+        "imported": 0,
+        "unchanged": 0,
+        "rejected": 1,
+        "dry_run": False,
+    }
 
 
 def test_all_or_nothing_import_uses_up_no_index_for_rows_after_a_rejected_row(
@@ -534,14 +566,47 @@ def test_csv_with_a_bad_header_is_rejected_whole_and_enrols_nothing(
     assert reason.endswith(problem)
     assert code_status(client, tokens, id_number) == 404
     [audit] = import_audits_since(database, marker)
-    assert audit.detail == {"received": 0, "imported": 0, "rejected": 1, "dry_run": False}
+    assert audit.detail == {
+        "received": 0,
+        "imported": 0,
+        "unchanged": 0,
+        "rejected": 1,
+        "dry_run": False,
+    }
 
 
-def test_importing_the_same_file_twice_enrols_nothing_new(
+def test_importing_the_same_file_twice_enrols_nothing_new_and_calls_its_rows_unchanged(
     client: TestClient, tokens: Tokens
 ) -> None:
-    body = CSV_HEADER + "".join(f"{random_id_number()},张秀英,,,\n" for _ in range(3))
+    body = CSV_HEADER + "".join(
+        f"{random_id_number()},张秀英,138 0000 0001,permit,meal-subsidy;home-care\n"
+        for _ in range(3)
+    )
     assert post_import(client, tokens, body).json()["imported"] == 3
     again = post_import(client, tokens, body).json()
-    assert (again["imported"], again["rejected"]) == (0, 3)
-    assert {reason for _, _, reason in rejections(again)} == {"already enrolled"}
+    assert (again["imported"], again["unchanged"], again["rejected"]) == (0, 3, 0)
+    assert again["rejections"] == []
+
+
+def test_reimporting_an_id_number_with_other_data_is_rejected_naming_the_fields_only(
+    client: TestClient, tokens: Tokens
+) -> None:
+    ids = [random_id_number() for _ in range(3)]
+    first = CSV_HEADER + "".join(f"{n},张秀英,13800000001,registered,home-care\n" for n in ids)
+    assert post_import(client, tokens, first).json()["imported"] == 3
+    changed = CSV_HEADER + (
+        f"{ids[0]},张秀英,13800000001,registered,home-care\n"  # 1: the same
+        f"{ids[1]},李明,13800000001,registered,home-care\n"  # 2: another name
+        f"{ids[2]},张秀英,,permit,home-care\n"  # 3: no phone, another residency
+    )
+
+    again = post_import(client, tokens, changed)
+
+    report = again.json()
+    assert (report["imported"], report["unchanged"], report["rejected"]) == (0, 1, 2)
+    suffix = "; an import does not change an enrolled card"
+    assert rejections(report) == [
+        (2, "id_number", "already enrolled with a different name" + suffix),
+        (3, "id_number", "already enrolled with a different phone, residency" + suffix),
+    ]
+    assert "李明" not in again.text and "13800000001" not in again.text

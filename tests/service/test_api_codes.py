@@ -16,6 +16,7 @@ from PIL import Image
 from idcode.claims import AgeBand, CodeClaims
 from idcode.cose import Algorithm
 from idcode.keys import keys_from_jwks
+from idcode.qr import qr_image
 from idcode.service.api.app import create_app
 from idcode.service.settings import Settings
 from idcode.testing import random_id_number
@@ -127,6 +128,42 @@ def test_accept_image_png_returns_the_code_as_a_png_qr_image(
     with Image.open(io.BytesIO(response.content)) as image:
         assert image.format == "PNG"
         assert image.width == image.height
+
+
+@pytest.mark.parametrize("media_type", ["image/png", "image/svg+xml"])
+def test_a_qr_image_comes_with_the_same_codes_text_in_a_header(
+    client: TestClient,
+    tokens: Tokens,
+    enrol: Enrol,
+    service_settings: Settings,
+    media_type: str,
+) -> None:
+    """Regression (issue 15, 6i): an app that asked for the image could not get the text;
+    a second request would have minted another code."""
+    _, id_number = enrol()
+    headers = {**tokens.citizen(id_number), "Accept": media_type}
+    response = client.post("/v1/codes", headers=headers)
+
+    assert response.status_code == 200, response.text
+    quoted = response.headers["x-code-text"]
+    assert quoted[0] == quoted[-1] == '"'  # an RFC 8941 string: a trailing space survives
+    code = quoted[1:-1]
+    assert code.startswith("WH1:") and '"' not in code and "\\" not in code
+    claims = decode_code(client, service_settings, code)
+    assert datetime.fromisoformat(response.headers["x-code-expires-at"]).timestamp() == (
+        claims.expires_at
+    )
+    # The image is this code's: the QR rendering is deterministic.
+    assert response.content == qr_image(code, media_type)
+
+
+def test_a_json_code_has_no_text_header_beside_its_body(
+    client: TestClient, tokens: Tokens, enrol: Enrol
+) -> None:
+    _, id_number = enrol()
+    response = client.post("/v1/codes", headers=tokens.citizen(id_number))
+    assert response.status_code == 200, response.text
+    assert "x-code-text" not in response.headers
 
 
 def test_accept_image_svg_returns_the_code_as_an_svg_qr_image(

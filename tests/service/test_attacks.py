@@ -49,16 +49,6 @@ from tests.services import Tokens
 # tests/service/test_api_auth.py (BAD_TOKENS).
 
 
-
-
-
-
-
-
-
-
-
-
 Enrol = Callable[..., tuple[str, str]]
 
 
@@ -91,8 +81,6 @@ def terminal_claims(terminal_id: str) -> dict[str, Any]:
         "exp": now + 60,
         "jti": uuid.uuid4().hex,
     }
-
-
 
 
 def register_terminal(
@@ -131,8 +119,6 @@ def test_the_forging_helpers_make_accepted_tokens_when_nothing_is_wrong(
 # -- a public key used as an HMAC secret ------------------------------------------------------
 
 
-
-
 @pytest.mark.parametrize("secret_form", SECRET_FORMS)
 def test_id_token_hs256_with_the_idp_public_jwk_as_secret_is_401(
     client: TestClient, service_settings: Settings, secret_form: str
@@ -163,15 +149,7 @@ def test_terminal_token_hs256_with_the_terminals_public_jwk_as_secret_is_401(
     assert_problem(response, 401, "invalid_token")
 
 
-
-
-
-
 # -- kid tricks -------------------------------------------------------------------------------
-
-
-
-
 
 
 @pytest.mark.parametrize("kid", JWS_KIDS.values(), ids=JWS_KIDS.keys())
@@ -205,13 +183,7 @@ def test_terminal_token_with_a_tricky_kid_is_verified_with_the_terminals_own_key
     assert response.status_code == (200 if isinstance(kid, str) else 401), response.text
 
 
-
-
 # -- truncated signatures ---------------------------------------------------------------------
-
-
-
-
 
 
 @pytest.mark.parametrize("keep", [0, 32, 63])
@@ -247,9 +219,6 @@ def test_id_token_terminal_token_bundle_and_delta_with_a_truncated_signature_are
 
 
 # -- CBOR bombs and deep nesting --------------------------------------------------------------
-
-
-
 
 
 DEEP = 10_000  # levels of JSON nesting: at most 60 KB, under every body limit

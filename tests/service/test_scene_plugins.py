@@ -4,6 +4,7 @@ tested with the shipped helpers, and made known to the SDK and the service by it
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,15 @@ def library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     import idcode_library
 
     return idcode_library
+
+
+def test_the_examples_readme_python_runs_as_written(library: Any) -> None:
+    """Regression (issue 15, 6j): the example had no README, unlike every other example."""
+    readme = (EXAMPLE / "README.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    exec(compile(block, "README.md", "exec"), {})  # noqa: S102  (our own README)
+    assert "pip install -e examples/library-adapter" in readme
+    assert "(idcode_library.py)" in readme and "docs/adapters.md" in readme
 
 
 def test_library_adapter_is_a_new_scene_in_under_60_lines() -> None:

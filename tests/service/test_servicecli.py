@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from idcode.service.auth import dev_idp_key
 from idcode.testing import random_id_number
 from tests.live import free_port
 
@@ -175,7 +176,7 @@ def test_import_lists_rejected_rows_by_number_and_reason_and_exits_1(
         "row 5: id_number: duplicate of an earlier row",
     ]
     assert lines[1].startswith("row 4: residency: residency must be one of ")
-    assert lines[3:] == ["6 rows read, 3 enrolled, 3 rejected"]
+    assert lines[3:] == ["6 rows read, 3 enrolled, 0 unchanged, 3 rejected"]
     for secret in ("张秀英", "13800000001", bad_id, good[0].split(",")[0]):
         assert secret not in result.stdout + result.stderr
     assert migrated.card_count() == 3
@@ -185,10 +186,14 @@ def test_import_shows_a_progress_bar_on_stderr(migrated: Idcode, tmp_path: Path)
     path = write_csv(tmp_path / "cards.csv", good_rows(5))
     result = migrated("cards", "import", "--chunk-size", "2", str(path))
     assert result.returncode == 0, result.stderr
-    updates = [line for line in result.stderr.rstrip("\n").split("\r") if line]
+    # The first import in a fresh directory first says where it created development keys.
+    created, progress = result.stderr.split("\n", 1)
+    assert created.startswith("idcode: created development personal-data keys ")
+    updates = [line for line in progress.rstrip("\n").split("\r") if line]
     assert len(updates) == 3  # after each full chunk of 2, and at the end
     assert re.fullmatch(
-        r"\[#{24}\] 100\.0% 5/5 rows, 5 enrolled, 0 rejected, [\d,]+ rows/s", updates[-1]
+        r"\[#{24}\] 100\.0% 5/5 rows, 5 enrolled, 0 unchanged, 0 rejected, [\d,]+ rows/s",
+        updates[-1],
     )
     assert re.match(r"\[#{9}\.{15}\]  40\.0% 2/5 rows, 2 enrolled", updates[0])
     assert re.match(r"\[#{19}\.{5}\]  80\.0% 4/5 rows, 4 enrolled", updates[1])
@@ -203,14 +208,25 @@ def test_progress_reaches_100_percent_when_the_file_has_no_final_line_break(
     assert " 100.0% 3/3 rows, 3 enrolled" in result.stderr.split("\r")[-1]
 
 
-def test_import_of_only_good_rows_exits_0(migrated: Idcode, tmp_path: Path) -> None:
+def test_import_of_only_good_rows_exits_0_and_later_ones_need_the_same_keys(
+    migrated: Idcode, tmp_path: Path
+) -> None:
     result = migrated("cards", "import", str(write_csv(tmp_path / "cards.csv", good_rows(4))))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "4 rows read, 4 enrolled, 0 rejected\n"
+    assert result.stdout == "4 rows read, 4 enrolled, 0 unchanged, 0 rejected\n"
+    assert "idcode: created development personal-data keys " in result.stderr
+    assert migrated.card_count() == 4
+
+    # Cards sealed with keys made in the wrong directory would be cards the service can
+    # neither find nor open: with cards enrolled, the service's keys must be found.
+    (migrated.cwd / "keys" / "pii-keys.json").rename(tmp_path / "elsewhere.json")
+    refused = migrated("cards", "import", str(write_csv(tmp_path / "two.csv", good_rows(1))))
+    assert_clean_error(refused, f"no pii-keys.json in {migrated.cwd / 'keys'}: IDCODE_KEYS_DIR")
+    assert not (migrated.cwd / "keys" / "pii-keys.json").exists()
     assert migrated.card_count() == 4
 
 
-def test_interrupted_import_can_be_run_again_and_enrols_each_card_once(
+def test_interrupted_import_can_be_run_again_and_enrols_each_card_once_unless_data_differs(
     migrated: Idcode, tmp_path: Path
 ) -> None:
     rows = good_rows(6)
@@ -221,21 +237,26 @@ def test_interrupted_import_can_be_run_again_and_enrols_each_card_once(
 
     rerun = migrated("cards", "import", "--chunk-size", "2", str(whole))
 
-    assert rerun.returncode == 1
-    assert rerun.stdout.splitlines() == [
-        "row 1: id_number: already enrolled",
-        "row 2: id_number: already enrolled",
-        "row 3: id_number: already enrolled",
-        "6 rows read, 3 enrolled, 3 rejected",
-    ]
+    assert rerun.returncode == 0, rerun.stdout
+    assert rerun.stdout.splitlines() == ["6 rows read, 3 enrolled, 3 unchanged, 0 rejected"]
     assert migrated.card_count() == 6
 
     again = migrated("cards", "import", str(whole))
-    assert again.stdout.splitlines()[-1] == "6 rows read, 0 enrolled, 6 rejected"
-    assert {line.split(": ", 1)[1] for line in again.stdout.splitlines()[:-1]} == {
-        "id_number: already enrolled"
-    }
+    assert again.returncode == 0, again.stdout
+    assert again.stdout.splitlines() == ["6 rows read, 0 enrolled, 6 unchanged, 0 rejected"]
     assert migrated.card_count() == 6
+
+    # An enrolled ID number with other data is no "unchanged" row: rejected, naming the
+    # fields that differ, never their values.
+    changed = [rows[0], rows[1].replace("张秀英", "李明").replace(",home-care", ",")]
+    conflict = migrated("cards", "import", str(write_csv(tmp_path / "changed.csv", changed)))
+    assert conflict.returncode == 1
+    assert conflict.stdout.splitlines() == [
+        "row 2: id_number: already enrolled with a different name, programmes; an import "
+        "does not change an enrolled card",
+        "2 rows read, 0 enrolled, 1 unchanged, 1 rejected",
+    ]
+    assert "李明" not in conflict.stdout + conflict.stderr
 
 
 def test_dry_run_enrols_nothing(migrated: Idcode, tmp_path: Path) -> None:
@@ -244,11 +265,17 @@ def test_dry_run_enrols_nothing(migrated: Idcode, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         "row 3: id_number: the ID number's check digit does not match (GB 11643)",
-        "3 rows read, 2 enrolled, 1 rejected (dry run: nothing enrolled)",
+        "3 rows read, 2 would be enrolled, 0 unchanged, 1 rejected (dry run: nothing enrolled)",
     ]
     assert migrated.card_count() == 0
-    assert migrated("cards", "import", str(path)).stdout.endswith("2 enrolled, 1 rejected\n")
+    assert migrated("cards", "import", str(path)).stdout.endswith(
+        "2 enrolled, 0 unchanged, 1 rejected\n"
+    )
     assert migrated.card_count() == 2
+    rerun = migrated("cards", "import", "--dry-run", str(path))
+    assert rerun.stdout.splitlines()[-1] == (
+        "3 rows read, 0 would be enrolled, 2 unchanged, 1 rejected (dry run: nothing enrolled)"
+    )
 
 
 def test_all_or_nothing_import_with_a_bad_row_enrols_nothing(
@@ -259,7 +286,7 @@ def test_all_or_nothing_import_with_a_bad_row_enrols_nothing(
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         "row 3: name: Field required",
-        "3 rows read, 0 enrolled, 1 rejected",
+        "3 rows read, 0 enrolled, 0 unchanged, 1 rejected",
     ]
     assert migrated.card_count() == 0
 
@@ -277,7 +304,7 @@ def test_json_lines_file_is_imported_by_its_suffix(migrated: Idcode, tmp_path: P
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         "row 3: row: not a JSON object",
-        "3 rows read, 2 enrolled, 1 rejected",
+        "3 rows read, 2 enrolled, 0 unchanged, 1 rejected",
     ]
 
 
@@ -334,6 +361,7 @@ def test_dev_token_for_an_unknown_card_is_a_clear_error(migrated: Idcode, tmp_pa
 
 def test_dev_token_names_the_first_card(migrated: Idcode, tmp_path: Path) -> None:
     migrated.ok("cards", "import", str(write_csv(tmp_path / "cards.csv", good_rows(2))))
+    dev_idp_key(migrated.cwd / "keys")  # as the service creates it on its first start
     token = migrated.ok("dev-token").strip()
     assert token.count(".") == 2
     assert "张秀英" not in token
@@ -433,6 +461,49 @@ def test_readme_tour_dev_token_code_and_offline_verification(server: Server) -> 
         "ok",
         "replayed",
     ]
+
+
+def test_dev_token_outside_the_service_directory_fails_clearly_and_creates_no_key(
+    server: Server, tmp_path: Path
+) -> None:
+    """Regression (issue 15, 6a): run from another directory with the default, relative
+    IDCODE_KEYS_DIR, dev-token created a new identity-provider key there and printed a token
+    the service refused ("Signature verification failed")."""
+    elsewhere = Idcode(tmp_path)
+    env = {**server.idcode.env, "IDCODE_DATA_DIR": str(server.idcode.cwd / "data")}
+    del env["IDCODE_KEYS_DIR"]
+    result = subprocess.run(
+        [sys.executable, "-m", "idcode.cli", "dev-token", "--admin"],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere.cwd,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert (
+        f"idcode: error: no dev-idp.pem in {tmp_path / 'keys'}: IDCODE_KEYS_DIR must name "
+        "the key store of the running service"
+    ) in result.stderr
+    assert not (tmp_path / "keys").exists()
+
+    # From the same directory, with IDCODE_KEYS_DIR naming the service's store, it works.
+    env["IDCODE_KEYS_DIR"] = str(server.idcode.cwd / "keys")
+    token = subprocess.run(
+        [sys.executable, "-m", "idcode.cli", "dev-token"],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere.cwd,
+        env=env,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    issued = httpx2.post(
+        server.url + "/v1/codes", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert issued.status_code == 200, issued.text
 
 
 def test_readme_tour_admin_token_enrols_a_card(server: Server) -> None:

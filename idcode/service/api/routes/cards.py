@@ -75,9 +75,21 @@ class RejectionOut(BaseModel):
 
 
 class ImportReportOut(BaseModel):
-    received: int
-    imported: int
-    rejected: int
+    received: int = Field(description="Rows read (a CSV header is not a row).")
+    imported: int = Field(description="Cards enrolled; 0 for a dry run.")
+    unchanged: int = Field(
+        description="Rows whose ID number is already enrolled with the same data; no error, "
+        "so the same file can be imported again."
+    )
+    rejected: int = Field(
+        description="Rows not enrolled, each in rejections: invalid, or an ID number "
+        "enrolled with other data (the fields that differ are named)."
+    )
+    dry_run: bool
+    would_import: int | None = Field(
+        default=None,
+        description="Only for a dry run: the rows an import would enrol.",
+    )
     rejections: list[RejectionOut]
     rejections_truncated: bool
 
@@ -112,6 +124,7 @@ async def enrol_card(new: NewCard, operator: OperatorDep, services: ServicesDep)
     "/import",
     summary="Enrol cards in bulk from CSV or JSON Lines",
     response_model=ImportReportOut,
+    response_model_exclude_none=True,  # would_import only in a dry run's answer
     responses=problem_responses(401, 403, 413, 415),
     openapi_extra={
         "requestBody": {

@@ -24,6 +24,7 @@ from idcode.service.identification import Disclose, consent_target, give_consent
 router = APIRouter(prefix="/v1", tags=["citizens"], route_class=AuthenticatedFirst)
 
 MEDIA_TYPES = ("application/json", "image/png", "image/svg+xml")
+CODE_TEXT_HEADER = "X-Code-Text"
 NO_CARD = "No citizen card is enrolled for this citizen."
 
 
@@ -124,6 +125,21 @@ def _load_card(services: Services, id_hash: bytes) -> CardSnapshot | None:
         200: {
             "description": "The code, as JSON or (by Accept) as a QR image",
             "content": {"image/png": {}, "image/svg+xml": {}},
+            "headers": {
+                "X-Code-Text": {
+                    "description": "With a QR image: the code's text, as a quoted "
+                    'Structured Field string (RFC 8941): "WH1:…"',
+                    "schema": {"type": "string"},
+                },
+                "X-Code-Expires-At": {
+                    "description": "When the code expires (RFC 3339, UTC).",
+                    "schema": {"type": "string", "format": "date-time"},
+                },
+                "X-Code-Refresh-At": {
+                    "description": "When to ask for the next code (RFC 3339, UTC).",
+                    "schema": {"type": "string", "format": "date-time"},
+                },
+            },
         },
         **problem_responses(401, 403, 404, 406, 422, 429, 503),
     },
@@ -166,6 +182,12 @@ async def issue_code(
     services.issued.add(now)  # the console's chart (issuedtally.py)
     if media_type != "application/json":
         image = await run_in_threadpool(qr_image, code, media_type)
+        # The code's text beside its image, for an app that shows both (text for a screen
+        # reader, a copy button, a terminal without a camera): another request would mint
+        # another code. A Structured Field string (RFC 8941) in quotes, since a base45 code
+        # may end in a space, which HTTP strips from a bare header value; base45 has neither
+        # '"' nor '\', so removing the quotes gives the code.
+        headers[CODE_TEXT_HEADER] = f'"{code}"'
         return Response(image, media_type=media_type, headers=headers)
     # The IssuedCode schema, written directly: this is the hottest route.
     document: dict[str, Any] = {
