@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: A reason as adapters write them (``ok``, ``expired``, ``not_resident``...).
-_REASON = re.compile(r"[a-z0-9_]{1,48}")
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,47}")
 OTHER = "other"
 
 
