@@ -26,6 +26,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -38,6 +39,10 @@ from idcode.reasons import Reason
 from idcode.service import identification
 from idcode.service.models import TerminalRecord
 from idcode.service.revocation import status_version
+
+# No *_created series beside every counter and histogram: they double the series a scrape
+# carries, and Prometheus's text format 0.0.4 has no use for them.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
 
 #: Prometheus's text format (version 0.0.4), what ``generate_latest`` writes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
