@@ -26,6 +26,7 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "idcode-dashboard.json"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 OPERATIONS = ROOT / "docs" / "operations.md"
+PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 SERIES = re.compile(r"\bidcode_[a-z_]+[a-z]")
 GRID_WIDTH = 24
 
@@ -167,6 +168,15 @@ def test_the_scrape_configuration_scrapes_the_service_and_the_terminals() -> Non
     assert "file_sd_configs" in jobs["idcode-terminals"]
     assert config["rule_files"] == [ALERTS.name]
     assert all(rule["alert"] and rule["expr"] for rule in alert_rules())
+
+
+def test_grafana_provisioning_names_a_prometheus_and_a_dashboard_folder() -> None:
+    sources = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text())
+    assert [s["type"] for s in sources["datasources"]] == ["prometheus"]
+    assert sources["datasources"][0]["isDefault"] is True
+    boards = yaml.safe_load((PROVISIONING / "dashboards" / "idcode.yml").read_text())
+    assert [p["type"] for p in boards["providers"]] == ["file"]
+    assert boards["providers"][0]["options"]["path"].startswith("/")
 
 
 PROMTOOL = shutil.which("promtool")

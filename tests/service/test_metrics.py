@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from idcode.protocol import JOURNAL_BACKLOG_HEADER
 from idcode.service import metrics
@@ -376,3 +376,8 @@ def assert_no_personal_labels(samples: Samples, secrets_used: list[str]) -> None
             assert not ID_NUMBER.search(text), (name, label, text)
             assert not LONG_HEX.search(text), (name, label, text)
             assert WORDS.fullmatch(text) or not LONG_B64URL.search(text), (name, label, text)
+
+
+def test_a_metrics_token_shorter_than_16_characters_is_refused() -> None:
+    with pytest.raises(ValidationError, match="metrics_token"):
+        Settings(metrics_token=SecretStr("short"))
