@@ -165,6 +165,7 @@ async def issue_code(
         disclosing = await _hold_consent(services, card, asked.disclose, claims)
         headers["X-Code-Discloses-To"] = disclosing["to"]
     metrics.count_code("code" if disclosing is None else "code_with_consent", services.code_prefix)
+    services.issued.add(now)  # the console's chart (issuedtally.py)
     if media_type != "application/json":
         image = await run_in_threadpool(qr_image, code, media_type)
         return Response(image, media_type=media_type, headers=headers)
