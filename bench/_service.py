@@ -230,10 +230,13 @@ def citizen_tokens(settings: Settings, id_numbers: Sequence[str], ttl: int) -> l
     ]
 
 
-def prepare_service(cleanup: ExitStack, cards: int, token_ttl: int = 3600) -> Service:
+def prepare_service(
+    cleanup: ExitStack, cards: int, token_ttl: int = 3600, source: Path | None = None
+) -> Service:
     """Scratch database (migrated), Redis prefix and key store, ``cards`` enrolled cards and
     their citizens' tokens; each removed when ``cleanup`` closes. The per-citizen rate limit
-    is raised to RATE_LIMIT_PER_MINUTE."""
+    is raised to RATE_LIMIT_PER_MINUTE. ``source``: another checkout of idcode (a baseline)
+    whose code the service's commands and server run instead (first on PYTHONPATH)."""
     workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="idcode-")))
     database_url = cleanup.enter_context(scratch_database(POSTGRES_ADMIN_URL))
     prefix = cleanup.enter_context(scratch_redis_prefix(REDIS_URL))
@@ -248,6 +251,8 @@ def prepare_service(cleanup: ExitStack, cards: int, token_ttl: int = 3600) -> Se
         IDCODE_DEMO_DATA="false",
         IDCODE_RATE_LIMIT_PER_MINUTE=str(RATE_LIMIT_PER_MINUTE),
     )
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     for command in (["db", "upgrade"], ["keys", "init"]):
         run_cli(env, workdir, *command)
     settings = Settings(

@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -300,6 +300,69 @@ def print_results(results: dict[str, list[WrkResult]]) -> None:
         print(f"   WARNING: {failed} requests failed; the figures above count them as served.")
 
 
+def compare(
+    cleanup: ExitStack,
+    generator: LoadGenerator,
+    base_url: str,
+    source: Path,
+    args: argparse.Namespace,
+) -> None:
+    """This checkout's issuance against a baseline checkout's, both servers up at once and
+    timed in alternation (the order swapped every round), so both see the same noise."""
+    if not (source / "idcode" / "__init__.py").is_file():
+        raise BenchError(f"--baseline {source}: not an idcode checkout (no idcode/__init__.py)")
+    baseline = prepare_service(cleanup, args.cards, source=source)
+    tokens_file = baseline.workdir / "tokens.txt"
+    tokens_file.write_text("\n".join(baseline.tokens) + "\n")
+    baseline_generator = replace(generator, tokens=tokens_file)
+    baseline_url = cleanup.enter_context(running_server(baseline.env, baseline.workdir)).base_url
+    check_issuance(baseline_url, baseline.tokens[0])
+    versions = server_versions(baseline.database_url, REDIS_URL)
+    print_header(generator, base_url, versions, args.cards, (ISSUE,))
+    print(f"baseline: {source} (PYTHONPATH), its own database, key store and Redis prefix")
+    sides = {"this checkout": (generator, base_url), "baseline": (baseline_generator, baseline_url)}
+    for side_generator, url in sides.values():
+        side_generator.run(url, ISSUE, WARM_UP_SECONDS)
+    results: dict[str, list[WrkResult]] = {side: [] for side in sides}
+    for index in range(args.rounds):
+        order = list(sides) if index % 2 == 0 else list(reversed(sides))
+        for side in order:
+            side_generator, url = sides[side]
+            results[side].append(side_generator.run(url, ISSUE))
+        print(
+            f"  round {index + 1}/{args.rounds}: "
+            + ", ".join(f"{side} {results[side][-1].per_second:,.0f}/s" for side in order),
+            file=sys.stderr,
+            flush=True,
+        )
+    print()
+    print(
+        f"{'POST /v1/codes':<23}{'median req/s':>13}{'min-max req/s':>18}{'p50 ms':>8}"
+        f"{'p99 ms':>8}{'requests':>10}{'non-2xx':>9}{'sock err':>9}"
+    )
+    for side, runs in results.items():
+        rates = [run.per_second for run in runs]
+        print(
+            f"{side:<23}{statistics.median(rates):>13,.0f}"
+            f"{f'{min(rates):,.0f}-{max(rates):,.0f}':>18}"
+            f"{statistics.median(r.p50_ms for r in runs):>8.2f}"
+            f"{statistics.median(r.p99_ms for r in runs):>8.2f}"
+            f"{sum(r.requests for r in runs):>10,}"
+            f"{sum(r.non_2xx for r in runs):>9,}"
+            f"{sum(r.socket_errors + r.timeouts for r in runs):>9,}"
+        )
+    mine = [run.per_second for run in results["this checkout"]]
+    base = [run.per_second for run in results["baseline"]]
+    per_round = sorted(m / b for m, b in zip(mine, base, strict=True))
+    print()
+    print(
+        f"this checkout / baseline: {statistics.median(mine) / statistics.median(base):.3f}x "
+        f"(median of the round ratios {statistics.median(per_round):.3f}x, "
+        f"range {per_round[0]:.3f}-{per_round[-1]:.3f}x)"
+    )
+    print(f"\ncommand: {shlex.join(sys.orig_argv)}  (cwd {os.getcwd()})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
@@ -309,6 +372,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cards", type=int, default=300, help="cards enrolled (default 300)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another checkout of idcode (e.g. git worktree add /tmp/base main): run its "
+        "server beside this one, on a database of its own, and time POST /v1/codes on both "
+        "in alternation instead of against the no-op",
+    )
     parser.add_argument(
         "--consent",
         action="store_true",
@@ -357,6 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             base_url = cleanup.enter_context(running_server(service.env, workdir)).base_url
             check_issuance(base_url, tokens[0])
+            if args.baseline:
+                compare(cleanup, generator, base_url, Path(args.baseline).resolve(), args)
+                return 0
             if args.consent:
                 party = register_relying_party(base_url, service.settings)
                 consent_body.write_bytes(party.consent_body())

@@ -15,3 +15,9 @@ MAX_BUNDLE_MAX_AGE = 30 * 86_400
 
 #: Events in one upload, at most.
 MAX_EVENTS_PER_BATCH = 1000
+
+#: The header a terminal reports its journal's backlog in (events not yet uploaded) on each
+#: sync and upload request, for the fleet's metrics (docs/operations.md); a decimal count up to
+#: MAX_JOURNAL_BACKLOG (a journal holding more reports that much).
+JOURNAL_BACKLOG_HEADER = "Idcode-Journal-Backlog"
+MAX_JOURNAL_BACKLOG = 2**31 - 1

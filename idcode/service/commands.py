@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,19 +64,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "try: idcode dev-token, then POST /v1/codes with it",
             file=sys.stderr,
         )
-    uvicorn.run(
-        "idcode.service.api.app:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers,
-        loop="uvloop",
-        # httptools, with the bounds on request heads and connections uvicorn does not have.
-        http=protocol_for(HeadLimits.from_settings(settings)),
-        access_log=not args.no_access_log,
-        log_config=None,
-    )
+    metrics_dir = _share_metrics(args.workers)
+    try:
+        uvicorn.run(
+            "idcode.service.api.app:create_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=args.workers,
+            loop="uvloop",
+            # httptools, with the bounds on request heads and connections uvicorn lacks.
+            http=protocol_for(HeadLimits.from_settings(settings)),
+            access_log=not args.no_access_log,
+            log_config=None,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return EXIT_OK
+
+
+def _share_metrics(workers: int) -> str | None:
+    """With several workers, a fresh directory where each writes its metrics
+    (prometheus-client's multiprocess mode), so that a scrape, whichever worker answers it,
+    counts them all; set before the workers start, which read it as they import. Returns the
+    directory to remove at the end, None for one worker or a directory the operator named
+    (PROMETHEUS_MULTIPROC_DIR: theirs to empty between runs)."""
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    directory = tempfile.mkdtemp(prefix="idcode-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return directory
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:

@@ -129,13 +129,32 @@ def authenticate(session: Session, token: str, now: float | None = None) -> Auth
     return AuthenticatedTerminal(record, signed.jti, signed.clock_drift)
 
 
-def record_seen(session: Session, terminal_id: str, clock_drift: int, now: float) -> None:
-    """Note a terminal's accepted request: when, and how far its clock drifts from ours.
-    Called only once its token passed every check, single use included."""
+def record_seen(
+    session: Session,
+    terminal_id: str,
+    clock_drift: int,
+    now: float,
+    journal_backlog: int | None = None,
+) -> None:
+    """Note a terminal's accepted request: when, how far its clock drifts from ours and, when
+    it said, how many events its journal has not uploaded. Called only once its token passed
+    every check, single use included."""
     if abs(clock_drift) > CLOCK_DRIFT_ALLOWANCE:
         log.warning("terminal %s clock drifts %+d s", terminal_id, clock_drift)
+    values: dict[str, Any] = {
+        "clock_drift": clock_drift,
+        "last_seen_at": datetime.fromtimestamp(now, UTC),
+    }
+    if journal_backlog is not None:
+        values["journal_backlog"] = journal_backlog
+    session.execute(update(TerminalRecord).where(TerminalRecord.id == terminal_id).values(values))
+
+
+def record_trust_version(session: Session, terminal_id: str, version: int) -> None:
+    """Note the status-list version a terminal holds once it has the answer just sent (a whole
+    bundle's version, or a delta's target): the fleet's trust version lag is the service's
+    version minus this (docs/operations.md). A terminal that failed to apply the answer asks
+    again from its old version, which then corrects this."""
     session.execute(
-        update(TerminalRecord)
-        .where(TerminalRecord.id == terminal_id)
-        .values(clock_drift=clock_drift, last_seen_at=datetime.fromtimestamp(now, UTC))
+        update(TerminalRecord).where(TerminalRecord.id == terminal_id).values(trust_version=version)
     )

@@ -112,6 +112,11 @@ class TerminalRecord(Base):
     # The terminal's clock minus the server's, from its last request's signed iat.
     clock_drift: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The status-list version the terminal holds after its last sync answer (a delta's target,
+    # a whole bundle's version), and the events its journal had not uploaded at its last
+    # request (its Idcode-Journal-Backlog header): the fleet's metrics (docs/operations.md).
+    trust_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    journal_backlog: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # A relying party's own terminal (a hospital's kiosk) sees that party's pairwise subjects.
     relying_party_id: Mapped[str | None] = mapped_column(
         String(36), ForeignKey("relying_parties.id"), nullable=True, index=True

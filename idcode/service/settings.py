@@ -70,6 +70,20 @@ class Settings(BaseSettings, CoreSettings):
         le=MAX_CREDENTIAL_LIFETIME,
         description="How long a device's credential lives from its issue or renewal.",
     )
+    # Metrics (docs/operations.md)
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="When set, GET /metrics wants it as a bearer token; unset, /metrics is "
+        "open to whoever reaches the port (the city's gateway must not route it).",
+    )
+    metrics_terminal_series: int = Field(
+        default=2000,
+        ge=0,
+        le=100_000,
+        description="Per-terminal fleet series while at most this many terminals are active; "
+        "more: only the per-scene aggregates (0: never per terminal).",
+    )
 
     # HTTP server bounds (idcode serve: idcode.service.api.headlimits), per worker process
     http_max_head_bytes: int = Field(

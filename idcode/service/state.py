@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from idcode.replay import ReplayCache
+from idcode.service import metrics
 from idcode.service.cards import SNAPSHOT_LIFETIME, CardSnapshot
 
 log = logging.getLogger("idcode.service.state")
@@ -317,6 +318,7 @@ class FailoverState:
                 log.error(
                     "Redis unreachable (%s): degraded to per-process state", type(exc).__name__
                 )
+                metrics.state_degraded(True)
             self._retry_at = self._clock() + RETRY_SECONDS
             return await fallback()
         if self._retry_at is not None:
@@ -333,6 +335,7 @@ class FailoverState:
             self._retry_at = self._clock() + RETRY_SECONDS
             return
         self._retry_at = None
+        metrics.state_degraded(False)
         log.warning("Redis is back: shared state again (%d cached cards dropped)", dropped)
 
     async def admit(
@@ -387,6 +390,7 @@ class FailoverState:
         except (RedisError, OSError):
             if self._retry_at is None:
                 self._retry_at = self._clock() + RETRY_SECONDS
+                metrics.state_degraded(True)
             raise
         if self._retry_at is not None:
             await self._recover()

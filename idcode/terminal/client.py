@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +27,7 @@ from idcode.httpclient import MAX_PROBLEM_BYTES as MAX_PROBLEM_BYTES
 from idcode.httpclient import Response as Response
 from idcode.httpclient import header as header
 from idcode.httpclient import json_value as json_value
+from idcode.protocol import JOURNAL_BACKLOG_HEADER, MAX_JOURNAL_BACKLOG
 from idcode.terminal.identity import TerminalIdentity
 from idcode.terminaltoken import terminal_token
 
@@ -62,9 +63,17 @@ def request(
 class TerminalClient:
     """What a provisioned terminal asks of the service."""
 
-    def __init__(self, identity: TerminalIdentity, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        identity: TerminalIdentity,
+        timeout: float = 10.0,
+        backlog: Callable[[], int] | None = None,
+    ) -> None:
+        """``backlog``: the journal's events not yet uploaded, reported with every request
+        (idcode.protocol.JOURNAL_BACKLOG_HEADER) for the service's fleet metrics."""
         self.identity = identity
         self.timeout = timeout
+        self.backlog = backlog
         address = urlsplit(identity.server)
         if address.scheme == "http" and address.hostname not in ("127.0.0.1", "localhost", "::1"):
             # Bundles and deltas are signed, but request tokens and uploads are not encrypted.
@@ -76,11 +85,14 @@ class TerminalClient:
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> Response:
         token = terminal_token(self.identity.id, self.identity.private_key, self.identity.alg)
+        sent = {"Authorization": f"Bearer {token}", **(headers or {})}
+        if self.backlog is not None:
+            sent[JOURNAL_BACKLOG_HEADER] = str(min(max(0, self.backlog()), MAX_JOURNAL_BACKLOG))
         return request(
             self.identity.server + path,
             method=method,
             body=body,
-            headers={"Authorization": f"Bearer {token}", **(headers or {})},
+            headers=sent,
             timeout=self.timeout,
         )
 

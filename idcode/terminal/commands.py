@@ -114,6 +114,19 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _metrics_textfile(name: str | None) -> Path | None:
+    """The metrics file, checked before the terminal starts: node_exporter's textfile
+    collector reads only ``*.prom`` files, in a directory that must exist."""
+    if name is None:
+        return None
+    path = Path(name)
+    if path.suffix != ".prom":
+        raise IdcodeError(f"--metrics-textfile {name!r}: node_exporter reads only *.prom files")
+    if not path.parent.is_dir():
+        raise IdcodeError(f"--metrics-textfile {name!r}: no directory {str(path.parent)!r}")
+    return path
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -142,6 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         online=not args.offline,
         adapter=adapter,
+        metrics_textfile=_metrics_textfile(args.metrics_textfile),
+        metrics_interval=args.metrics_interval,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     # SIGUSR1 prints every thread's stack to stderr: how to see where a stuck gate hangs.
@@ -287,6 +302,18 @@ def add_commands(commands: Any) -> None:
     )
     run.add_argument(
         "--drain-timeout", type=float, default=10.0, help="seconds to upload at the end (10)"
+    )
+    run.add_argument(
+        "--metrics-textfile",
+        metavar="PATH.prom",
+        help="write the terminal's metrics (decisions by reason, journal backlog, last sync, "
+        "trust age) to this file for node_exporter's textfile collector (docs/operations.md)",
+    )
+    run.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=15.0,
+        help="seconds between rewrites of the metrics file (15)",
     )
     run.set_defaults(handler=cmd_run)
 

@@ -17,6 +17,7 @@ import random
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from idcode.scenes import Decision, Scan, SceneAdapter, load_adapter
 from idcode.terminal.client import TerminalClient
 from idcode.terminal.identity import TerminalIdentity
 from idcode.terminal.journal import Journal, JournalEntry, JournalReplay
+from idcode.terminal.metrics import RuntimeSnapshot, reason_label, render, write_textfile
 from idcode.terminal.trust import TrustStore, describe
 from idcode.verifier import DEFAULT_CLOCK_SKEW, Verdict
 
@@ -98,6 +100,8 @@ class TerminalRuntime:
         online: bool = True,
         client: TerminalClient | None = None,
         adapter: type[SceneAdapter] | None = None,
+        metrics_textfile: Path | None = None,
+        metrics_interval: float = 15.0,
     ) -> None:
         self.identity = identity
         self.options = dict(options or {})
@@ -111,7 +115,9 @@ class TerminalRuntime:
             raise IdcodeError(f"the upload batch size must be 1-{MAX_EVENTS_PER_BATCH}")
         self.batch_size = batch_size
         self.max_backoff = max_backoff  # the longest pause between failed attempts
-        self.client = client or TerminalClient(identity)
+        self.client = client or TerminalClient(
+            identity, backlog=lambda: self.journal.pending_count(self.identity.id)
+        )
         self.adapter = adapter or load_adapter(identity.scene)
         self.trust_store = TrustStore(directory, identity.root_jwk)
         held = self.trust_store.load()  # before the journal opens: a bad bundle stops here
@@ -123,6 +129,10 @@ class TerminalRuntime:
             self.network.set()
         self.clock_drift: int | None = None
         self.last_sync: float | None = None
+        #: Decisions since start, by (admitted, reason): the metrics file's counter.
+        self.decisions: Counter[tuple[bool, str]] = Counter()
+        self.metrics_textfile = metrics_textfile
+        self.metrics_interval = metrics_interval
         self._decide_lock = threading.Lock()
         self._stop = threading.Event()
         self._upload_wanted = threading.Event()
@@ -164,6 +174,7 @@ class TerminalRuntime:
             else:
                 scan, decision = decider.decide(text, now, self.journal)
             entry = self.journal.record(self.identity.id, scan, decision)
+            self.decisions[(entry.admitted, reason_label(entry.reason))] += 1
         self._upload_wanted.set()
         return entry
 
@@ -297,7 +308,10 @@ class TerminalRuntime:
         """Start the sync and upload threads (after one sync if no trust is held yet)."""
         if self.decider is None and self.network.is_set():
             self._attempt("sync", self.sync_once)
-        for name, loop in (("sync", self._sync_loop), ("upload", self._upload_loop)):
+        loops = [("sync", self._sync_loop), ("upload", self._upload_loop)]
+        if self.metrics_textfile is not None:
+            loops.append(("metrics", self._metrics_loop))
+        for name, loop in loops:
             thread = threading.Thread(target=loop, name=f"idcode-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -307,6 +321,8 @@ class TerminalRuntime:
         self._upload_wanted.set()
         for thread in self._threads:
             thread.join(timeout=15)
+        if self.metrics_textfile is not None:
+            self._attempt("metrics", self.write_metrics)  # the last word: the final backlog
         self.journal.close()
 
     def drain(self, timeout: float) -> bool:
@@ -370,6 +386,38 @@ class TerminalRuntime:
 
     def _prune(self) -> None:
         self.journal.prune(int(self.clock()) - RETENTION_DAYS * 86_400)
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def metrics(self) -> RuntimeSnapshot:
+        """What the metrics file says now (idcode.terminal.metrics)."""
+        with self._decide_lock:
+            decisions = dict(self.decisions)
+            bundle = self.bundle
+        return RuntimeSnapshot(
+            terminal=self.identity.id,
+            scene=self.identity.scene,
+            site=self.identity.site,
+            now=self.clock(),
+            online=self.network.is_set(),
+            decisions=decisions,
+            journal_backlog=self.journal.pending_count(self.identity.id),
+            last_sync=self.last_sync,
+            trust_version=bundle.version if bundle else None,
+            trust_signed_at=bundle.issued_at if bundle else None,
+            trust_fresh_until=bundle.fresh_until if bundle else None,
+            clock_drift=self.clock_drift,
+        )
+
+    def write_metrics(self) -> None:
+        """Write the metrics file (``metrics_textfile``) afresh."""
+        if self.metrics_textfile is not None:
+            write_textfile(self.metrics_textfile, render(self.metrics()))
+
+    def _metrics_loop(self) -> None:
+        while not self._stop.is_set():
+            self._attempt("metrics", self.write_metrics)
+            self._stop.wait(self.metrics_interval)
 
     # -- status -------------------------------------------------------------------------------
 

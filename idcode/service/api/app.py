@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from idcode import __version__
 from idcode.keystore import SigningKeyCache, initialise, open_key_store
+from idcode.service import metrics as service_metrics
 from idcode.service.api import accesslog, problems
 from idcode.service.api.deps import BEARER_SCHEME, Services
 from idcode.service.api.routes import (
@@ -24,6 +25,7 @@ from idcode.service.api.routes import (
     devidp,
     health,
     identity,
+    metrics,
     passes,
     settlements,
     terminals,
@@ -125,6 +127,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    # Outermost of all: every answer is timed and counted, the 413s and 500s too.
+    app.add_middleware(service_metrics.RequestMetrics)
+    service_metrics.initialise(settings.code_prefix)
     accesslog.install()
     app.include_router(health.router)
     app.include_router(codes.router)
@@ -135,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identity.router)
     app.include_router(devices.router)
     app.include_router(settlements.router)
+    app.include_router(metrics.router)
     app.state.wallet_files = wallet.load_wallet_files()
     app.include_router(wallet.router)
     if settings.dev_idp_serves_wallet:

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idcode.errors import KeyStoreError
+from idcode.service import metrics
 from idcode.text import printable
 
 log = logging.getLogger("idcode.service.api")
@@ -117,12 +118,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _database_down(_: Request, exc: DBAPIError) -> JSONResponse:
         if not database_unreachable(exc):
+            metrics.count_database_error("other")
             raise exc  # a defect (an integrity error, say): UnexpectedErrors answers 500
+        metrics.count_database_error("unreachable")
         log.error("database unavailable: %s", type(exc.orig).__name__)
         return _database_unavailable()
 
     @app.exception_handler(SQLAlchemyTimeoutError)
     async def _pool_exhausted(_: Request, exc: SQLAlchemyTimeoutError) -> JSONResponse:
+        metrics.count_database_error("pool_exhausted")
         log.error("database unavailable: no connection free in the pool")
         return _database_unavailable()
 

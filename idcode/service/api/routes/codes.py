@@ -16,6 +16,7 @@ from idcode.claims import CodeClaims
 from idcode.errors import RequestRefused
 from idcode.issuer import mint_code
 from idcode.qr import qr_image
+from idcode.service import metrics
 from idcode.service.api.deps import AuthenticatedFirst, CitizenDep, Services, ServicesDep
 from idcode.service.api.problems import Problem, problem_responses
 from idcode.service.cards import CardSnapshot, attribute_names, find_by_id_hash, snapshot
@@ -179,6 +180,7 @@ async def issue_code(
     if asked is not None and asked.disclose is not None:
         disclosing = await _hold_consent(services, card, asked.disclose, claims)
         headers["X-Code-Discloses-To"] = disclosing["to"]
+    metrics.count_code("code" if disclosing is None else "code_with_consent", services.code_prefix)
     services.issued.add(now)  # the console's chart (issuedtally.py)
     if media_type != "application/json":
         image = await run_in_threadpool(qr_image, code, media_type)

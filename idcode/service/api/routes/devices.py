@@ -18,7 +18,7 @@ from sqlalchemy import select
 from idcode import b64url
 from idcode.devicecode import DEVICE_CODE_LIFETIME, device_prefix
 from idcode.errors import Refusal, RequestRefused
-from idcode.service import devices
+from idcode.service import devices, metrics
 from idcode.service.api.deps import (
     AuthenticatedFirst,
     CitizenDep,
@@ -166,6 +166,7 @@ async def register_device(
             return _credential(services, issued, now)
 
     answer = await run_in_threadpool(work)
+    metrics.count_code("device_credential", services.code_prefix)
     response.headers.update(_NO_STORE)
     return answer
 
@@ -233,6 +234,7 @@ async def renew_credential(
             return _credential(services, issued, now)
 
     answer = await run_in_threadpool(work)
+    metrics.count_code("device_credential", services.code_prefix)
     response.headers.update(_NO_STORE)
     return answer
 

@@ -26,8 +26,9 @@ from idcode.errors import (
     RelyingPartyAuthError,
     RequestRefused,
 )
+from idcode.reasons import Reason
 from idcode.scenes import SUBJECT_PATTERN
-from idcode.service import identification, relyingparties
+from idcode.service import identification, metrics, relyingparties
 from idcode.service.api.deps import (
     AuthenticatedFirst,
     CitizenDep,
@@ -330,9 +331,11 @@ async def identify(
 ) -> Response:
     now = int(time.time())
     if presented.purpose not in party.purposes:
+        metrics.count_identification("unknown_purpose")
         raise Problem(422, "unknown_purpose", "This relying party has no such purpose.")
     verdict = verify(presented.code, services.online_trust(now), now)
     if not verdict.valid or verdict.claims is None:
+        metrics.count_identification(verdict.reason.value)
         raise Problem(
             422, verdict.reason.value, "The code does not verify.", verdict.detail or None
         )
@@ -349,10 +352,13 @@ async def identify(
     try:
         identified = await services.recorder.identify(presentation)
     except ConsentRefused as exc:
+        metrics.count_identification(exc.reason)
         raise Problem(exc.status, exc.reason, _REFUSALS.get(exc.reason, str(exc))) from None
     except RecordingFailed as exc:
         if not exc.unavailable:
             raise
+        metrics.count_identification("database_unavailable")
+        metrics.count_database_error("unreachable")
         raise Problem(
             503,
             "database_unavailable",
@@ -362,6 +368,7 @@ async def identify(
     # The Identified schema, written directly (as issuance writes its answer): FastAPI's
     # validation and serialisation of the response model cost more than the rest of the
     # answer. The same document: an ISO 8601 time in UTC with "Z", as pydantic writes it.
+    metrics.count_identification(Reason.OK.value)
     identified["identified_at"] = identified["identified_at"].isoformat().replace("+00:00", "Z")
     return Response(
         json.dumps(identified, ensure_ascii=False),

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from idcode.scenes import subject_of
+from idcode.service import metrics
 from idcode.service.api.deps import AuthenticatedFirst, CitizenDep, ServicesDep
 from idcode.service.api.problems import Problem, problem_responses
 from idcode.service.api.routes.codes import NO_CARD
@@ -117,6 +118,7 @@ async def issue_visitor_pass(
             return text
 
     text = await run_in_threadpool(work)
+    metrics.count_code("visitor_pass", services.code_prefix)
     return {
         "pass": text,
         "community": request.community,

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from idcode.bundle import sign_bundle, sign_delta
 from idcode.errors import RequestRefused
-from idcode.protocol import MAX_EVENTS_PER_BATCH
+from idcode.protocol import JOURNAL_BACKLOG_HEADER, MAX_EVENTS_PER_BATCH, MAX_JOURNAL_BACKLOG
 from idcode.scenes import encode_scene_key
 from idcode.service import relyingparties
 from idcode.service.api.deps import (
@@ -37,6 +37,7 @@ from idcode.service.fleet import (
     authenticate,
     decommission,
     record_seen,
+    record_trust_version,
     register,
 )
 from idcode.service.models import ScanEvent, TerminalRecord
@@ -85,15 +86,39 @@ def _view(record: TerminalRecord) -> dict[str, Any]:
 
 
 async def _terminal(request: Request) -> TerminalRecord:
-    """The terminal that signed this request, or a 401/403 problem (deps.signed_caller)."""
+    """The terminal that signed this request, or a 401/403 problem (deps.signed_caller); a
+    422 problem first when its journal backlog header is not a count."""
+    backlog = _journal_backlog(request)
 
     def seen(session: Session, accepted: AuthenticatedTerminal, now: float) -> None:
-        record_seen(session, accepted.record.id, accepted.clock_drift, now)
+        record_seen(session, accepted.record.id, accepted.clock_drift, now, backlog)
 
     accepted = await signed_caller(
         request, "terminal", authenticate, seen, inactive="terminal_decommissioned"
     )
     return accepted.record
+
+
+def _journal_backlog(request: Request) -> int | None:
+    """The backlog the terminal reports (idcode.protocol.JOURNAL_BACKLOG_HEADER), or None when
+    it sends none (an older runtime, a vendor's own client). Anything but one decimal count in
+    range is refused: it would otherwise reach the operators' dashboards."""
+    values = request.headers.getlist(JOURNAL_BACKLOG_HEADER)
+    if not values:
+        return None
+    value = values[0].strip()
+    if (
+        len(values) > 1
+        or not (value.isascii() and value.isdigit() and len(value) <= 10)
+        or int(value) > MAX_JOURNAL_BACKLOG
+    ):
+        raise Problem(
+            422,
+            "invalid_request",
+            f"The {JOURNAL_BACKLOG_HEADER} header is not valid.",
+            f"one decimal count of events, 0-{MAX_JOURNAL_BACKLOG}",
+        )
+    return int(value)
 
 
 # For routes with a body: checked before the body is read (deps.AuthenticatedFirst), once.
@@ -175,6 +200,7 @@ async def trust_bundle(request: Request) -> Response:
     version, status, scene, links_version, revoked_devices = await run_in_threadpool(
         _bundle_contents, services, terminal, now
     )
+    await run_in_threadpool(_note_trust_version, services, terminal.id, version)
     keys = services.keys.published(now)
     # The tag changes with the content, and at least every quarter max-age, so a terminal
     # that keeps getting 304 still receives a fresh (re-dated) bundle long before it is stale.
@@ -217,6 +243,12 @@ async def trust_bundle(request: Request) -> Response:
         revoked_devices=revoked_devices,
     )
     return Response(token, media_type="application/jwt", headers=headers)
+
+
+def _note_trust_version(services: Services, terminal_id: str, version: int) -> None:
+    with services.sessions() as session:
+        record_trust_version(session, terminal_id, version)
+        session.commit()
 
 
 def _bundle_contents(
@@ -297,18 +329,20 @@ async def status_list_delta(
     request: Request,
     since: Annotated[int, Query(ge=0, le=2**31 - 1, description="The version held.")],
 ) -> Response:
-    await _terminal(request)
+    terminal = await _terminal(request)
     services: Services = request.app.state.services
 
     def work() -> StatusDelta:
         with services.sessions() as session:
             delta = status_delta(session, since, int(time.time()))
-        if since > delta.target:
-            raise Problem(
-                409,
-                "unknown_version",
-                f"version {since} is newer than the service's {delta.target}; fetch the bundle",
-            )
+            if since > delta.target:
+                raise Problem(
+                    409,
+                    "unknown_version",
+                    f"version {since} is newer than the service's {delta.target}; fetch the bundle",
+                )
+            record_trust_version(session, terminal.id, delta.target)
+            session.commit()
         return delta
 
     delta = await run_in_threadpool(work)

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from idcode.codetext import MAX_CODE_LENGTH
 from idcode.reasons import Reason
+from idcode.service import metrics
 from idcode.service.api.deps import AuthenticatedFirst, Services, ServicesDep, VerifierDep
 from idcode.service.api.problems import problem_responses
 from idcode.service.models import CardRecord, CardStatus, DeviceRecord
@@ -93,4 +94,5 @@ async def verify_online(
             shared_only=True,
         ):
             verdict = Verdict(Reason.REPLAYED, claims, verdict.kid, device=verdict.device)
+    metrics.count_verification(verdict.reason.value)
     return verdict.to_json()
