@@ -180,8 +180,6 @@ def test_the_files_the_monitoring_profile_mounts_are_in_the_repository(
     binds = bind_sources(compose)
     assert set(FROM_THE_METRICS_WORK) <= set(binds)
     missing = [path for path in binds if not (ROOT / path).exists()]
-    if set(missing) <= set(FROM_THE_METRICS_WORK) and missing:
-        pytest.skip(f"{', '.join(missing)}: written by the metrics part of issue 15 (item 4)")
     assert missing == []
     scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = [
