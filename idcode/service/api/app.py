@@ -18,6 +18,7 @@ from idcode.keystore import SigningKeyCache, initialise, open_key_store
 from idcode.service.api import accesslog, problems
 from idcode.service.api.deps import BEARER_SCHEME, Services
 from idcode.service.api.routes import (
+    apidocs,
     cards,
     codes,
     devices,
@@ -119,6 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by apidocs from the package: FastAPI's own pages load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
     accesslog.install()
@@ -135,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(wallet.router)
     if settings.dev_idp_serves_wallet:
         app.include_router(devidp.router)
+    apidocs.install(app)
     _complete_openapi(app)
     return app
 
