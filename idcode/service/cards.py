@@ -37,10 +37,17 @@ from idcode.text import control_reason
 #: Ages are counted on the civil date in China (UTC+8 all year, no daylight saving time).
 CHINA_TIME = timezone(timedelta(hours=8))
 _PHONE = re.compile(r"\+?[0-9][0-9 -]{4,19}")
-_RESIDENCY_NAMES = {member.name.lower().replace("_", "-"): member for member in Residency}
-_PROGRAMME_NAMES = {
-    name.replace("_", "-"): Programme[name.upper()] for name in programme_names(ALL_PROGRAMMES)
-}
+# One spelling everywhere (docs/api.md, "Names"): the enum member's name in lower case, as the
+# verifier's JSON, scene data, reasons and age bands spell them (non_resident, home_care).
+_RESIDENCY_NAMES = {member.name.lower(): member for member in Residency}
+_PROGRAMME_NAMES = {name: Programme[name.upper()] for name in programme_names(ALL_PROGRAMMES)}
+
+
+def canonical_name(value: str) -> str:
+    """An attribute value as the service spells it. Input may still use the hyphens of
+    earlier versions (``non-resident``, ``home-care``) and any case; answers never do."""
+    return value.lower().replace("-", "_")
+
 
 StatusAction = Literal["suspend", "lost", "revoke", "reinstate"]
 # action -> (statuses it applies to, status it leads to)
@@ -93,17 +100,17 @@ class NewCard(BaseModel):
     @field_validator("residency")
     @classmethod
     def _known_residency(cls, value: str) -> str:
-        if value.lower() not in _RESIDENCY_NAMES:
+        if canonical_name(value) not in _RESIDENCY_NAMES:
             raise ValueError(f"residency must be one of {', '.join(_RESIDENCY_NAMES)}")
-        return value.lower()
+        return canonical_name(value)
 
     @field_validator("programmes")
     @classmethod
     def _known_programmes(cls, values: list[str]) -> list[str]:
-        unknown = [v for v in values if v.lower() not in _PROGRAMME_NAMES]
+        unknown = [v for v in values if canonical_name(v) not in _PROGRAMME_NAMES]
         if unknown:
             raise ValueError(f"programmes must be among {', '.join(_PROGRAMME_NAMES)}")
-        return sorted({v.lower() for v in values})
+        return sorted({canonical_name(v) for v in values})
 
     @property
     def programme_flags(self) -> Programme:
@@ -297,12 +304,12 @@ def record_audit(
 
 
 def attribute_names(card: CardSnapshot) -> dict[str, Any]:
-    """A card's coarse attributes as the API shows them (``registered``, ``age_65_69``,
-    ``meal-subsidy``)."""
+    """A card's coarse attributes as the API shows them (``non_resident``, ``age_65_69``,
+    ``meal_subsidy``): spelled as ``Card.to_json`` spells them in a verdict."""
     return {
-        "residency": Residency(card.residency).name.lower().replace("_", "-"),
+        "residency": Residency(card.residency).name.lower(),
         "age_band": AgeBand(card.age_band).name.lower(),
-        "programmes": [n.replace("_", "-") for n in programme_names(Programme(card.programmes))],
+        "programmes": programme_names(Programme(card.programmes)),
     }
 
 

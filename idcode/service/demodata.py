@@ -27,7 +27,7 @@ DEMO_CARDS = [
         name="张秀英",
         phone="13800000001",
         residency="registered",
-        programmes=["home-care", "meal-subsidy"],
+        programmes=["home_care", "meal_subsidy"],
     ),
     NewCard(
         id_number=_id("42010519880615003"), name="李明", phone="13800000002", residency="registered"
@@ -41,7 +41,7 @@ DEMO_CARDS = [
     NewCard(
         id_number=_id("11010119580101005"),
         name="赵建国",
-        residency="non-resident",
+        residency="non_resident",
         programmes=["veteran"],
     ),
 ]

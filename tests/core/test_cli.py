@@ -196,7 +196,7 @@ def test_mint_with_existing_keys_creates_nothing(cli: Cli) -> None:
 
 
 def test_verify_a_fresh_code_prints_one_json_line_valid_ok_and_exits_0(cli: Cli) -> None:
-    code = cli.mint("--pseudonym", "0123456789ab", "--age-band", "age-65-69")
+    code = cli.mint("--pseudonym", "0123456789ab", "--age-band", "age_65_69")
 
     result = cli("verify", code)
 
@@ -206,6 +206,20 @@ def test_verify_a_fresh_code_prints_one_json_line_valid_ok_and_exits_0(cli: Cli)
     assert verdict["reason"] == "ok"
     assert verdict["claims"]["card"]["pseudonym"] == "0123456789ab"
     assert verdict["claims"]["card"]["age_band"] == "age_65_69"
+
+
+def test_mint_takes_the_names_the_verdict_prints_and_still_the_hyphens_of_earlier_versions(
+    cli: Cli,
+) -> None:
+    """Rough edge (e): one spelling of enumerations, the verdict's, everywhere."""
+    one_spelling = ("--residency", "non_resident", "--programme", "home_care")
+    old_spelling = ("--residency", "Non-Resident", "--programme", "home-care", "--age-band")
+    for options in (one_spelling, (*old_spelling, "age-65-69")):
+        result = cli("verify", cli.mint(*options))
+        (verdict,) = _verdicts(result.stdout)
+        card = verdict["claims"]["card"]
+        assert (card["residency"], card["programmes"]) == ("non_resident", ["home_care"])
+    assert "non_resident" in cli("mint", "--help").stdout
 
 
 def test_verify_the_same_code_twice_in_one_run_gives_ok_then_replayed_and_exits_1(
