@@ -84,6 +84,7 @@ def _card_problem(exc: CardError) -> Problem:
 
 @router.post(
     "",
+    operation_id="enrol_card",
     status_code=201,
     summary="Enrol one card",
     response_model=CardOut,
@@ -106,6 +107,7 @@ async def enrol_card(new: NewCard, operator: OperatorDep, services: ServicesDep)
 
 @router.post(
     "/import",
+    operation_id="import_card_file",
     summary="Enrol cards in bulk from CSV or JSON Lines",
     response_model=ImportReportOut,
     responses=problem_responses(401, 403, 413, 415),
@@ -154,6 +156,7 @@ async def import_card_file(
 
 @router.get(
     "/{card_id}",
+    operation_id="read_card",
     summary="One card, personal data masked",
     response_model=CardOut,
     responses=problem_responses(401, 403, 404),
@@ -177,6 +180,7 @@ async def read_card(
 
 @router.post(
     "/{card_id}/status",
+    operation_id="change_card_status",
     summary="Suspend, mark lost, revoke or reinstate a card",
     response_model=CardOut,
     responses=problem_responses(401, 403, 404, 409, 422),

@@ -118,6 +118,7 @@ def _load_card(services: Services, id_hash: bytes) -> CardSnapshot | None:
 
 @router.post(
     "/codes",
+    operation_id="issue_code",
     summary="Issue a fresh code for the caller's card",
     response_model=IssuedCode,
     responses={
@@ -203,6 +204,7 @@ async def _hold_consent(
 
 @router.get(
     "/me",
+    operation_id="read_my_card",
     summary="The caller's own card: status and coarse attributes",
     response_model=MyCard,
     responses=problem_responses(401, 403, 404),

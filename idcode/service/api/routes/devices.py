@@ -126,6 +126,7 @@ async def _rate_limited(services: Services, id_hash: bytes, now: float) -> None:
 
 @router.post(
     "/devices",
+    operation_id="register_device",
     status_code=201,
     response_model=DeviceCredential,
     summary="Register a device key for the caller's card and get its first credential",
@@ -204,6 +205,7 @@ async def _device(request: Request, device_uuid: str) -> tuple[DeviceRecord, byt
 
 @router.post(
     "/devices/{device_id}/credential",
+    operation_id="renew_credential",
     response_model=DeviceCredential,
     summary="Renew a device's credential (a token the device's key signs, no body)",
     responses=problem_responses(401, 403, 422, 429),
@@ -239,6 +241,7 @@ async def renew_credential(
 
 @router.get(
     "/devices",
+    operation_id="list_devices",
     response_model=DeviceList,
     summary="The caller's devices, newest first, removed ones too",
     responses=problem_responses(401, 403, 404),
@@ -257,6 +260,7 @@ async def list_devices(citizen: CitizenDep, services: ServicesDep) -> dict[str, 
 
 @router.delete(
     "/devices/{device_id}",
+    operation_id="remove_device",
     status_code=204,
     summary="Remove one of the caller's devices (a lost phone): its codes are refused at "
     "every terminal after its next bundle fetch",

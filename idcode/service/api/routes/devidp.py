@@ -270,6 +270,7 @@ def _check(request: Request, params: Mapping[str, Sequence[str]]) -> Authorizati
 
 @router.get(
     "/authorize",
+    operation_id="dev_idp_authorize_page",
     summary="Sign-in page of the development provider (development)",
     response_class=HTMLResponse,
     openapi_extra=AUTHORIZE_PAGE,
@@ -285,6 +286,7 @@ async def authorize_page(request: Request) -> Response:
 
 @router.post(
     "/authorize",
+    operation_id="dev_idp_authorize",
     summary="The citizen's choice on the sign-in page (development)",
     response_class=HTMLResponse,
     openapi_extra=AUTHORIZE_CHOICE,
@@ -329,6 +331,7 @@ def _token_error(exc: SignInRefused) -> JSONResponse:
 
 @router.post(
     "/token",
+    operation_id="dev_idp_token",
     summary="Redeem an authorization code for an ID token (development)",
     openapi_extra=TOKEN,
 )

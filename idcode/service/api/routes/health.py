@@ -18,13 +18,14 @@ from idcode.service.database import schema_revision
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", operation_id="check_liveness", summary="The process is alive")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get(
     "/readyz",
+    operation_id="check_readiness",
     summary="Ready to serve: the database, schema and signing key (Redis down: 'degraded')",
     responses={
         200: {"description": "Ready, or degraded (Redis down: per-process state)"},
@@ -69,6 +70,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
 @router.get(
     "/.well-known/jwks.json",
+    operation_id="read_issuer_keys",
     summary="Issuer public keys (JWK Set) that verify codes",
     responses=problem_responses(503),
 )

@@ -203,6 +203,7 @@ RelyingPartyDep = Annotated[KnownParty, Depends(caller_check(_relying_party))]
 
 @router.post(
     "/relying-parties",
+    operation_id="register_relying_party",
     status_code=201,
     response_model=RelyingPartyOut,
     response_model_exclude_none=True,
@@ -223,6 +224,7 @@ async def register_relying_party(
 
 @router.get(
     "/relying-parties",
+    operation_id="list_relying_parties",
     response_model=list[RelyingPartyOut],
     response_model_exclude_none=True,
     summary="The relying parties and what each may ask for (citizens: the active ones)",
@@ -247,6 +249,7 @@ async def list_relying_parties(
 
 @router.get(
     "/relying-parties/{party_id}",
+    operation_id="read_relying_party",
     response_model=RelyingPartyOut,
     response_model_exclude_none=True,
     summary="One relying party and what it may ask for",
@@ -269,6 +272,7 @@ async def get_relying_party(
 
 @router.post(
     "/relying-parties/{party_id}/deactivate",
+    operation_id="deactivate_relying_party",
     response_model=RelyingPartyOut,
     response_model_exclude_none=True,
     summary="Cut a relying party off at once, with its terminals (final)",
@@ -294,6 +298,7 @@ async def deactivate_relying_party(
 
 @router.get(
     "/relying-parties/{party_id}/disclosures",
+    operation_id="list_party_disclosures",
     response_model=list[AuditedDisclosure],
     summary="A relying party's disclosure record, newest first (operators' audit)",
     responses=problem_responses(401, 403, 404),
@@ -318,6 +323,7 @@ async def party_disclosures(
 
 @router.post(
     "/identify",
+    operation_id="identify",
     response_model=Identified,
     summary="Identify the citizen whose code a counter scanned, with their consent, once",
     responses={
@@ -383,6 +389,7 @@ _REFUSALS = {
 
 @router.get(
     "/links",
+    operation_id="list_links",
     response_model=Links,
     summary="The subjects this relying party linked to accounts of its own",
     responses=problem_responses(401, 403),
@@ -397,6 +404,7 @@ async def list_links(party: RelyingPartyDep, services: ServicesDep) -> dict[str,
 
 @router.put(
     "/links/{subject}",
+    operation_id="link_subject",
     status_code=204,
     summary="Link a subject disclosed to this party: its terminals recognise it offline",
     responses=problem_responses(401, 403, 409, 422),
@@ -420,6 +428,7 @@ _LINK_REFUSALS = {"too_many_links": 409, relyingparties.DEACTIVATED: 403}
 
 @router.delete(
     "/links/{subject}",
+    operation_id="unlink_subject",
     status_code=204,
     summary="Unlink a subject (the party closed the account on its side)",
     responses=problem_responses(401, 403, 404),
@@ -443,6 +452,7 @@ async def unlink_subject(
 
 @router.get(
     "/me/disclosures",
+    operation_id="list_my_disclosures",
     response_model=list[DisclosureOut],
     summary="Every identification of the caller: who, for what, which attributes, when, where",
     responses=problem_responses(401, 403, 404),

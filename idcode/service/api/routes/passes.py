@@ -48,6 +48,7 @@ class IssuedPass(BaseModel):
 
 @router.post(
     "/visitor-passes",
+    operation_id="issue_visitor_pass",
     summary="Issue a visitor pass for a guest of the caller, at the caller's community",
     response_model=IssuedPass,
     responses=problem_responses(401, 403, 404, 422, 429, 503),

@@ -22,6 +22,7 @@ _STATUS = {"unknown_scene": 404, "no_settlement": 404, "no_scene_data": 404}
 
 @router.get(
     "/settlements/{scene}/{site}/{day}",
+    operation_id="read_settlement",
     summary="One site's settlement of one local day, from its terminals' events (operators)",
     description=(
         "A row per subject (the site's own pseudonym: nothing personal) with the columns of "

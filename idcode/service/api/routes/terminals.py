@@ -102,6 +102,7 @@ TerminalDep = Annotated[TerminalRecord, Depends(caller_check(_terminal))]
 
 @router.post(
     "/terminals",
+    operation_id="register_terminal",
     status_code=201,
     response_model=TerminalOut,
     summary="Register a terminal with its scene, site and public key",
@@ -124,6 +125,7 @@ async def register_terminal(
 
 @router.get(
     "/terminals",
+    operation_id="list_terminals",
     response_model=list[TerminalOut],
     summary="Registered terminals with their last clock drift (operators)",
     responses=problem_responses(401, 403),
@@ -139,6 +141,7 @@ async def list_terminals(operator: OperatorDep, services: ServicesDep) -> list[d
 
 @router.post(
     "/terminals/{terminal_id}/decommission",
+    operation_id="decommission_terminal",
     response_model=TerminalOut,
     summary="Cut a terminal off at once",
     responses=problem_responses(401, 403, 404),
@@ -160,6 +163,7 @@ async def decommission_terminal(
 
 @router.get(
     "/trust-bundle",
+    operation_id="read_trust_bundle",
     summary="The calling terminal's trust bundle (JWS signed by the city root key)",
     responses={
         200: {"content": {"application/jwt": {}}},
@@ -262,6 +266,7 @@ class SceneDataOut(BaseModel):
 
 @router.put(
     "/scenes/{scene}/{site}",
+    operation_id="replace_scene_data",
     response_model=SceneDataOut,
     summary="Replace the scene data the terminals of a scene at a site receive (operators)",
     responses=problem_responses(401, 403, 404, 413, 422),
@@ -290,6 +295,7 @@ async def replace_scene_data(
 
 @router.get(
     "/trust-bundle/status-delta",
+    operation_id="read_status_list_delta",
     summary="What changed in the status list since a version (JWS signed by the root key)",
     responses={200: {"content": {"application/jwt": {}}}, **problem_responses(401, 403, 409)},
 )
@@ -318,6 +324,7 @@ async def status_list_delta(
 
 @router.post(
     "/events",
+    operation_id="upload_events",
     response_model=EventBatchResult,
     summary="Upload a batch of scan events; each event is stored once",
     responses=problem_responses(401, 403, 413, 422),
@@ -367,6 +374,7 @@ class EventOut(BaseModel):
 
 @router.get(
     "/events",
+    operation_id="read_events",
     response_model=list[EventOut],
     summary="Read scan events (operators)",
     responses=problem_responses(401, 403, 422),
@@ -423,6 +431,7 @@ def _filter_time(at: datetime) -> datetime:
 
 @router.delete(
     "/events/{terminal_id}/{event_id}",
+    operation_id="delete_event",
     status_code=204,
     summary="Remove one stored event, with an audit record of what it was (operators)",
     responses=problem_responses(401, 403, 404, 422),

@@ -59,6 +59,7 @@ def _card_status(services: Services, status_index: int, device: bytes | None) ->
 
 @router.post(
     "/verify",
+    operation_id="verify_online",
     summary="Verify a code online (live card status, replay across replicas)",
     response_model=VerdictOut,
     responses=problem_responses(401, 403, 422),

@@ -104,6 +104,7 @@ async def wallet_root() -> Response:
 
 @router.get(
     "/wallet/config.json",
+    operation_id="read_wallet_config",
     summary="Where the web wallet signs citizens in (OIDC endpoints, client id)",
     responses=problem_responses(404),
 )
