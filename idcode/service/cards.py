@@ -32,6 +32,8 @@ from idcode.idnumber import birth_date, normalise_id_number
 from idcode.service.masks import mask_id_number, mask_name
 from idcode.service.models import AuditRecord, CardRecord, CardStatus, StatusChange
 from idcode.service.pii import PersonalDataVault
+from idcode.service.vocabulary import Programme as ProgrammeName
+from idcode.service.vocabulary import Residency as ResidencyName
 from idcode.text import control_reason
 
 #: Ages are counted on the civil date in China (UTC+8 all year, no daylight saving time).
@@ -70,8 +72,16 @@ class NewCard(BaseModel):
     id_number: str = Field(description="National ID number (18 characters, GB 11643).")
     name: str = Field(min_length=1, max_length=64)
     phone: str | None = Field(default=None, description="Optional contact number.")
-    residency: str = Field(default="registered", description=" | ".join(_RESIDENCY_NAMES))
-    programmes: list[str] = Field(default_factory=list, description=" ".join(_PROGRAMME_NAMES))
+    residency: ResidencyName = Field(
+        default=ResidencyName.REGISTERED,
+        description="The holder's residency; the hyphens of earlier versions (non-resident) "
+        "are still taken.",
+    )
+    programmes: list[ProgrammeName] = Field(
+        default_factory=list,
+        description="The city programmes the card is enrolled in; the hyphens of earlier "
+        "versions (home-care) are still taken.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -97,18 +107,21 @@ class NewCard(BaseModel):
             raise ValueError("a phone number is 5-20 digits, spaces or dashes, optionally +")
         return value
 
-    @field_validator("residency")
+    @field_validator("residency", mode="before")
     @classmethod
-    def _known_residency(cls, value: str) -> str:
+    def _known_residency(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value  # pydantic's own error for a value that is not a string
         if canonical_name(value) not in _RESIDENCY_NAMES:
             raise ValueError(f"residency must be one of {', '.join(_RESIDENCY_NAMES)}")
         return canonical_name(value)
 
-    @field_validator("programmes")
+    @field_validator("programmes", mode="before")
     @classmethod
-    def _known_programmes(cls, values: list[str]) -> list[str]:
-        unknown = [v for v in values if canonical_name(v) not in _PROGRAMME_NAMES]
-        if unknown:
+    def _known_programmes(cls, values: object) -> object:
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            return values  # pydantic's own error for what is not a list of strings
+        if not all(canonical_name(v) in _PROGRAMME_NAMES for v in values):
             raise ValueError(f"programmes must be among {', '.join(_PROGRAMME_NAMES)}")
         return sorted({canonical_name(v) for v in values})
 

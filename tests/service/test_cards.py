@@ -346,11 +346,13 @@ def test_card_without_phone_stores_no_phone(
 
 
 def test_new_card_normalises_residency_and_programmes() -> None:
-    card = NewCard(
-        id_number="11010519491231002x",
-        name=" 张秀英 ",
-        residency="Non-Resident",
-        programmes=["Veteran", "home-care", "veteran"],  # the spelling of earlier versions
+    card = NewCard.model_validate(
+        {
+            "id_number": "11010519491231002x",
+            "name": " 张秀英 ",
+            "residency": "Non-Resident",
+            "programmes": ["Veteran", "home-care", "veteran"],  # the spelling of earlier versions
+        }
     )
     assert card.id_number == "11010519491231002X"
     assert card.name == "张秀英"
@@ -382,11 +384,13 @@ def test_the_api_spells_attributes_as_the_verdict_does_and_takes_back_what_it_an
     verdict = card.card().to_json()
     assert {name: verdict[name] for name in shown} == shown
     assert all("-" not in name for name in [shown["residency"], *shown["programmes"]])
-    again = NewCard(
-        id_number="11010519491231002X",
-        name="张秀英",
-        residency=shown["residency"],
-        programmes=shown["programmes"],
+    again = NewCard.model_validate(
+        {
+            "id_number": "11010519491231002X",
+            "name": "张秀英",
+            "residency": shown["residency"],
+            "programmes": shown["programmes"],
+        }
     )
     assert (again.residency, again.programme_flags) == (shown["residency"], programmes)
 

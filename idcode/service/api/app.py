@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from idcode import __version__
 from idcode.keystore import SigningKeyCache, initialise, open_key_store
-from idcode.service.api import accesslog, problems
+from idcode.service.api import accesslog, examples, problems
 from idcode.service.api.deps import BEARER_SCHEME, Services
 from idcode.service.api.routes import (
     apidocs,
@@ -146,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _complete_openapi(app: FastAPI) -> None:
     """Add to the OpenAPI document what the routes' own declarations cannot say: the bearer
-    scheme and the problems every route shares."""
+    scheme, the problems every route shares and the examples (examples.py)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -154,6 +154,7 @@ def _complete_openapi(app: FastAPI) -> None:
             schema = build()
             _declare_bearer_auth(schema)
             _declare_problems(schema)
+            examples.add_examples(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

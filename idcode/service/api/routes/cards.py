@@ -27,6 +27,8 @@ from idcode.service.cards import (
     snapshot,
 )
 from idcode.service.importer import ImportFormat, import_cards, lines_of, parse_rows
+from idcode.service.models import CardStatus
+from idcode.service.vocabulary import AgeBand, Programme, Residency
 
 router = APIRouter(prefix="/v1/cards", tags=["operators"], route_class=AuthenticatedFirst)
 
@@ -49,12 +51,12 @@ _STATUS_CODES = {
 
 class CardOut(BaseModel):
     id: str
-    status: str
+    status: CardStatus
     status_index: int
     pseudonym: str
-    residency: str
-    age_band: str
-    programmes: list[str]
+    residency: Residency
+    age_band: AgeBand
+    programmes: list[Programme]
     name_masked: str
     id_number_masked: str
     created_at: str
@@ -91,6 +93,10 @@ def _card_problem(exc: CardError) -> Problem:
     responses=problem_responses(401, 403, 409, 422),
 )
 async def enrol_card(new: NewCard, operator: OperatorDep, services: ServicesDep) -> dict[str, Any]:
+    """Enrol one citizen's card (operators). The name, ID number and phone are stored encrypted
+    and answered masked; the card gets a random pseudonym and a status-list slot. An ID
+    number already enrolled is refused with 409 already_enrolled."""
+
     def work() -> dict[str, Any]:
         with services.sessions() as session:
             try:
@@ -127,6 +133,10 @@ async def import_card_file(
         bool, Query(description="Enrol nothing unless every row is valid.")
     ] = False,
 ) -> dict[str, Any]:
+    """Enrol many cards from CSV (header id_number,name,phone,residency,programmes; programmes
+    separated by ;) or JSON Lines with the same keys, up to 64 MiB. Each bad row is
+    reported by number and field; dry_run validates only, all_or_nothing enrols nothing
+    unless every row is valid."""
     media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     fmt = IMPORT_MEDIA_TYPES.get(media_type)
     if fmt is None:
@@ -164,6 +174,9 @@ async def import_card_file(
 async def read_card(
     card_id: CardId, operator: OperatorDep, services: ServicesDep
 ) -> dict[str, Any]:
+    """One card for an operator: status, status-list slot, pseudonym and coarse attributes, with
+    the name and ID number masked. The read itself is audited (card_read)."""
+
     def work() -> dict[str, Any]:
         with services.sessions() as session:
             try:
@@ -188,6 +201,10 @@ async def read_card(
 async def set_status(
     card_id: CardId, change: StatusChangeRequest, operator: OperatorDep, services: ServicesDep
 ) -> dict[str, Any]:
+    """Suspend a card, mark it lost, revoke it or reinstate it (operators). Terminals learn it at
+    their next status-list sync, online verification at once; a transition the status does
+    not allow (reinstating a revoked card) answers 409 invalid_transition."""
+
     def work() -> tuple[dict[str, Any], bytes, CardSnapshot]:
         with services.sessions() as session:
             try:

@@ -135,6 +135,9 @@ async def _rate_limited(services: Services, id_hash: bytes, now: float) -> None:
 async def register_device(
     new: NewDevice, citizen: CitizenDep, services: ServicesDep, response: Response
 ) -> dict[str, Any]:
+    """Register a device key (a phone's) for the caller's card and get its first credential: the
+    device can then make its own codes offline (docs/devices.md). Rate-limited; 409 for a
+    key already registered or removed, or too many devices."""
     now = int(time.time())
     assert citizen.id_number is not None
     id_hash = services.vault.citizen_key(citizen.id_number)
@@ -213,6 +216,8 @@ async def _device(request: Request, device_uuid: str) -> tuple[DeviceRecord, byt
 async def renew_credential(
     device_id: DeviceId, request: Request, response: Response
 ) -> dict[str, Any]:
+    """Renew a device's credential before it expires. The caller is the device itself, with a
+    token its key signs (no body); a removed device is refused with 403."""
     device, id_hash = await _device(request, device_id)
     services: Services = request.app.state.services
     now = int(time.time())
@@ -247,6 +252,8 @@ async def renew_credential(
     responses=problem_responses(401, 403, 404),
 )
 async def list_devices(citizen: CitizenDep, services: ServicesDep) -> dict[str, Any]:
+    """The caller's devices, newest first, removed ones too, so a citizen can tell which phone to
+    remove."""
     assert citizen.id_number is not None
     card = await citizen_card(services, citizen.id_number, time.time())
 
@@ -269,6 +276,8 @@ async def list_devices(citizen: CitizenDep, services: ServicesDep) -> dict[str, 
 async def remove_device(
     device_id: DeviceId, citizen: CitizenDep, services: ServicesDep
 ) -> Response:
+    """Remove one of the caller's devices, a lost phone: online verification refuses its codes at
+    once, terminals at their next sync. 204."""
     assert citizen.id_number is not None
     card = await citizen_card(services, citizen.id_number, time.time())
     now = int(time.time())

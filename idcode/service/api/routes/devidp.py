@@ -276,6 +276,8 @@ def _check(request: Request, params: Mapping[str, Sequence[str]]) -> Authorizati
     openapi_extra=AUTHORIZE_PAGE,
 )
 async def authorize_page(request: Request) -> Response:
+    """Development only: the development identity provider's sign-in page, which lets a developer
+    pick a demo citizen instead of signing in."""
     try:
         return _sign_in_page(_check(request, _query(request)))
     except UntrustedRedirect as exc:
@@ -292,6 +294,8 @@ async def authorize_page(request: Request) -> Response:
     openapi_extra=AUTHORIZE_CHOICE,
 )
 async def authorize_choice(request: Request) -> Response:
+    """Development only: the choice made on the sign-in page; redirects to the wallet with an
+    authorization code (or an error, when cancelled)."""
     try:
         form = await _form(request)
     except SignInRefused as exc:
@@ -336,6 +340,8 @@ def _token_error(exc: SignInRefused) -> JSONResponse:
     openapi_extra=TOKEN,
 )
 async def token(request: Request) -> Response:
+    """Development only: redeem an authorization code and its PKCE verifier for an ID token, as a
+    real OIDC provider's token endpoint does."""
     services: Services = request.app.state.services
     now = int(time.time())
     try:
