@@ -9,6 +9,7 @@ docs/scenes/employment.md) and needs no adapter.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Annotated, ClassVar, Literal
@@ -52,7 +53,9 @@ _TARGET_PROGRAMMES: dict[str, Programme] = {
 }
 #: A stand's id as the organiser's floor plan names it (``a-12``, ``hall-2-b07``): it is in
 #: every decision line and upload, so it is short and names no person.
-StandId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+STAND_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+_STAND = re.compile(STAND_PATTERN)
+StandId = Annotated[str, Field(pattern=STAND_PATTERN)]
 #: A local time of day, HH:MM (24 h); a closing time may be 24:00, the end of the day.
 TimeOfDay = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 ClosingTime = Annotated[str, Field(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")]
@@ -159,8 +162,15 @@ class Adapter(SceneAdapter):
         # No default: a terminal that counted for no stand, or for another's, would put its
         # visits in the wrong stand's count. Whether the fair has the stand is the scene
         # data's to say (__init__).
-        if options.get("stand") is None:
+        stand = options.get("stand")
+        if stand is None:
             raise SceneError("a job-fair terminal needs the option stand=<id> of a fair's stand")
+        if not _STAND.fullmatch(stand):
+            # "A-01" or "a 01" is no fair's stand id: no bundle can make it right.
+            raise SceneError(
+                "a job-fair terminal's option stand must be a stand id (1-32 of a-z, 0-9 and "
+                f"'-', starting with a letter or digit), got {stand[:40]!r}"
+            )
 
     def __init__(self, context: SceneContext) -> None:
         super().__init__(context)

@@ -9,6 +9,7 @@ never charges more than the door did. See docs/scenes/transport.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, ClassVar
@@ -36,6 +37,7 @@ ALREADY_BOARDED = "already_boarded"
 MAX_FARE = 100_000
 MAX_LINES = 2_000
 LINE_PATTERN = r"^[A-Za-z0-9._-]{1,32}$"
+_LINE = re.compile(LINE_PATTERN)
 _ELDER_BANDS = frozenset({AgeBand.AGE_65_69, AgeBand.AGE_70_79, AgeBand.AGE_80_PLUS})
 
 LineId = Annotated[str, Field(pattern=LINE_PATTERN)]
@@ -137,6 +139,26 @@ def _amount(result: Mapping[str, ResultValue], name: str, most: int) -> int:
     return min(max(value, 0), most)
 
 
+def _full_fare(data: TransportData, line: ResultValue) -> int:
+    """The most a boarding journaled on ``line`` is settled for: the line's fare, or the
+    tariff's highest where the tariff does not list the line (withdrawn since, or not a line
+    id at all), which any validator could have charged by naming the dearest line."""
+    if isinstance(line, str) and line in data.lines:
+        return data.lines[line]
+    return max(data.lines.values())
+
+
+def _percents(data: TransportData) -> dict[ResultValue, int]:
+    """The percent of the full fare each concession pays, by its name in a journaled result;
+    a name not here (``none``, or anything that is not a concession) pays 100."""
+    return {
+        Concession.ELDER.value: data.elder_percent,
+        Concession.DISABILITY.value: data.disability_percent,
+        Concession.SENIOR.value: data.senior_percent,
+        Concession.STUDENT.value: data.student_percent,
+    }
+
+
 def transfer_applies(data: TransportData, previous: Event | None, line: str, at: int) -> bool:
     """Whether a boarding of ``line`` at ``at`` is a transfer from ``previous``, the
     passenger's previous boarding: on another line, at most ``transfer_minutes`` before."""
@@ -170,15 +192,24 @@ class Adapter(SceneAdapter):
 
     @classmethod
     def check_options(cls, options: Mapping[str, str]) -> None:
-        # Which lines there are is the operator's data's to say (__init__).
-        if options.get("line") is None:
+        # Which lines there are is the operator's data's to say (__init__); a text that is no
+        # line id ("line 1", "") is in no operator's data.
+        line = options.get("line")
+        if line is None:
             raise SceneError("a bus validator needs the option line=<one of the operator's lines>")
+        if not _LINE.fullmatch(line):
+            raise SceneError(
+                "a bus validator's option line must be a line id (1-32 of A-Z, a-z, 0-9, '.', "
+                f"'_' and '-'), got {line[:40]!r}"
+            )
 
     def __init__(self, context: SceneContext) -> None:
         super().__init__(context)
         if not isinstance(context.data, TransportData):
             raise SceneError("transport scene data must be TransportData")
         line = context.options.get("line")
+        if line is not None:
+            self.check_options(context.options)  # a text that is no line id, said as such
         if line is None or line not in context.data.lines:
             got = "none" if line is None else repr(line[:32])
             known = ", ".join(sorted(context.data.lines)[:10])
@@ -237,21 +268,29 @@ class Adapter(SceneAdapter):
         boarding's transfer from the passenger's previous boarding anywhere in the operator's
         network, and the daily cap over every fare of the day. A boarding is never settled
         above what its door charged (the door may have seen a transfer or a cap the whole
-        day does not confirm; the passenger was shown that fare). The concession is the
-        door's: it depends on the code alone."""
+        day does not confirm; the passenger was shown that fare), nor above the tariff: the
+        line's fare, and the concession's percent of it. The concession is the door's: it
+        depends on the code alone."""
         if not isinstance(data, TransportData):
             raise SceneError("transport scene data must be TransportData")
         row = dict.fromkeys(cls.settlement_columns, 0)
+        percents = _percents(data)
         previous: Event | None = None
         paid = 0
         for event in events:
             if not event.admitted or event.action != BOARD:
                 continue
             result = event.result
-            full = _amount(result, "full_fare", MAX_FARE)
-            after_concession = full - _amount(result, "concession_discount", full)
-            door = _amount(result, "fare", after_concession)
             line = result.get("line")
+            # Never above the tariff: the line's fare, and the door's concession's percent of
+            # it, as the operator's data says now. A door that journaled more (a damaged or
+            # foreign validator, or a fare lowered since) is cut down to them.
+            full = _amount(result, "full_fare", _full_fare(data, line))
+            after_concession = min(
+                full - _amount(result, "concession_discount", full),
+                full * percents.get(result.get("concession"), 100) // 100,
+            )
+            door = _amount(result, "fare", after_concession)
             transfer = (
                 min(data.transfer_discount, after_concession)
                 if isinstance(line, str) and transfer_applies(data, previous, line, event.at)

@@ -11,7 +11,7 @@ import secrets
 import uuid
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
@@ -286,9 +286,29 @@ def _free_pseudonym(session: Session) -> bytes:
     raise CardError("pseudonym_space_exhausted", "could not draw an unused pseudonym")
 
 
-def change_status(session: Session, card_id: str, action: str, actor: str) -> CardRecord:
+#: Why an operator changes a card's status, as the audit record keeps it: a closed set, not
+#: free text, so that no name, ID number or story of a citizen ends up in the audit log.
+StatusReason = Literal[
+    "citizen_request",
+    "reported_lost",
+    "reported_stolen",
+    "suspected_misuse",
+    "card_replaced",
+    "deceased",
+    "entered_in_error",
+]
+STATUS_REASONS: tuple[str, ...] = get_args(StatusReason)
+
+
+def change_status(
+    session: Session, card_id: str, action: str, actor: str, reason: str | None = None
+) -> CardRecord:
+    """Apply ``action`` to the card (not committed), audited with the actor and, when given,
+    the reason (one of STATUS_REASONS)."""
     if action not in TRANSITIONS:
         raise CardError("invalid_action", f"action must be one of {', '.join(TRANSITIONS)}")
+    if reason is not None and reason not in STATUS_REASONS:
+        raise CardError("invalid_reason", f"reason must be one of {', '.join(STATUS_REASONS)}")
     record = get_card(session, card_id)
     sources, target = TRANSITIONS[action]
     if CardStatus(record.status) not in sources:
@@ -300,7 +320,10 @@ def change_status(session: Session, card_id: str, action: str, actor: str) -> Ca
         session.add(
             StatusChange(status_index=record.status_index, invalid=target is not CardStatus.ACTIVE)
         )
-    record_audit(session, actor, f"card.{action}", card_id, {"from": previous, "to": target.value})
+    detail = {"from": previous, "to": target.value}
+    if reason is not None:
+        detail["reason"] = reason
+    record_audit(session, actor, f"card.{action}", card_id, detail)
     return record
 
 

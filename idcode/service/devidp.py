@@ -1,10 +1,11 @@
-"""The development identity provider's sign-in for the web wallet: OpenID Connect's
-authorization-code flow with PKCE (RFC 6749 section 4.1, RFC 7636, S256 only).
+"""The development identity provider's sign-in for the web wallet and the operator console:
+OpenID Connect's authorization-code flow with PKCE (RFC 6749 section 4.1, RFC 7636, S256 only).
 
 Development only (``Settings.dev_idp_serves_wallet``); production points the wallet at the
 city's provider. The provider knows the demo citizens (``demodata.DEMO_CARDS``), not the card
 register: like a real provider it vouches for a person, and the service then looks the card
-up by the ID number in the token.
+up by the ID number in the token. For the console's redirect URI it also offers a demo
+operator, whose token carries the operator role (``Settings.operator_role``) and no ID number.
 
 Authorization codes are not stored: a code is a short HS256 token, keyed with a key derived
 from the provider's own signing key (every replica has it), naming the client, the redirect
@@ -59,6 +60,8 @@ AUTHORIZE_PARAMETERS = (
     "code_challenge_method",
     "nonce",
 )
+#: The subject of the demo operator's ID tokens (the console's sign-in, development only).
+DEMO_OPERATOR_SUBJECT = "dev-operator"
 TOKEN_PARAMETERS = ("grant_type", "code", "redirect_uri", "client_id", "code_verifier")
 
 
@@ -133,13 +136,19 @@ class DevIdentityProvider:
     def client_id(self) -> str:
         return self._settings.wallet_client
 
+    @property
+    def clients(self) -> frozenset[str]:
+        """The provider's clients: the wallet, and the operator console (often the same id)."""
+        return frozenset({self._settings.wallet_client, self._settings.console_client})
+
     # -- the authorization endpoint --------------------------------------------------------
 
     def authorization_request(
-        self, params: Mapping[str, Sequence[str]], redirect_uris: frozenset[str]
+        self, params: Mapping[str, Sequence[str]], redirect_uris: Mapping[str, frozenset[str]]
     ) -> AuthorizationRequest:
-        """Check an authorization request. Raises UntrustedRedirect when the client or redirect
-        URI is not trusted, AuthorizationRefused (for the redirect URI) for anything else."""
+        """Check an authorization request; ``redirect_uris`` are each client's registered ones.
+        Raises UntrustedRedirect when the client or redirect URI is not trusted,
+        AuthorizationRefused (for the redirect URI) for anything else."""
         try:
             client_id = _single(params, "client_id")
             redirect_uri = _single(params, "redirect_uri")
@@ -147,11 +156,11 @@ class DevIdentityProvider:
             raise UntrustedRedirect(str(exc)) from None
         if client_id is None:
             raise UntrustedRedirect("client_id is missing")
-        if client_id != self.client_id:
+        if client_id not in self.clients:
             raise UntrustedRedirect("client_id is not a client of this provider")
         if redirect_uri is None:
             raise UntrustedRedirect("redirect_uri is missing")
-        if redirect_uri not in redirect_uris:
+        if redirect_uri not in redirect_uris.get(client_id, frozenset()):
             raise UntrustedRedirect("redirect_uri is not registered for this client")
         try:
             state = _single(params, "state")
@@ -200,9 +209,11 @@ class DevIdentityProvider:
             raise refuse("invalid_request", "nonce must be 1-512 visible ASCII characters")
         return AuthorizationRequest(client_id, redirect_uri, state, challenge, nonce)
 
-    def issue_code(self, request: AuthorizationRequest, citizen: int, now: int) -> str:
-        """An authorization code for ``citizen`` (an index of the demo citizens)."""
-        if not 0 <= citizen < len(DEMO_CARDS):
+    def issue_code(self, request: AuthorizationRequest, citizen: int | None, now: int) -> str:
+        """An authorization code for ``citizen`` (an index of the demo citizens), or for the
+        demo operator when ``citizen`` is None (the console's sign-in; routes/devidp.py offers
+        it there only)."""
+        if citizen is not None and not 0 <= citizen < len(DEMO_CARDS):
             raise ValueError("no such demo citizen")
         claims: dict[str, Any] = {
             "aud": CODE_AUDIENCE,
@@ -212,8 +223,11 @@ class DevIdentityProvider:
             "client_id": request.client_id,
             "redirect_uri": request.redirect_uri,
             "code_challenge": request.code_challenge,
-            "citizen": citizen,
         }
+        if citizen is None:
+            claims["operator"] = True
+        else:
+            claims["citizen"] = citizen
         if request.nonce is not None:
             claims["nonce"] = request.nonce
         return jwt.encode(claims, self._code_key, algorithm="HS256")
@@ -236,7 +250,7 @@ class DevIdentityProvider:
                 raise SignInRefused("invalid_request", f"{name} is missing")
         code, verifier = values["code"], values["code_verifier"]
         assert code is not None and verifier is not None
-        if values["client_id"] != self.client_id:
+        if values["client_id"] not in self.clients:
             raise SignInRefused("invalid_client", "client_id is not a client of this provider", 401)
         if not VERIFIER.fullmatch(verifier):
             raise SignInRefused(
@@ -273,17 +287,29 @@ class DevIdentityProvider:
         computed = base64.urlsafe_b64encode(digest).decode().rstrip("=")
         if not hmac.compare_digest(computed, str(claims.get("code_challenge"))):
             raise SignInRefused("invalid_grant", "code_verifier does not match the code_challenge")
-        citizen = claims.get("citizen")
-        if not isinstance(citizen, int) or not 0 <= citizen < len(DEMO_CARDS):
-            raise SignInRefused("invalid_grant", "the authorization code names no demo citizen")
         nonce = claims.get("nonce")
-        token = dev_token(
-            self._settings,
-            f"dev-citizen-{citizen + 1}",
-            id_number=DEMO_CARDS[citizen].id_number,
-            ttl=ID_TOKEN_LIFETIME,
-            now=now,
-            nonce=nonce if isinstance(nonce, str) else None,
-        )
+        citizen = claims.get("citizen")
+        if claims.get("operator") is True:
+            token = dev_token(
+                self._settings,
+                DEMO_OPERATOR_SUBJECT,
+                roles=(self._settings.operator_role,),
+                ttl=ID_TOKEN_LIFETIME,
+                now=now,
+                nonce=nonce if isinstance(nonce, str) else None,
+            )
+        elif isinstance(citizen, int) and 0 <= citizen < len(DEMO_CARDS):
+            token = dev_token(
+                self._settings,
+                f"dev-citizen-{citizen + 1}",
+                id_number=DEMO_CARDS[citizen].id_number,
+                ttl=ID_TOKEN_LIFETIME,
+                now=now,
+                nonce=nonce if isinstance(nonce, str) else None,
+            )
+        else:
+            raise SignInRefused(
+                "invalid_grant", "the authorization code names no demo citizen or operator"
+            )
         code_id = base64.urlsafe_b64decode(str(claims["jti"]) + "==")
         return Redeemed(token, SPENT_LABEL + code_id, int(claims["exp"]))

@@ -119,6 +119,22 @@ class Settings(BaseSettings, CoreSettings):
         default=None, description="The identity provider's token endpoint (https)."
     )
 
+    # The operator console (/console/, docs/console.md): it signs operators in at the same
+    # identity provider as the wallet (in development, the service's own provider).
+    console_client_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="The console's OIDC client id at the identity provider; default: the wallet's.",
+    )
+    console_session_seconds: int = Field(
+        default=8 * 3600,
+        ge=300,
+        le=24 * 3600,
+        description="How long an operator stays signed in to the console (at most the ID "
+        "token's lifetime).",
+    )
+
     @field_validator("data_dir", mode="before")
     @classmethod
     def _data_directory_is_named(cls, value: object) -> object:
@@ -210,6 +226,11 @@ class Settings(BaseSettings, CoreSettings):
     def wallet_client(self) -> str:
         """The wallet's OIDC client id: its setting, or the audience of the ID tokens."""
         return self.wallet_client_id or self.oidc_audience
+
+    @property
+    def console_client(self) -> str:
+        """The console's OIDC client id: its setting, or the wallet's."""
+        return self.console_client_id or self.wallet_client
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -102,10 +102,20 @@ def settleable(scene: str) -> type[SceneAdapter]:
 
 
 def day_bounds(day: date, data: SceneData) -> tuple[datetime, datetime]:
-    """The local day ``day`` at the scene data's UTC offset, as two UTC times [start, end)."""
+    """The local day ``day`` at the scene data's UTC offset, as two UTC times [start, end).
+    Cut to the years 1-9999 of UTC, which hold every stored event: 0001-01-01 at +08:00
+    starts in year 0, and 9999-12-31 at -12:00 ends in year 10000, which no ``datetime``
+    holds."""
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    start = midnight - timedelta(minutes=data.utc_offset_minutes)
-    return start, start + timedelta(seconds=DAY)
+    offset = timedelta(minutes=data.utc_offset_minutes)
+    return _shifted(midnight, -offset), _shifted(midnight, timedelta(seconds=DAY) - offset)
+
+
+def _shifted(at: datetime, by: timedelta) -> datetime:
+    try:
+        return at + by
+    except OverflowError:
+        return (datetime.min if by < timedelta(0) else datetime.max).replace(tzinfo=UTC)
 
 
 def settle(session: Session, scene: str, site: str, day: date, now: float) -> Settlement:

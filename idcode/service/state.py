@@ -36,6 +36,8 @@ RATE_WINDOW_SECONDS = 60
 #: wait for it), so the service is back on Redis within about a second of its return.
 RETRY_SECONDS = 1.0
 REDIS_CONNECTIONS = 100  # per process
+#: How long the hourly counts of codes issued are kept (the console charts the last 24 h).
+ISSUED_KEPT_SECONDS = 48 * 3600
 MAX_UNWRITTEN = 100_000  # status changes kept for Redis during one outage (beyond: dropped
 # from memory, still covered by forget_cards on recovery)
 T = TypeVar("T")
@@ -96,6 +98,15 @@ class SharedState(Protocol):
     ) -> None:
         """Cache ``card`` unless a newer version of it is cached already. ``write_through``:
         a status change every replica must see (kept and written later if Redis is down)."""
+        ...
+
+    async def add_issued(self, counts: dict[int, int]) -> None:
+        """Add to the codes issued per hour (``counts``: hours since the epoch to codes), the
+        tally every replica adds to (issuedtally.py). Raises RedisError when it cannot."""
+        ...
+
+    async def issued(self, hours: list[int]) -> list[int]:
+        """The codes issued in each of ``hours``, as every replica's flushes added them up."""
         ...
 
     async def ping(self) -> None:
@@ -178,6 +189,18 @@ class RedisState:
             args=[json.dumps(card.to_json()), card.version, _card_ttl(card, now)],
         )
 
+    async def add_issued(self, counts: dict[int, int]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for hour, count in counts.items():
+                key = f"{self._prefix}issued:{hour}"
+                pipe.incrby(key, count)
+                pipe.expire(key, ISSUED_KEPT_SECONDS)
+            await pipe.execute()
+
+    async def issued(self, hours: list[int]) -> list[int]:
+        values = await self._redis.mget([f"{self._prefix}issued:{hour}" for hour in hours])
+        return [int(value) if value else 0 for value in values]
+
     async def ping(self) -> None:
         await self._redis.ping()
 
@@ -210,6 +233,7 @@ class MemoryState:
         self._replay = ReplayCache()
         self._cards: OrderedDict[bytes, tuple[CardSnapshot, int]] = OrderedDict()
         self._max_cards = max_cards
+        self._issued: dict[int, int] = {}
 
     async def admit(
         self, citizen: bytes, limit: int, now: float
@@ -240,6 +264,15 @@ class MemoryState:
         self._cards.move_to_end(citizen)
         while len(self._cards) > self._max_cards:
             self._cards.popitem(last=False)
+
+    async def add_issued(self, counts: dict[int, int]) -> None:
+        for hour, count in counts.items():
+            self._issued[hour] = self._issued.get(hour, 0) + count
+        oldest = max(self._issued) - ISSUED_KEPT_SECONDS // 3600
+        self._issued = {hour: n for hour, n in self._issued.items() if hour >= oldest}
+
+    async def issued(self, hours: list[int]) -> list[int]:
+        return [self._issued.get(hour, 0) for hour in hours]
 
     async def ping(self) -> None:
         return None
@@ -333,6 +366,19 @@ class FailoverState:
                 self._unwritten[citizen] = card
 
         await self._try(lambda: self._redis.cache_card(citizen, card, now), remember)
+
+    async def add_issued(self, counts: dict[int, int]) -> None:
+        async def keep() -> None:
+            # Not counted apart per process: the tally keeps its counts for the next flush.
+            raise RedisError("shared state unavailable: running degraded")
+
+        await self._try(lambda: self._redis.add_issued(counts), keep)
+
+    async def issued(self, hours: list[int]) -> list[int]:
+        async def unknown() -> list[int]:
+            raise RedisError("shared state unavailable: running degraded")
+
+        return await self._try(lambda: self._redis.issued(hours), unknown)
 
     async def ping(self) -> None:
         """Raise while Redis cannot be reached; once it answers, leave degraded mode."""

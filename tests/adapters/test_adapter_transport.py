@@ -316,6 +316,18 @@ def test_a_validator_without_one_of_the_operators_lines_does_not_start(
         TestTerminal(network.bundle, Adapter, options=options)
 
 
+@pytest.mark.parametrize("line", ["", "line 1", "1/2", "x" * 33, "一路"])
+def test_a_line_option_that_is_no_line_id_is_refused_before_any_bundle(
+    network: Network, line: str
+) -> None:
+    """No operator's data can list it, so the validator does not start (idcode terminal run
+    calls check_options before it syncs), rather than deny every scan stale_trust."""
+    with pytest.raises(SceneError, match="option line must be a line id"):
+        Adapter.check_options({"line": line})
+    with pytest.raises(SceneError, match="option line must be a line id"):
+        TestTerminal(network.bundle, Adapter, options={"line": line})
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -440,12 +452,9 @@ def test_garbled_journaled_results_are_settled_without_raising(network: Network)
     ]
     settled = network.settle(events)
     assert settled["boardings"] == 3
-    # Amounts are clamped to 0..the highest possible fare, then capped at 8 yuan.
-    assert (settled["full_fares"], settled["door_fares"], settled["fares"]) == (
-        100_000,
-        100_000,
-        800,
-    )
+    # Amounts are clamped to 0..the line's fare (2 yuan on line 1), and the boarding at 10:00
+    # is a transfer from the one at 9:00 (whose line is no line 1).
+    assert (settled["full_fares"], settled["door_fares"], settled["fares"]) == (200, 200, 100)
     assert (
         settled["full_fares"]
         - settled["concession_discounts"]
@@ -453,6 +462,38 @@ def test_garbled_journaled_results_are_settled_without_raising(network: Network)
         - settled["cap_discounts"]
         == settled["fares"]
     )
+
+
+def test_a_boarding_is_never_settled_above_the_tariff_whatever_its_door_journaled(
+    network: Network,
+) -> None:
+    """A damaged or compromised validator's amounts: a full fare above its line's, a line
+    the tariff does not list, a concession charged at more than its percent. Each is cut to
+    the tariff (2 yuan on line 1, the dearest line's 5 yuan, the elder's 0 %), before the
+    transfers and the cap (8 yuan) are reckoned."""
+    subject = "a" * 24
+
+    def boarding(n: int, **result: Any) -> Event:
+        return Event(f"e{n}", local(6 + 2 * n), subject, True, "ok", "board", result)
+
+    one = {"line": "1", "concession": "none", "concession_discount": 0}
+    events = [
+        boarding(0, **one, full_fare=100_000, fare=100_000),
+        boarding(1, line="gone", full_fare=90_000, fare=90_000),
+        boarding(2, **{**one, "concession": "elder"}, full_fare=200, fare=200),
+        boarding(3, **{**one, "concession": "student"}, full_fare=200, fare=200),
+        boarding(4, **one, full_fare=200, fare=200),
+    ]
+    settled = network.settle(events)
+    assert settled == {
+        "boardings": 5,
+        "full_fares": 200 + 500 + 200 + 200 + 200,
+        "concession_discounts": 200 + 100,
+        "transfer_discounts": 0,
+        "cap_discounts": 200,  # the fifth boarding is over the day's 8 yuan
+        "fares": 200 + 500 + 0 + 100 + 0,
+        "door_fares": 200 + 500 + 0 + 100 + 200,
+    }
 
 
 def test_settled_fares_never_exceed_the_doors_and_the_columns_add_up() -> None:

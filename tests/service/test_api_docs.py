@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.responses import PlainTextResponse
 from fastapi.testclient import TestClient
 
 from idcode.service.api.app import create_app
@@ -108,10 +107,12 @@ def links(client: TestClient) -> list[str]:
     return re.findall(r'<a href="([^"]+)"', client.get("/").text)
 
 
-def test_home_page_links_the_docs_and_the_development_wallet_but_no_console_before_there_is_one(
+def test_home_page_links_the_docs_the_console_and_the_development_wallet(
     client: TestClient,
 ) -> None:
-    assert links(client) == ["/docs", "/redoc", "/openapi.json", "/wallet/"]
+    assert links(client) == ["/docs", "/redoc", "/openapi.json", "/console/", "/wallet/"]
+    for href in links(client):
+        assert client.get(href, follow_redirects=False).status_code in (200, 303), href
 
 
 @pytest.fixture
@@ -124,10 +125,8 @@ def app_without_wallet(tmp_path: Path, postgres_url: str, redis_url: str) -> Ite
         yield test_client
 
 
-def test_home_page_links_the_console_once_it_is_there_and_no_wallet_when_none_is_configured(
+def test_home_page_links_no_wallet_when_no_identity_provider_is_named_for_it(
     app_without_wallet: TestClient,
 ) -> None:
-    app_without_wallet.app.router.add_api_route(  # type: ignore[attr-defined]
-        "/console/", lambda: PlainTextResponse("console"), include_in_schema=False
-    )
     assert links(app_without_wallet) == ["/docs", "/redoc", "/openapi.json", "/console/"]
+    assert app_without_wallet.get("/wallet/config.json").status_code == 404

@@ -336,3 +336,92 @@ def test_an_adapter_whose_settle_is_broken_gets_a_named_refusal_not_a_500(
         f"/v1/settlements/toll/plaza-3/{_today().isoformat()}", headers=tokens.operator()
     )
     assert (answer.status_code, answer.json()["reason"]) == (422, "settlement_failed")
+
+
+def test_the_first_and_last_days_a_date_can_name_settle_empty_at_every_offset(
+    toll: Any, client: TestClient, tokens: Tokens
+) -> None:
+    # 0001-01-01 at +08:00 starts in year 0, 9999-12-31 at -12:00 ends in year 10000: days
+    # no datetime holds, which made an OverflowError, a 500.
+    for offset in (-720, 0, 480, 840):
+        put = client.put(
+            f"/v1/scenes/toll/edge{offset}",
+            json={"utc_offset_minutes": offset},
+            headers=tokens.operator(),
+        )
+        assert put.status_code == 200, put.text
+        for day, final in (("0001-01-01", "true"), ("9999-12-31", "false")):
+            for fmt in ("jsonl", "csv"):
+                answer = client.get(
+                    f"/v1/settlements/toll/edge{offset}/{day}",
+                    params={"format": fmt},
+                    headers=tokens.operator(),
+                )
+                assert answer.status_code == 200, (offset, day, answer.text)
+                assert answer.headers["idcode-final"] == final
+                assert answer.text.splitlines()[-1].startswith(
+                    "total,,0,0" if fmt == "csv" else '{"record": "total"'
+                )
+
+
+def _crafted(prefix: str, subject: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "event_id": f"{prefix}{n}",
+            "occurred_at": (EVENTS_START + timedelta(seconds=n)).isoformat(),
+            "valid": True,
+            "reason": "ok",
+            "scene_result": result,
+            "subject": subject,
+        }
+        for n, result in enumerate(results)
+    ]
+
+
+def test_crafted_uploads_to_the_shipped_scenes_settle_within_their_rules(
+    client: TestClient, tokens: Tokens
+) -> None:
+    """A compromised validator or till uploads amounts of its own making: huge, negative,
+    booleans, texts, missing, another scene's action. The files are made (no 500), and pay or
+    charge no more than the operator's and the shop's data allow."""
+    operator = tokens.operator()
+    tariff = {"lines": {"1": 200, "X5": 500}, "transfer_discount": 0}
+    assert client.put("/v1/scenes/transport/bus-x", json=tariff, headers=operator).is_success
+    senior = {"name": "senior", "age_from": "age_65_69", "amount_fen": 500, "funded_by": "city"}
+    shop = {"discounts": [senior], "daily_uses": 2}
+    assert client.put("/v1/scenes/merchant/shop-x", json=shop, headers=operator).is_success
+    big = 2**53 - 1
+    boardings: list[dict[str, Any]] = [
+        {"action": "board", "line": "1", "full_fare": big, "concession_discount": 0, "fare": big},
+        {"action": "board", "line": "nowhere", "full_fare": 90_000, "fare": 90_000},
+        {"action": "board", "line": True, "full_fare": True, "fare": -5},
+        {"action": "board", "line": "1", "full_fare": "200", "fare": "200"},
+        {"action": "discount", "line": "1", "full_fare": 200, "fare": 200},
+        {"line": "1", "full_fare": 200, "fare": 200},
+    ]
+    uses: list[dict[str, Any]] = [
+        {"action": "discount", "discount": "senior", "amount_fen": big},
+        {"action": "discount", "discount": "senior", "amount_fen": -500},
+        {"action": "discount", "discount": "senior", "amount_fen": True},
+        {"action": "discount", "discount": "gold", "amount_fen": 9_000},
+        {"action": "discount", "discount": "senior", "amount_fen": 500},
+        {"action": "board", "discount": "senior", "amount_fen": 500},
+    ]
+    _upload(
+        client, _register(client, tokens, "transport", "bus-x"), _crafted("t", "a" * 24, boardings)
+    )
+    _upload(client, _register(client, tokens, "merchant", "shop-x"), _crafted("m", "a" * 24, uses))
+
+    day = _today().isoformat()
+    files = {}
+    for path in ("transport/bus-x", "merchant/shop-x"):
+        answer = client.get(f"/v1/settlements/{path}/{day}", headers=operator)
+        assert answer.status_code == 200, answer.text
+        files[path] = json.loads(answer.text.splitlines()[-1])
+    bus, till = files["transport/bus-x"], files["merchant/shop-x"]
+    # Line 1's 2 yuan, and the dearest line's 5 yuan for a line the tariff does not list.
+    assert (bus["boardings"], bus["full_fares"], bus["fares"]) == (4, 700, 700)
+    assert bus["door_fares"] >= bus["fares"] >= 0
+    # The first two uses of the day are the daily_uses: one is reimbursed, at the shop's 5 yuan.
+    counts = [till[c] for c in ("uses", "over_cap", "reimbursed_uses", "reimbursed_fen")]
+    assert counts == [5, 3, 1, 500]

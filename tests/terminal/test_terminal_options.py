@@ -25,6 +25,9 @@ CASES = [
     ("culture", ["mode=gate"], "mode=entry or mode=loan ('gate')"),
     ("employment", [], "needs the option stand=<id>"),
     ("transport", [], "needs the option line="),
+    ("transport", ["line=line 1"], "option line must be a line id"),
+    ("transport", ["line="], "option line must be a line id"),
+    ("employment", ["stand=A-01"], "option stand must be a stand id"),
     ("merchant", ["discount=Senior Day"], "must name a discount"),
 ]
 

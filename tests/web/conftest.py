@@ -15,6 +15,8 @@ from importlib import resources
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, Route, sync_playwright
 
+from tests.web.walletservice import WalletService, wallet_service
+
 #: An https origin the tests make up: a secure context (WebCrypto, service workers) whose
 #: requests Playwright answers from the package's files (wallet_origin).
 TEST_ORIGIN = "https://wallet.test"
@@ -46,6 +48,17 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
         yield launched
     finally:
         launched.close()
+
+
+@pytest.fixture(scope="session")
+def web_service(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[WalletService]:
+    """One real ``idcode serve`` for the browser tests (the wallet's and the console's): a
+    cold start costs more than a dozen seconds. Each test makes what it changes its own (a
+    terminal, a card) or, like the wallet's, works on its own demo citizen."""
+    with wallet_service(tmp_path_factory.mktemp("web-service"), redis_url) as running:
+        yield running
 
 
 def wallet_file(name: str) -> bytes:

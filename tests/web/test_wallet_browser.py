@@ -33,16 +33,14 @@ from tests.web.walletservice import (
     TerminalClock,
     WalletService,
     terminal,
-    wallet_service,
 )
 
 WAIT_MS = 30_000  # how long a step may take before the test fails; never a measure
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[WalletService]:
-    with wallet_service(tmp_path_factory.mktemp("wallet-service"), redis_url) as running:
-        yield running
+def service(web_service: WalletService) -> WalletService:
+    return web_service
 
 
 @pytest.fixture

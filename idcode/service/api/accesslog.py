@@ -5,8 +5,9 @@
 line holds a subject. The subject is written as ``{subject}`` before any handler sees the line
 (request paths, even malformed ones, are the caller's text: they are masked whatever they hold).
 Likewise the authorization code the identity provider sends the web wallet back with
-(``/wallet/?code=...``) is written ``{code}``: it is short-lived and bound to the wallet's
-PKCE verifier, but a log is no place for a credential.
+(``/wallet/?code=...``), and the operator console (``/console/auth/callback?code=...``), is
+written ``{code}``: it is short-lived and bound to a PKCE verifier, but a log is no place for a
+credential.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 
 ACCESS_LOGGER = "uvicorn.access"
 _LINK_PATH = re.compile(r"(/v1/links/)[^?\s]*")
-#: The wallet's sign-in answer (docs/wallet.md): an authorization code in its query.
+#: The wallet's and the console's sign-in answer: an authorization code in its query.
 _AUTHORIZATION_CODE = re.compile(r"([?&]code=)[^&\s]*")
 
 
@@ -28,7 +29,7 @@ class MaskSubjects(logging.Filter):
         args = record.args
         if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
             masked = _LINK_PATH.sub(r"\1{subject}", args[2])
-            if masked.startswith("/wallet"):
+            if masked.startswith(("/wallet", "/console/auth/callback")):
                 masked = _AUTHORIZATION_CODE.sub(r"\1{code}", masked)
             if masked != args[2]:
                 record.args = (*args[:2], masked, *args[3:])

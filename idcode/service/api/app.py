@@ -32,6 +32,7 @@ from idcode.service.api.routes import (
     wallet,
 )
 from idcode.service.auth import token_verifier
+from idcode.service.console import pages as console
 from idcode.service.database import make_engine, make_session_factory
 from idcode.service.devidp import DevIdentityProvider
 from idcode.service.partycache import PartyCache
@@ -106,9 +107,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         services.recorder.start()
+        flushing = asyncio.create_task(services.issued.flush_every(services.state))
         try:
             yield
         finally:
+            flushing.cancel()
+            await services.issued.flush(services.state)  # what this process counted last
             # Before the engine goes: it records what is pending, with the engine.
             await asyncio.to_thread(services.recorder.stop)
             await services.state.close()
@@ -139,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(wallet.router)
     if settings.dev_idp_serves_wallet:
         app.include_router(devidp.router)
+    app.include_router(console.router)  # the operator console, /console/ (docs/console.md)
     apidocs.install(app)
     _complete_openapi(app)
     return app

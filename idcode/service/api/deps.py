@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Request, Response
@@ -20,6 +20,7 @@ from idcode.keystore import SigningKeyCache
 from idcode.protocol import MAX_CLOCK_DRIFT
 from idcode.service.api.problems import Problem
 from idcode.service.auth import Principal, TokenVerifier
+from idcode.service.issuedtally import IssuedTally
 from idcode.service.partycache import PartyCache
 from idcode.service.pii import PersonalDataVault
 from idcode.service.recorder import IdentificationRecorder
@@ -43,6 +44,7 @@ class Services:
     code_prefix: str  # settings.code_prefix, computed once
     parties: PartyCache  # relying parties, read at most once a second (partycache.py)
     recorder: IdentificationRecorder  # group commit of identifications (recorder.py)
+    issued: IssuedTally = field(default_factory=IssuedTally)  # codes issued (issuedtally.py)
 
     def online_trust(self, now: int) -> Trust:
         """What online verification (``/v1/verify``, ``/v1/identify``) trusts at ``now``: the

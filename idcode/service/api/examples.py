@@ -183,7 +183,7 @@ EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "read_card": {"200": {"application/json": CARD}},
     "change_card_status": {
-        "request": {"application/json": {"action": "suspend"}},
+        "request": {"application/json": {"action": "suspend", "reason": "suspected_misuse"}},
         "200": {"application/json": {**CARD, "status": "suspended"}},
     },
     "verify_online": {

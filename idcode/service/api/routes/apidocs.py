@@ -178,17 +178,16 @@ code {{ font-size: 0.9em; }}
 
 
 def _home_links(request: Request) -> list[tuple[str, str, str]]:
-    """(href, label, what it is) for each page this service serves: the console and the
-    wallet only where they are there, so the page never links to a 404."""
+    """(href, label, what it is) for each page this service serves. The console is part of
+    every service (app.py); the wallet only where an identity provider signs its citizens in
+    (as GET /wallet/config.json decides), so the page never links to a dead end."""
     app: FastAPI = request.app
-    paths = {getattr(route, "path", None) for route in app.router.routes}
     links = [
         ("/docs", "API reference", "Swagger UI: every operation, with a form to try it"),
         ("/redoc", "API reference (ReDoc)", "the same document, on one page to read"),
         (app.openapi_url or "/openapi.json", "OpenAPI document", "for client generators"),
+        ("/console/", "Operator console", "cards, terminals, events; operators sign in"),
     ]
-    if any(str(path).startswith("/console") for path in paths if path):
-        links.append(("/console/", "Operator console", "cards, terminals, events; sign-in"))
     settings = request.app.state.services.settings
     if settings.dev_idp_serves_wallet or settings.wallet_authorization_endpoint:
         links.append(("/wallet/", "Web wallet", "a citizen's code in the browser"))

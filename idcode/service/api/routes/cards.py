@@ -9,16 +9,17 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from idcode.errors import CardError
-from idcode.service.api.deps import AuthenticatedFirst, OperatorDep, ServicesDep
+from idcode.service.api.deps import AuthenticatedFirst, OperatorDep, Services, ServicesDep
 from idcode.service.api.problems import Problem, problem_responses
 from idcode.service.cards import (
     CardSnapshot,
     NewCard,
+    StatusReason,
     card_view,
     change_status,
     enrol,
@@ -64,6 +65,9 @@ class CardOut(BaseModel):
 
 class StatusChangeRequest(BaseModel):
     action: Literal["suspend", "lost", "revoke", "reinstate"]
+    reason: StatusReason | None = Field(
+        default=None, description="Why, for the audit record (a closed set: no free text)."
+    )
 
 
 class RejectionOut(BaseModel):
@@ -204,11 +208,21 @@ async def set_status(
     """Suspend a card, mark it lost, revoke it or reinstate it (operators). Terminals learn it at
     their next status-list sync, online verification at once; a transition the status does
     not allow (reinstating a revoked card) answers 409 invalid_transition."""
+    return await change_card_status(
+        services, str(card_id), change.action, operator.subject, change.reason
+    )
+
+
+async def change_card_status(
+    services: Services, card_id: str, action: str, actor: str, reason: str | None
+) -> dict[str, Any]:
+    """Change a card's status and make every replica see it; the card's view, or a problem.
+    The API's route and the operator console's form both come here."""
 
     def work() -> tuple[dict[str, Any], bytes, CardSnapshot]:
         with services.sessions() as session:
             try:
-                record = change_status(session, str(card_id), change.action, operator.subject)
+                record = change_status(session, card_id, action, actor, reason)
                 session.commit()
             except CardError as exc:
                 raise _card_problem(exc) from None

@@ -170,6 +170,7 @@ async def issue_code(
     if asked is not None and asked.disclose is not None:
         disclosing = await _hold_consent(services, card, asked.disclose, claims)
         headers["X-Code-Discloses-To"] = disclosing["to"]
+    services.issued.add(now)  # the console's chart (issuedtally.py)
     if media_type != "application/json":
         image = await run_in_threadpool(qr_image, code, media_type)
         return Response(image, media_type=media_type, headers=headers)

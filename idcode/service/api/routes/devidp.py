@@ -1,5 +1,6 @@
-"""The development identity provider's endpoints for the web wallet (development only):
-``GET``/``POST /dev-idp/authorize`` (a sign-in page listing the demo citizens) and
+"""The development identity provider's endpoints for the web wallet and the operator console
+(development only): ``GET``/``POST /dev-idp/authorize`` (a sign-in page listing the demo
+citizens, and for the console a demo operator) and
 ``POST /dev-idp/token`` (RFC 6749 section 4.1.3 with PKCE). idcode.service.devidp checks the
 requests; this module speaks HTTP. Errors are RFC 6749's (``{"error",
 "error_description"}``), not problem+json: they are what an OAuth client expects here.
@@ -92,7 +93,11 @@ AUTHORIZE_CHOICE: dict[str, Any] = {
                     "type": "object",
                     "properties": {
                         **_AUTHORIZE_PARAMETERS,
-                        "citizen": {"type": "string", "description": "a demo citizen's index"},
+                        "citizen": {
+                            "type": "string",
+                            "description": "a demo citizen's index, or operator (the "
+                            "console's sign-in only)",
+                        },
                         "cancel": _TEXT,
                     },
                     "required": _REQUIRED,
@@ -159,6 +164,11 @@ def wallet_redirect_uri(request: Request) -> str:
     return str(request.base_url) + "wallet/"
 
 
+def console_redirect_uri(request: Request) -> str:
+    """The console's registered redirect URI at the development provider (console/pages.py)."""
+    return str(request.base_url) + "console/auth/callback"
+
+
 def _provider(request: Request) -> DevIdentityProvider:
     provider: DevIdentityProvider = request.app.state.dev_idp  # app.py, at start-up
     return provider
@@ -210,12 +220,17 @@ def _refusal_page(description: str) -> Response:
     )
 
 
-def _sign_in_page(request: AuthorizationRequest) -> Response:
+def _sign_in_page(request: AuthorizationRequest, offer_operator: bool) -> Response:
     hidden = "".join(
         f'<input type="hidden" name="{html.escape(name)}" value="{html.escape(value)}">'
         for name, value in request.hidden_fields().items()
     )
     buttons = []
+    if offer_operator:
+        buttons.append(
+            '<button type="submit" name="citizen" value="operator" data-citizen="operator">'
+            "Demo operator <small>(operator role)</small></button>"
+        )
     for index, card in enumerate(DEMO_CARDS):
         details = ", ".join([card.residency, *card.programmes])
         buttons.append(
@@ -263,9 +278,12 @@ async def _form(request: Request) -> dict[str, list[str]]:
 
 
 def _check(request: Request, params: Mapping[str, Sequence[str]]) -> AuthorizationRequest:
-    return _provider(request).authorization_request(
-        params, frozenset({wallet_redirect_uri(request)})
-    )
+    provider = _provider(request)
+    wallet, console = wallet_redirect_uri(request), console_redirect_uri(request)
+    clients = {provider.client_id: frozenset({wallet})}
+    settings = request.app.state.services.settings
+    clients[settings.console_client] = clients.get(settings.console_client, frozenset()) | {console}
+    return provider.authorization_request(params, clients)
 
 
 @router.get(
@@ -279,7 +297,8 @@ async def authorize_page(request: Request) -> Response:
     """Development only: the development identity provider's sign-in page, which lets a developer
     pick a demo citizen instead of signing in."""
     try:
-        return _sign_in_page(_check(request, _query(request)))
+        checked = _check(request, _query(request))
+        return _sign_in_page(checked, checked.redirect_uri == console_redirect_uri(request))
     except UntrustedRedirect as exc:
         return _refusal_page(str(exc))
     except AuthorizationRefused as exc:
@@ -315,12 +334,17 @@ async def authorize_choice(request: Request) -> Response:
             checked.redirect_uri,
             {"error": "access_denied", "error_description": "the citizen cancelled", **state},
         )
-    if len(choice) != 1 or choice[0] not in {str(i) for i in range(len(DEMO_CARDS))}:
+    # The demo operator is offered to the console only: the wallet's sign-in is for citizens.
+    operator = checked.redirect_uri == console_redirect_uri(request) and choice == ["operator"]
+    if not operator and (
+        len(choice) != 1 or choice[0] not in {str(i) for i in range(len(DEMO_CARDS))}
+    ):
         return _redirect(
             checked.redirect_uri,
             {"error": "invalid_request", "error_description": "no demo citizen chosen", **state},
         )
-    code = _provider(request).issue_code(checked, int(choice[0]), int(time.time()))
+    citizen = None if operator else int(choice[0])
+    code = _provider(request).issue_code(checked, citizen, int(time.time()))
     return _redirect(checked.redirect_uri, {"code": code, **state})
 
 
@@ -342,22 +366,27 @@ def _token_error(exc: SignInRefused) -> JSONResponse:
 async def token(request: Request) -> Response:
     """Development only: redeem an authorization code and its PKCE verifier for an ID token, as a
     real OIDC provider's token endpoint does."""
-    services: Services = request.app.state.services
-    now = int(time.time())
     try:
-        redeemed = _provider(request).redeem(await _form(request), now)
+        id_token = await redeem_code(request, await _form(request))
     except SignInRefused as exc:
         return _token_error(exc)
-    # Single use across replicas, recorded only once everything else holds: a request that
-    # failed (a wrong verifier, say) does not burn the citizen's code.
-    forget_after = redeemed.expires_at + services.settings.clock_skew_seconds
-    if await services.state.seen_before(redeemed.code_id, forget_after, now):
-        return _token_error(
-            SignInRefused("invalid_grant", "the authorization code was used already")
-        )
     answer: dict[str, Any] = {
-        "id_token": redeemed.id_token,
+        "id_token": id_token,
         "token_type": "Bearer",
         "expires_in": ID_TOKEN_LIFETIME,
     }
     return JSONResponse(answer, headers=NO_STORE)
+
+
+async def redeem_code(request: Request, form: Mapping[str, Sequence[str]]) -> str:
+    """The ID token for a token request's authorization code, or SignInRefused. The token
+    endpoint's work, also done in-process by the console's sign-in (console/pages.py)."""
+    services: Services = request.app.state.services
+    now = int(time.time())
+    redeemed = _provider(request).redeem(form, now)
+    # Single use across replicas, recorded only once everything else holds: a request that
+    # failed (a wrong verifier, say) does not burn the citizen's code.
+    forget_after = redeemed.expires_at + services.settings.clock_skew_seconds
+    if await services.state.seen_before(redeemed.code_id, forget_after, now):
+        raise SignInRefused("invalid_grant", "the authorization code was used already")
+    return redeemed.id_token
