@@ -17,9 +17,9 @@ ATTRIBUTES = MappingProxyType(
         "id_number": "the national ID number (GB 11643, 18 characters)",
         "sex": "female or male, as the ID number states it",
         "birth_date": "the birth date, YYYY-MM-DD",
-        "residency": "registered, permit, non-resident or unknown",
+        "residency": "registered, permit, non_resident or unknown",
         "age_band": "a coarse age band (under_6 ... age_80_plus), never the birth date",
-        "programmes": "the city programmes the card is enrolled in (meal-subsidy, home-care ...)",
+        "programmes": "the city programmes the card is enrolled in (meal_subsidy, home_care ...)",
     }
 )
 #: The attributes that identify a person by themselves: a consent screen shows them apart.

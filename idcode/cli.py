@@ -68,7 +68,13 @@ def _iso(seconds: int | None) -> str:
 
 
 def _choice_of(enum: type[Residency] | type[AgeBand]) -> list[str]:
-    return [member.name.lower().replace("_", "-") for member in enum]
+    return [member.name.lower() for member in enum]
+
+
+def _enum_name(value: str) -> str:
+    """An attribute name as every output spells it (``non_resident``, ``age_18_59``); the
+    hyphens earlier versions took (``non-resident``) are still accepted."""
+    return value.lower().replace("-", "_")
 
 
 def _key_store(args: argparse.Namespace) -> FileKeyStore:
@@ -175,10 +181,10 @@ def cmd_mint(args: argparse.Namespace) -> int:
         )
     programmes = Programme.NONE
     for name in args.programme:
-        programmes |= Programme[name.upper().replace("-", "_")]
+        programmes |= Programme[name.upper()]
     card = random_card(
         status_index=args.status_index,
-        residency=Residency[args.residency.upper().replace("-", "_")],
+        residency=Residency[args.residency.upper()],
         age_band=AgeBand[args.age_band.upper().replace("-", "_")],
         programmes=programmes,
         pseudonym=args.pseudonym,
@@ -401,13 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--pseudonym", type=_pseudonym, help="card pseudonym, 12 hex digits (default: random)"
     )
     mint.add_argument("--status-index", type=int, default=0, help="status-list index (default 0)")
-    mint.add_argument("--residency", choices=_choice_of(Residency), default="registered")
-    mint.add_argument("--age-band", choices=_choice_of(AgeBand), default="age-18-59")
+    mint.add_argument(
+        "--residency", type=_enum_name, choices=_choice_of(Residency), default="registered"
+    )
+    mint.add_argument(
+        "--age-band", type=_enum_name, choices=_choice_of(AgeBand), default="age_18_59"
+    )
     mint.add_argument(
         "--programme",
         action="append",
         default=[],
-        choices=[name.replace("_", "-") for name in programme_names(ALL_PROGRAMMES)],
+        type=_enum_name,
+        choices=programme_names(ALL_PROGRAMMES),
         help="programme enrolment flag (repeat for several)",
     )
     mint.set_defaults(handler=cmd_mint)

@@ -42,7 +42,7 @@ class Benefit:
 
 
 BENEFITS = (
-    Benefit("minimum_living_allowance", "最低生活保障 minimum living allowance", "low-income"),
+    Benefit("minimum_living_allowance", "最低生活保障 minimum living allowance", "low_income"),
     Benefit("disability_allowances", "残疾人两项补贴 disability allowances", "disability"),
     Benefit("veterans_benefits", "退役军人优待抚恤 veterans' benefits", "veteran"),
 )
@@ -168,8 +168,8 @@ def main() -> None:
     )
     print(f"registered 武汉人才市场: relying party {market['id']}")
 
-    sun = example.enrol("孙丽", residency="registered", programmes=["low-income", "disability"])
-    zhou = example.enrol("周强", residency="non-resident", programmes=["veteran"])
+    sun = example.enrol("孙丽", residency="registered", programmes=["low_income", "disability"])
+    zhou = example.enrol("周强", residency="non_resident", programmes=["veteran"])
     tokens = {card: example.citizen_token(card) for card in (sun, zhou)}
 
     def with_consent(card: str, to: str, attributes: list[str], purpose: str) -> str:

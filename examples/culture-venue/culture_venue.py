@@ -79,7 +79,7 @@ def main() -> None:
 
     # The operator enrols the citizens (with made-up ID numbers) and puts each venue's data.
     morning_holder = example.enrol("王芳", born(41), residency="registered")
-    late_holder = example.enrol("陈静", born(29), residency="non-resident")
+    late_holder = example.enrol("陈静", born(29), residency="non_resident")
     member = example.enrol("刘洋", born(36), residency="registered")
     teen = example.enrol("李娜", born(14), residency="registered")
     venues = example.scene_data(

@@ -37,12 +37,12 @@ def main() -> None:
 
     # The operator enrols the elders with their programmes; the scene lists nobody: the age
     # band (from the ID number's birth date) and the programme flags travel in the code.
-    meals = example.enrol("周秀英", birth=date(year - 72, 6, 15), programmes=["meal-subsidy"])
-    allowance = ["meal-subsidy", "low-income"]
+    meals = example.enrol("周秀英", birth=date(year - 72, 6, 15), programmes=["meal_subsidy"])
+    allowance = ["meal_subsidy", "low_income"]
     poorer = example.enrol("孙建国", birth=date(year - 82, 6, 15), programmes=allowance)
     not_enrolled = example.enrol("吴桂兰", birth=date(year - 68, 6, 15))
-    visited = example.enrol("郑淑华", birth=date(year - 78, 6, 15), programmes=["home-care"])
-    waiting = example.enrol("黄德明", birth=date(year - 85, 6, 15), programmes=["home-care"])
+    visited = example.enrol("郑淑华", birth=date(year - 78, 6, 15), programmes=["home_care"])
+    waiting = example.enrol("黄德明", birth=date(year - 85, 6, 15), programmes=["home_care"])
     data = example.scene_data()
     local = datetime.now(UTC) + timedelta(minutes=data["utc_offset_minutes"])
     minute = local.hour * 60 + local.minute

@@ -24,7 +24,7 @@ def main() -> None:
     example = Example("parking", "riverside-p1", __file__, parser)
 
     # The operator enrols the drivers and uploads the tariff and the permit list (scene.json).
-    visitor = example.enrol("张伟", residency="non-resident")
+    visitor = example.enrol("张伟", residency="non_resident")
     resident = example.enrol("刘洋", residency="registered")
     permit_holder = example.enrol("陈静", residency="permit")
     stranger = example.enrol("赵磊", residency="registered")

@@ -50,8 +50,8 @@ def main() -> None:
 
     # The operator enrols the customers and records which discounts the shop takes part in.
     senior = example.enrol("王秀英", born(72), residency="registered")
-    visitor = example.enrol("李建国", born(67), residency="non-resident")
-    low_income = example.enrol("刘芳", born(36), residency="registered", programmes=["low-income"])
+    visitor = example.enrol("李建国", born(67), residency="non_resident")
+    low_income = example.enrol("刘芳", born(36), residency="registered", programmes=["low_income"])
     permit = example.enrol("陈晨", born(29), residency="permit")
     example.put_scene(example.scene_data())
 

@@ -31,9 +31,9 @@ def main() -> None:
     # The operator enrols the visitors (the ID number holds the birth date, hence the age
     # band) and uploads the tariff (scene.json). The scene lists nobody.
     senior = example.enrol("何玉兰", birth=date(year - 62, 6, 15), residency="registered")
-    elder = example.enrol("高志明", birth=date(year - 71, 6, 15), residency="non-resident")
+    elder = example.enrol("高志明", birth=date(year - 71, 6, 15), residency="non_resident")
     resident = example.enrol("林晓", birth=date(year - 40, 6, 15), residency="registered")
-    tourist = example.enrol("马骏", birth=date(year - 35, 6, 15), residency="non-resident")
+    tourist = example.enrol("马骏", birth=date(year - 35, 6, 15), residency="non_resident")
     data = example.scene_data()
     local = datetime.now(UTC) + timedelta(minutes=data["utc_offset_minutes"])
     minute = local.hour * 60 + local.minute

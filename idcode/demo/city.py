@@ -196,9 +196,9 @@ def _enrol(city: City, chance: random.Random, count: int) -> list[Citizen]:
         age = chance.choice([4, 10, 15, 25, 34, 47, 58, 62, 66, 72, 81])
         programmes = []
         if age >= 60 and chance.random() < 0.7:
-            programmes.append("meal-subsidy")
+            programmes.append("meal_subsidy")
         if age >= 65 and chance.random() < 0.4:
-            programmes.append("home-care")
+            programmes.append("home_care")
         if 6 <= age < 23 and chance.random() < 0.5:
             programmes.append("student")
         citizen = Citizen(random_id_number(_birth(chance, age)), programmes=tuple(programmes))
@@ -208,7 +208,7 @@ def _enrol(city: City, chance: random.Random, count: int) -> list[Citizen]:
             {
                 "id_number": citizen.id_number,
                 "name": f"居民{number:04d}",
-                "residency": chance.choice(["registered"] * 3 + ["permit", "non-resident"]),
+                "residency": chance.choice(["registered"] * 3 + ["permit", "non_resident"]),
                 "programmes": programmes,
             },
         )
@@ -380,12 +380,12 @@ def _scan_the_city(demo: Demo, citizens: list[Citizen], people: dict[str, list[C
     seniors = [c for c in citizens if c.age >= 60]
     for citizen in seniors:
         canteen.scan(city.code(citizen))  # a subsidised meal, or not_enrolled
-    for citizen in [c for c in seniors if "meal-subsidy" in c.programmes][:10]:
+    for citizen in [c for c in seniors if "meal_subsidy" in c.programmes][:10]:
         canteen.scan(city.code(citizen))  # a second meal: daily_limit_reached
     # A caregiver's round: one home at a time, with the way to the next home in between.
     # The round ended just now (the service takes no event from its future).
     visits, at = [], 0
-    for citizen in [c for c in seniors if "home-care" in c.programmes][:4]:
+    for citizen in [c for c in seniors if "home_care" in c.programmes][:4]:
         arrived = at
         at += chance.randrange(30, 120) * 60
         visits.append((citizen, arrived, at))
@@ -396,7 +396,7 @@ def _scan_the_city(demo: Demo, citizens: list[Citizen], people: dict[str, list[C
         too_soon = arrived + 60
         caregiver.scan(city.code_later(citizen, too_soon), later=too_soon)  # visit_too_short
         caregiver.scan(city.code_later(citizen, left), later=left)  # check_out, billed
-    for citizen in [c for c in seniors if "home-care" not in c.programmes][:3]:
+    for citizen in [c for c in seniors if "home_care" not in c.programmes][:3]:
         caregiver.scan(city.code(citizen))  # not_enrolled
     merchant.scan(demo, citizens)  # discounts, not_eligible, daily_cap_reached
     employment.check_in(demo, citizens)

@@ -38,10 +38,10 @@ BUREAU = "武汉市人力资源和社会保障局"
 PURPOSE = "benefit_eligibility"
 ATTRIBUTES = ["programmes", "residency"]
 #: The kiosk's three citizens, enrolled for it: their programmes (as the API names them).
-KIOSK_CITIZENS: tuple[tuple[str, ...], ...] = (("low-income", "disability"), ("veteran",), ())
+KIOSK_CITIZENS: tuple[tuple[str, ...], ...] = (("low_income", "disability"), ("veteran",), ())
 #: Each benefit the kiosk shows and the programme flag that makes a citizen eligible.
 BENEFITS = {
-    "minimum living allowance": "low-income",
+    "minimum living allowance": "low_income",
     "disability allowances": "disability",
     "veterans' benefits": "veteran",
 }

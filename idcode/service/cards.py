@@ -32,15 +32,24 @@ from idcode.idnumber import birth_date, normalise_id_number
 from idcode.service.masks import mask_id_number, mask_name
 from idcode.service.models import AuditRecord, CardRecord, CardStatus, StatusChange
 from idcode.service.pii import PersonalDataVault
+from idcode.service.vocabulary import Programme as ProgrammeName
+from idcode.service.vocabulary import Residency as ResidencyName
 from idcode.text import control_reason
 
 #: Ages are counted on the civil date in China (UTC+8 all year, no daylight saving time).
 CHINA_TIME = timezone(timedelta(hours=8))
 _PHONE = re.compile(r"\+?[0-9][0-9 -]{4,19}")
-_RESIDENCY_NAMES = {member.name.lower().replace("_", "-"): member for member in Residency}
-_PROGRAMME_NAMES = {
-    name.replace("_", "-"): Programme[name.upper()] for name in programme_names(ALL_PROGRAMMES)
-}
+# One spelling everywhere (docs/api.md, "Names"): the enum member's name in lower case, as the
+# verifier's JSON, scene data, reasons and age bands spell them (non_resident, home_care).
+_RESIDENCY_NAMES = {member.name.lower(): member for member in Residency}
+_PROGRAMME_NAMES = {name: Programme[name.upper()] for name in programme_names(ALL_PROGRAMMES)}
+
+
+def canonical_name(value: str) -> str:
+    """An attribute value as the service spells it. Input may still use the hyphens of
+    earlier versions (``non-resident``, ``home-care``) and any case; answers never do."""
+    return value.lower().replace("-", "_")
+
 
 StatusAction = Literal["suspend", "lost", "revoke", "reinstate"]
 # action -> (statuses it applies to, status it leads to)
@@ -63,8 +72,16 @@ class NewCard(BaseModel):
     id_number: str = Field(description="National ID number (18 characters, GB 11643).")
     name: str = Field(min_length=1, max_length=64)
     phone: str | None = Field(default=None, description="Optional contact number.")
-    residency: str = Field(default="registered", description=" | ".join(_RESIDENCY_NAMES))
-    programmes: list[str] = Field(default_factory=list, description=" ".join(_PROGRAMME_NAMES))
+    residency: ResidencyName = Field(
+        default=ResidencyName.REGISTERED,
+        description="The holder's residency; the hyphens of earlier versions (non-resident) "
+        "are still taken.",
+    )
+    programmes: list[ProgrammeName] = Field(
+        default_factory=list,
+        description="The city programmes the card is enrolled in; the hyphens of earlier "
+        "versions (home-care) are still taken.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -90,20 +107,23 @@ class NewCard(BaseModel):
             raise ValueError("a phone number is 5-20 digits, spaces or dashes, optionally +")
         return value
 
-    @field_validator("residency")
+    @field_validator("residency", mode="before")
     @classmethod
-    def _known_residency(cls, value: str) -> str:
-        if value.lower() not in _RESIDENCY_NAMES:
+    def _known_residency(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value  # pydantic's own error for a value that is not a string
+        if canonical_name(value) not in _RESIDENCY_NAMES:
             raise ValueError(f"residency must be one of {', '.join(_RESIDENCY_NAMES)}")
-        return value.lower()
+        return canonical_name(value)
 
-    @field_validator("programmes")
+    @field_validator("programmes", mode="before")
     @classmethod
-    def _known_programmes(cls, values: list[str]) -> list[str]:
-        unknown = [v for v in values if v.lower() not in _PROGRAMME_NAMES]
-        if unknown:
+    def _known_programmes(cls, values: object) -> object:
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            return values  # pydantic's own error for what is not a list of strings
+        if not all(canonical_name(v) in _PROGRAMME_NAMES for v in values):
             raise ValueError(f"programmes must be among {', '.join(_PROGRAMME_NAMES)}")
-        return sorted({v.lower() for v in values})
+        return sorted({canonical_name(v) for v in values})
 
     @property
     def residency_value(self) -> Residency:
@@ -324,12 +344,12 @@ def record_audit(
 
 
 def attribute_names(card: CardSnapshot) -> dict[str, Any]:
-    """A card's coarse attributes as the API shows them (``registered``, ``age_65_69``,
-    ``meal-subsidy``)."""
+    """A card's coarse attributes as the API shows them (``non_resident``, ``age_65_69``,
+    ``meal_subsidy``): spelled as ``Card.to_json`` spells them in a verdict."""
     return {
-        "residency": Residency(card.residency).name.lower().replace("_", "-"),
+        "residency": Residency(card.residency).name.lower(),
         "age_band": AgeBand(card.age_band).name.lower(),
-        "programmes": [n.replace("_", "-") for n in programme_names(Programme(card.programmes))],
+        "programmes": programme_names(Programme(card.programmes)),
     }
 
 

@@ -13,6 +13,7 @@ from idcode.idnumber import check_digit
 from idcode.service.cards import NewCard, enrol
 from idcode.service.models import CardRecord
 from idcode.service.pii import PersonalDataVault
+from idcode.service.vocabulary import Programme, Residency
 
 DEMO_ACTOR = "idcode-demo"
 
@@ -26,23 +27,26 @@ DEMO_CARDS = [
         id_number=_id("42010219500312002"),
         name="张秀英",
         phone="13800000001",
-        residency="registered",
-        programmes=["home-care", "meal-subsidy"],
+        residency=Residency.REGISTERED,
+        programmes=[Programme.HOME_CARE, Programme.MEAL_SUBSIDY],
     ),
     NewCard(
-        id_number=_id("42010519880615003"), name="李明", phone="13800000002", residency="registered"
+        id_number=_id("42010519880615003"),
+        name="李明",
+        phone="13800000002",
+        residency=Residency.REGISTERED,
     ),
     NewCard(
         id_number=_id("42011120120901004"),
         name="王小红",
-        residency="permit",
-        programmes=["student"],
+        residency=Residency.PERMIT,
+        programmes=[Programme.STUDENT],
     ),
     NewCard(
         id_number=_id("11010119580101005"),
         name="赵建国",
-        residency="non-resident",
-        programmes=["veteran"],
+        residency=Residency.NON_RESIDENT,
+        programmes=[Programme.VETERAN],
     ),
 ]
 

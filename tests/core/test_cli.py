@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from idcode.cli import build_parser
 from idcode.codetext import BASE45_ALPHABET
 
 PREFIX = "WH1:"
@@ -196,7 +197,7 @@ def test_mint_with_existing_keys_creates_nothing(cli: Cli) -> None:
 
 
 def test_verify_a_fresh_code_prints_one_json_line_valid_ok_and_exits_0(cli: Cli) -> None:
-    code = cli.mint("--pseudonym", "0123456789ab", "--age-band", "age-65-69")
+    code = cli.mint("--pseudonym", "0123456789ab", "--age-band", "age_65_69")
 
     result = cli("verify", code)
 
@@ -206,6 +207,26 @@ def test_verify_a_fresh_code_prints_one_json_line_valid_ok_and_exits_0(cli: Cli)
     assert verdict["reason"] == "ok"
     assert verdict["claims"]["card"]["pseudonym"] == "0123456789ab"
     assert verdict["claims"]["card"]["age_band"] == "age_65_69"
+
+
+def test_mint_takes_the_names_the_verdict_prints_and_still_the_hyphens_of_earlier_versions(
+    cli: Cli,
+) -> None:
+    """Rough edge (e): one spelling of enumerations, the verdict's, everywhere."""
+    parser = build_parser()
+    one = parser.parse_args(["mint", "--residency", "non_resident", "--programme", "home_care"])
+    old = parser.parse_args(["mint", "--residency", "Non-Resident", "--programme", "home-care"])
+    assert (one.residency, one.programme) == (old.residency, old.programme)
+    assert (one.residency, one.programme, one.age_band) == (
+        "non_resident",
+        ["home_care"],
+        "age_18_59",
+    )
+    # What the old spelling mints, the verdict names in the one spelling.
+    result = cli("verify", cli.mint("--residency", "non-resident", "--programme", "home-care"))
+    (verdict,) = _verdicts(result.stdout)
+    card = verdict["claims"]["card"]
+    assert (card["residency"], card["programmes"]) == ("non_resident", ["home_care"])
 
 
 def test_verify_the_same_code_twice_in_one_run_gives_ok_then_replayed_and_exits_1(

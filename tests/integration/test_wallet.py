@@ -118,7 +118,7 @@ def test_wallet_registers_makes_codes_renews_lists_and_removes_its_own_device(
     monkeypatch: pytest.MonkeyPatch,
     alg: Algorithm,
 ) -> None:
-    _, token = enrol(service, SEVENTY_FIVE, programmes=["meal-subsidy"])
+    _, token = enrol(service, SEVENTY_FIVE, programmes=["meal_subsidy"])
     monkeypatch.setenv("IDCODE_ID_TOKEN", token)
     phone = tmp_path / "phone"
     status, out, err = run("register", "--server", service.url, "--dir", str(phone),
@@ -462,7 +462,7 @@ def test_code_made_with_the_network_down_verifies_with_idcode_verify_bundle_and_
         with live_service(settings) as service:
             card_id, token = enrol(
                 service, SEVENTY_FIVE, residency="registered",
-                programmes=["meal-subsidy", "home-care"],
+                programmes=["meal_subsidy", "home_care"],
             )  # fmt: skip
             env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "IDCODE_ID_TOKEN": token}
             registered = idcode_cli("wallet", "register", "--server", service.url, "--dir",

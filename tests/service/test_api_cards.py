@@ -98,7 +98,7 @@ def test_enrolled_card_is_active_with_personal_data_masked(
             "name": "张秀英",
             "phone": "13800000001",
             "residency": "permit",
-            "programmes": ["meal-subsidy", "home-care"],
+            "programmes": ["meal_subsidy", "home_care"],
         },
         headers=tokens.operator(),
     )
@@ -108,10 +108,36 @@ def test_enrolled_card_is_active_with_personal_data_masked(
     assert card["name_masked"] == "张**"
     assert card["id_number_masked"] == id_number[:4] + "*" * 10 + id_number[-4:]
     assert card["residency"] == "permit"
-    assert card["programmes"] == ["home-care", "meal-subsidy"]
+    assert card["programmes"] == ["home_care", "meal_subsidy"]
     assert len(bytes.fromhex(card["pseudonym"])) == 6
     for secret in (id_number, "张秀英", "13800000001"):
         assert secret not in response.text
+
+
+def test_cards_enrolled_with_the_old_hyphens_are_answered_in_the_one_spelling(
+    client: TestClient, tokens: Tokens
+) -> None:
+    """Rough edge (e): non-resident and home-care are still taken on input, for the clients
+    and import files of earlier versions; every answer says non_resident and home_care, as
+    verdicts do."""
+    id_number = random_id_number()
+    response = client.post(
+        "/v1/cards",
+        json={
+            "id_number": id_number,
+            "name": "张秀英",
+            "residency": "non-resident",
+            "programmes": ["home-care", "meal-subsidy"],
+        },
+        headers=tokens.operator(),
+    )
+    assert response.status_code == 201, response.text
+    answers = [response.json(), client.get("/v1/me", headers=tokens.citizen(id_number)).json()]
+    for card in answers:
+        assert (card["residency"], card["programmes"]) == (
+            "non_resident",
+            ["home_care", "meal_subsidy"],
+        )
 
 
 def test_enrolment_is_audited_with_the_operator(
@@ -190,11 +216,11 @@ def test_citizen_cannot_enrol_or_read_cards(
 def test_reading_a_card_shows_it_and_is_audited_as_card_read(
     client: TestClient, tokens: Tokens, enrol: Enrol, database: Engine
 ) -> None:
-    card_id, id_number = enrol(name="李明", residency="non-resident")
+    card_id, id_number = enrol(name="李明", residency="non_resident")
     response = client.get(f"/v1/cards/{card_id}", headers=tokens.operator())
     assert response.status_code == 200, response.text
     card = response.json()
-    assert (card["id"], card["status"], card["residency"]) == (card_id, "active", "non-resident")
+    assert (card["id"], card["status"], card["residency"]) == (card_id, "active", "non_resident")
     assert card["name_masked"] == "李*"
     assert id_number not in response.text
     records = audit_for_card(database, card_id)
@@ -304,7 +330,7 @@ def test_csv_import_enrols_good_rows_and_reports_bad_rows_by_number(
     valid_but_rejected = [random_id_number() for _ in range(4)]
     bad_id = wrong_check_digit(random_id_number())
     rows = [
-        f"{good[0]},张秀英,13800000001,registered,home-care;meal-subsidy",  # 1
+        f"{good[0]},张秀英,13800000001,registered,home_care;meal_subsidy",  # 1
         f"{bad_id},李明,,,",  # 2: bad ID number
         f"{valid_but_rejected[0]},,,,",  # 3: no name
         f"{valid_but_rejected[1]},王小红,,tourist,",  # 4: unknown residency
@@ -350,7 +376,7 @@ def test_csv_import_enrols_good_rows_and_reports_bad_rows_by_number(
     for id_number in valid_but_rejected:
         assert code_status(client, tokens, id_number) == 404
     me = client.get("/v1/me", headers=tokens.citizen(good[0])).json()
-    assert me["programmes"] == ["home-care", "meal-subsidy"]
+    assert me["programmes"] == ["home_care", "meal_subsidy"]
 
     [audit] = import_audits_since(database, marker)
     assert audit.actor == OPERATOR

@@ -391,7 +391,7 @@ def test_me_shows_the_cards_status_and_coarse_attributes_but_no_personal_data(
 ) -> None:
     name, phone = "欧阳明月", "+86 139 0712 3456"
     card_id, id_number = enrol(
-        name=name, phone=phone, residency="permit", programmes=["meal-subsidy", "home-care"]
+        name=name, phone=phone, residency="permit", programmes=["meal_subsidy", "home_care"]
     )
     response = client.get("/v1/me", headers=tokens.citizen(id_number))
 
@@ -402,7 +402,7 @@ def test_me_shows_the_cards_status_and_coarse_attributes_but_no_personal_data(
         "status": "active",
         "residency": "permit",
         "age_band": me["age_band"],
-        "programmes": ["home-care", "meal-subsidy"],
+        "programmes": ["home_care", "meal_subsidy"],
     }
     for personal in (id_number, id_number[6:14], name, phone, name[0]):
         assert personal not in response.text

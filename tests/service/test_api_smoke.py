@@ -17,7 +17,7 @@ from tests.services import Tokens
 def test_enrolled_citizen_gets_a_code_that_verifies_offline(
     client: TestClient, tokens: Tokens, enrol: Callable[..., tuple[str, str]]
 ) -> None:
-    _, id_number = enrol(programmes=["meal-subsidy"])
+    _, id_number = enrol(programmes=["meal_subsidy"])
     response = client.post("/v1/codes", headers=tokens.citizen(id_number))
     assert response.status_code == 200, response.text
     issued = response.json()

@@ -327,7 +327,7 @@ def test_identification_discloses_the_consented_attributes_and_a_subject(
     client: TestClient, tokens: Tokens, enrol: Enrol, register_party: RegisterParty
 ) -> None:
     id_number = random_id_number(date(1950, 3, 9))
-    enrol(id_number=id_number, name="王芳", residency="permit", programmes=["meal-subsidy"])
+    enrol(id_number=id_number, name="王芳", residency="permit", programmes=["meal_subsidy"])
     hospital = register_party(list(ATTRIBUTES), name="City hospital", sector="health")
     code = consent_code(client, tokens, id_number, hospital, list(ATTRIBUTES))
     response = identify(client, hospital, code, counter="desk-2")
@@ -341,7 +341,7 @@ def test_identification_discloses_the_consented_attributes_and_a_subject(
         "birth_date": "1950-03-09",
         "residency": "permit",
         "age_band": identified["attributes"]["age_band"],
-        "programmes": ["meal-subsidy"],
+        "programmes": ["meal_subsidy"],
     }
     assert identified["attributes"]["age_band"] in ("age_70_79", "age_80_plus")
     assert len(identified["subject"]) == 24

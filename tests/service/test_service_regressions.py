@@ -89,7 +89,7 @@ def csv_file(rows: list[str]) -> bytes:
 
 
 def csv_row(id_number: str, name: str = "张秀英") -> str:
-    return f"{id_number},{name},13800000001,registered,home-care"
+    return f"{id_number},{name},13800000001,registered,home_care"
 
 
 def unique_id_numbers(count: int) -> list[str]:

@@ -105,7 +105,7 @@ def write_csv(path: Path, rows: list[str], *, final_newline: bool = True) -> Pat
 
 
 def good_rows(count: int) -> list[str]:
-    return [f"{random_id_number()},张秀英,13800000001,registered,home-care" for _ in range(count)]
+    return [f"{random_id_number()},张秀英,13800000001,registered,home_care" for _ in range(count)]
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[str], message: str) -> None:

@@ -74,7 +74,7 @@ def test_readiness_reports_the_database_and_redis_not_configured(client: TestCli
 def test_enrolled_citizen_gets_a_code_that_verifies_offline(
     client: TestClient, tokens: Tokens
 ) -> None:
-    _, id_number = enrol(client, tokens, programmes=["home-care"])
+    _, id_number = enrol(client, tokens, programmes=["home_care"])
     response = client.post("/v1/codes", headers=tokens.citizen(id_number))
     assert response.status_code == 200, response.text
     keys = keys_from_jwks(client.get("/.well-known/jwks.json").json())

@@ -343,4 +343,4 @@ def test_citizen_consents_on_the_wallet_and_the_counter_learns_only_what_was_tic
     assert identified.status_code == 200, identified.text
     attributes = identified.json()["attributes"]
     assert set(attributes) == {"name", "residency"}
-    assert attributes["residency"] == "non-resident"  # demo citizen 4 (demodata.py)
+    assert attributes["residency"] == "non_resident"  # demo citizen 4 (demodata.py)

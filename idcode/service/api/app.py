@@ -16,9 +16,10 @@ from fastapi import FastAPI
 from idcode import __version__
 from idcode.keystore import SigningKeyCache, initialise, open_key_store
 from idcode.service import metrics as service_metrics
-from idcode.service.api import accesslog, problems
+from idcode.service.api import accesslog, examples, problems
 from idcode.service.api.deps import BEARER_SCHEME, Services
 from idcode.service.api.routes import (
+    apidocs,
     cards,
     codes,
     devices,
@@ -125,6 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by apidocs from the package: FastAPI's own pages load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
     # Outermost of all: every answer is timed and counted, the 413s and 500s too.
@@ -146,13 +150,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.dev_idp_serves_wallet:
         app.include_router(devidp.router)
     app.include_router(console.router)  # the operator console, /console/ (docs/console.md)
+    apidocs.install(app)
     _complete_openapi(app)
     return app
 
 
 def _complete_openapi(app: FastAPI) -> None:
     """Add to the OpenAPI document what the routes' own declarations cannot say: the bearer
-    scheme and the problems every route shares."""
+    scheme, the problems every route shares and the examples (examples.py)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -160,6 +165,7 @@ def _complete_openapi(app: FastAPI) -> None:
             schema = build()
             _declare_bearer_auth(schema)
             _declare_problems(schema)
+            examples.add_examples(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -28,6 +28,8 @@ from idcode.service.cards import (
     snapshot,
 )
 from idcode.service.importer import ImportFormat, import_cards, lines_of, parse_rows
+from idcode.service.models import CardStatus
+from idcode.service.vocabulary import AgeBand, Programme, Residency
 
 router = APIRouter(prefix="/v1/cards", tags=["operators"], route_class=AuthenticatedFirst)
 
@@ -50,12 +52,12 @@ _STATUS_CODES = {
 
 class CardOut(BaseModel):
     id: str
-    status: str
+    status: CardStatus
     status_index: int
     pseudonym: str
-    residency: str
-    age_band: str
-    programmes: list[str]
+    residency: Residency
+    age_band: AgeBand
+    programmes: list[Programme]
     name_masked: str
     id_number_masked: str
     created_at: str
@@ -100,12 +102,17 @@ def _card_problem(exc: CardError) -> Problem:
 
 @router.post(
     "",
+    operation_id="enrol_card",
     status_code=201,
     summary="Enrol one card",
     response_model=CardOut,
     responses=problem_responses(401, 403, 409, 422),
 )
 async def enrol_card(new: NewCard, operator: OperatorDep, services: ServicesDep) -> dict[str, Any]:
+    """Enrol one citizen's card (operators). The name, ID number and phone are stored encrypted
+    and answered masked; the card gets a random pseudonym and a status-list slot. An ID
+    number already enrolled is refused with 409 already_enrolled."""
+
     def work() -> dict[str, Any]:
         with services.sessions() as session:
             try:
@@ -122,6 +129,7 @@ async def enrol_card(new: NewCard, operator: OperatorDep, services: ServicesDep)
 
 @router.post(
     "/import",
+    operation_id="import_card_file",
     summary="Enrol cards in bulk from CSV or JSON Lines",
     response_model=ImportReportOut,
     response_model_exclude_none=True,  # would_import only in a dry run's answer
@@ -142,6 +150,10 @@ async def import_card_file(
         bool, Query(description="Enrol nothing unless every row is valid.")
     ] = False,
 ) -> dict[str, Any]:
+    """Enrol many cards from CSV (header id_number,name,phone,residency,programmes; programmes
+    separated by ;) or JSON Lines with the same keys, up to 64 MiB. Each bad row is
+    reported by number and field; dry_run validates only, all_or_nothing enrols nothing
+    unless every row is valid."""
     media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     fmt = IMPORT_MEDIA_TYPES.get(media_type)
     if fmt is None:
@@ -171,6 +183,7 @@ async def import_card_file(
 
 @router.get(
     "/{card_id}",
+    operation_id="read_card",
     summary="One card, personal data masked",
     response_model=CardOut,
     responses=problem_responses(401, 403, 404),
@@ -178,6 +191,9 @@ async def import_card_file(
 async def read_card(
     card_id: CardId, operator: OperatorDep, services: ServicesDep
 ) -> dict[str, Any]:
+    """One card for an operator: status, status-list slot, pseudonym and coarse attributes, with
+    the name and ID number masked. The read itself is audited (card_read)."""
+
     def work() -> dict[str, Any]:
         with services.sessions() as session:
             try:
@@ -194,6 +210,7 @@ async def read_card(
 
 @router.post(
     "/{card_id}/status",
+    operation_id="change_card_status",
     summary="Suspend, mark lost, revoke or reinstate a card",
     response_model=CardOut,
     responses=problem_responses(401, 403, 404, 409, 422),
@@ -201,6 +218,9 @@ async def read_card(
 async def set_status(
     card_id: CardId, change: StatusChangeRequest, operator: OperatorDep, services: ServicesDep
 ) -> dict[str, Any]:
+    """Suspend a card, mark it lost, revoke it or reinstate it (operators). Terminals learn it at
+    their next status-list sync, online verification at once; a transition the status does
+    not allow (reinstating a revoked card) answers 409 invalid_transition."""
     return await change_card_status(
         services, str(card_id), change.action, operator.subject, change.reason
     )

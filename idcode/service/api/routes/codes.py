@@ -21,6 +21,8 @@ from idcode.service.api.deps import AuthenticatedFirst, CitizenDep, Services, Se
 from idcode.service.api.problems import Problem, problem_responses
 from idcode.service.cards import CardSnapshot, attribute_names, find_by_id_hash, snapshot
 from idcode.service.identification import Disclose, consent_target, give_consent
+from idcode.service.models import CardStatus
+from idcode.service.vocabulary import AgeBand, Programme, Residency
 
 router = APIRouter(prefix="/v1", tags=["citizens"], route_class=AuthenticatedFirst)
 
@@ -59,10 +61,10 @@ class IssuedCode(BaseModel):
 
 class MyCard(BaseModel):
     id: str
-    status: str
-    residency: str
-    age_band: str
-    programmes: list[str]
+    status: CardStatus
+    residency: Residency
+    age_band: AgeBand
+    programmes: list[Programme]
 
 
 def negotiate(accept: str | None) -> str | None:
@@ -120,6 +122,7 @@ def _load_card(services: Services, id_hash: bytes) -> CardSnapshot | None:
 
 @router.post(
     "/codes",
+    operation_id="issue_code",
     summary="Issue a fresh code for the caller's card",
     response_model=IssuedCode,
     responses={
@@ -148,6 +151,10 @@ def _load_card(services: Services, id_hash: bytes) -> CardSnapshot | None:
 async def issue_code(
     request: Request, citizen: CitizenDep, asked: Annotated[CodeRequest | None, Body()] = None
 ) -> Response:
+    """A fresh, short-lived signed code for the caller's own card, as text (JSON) or drawn as a QR
+    code (Accept: image/png or image/svg+xml). With disclose, the code also carries the
+    caller's consent to disclose named attributes to one relying party once
+    (docs/identity.md). Refused while the card is not active; rate-limited per card (429)."""
     services: Services = request.app.state.services  # not a dependency: see deps.authenticate
     media_type = negotiate(request.headers.get("accept"))
     if media_type is None:
@@ -228,11 +235,15 @@ async def _hold_consent(
 
 @router.get(
     "/me",
+    operation_id="read_my_card",
     summary="The caller's own card: status and coarse attributes",
     response_model=MyCard,
     responses=problem_responses(401, 403, 404),
 )
 async def my_card(citizen: CitizenDep, services: ServicesDep) -> dict[str, Any]:
+    """The caller's own card as codes describe it: its status and coarse attributes, never the
+    name or ID number. An app shows it to explain a refusal (a suspended card) or an
+    entitlement."""
     assert citizen.id_number is not None
     card = await citizen_card(services, citizen.id_number, int(time.time()))
     return {

@@ -126,6 +126,7 @@ async def _rate_limited(services: Services, id_hash: bytes, now: float) -> None:
 
 @router.post(
     "/devices",
+    operation_id="register_device",
     status_code=201,
     response_model=DeviceCredential,
     summary="Register a device key for the caller's card and get its first credential",
@@ -134,6 +135,9 @@ async def _rate_limited(services: Services, id_hash: bytes, now: float) -> None:
 async def register_device(
     new: NewDevice, citizen: CitizenDep, services: ServicesDep, response: Response
 ) -> dict[str, Any]:
+    """Register a device key (a phone's) for the caller's card and get its first credential: the
+    device can then make its own codes offline (docs/devices.md). Rate-limited; 409 for a
+    key already registered or removed, or too many devices."""
     now = int(time.time())
     assert citizen.id_number is not None
     id_hash = services.vault.citizen_key(citizen.id_number)
@@ -205,6 +209,7 @@ async def _device(request: Request, device_uuid: str) -> tuple[DeviceRecord, byt
 
 @router.post(
     "/devices/{device_id}/credential",
+    operation_id="renew_credential",
     response_model=DeviceCredential,
     summary="Renew a device's credential (a token the device's key signs, no body)",
     responses=problem_responses(401, 403, 422, 429),
@@ -212,6 +217,8 @@ async def _device(request: Request, device_uuid: str) -> tuple[DeviceRecord, byt
 async def renew_credential(
     device_id: DeviceId, request: Request, response: Response
 ) -> dict[str, Any]:
+    """Renew a device's credential before it expires. The caller is the device itself, with a
+    token its key signs (no body); a removed device is refused with 403."""
     device, id_hash = await _device(request, device_id)
     services: Services = request.app.state.services
     now = int(time.time())
@@ -241,11 +248,14 @@ async def renew_credential(
 
 @router.get(
     "/devices",
+    operation_id="list_devices",
     response_model=DeviceList,
     summary="The caller's devices, newest first, removed ones too",
     responses=problem_responses(401, 403, 404),
 )
 async def list_devices(citizen: CitizenDep, services: ServicesDep) -> dict[str, Any]:
+    """The caller's devices, newest first, removed ones too, so a citizen can tell which phone to
+    remove."""
     assert citizen.id_number is not None
     card = await citizen_card(services, citizen.id_number, time.time())
 
@@ -259,6 +269,7 @@ async def list_devices(citizen: CitizenDep, services: ServicesDep) -> dict[str, 
 
 @router.delete(
     "/devices/{device_id}",
+    operation_id="remove_device",
     status_code=204,
     summary="Remove one of the caller's devices (a lost phone): its codes are refused at "
     "every terminal after its next bundle fetch",
@@ -267,6 +278,8 @@ async def list_devices(citizen: CitizenDep, services: ServicesDep) -> dict[str, 
 async def remove_device(
     device_id: DeviceId, citizen: CitizenDep, services: ServicesDep
 ) -> Response:
+    """Remove one of the caller's devices, a lost phone: online verification refuses its codes at
+    once, terminals at their next sync. 204."""
     assert citizen.id_number is not None
     card = await citizen_card(services, citizen.id_number, time.time())
     now = int(time.time())

@@ -288,11 +288,14 @@ def _check(request: Request, params: Mapping[str, Sequence[str]]) -> Authorizati
 
 @router.get(
     "/authorize",
+    operation_id="dev_idp_authorize_page",
     summary="Sign-in page of the development provider (development)",
     response_class=HTMLResponse,
     openapi_extra=AUTHORIZE_PAGE,
 )
 async def authorize_page(request: Request) -> Response:
+    """Development only: the development identity provider's sign-in page, which lets a developer
+    pick a demo citizen instead of signing in."""
     try:
         checked = _check(request, _query(request))
         return _sign_in_page(checked, checked.redirect_uri == console_redirect_uri(request))
@@ -304,11 +307,14 @@ async def authorize_page(request: Request) -> Response:
 
 @router.post(
     "/authorize",
+    operation_id="dev_idp_authorize",
     summary="The citizen's choice on the sign-in page (development)",
     response_class=HTMLResponse,
     openapi_extra=AUTHORIZE_CHOICE,
 )
 async def authorize_choice(request: Request) -> Response:
+    """Development only: the choice made on the sign-in page; redirects to the wallet with an
+    authorization code (or an error, when cancelled)."""
     try:
         form = await _form(request)
     except SignInRefused as exc:
@@ -353,10 +359,13 @@ def _token_error(exc: SignInRefused) -> JSONResponse:
 
 @router.post(
     "/token",
+    operation_id="dev_idp_token",
     summary="Redeem an authorization code for an ID token (development)",
     openapi_extra=TOKEN,
 )
 async def token(request: Request) -> Response:
+    """Development only: redeem an authorization code and its PKCE verifier for an ID token, as a
+    real OIDC provider's token endpoint does."""
     try:
         id_token = await redeem_code(request, await _form(request))
     except SignInRefused as exc:

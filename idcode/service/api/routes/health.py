@@ -18,13 +18,16 @@ from idcode.service.database import schema_revision
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", operation_id="check_liveness", summary="The process is alive")
 async def healthz() -> dict[str, str]:
+    """Answers as long as the process runs, whatever its dependencies: for a liveness probe, which
+    restarts a process that stops answering. Readiness is GET /readyz."""
     return {"status": "ok"}
 
 
 @router.get(
     "/readyz",
+    operation_id="check_readiness",
     summary="Ready to serve: the database, schema and signing key (Redis down: 'degraded')",
     responses={
         200: {"description": "Ready, or degraded (Redis down: per-process state)"},
@@ -32,6 +35,10 @@ async def healthz() -> dict[str, str]:
     },
 )
 async def readyz(services: ServicesDep) -> JSONResponse:
+    """For a load balancer or readiness probe: 200 while this replica can issue (the database
+    answers with the current schema and an issuer key may sign), also while Redis is down
+    ("degraded": per-process state, docs/data.md); 503 naming the check that failed
+    otherwise."""
     checks: dict[str, str] = {}
     try:
         current, head = await run_in_threadpool(schema_revision, services.engine)
@@ -69,9 +76,12 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
 @router.get(
     "/.well-known/jwks.json",
+    operation_id="read_issuer_keys",
     summary="Issuer public keys (JWK Set) that verify codes",
     responses=problem_responses(503),
 )
 async def jwks_document(services: ServicesDep) -> JSONResponse:
+    """The issuer's public keys as a JWK Set, for verifiers that check codes with the issuer keys
+    alone (no trust bundle): a code's kid names one of them. Cached for five minutes."""
     document: dict[str, Any] = jwks(services.keys.published(int(time.time())))
     return JSONResponse(document, headers={"Cache-Control": "public, max-age=300"})

@@ -204,6 +204,7 @@ RelyingPartyDep = Annotated[KnownParty, Depends(caller_check(_relying_party))]
 
 @router.post(
     "/relying-parties",
+    operation_id="register_relying_party",
     status_code=201,
     response_model=RelyingPartyOut,
     response_model_exclude_none=True,
@@ -213,6 +214,9 @@ RelyingPartyDep = Annotated[KnownParty, Depends(caller_check(_relying_party))]
 async def register_relying_party(
     new: NewRelyingParty, operator: OperatorDep, services: ServicesDep
 ) -> dict[str, Any]:
+    """Register a relying party (operators): a service hall, a hospital, a job fair, with the
+    attributes it may ask for, its purposes and the key its counters sign requests with."""
+
     def work() -> dict[str, Any]:
         with services.sessions() as session:
             record = relyingparties.register(session, new, operator.subject)
@@ -224,6 +228,7 @@ async def register_relying_party(
 
 @router.get(
     "/relying-parties",
+    operation_id="list_relying_parties",
     response_model=list[RelyingPartyOut],
     response_model_exclude_none=True,
     summary="The relying parties and what each may ask for (citizens: the active ones)",
@@ -232,6 +237,8 @@ async def register_relying_party(
 async def list_relying_parties(
     request: Request, caller: CitizenOrOperatorDep, services: ServicesDep
 ) -> list[dict[str, Any]]:
+    """The relying parties and what each may ask for: for operators all of them, for citizens the
+    active ones, so an app can show whom a consent would go to."""
     operator = is_operator(request, caller)
 
     def work() -> list[dict[str, Any]]:
@@ -248,6 +255,7 @@ async def list_relying_parties(
 
 @router.get(
     "/relying-parties/{party_id}",
+    operation_id="read_relying_party",
     response_model=RelyingPartyOut,
     response_model_exclude_none=True,
     summary="One relying party and what it may ask for",
@@ -256,6 +264,8 @@ async def list_relying_parties(
 async def get_relying_party(
     party_id: PartyId, request: Request, caller: CitizenOrOperatorDep, services: ServicesDep
 ) -> dict[str, Any]:
+    """One relying party and what it may ask for, for operators and citizens (an app's consent
+    screen)."""
     operator = is_operator(request, caller)
 
     def work() -> dict[str, Any]:
@@ -270,6 +280,7 @@ async def get_relying_party(
 
 @router.post(
     "/relying-parties/{party_id}/deactivate",
+    operation_id="deactivate_relying_party",
     response_model=RelyingPartyOut,
     response_model_exclude_none=True,
     summary="Cut a relying party off at once, with its terminals (final)",
@@ -278,6 +289,9 @@ async def get_relying_party(
 async def deactivate_relying_party(
     party_id: PartyId, operator: OperatorDep, services: ServicesDep
 ) -> dict[str, Any]:
+    """Cut a relying party off at once, with its terminals (operators): their requests are refused
+    from now on. Final: the party is not deleted, so its disclosure record stays."""
+
     def work() -> dict[str, Any]:
         with services.sessions() as session:
             try:
@@ -295,6 +309,7 @@ async def deactivate_relying_party(
 
 @router.get(
     "/relying-parties/{party_id}/disclosures",
+    operation_id="list_party_disclosures",
     response_model=list[AuditedDisclosure],
     summary="A relying party's disclosure record, newest first (operators' audit)",
     responses=problem_responses(401, 403, 404),
@@ -306,6 +321,9 @@ async def party_disclosures(
     before: Before = None,
     limit: Limit = 100,
 ) -> list[dict[str, Any]]:
+    """A relying party's disclosure record for an operator's audit, newest first: when, for which
+    purpose, which attributes of which card, at which counter. Paged with before and limit."""
+
     def work() -> list[dict[str, Any]]:
         with services.sessions() as session:
             if session.get(RelyingPartyRecord, party_id) is None:
@@ -319,6 +337,7 @@ async def party_disclosures(
 
 @router.post(
     "/identify",
+    operation_id="identify",
     response_model=Identified,
     summary="Identify the citizen whose code a counter scanned, with their consent, once",
     responses={
@@ -329,6 +348,9 @@ async def party_disclosures(
 async def identify(
     presented: Identification, party: RelyingPartyDep, services: ServicesDep
 ) -> Response:
+    """A relying party's counter identifies the citizen whose code it scanned, with the consent
+    the citizen gave in that code, once: the attributes consented to and a pairwise
+    subject. Every identification is recorded for the citizen (GET /v1/me/disclosures)."""
     now = int(time.time())
     if presented.purpose not in party.purposes:
         metrics.count_identification("unknown_purpose")
@@ -390,11 +412,15 @@ _REFUSALS = {
 
 @router.get(
     "/links",
+    operation_id="list_links",
     response_model=Links,
     summary="The subjects this relying party linked to accounts of its own",
     responses=problem_responses(401, 403),
 )
 async def list_links(party: RelyingPartyDep, services: ServicesDep) -> dict[str, Any]:
+    """The subjects this relying party linked to accounts of its own: its terminals recognise them
+    offline."""
+
     def work() -> dict[str, Any]:
         with services.sessions() as session:
             return {"subjects": relyingparties.linked_subjects(session, party.id)}
@@ -404,11 +430,15 @@ async def list_links(party: RelyingPartyDep, services: ServicesDep) -> dict[str,
 
 @router.put(
     "/links/{subject}",
+    operation_id="link_subject",
     status_code=204,
     summary="Link a subject disclosed to this party: its terminals recognise it offline",
     responses=problem_responses(401, 403, 409, 422),
 )
 async def link_subject(subject: Subject, party: RelyingPartyDep, services: ServicesDep) -> Response:
+    """Link a subject disclosed to this relying party to an account of its own: its own terminals
+    then recognise the holder offline (multi-code fusion, docs/identity.md). 204."""
+
     def work() -> None:
         with services.sessions() as session:
             try:
@@ -427,6 +457,7 @@ _LINK_REFUSALS = {"too_many_links": 409, relyingparties.DEACTIVATED: 403}
 
 @router.delete(
     "/links/{subject}",
+    operation_id="unlink_subject",
     status_code=204,
     summary="Unlink a subject (the party closed the account on its side)",
     responses=problem_responses(401, 403, 404),
@@ -434,6 +465,9 @@ _LINK_REFUSALS = {"too_many_links": 409, relyingparties.DEACTIVATED: 403}
 async def unlink_subject(
     subject: Subject, party: RelyingPartyDep, services: ServicesDep
 ) -> Response:
+    """Unlink a subject when the party closed the account on its side: its terminals stop
+    recognising it at their next sync. 204."""
+
     def work() -> bool:
         with services.sessions() as session:
             try:
@@ -450,6 +484,7 @@ async def unlink_subject(
 
 @router.get(
     "/me/disclosures",
+    operation_id="list_my_disclosures",
     response_model=list[DisclosureOut],
     summary="Every identification of the caller: who, for what, which attributes, when, where",
     responses=problem_responses(401, 403, 404),
@@ -457,6 +492,8 @@ async def unlink_subject(
 async def my_disclosures(
     citizen: CitizenDep, services: ServicesDep, before: Before = None, limit: Limit = 100
 ) -> list[dict[str, Any]]:
+    """Every identification of the caller, newest first: which relying party, for what purpose,
+    which attributes, when and at which counter. Paged with before and limit."""
     assert citizen.id_number is not None
     card = await citizen_card(services, citizen.id_number, int(time.time()))
 

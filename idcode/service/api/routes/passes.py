@@ -49,6 +49,7 @@ class IssuedPass(BaseModel):
 
 @router.post(
     "/visitor-passes",
+    operation_id="issue_visitor_pass",
     summary="Issue a visitor pass for a guest of the caller, at the caller's community",
     response_model=IssuedPass,
     responses=problem_responses(401, 403, 404, 422, 429, 503),
@@ -56,6 +57,9 @@ class IssuedPass(BaseModel):
 async def issue_visitor_pass(
     request: PassRequest, citizen: CitizenDep, services: ServicesDep, response: Response
 ) -> dict[str, Any]:
+    """A resident issues a signed pass that lets a guest through the gates of the resident's own
+    community within a window (at most 7 days, starting within 30). The pass names no
+    person; the gate checks that its host is still a resident."""
     response.headers["Cache-Control"] = "no-store"
     now = int(time.time())
     valid_from = now if request.valid_from is None else int(request.valid_from.timestamp())

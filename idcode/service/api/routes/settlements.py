@@ -22,6 +22,9 @@ _STATUS = {"unknown_scene": 404, "no_settlement": 404, "no_scene_data": 404}
 
 @router.get(
     "/settlements/{scene}/{site}/{day}",
+    operation_id="read_settlement",
+    # Not JSON: FastAPI would document its default JSON response too.
+    response_class=Response,
     summary="One site's settlement of one local day, from its terminals' events (operators)",
     description=(
         "A row per subject (the site's own pseudonym: nothing personal) with the columns of "
@@ -45,6 +48,10 @@ async def settlement(
         Literal["jsonl", "csv"], Query(description="JSON Lines (default) or CSV (RFC 4180).")
     ] = "jsonl",
 ) -> Response:
+    """One site's settlement of one local day, computed from its terminals' events by the scene's
+    adapter: a row per subject and the totals, as JSON Lines (default) or CSV. Idcode-Final
+    says whether the day can still change (late uploads)."""
+
     def work() -> Response:
         with services.sessions() as session:
             try:

@@ -127,6 +127,7 @@ TerminalDep = Annotated[TerminalRecord, Depends(caller_check(_terminal))]
 
 @router.post(
     "/terminals",
+    operation_id="register_terminal",
     status_code=201,
     response_model=TerminalOut,
     summary="Register a terminal with its scene, site and public key",
@@ -135,6 +136,10 @@ TerminalDep = Annotated[TerminalRecord, Depends(caller_check(_terminal))]
 async def register_terminal(
     new: NewTerminal, operator: OperatorDep, services: ServicesDep
 ) -> dict[str, Any]:
+    """Register a terminal (operators): its scene, its site and the public key it signs its
+    requests with. A terminal registered for a relying party receives that party's subject
+    key and linked subjects in its trust bundle."""
+
     def work() -> dict[str, Any]:
         with services.sessions() as session:
             try:
@@ -149,11 +154,15 @@ async def register_terminal(
 
 @router.get(
     "/terminals",
+    operation_id="list_terminals",
     response_model=list[TerminalOut],
     summary="Registered terminals with their last clock drift (operators)",
     responses=problem_responses(401, 403),
 )
 async def list_terminals(operator: OperatorDep, services: ServicesDep) -> list[dict[str, Any]]:
+    """The registered terminals (operators), each with its last clock drift and the time of its
+    last request: the fleet as the service sees it."""
+
     def work() -> list[dict[str, Any]]:
         with services.sessions() as session:
             records = session.scalars(select(TerminalRecord).order_by(TerminalRecord.created_at))
@@ -164,6 +173,7 @@ async def list_terminals(operator: OperatorDep, services: ServicesDep) -> list[d
 
 @router.post(
     "/terminals/{terminal_id}/decommission",
+    operation_id="decommission_terminal",
     response_model=TerminalOut,
     summary="Cut a terminal off at once",
     responses=problem_responses(401, 403, 404),
@@ -171,6 +181,9 @@ async def list_terminals(operator: OperatorDep, services: ServicesDep) -> list[d
 async def decommission_terminal(
     terminal_id: TerminalId, operator: OperatorDep, services: ServicesDep
 ) -> dict[str, Any]:
+    """Cut a terminal off at once (operators): its next request is refused, and it receives no
+    trust bundle or status list again. Final: a replacement is registered anew."""
+
     def work() -> dict[str, Any]:
         with services.sessions() as session:
             try:
@@ -185,6 +198,9 @@ async def decommission_terminal(
 
 @router.get(
     "/trust-bundle",
+    operation_id="read_trust_bundle",
+    # Not JSON: FastAPI would document its default JSON response too.
+    response_class=Response,
     summary="The calling terminal's trust bundle (JWS signed by the city root key)",
     responses={
         200: {"content": {"application/jwt": {}}},
@@ -193,6 +209,9 @@ async def decommission_terminal(
     },
 )
 async def trust_bundle(request: Request) -> Response:
+    """The calling terminal's trust bundle, a JWS signed by the city's root key: issuer keys, the
+    status list, its scene's data and subject key, revoked devices. Send If-None-Match with
+    the last ETag to get 304 when nothing changed."""
     terminal = await _terminal(request)
     services: Services = request.app.state.services
     now = int(time.time())
@@ -294,6 +313,7 @@ class SceneDataOut(BaseModel):
 
 @router.put(
     "/scenes/{scene}/{site}",
+    operation_id="replace_scene_data",
     response_model=SceneDataOut,
     summary="Replace the scene data the terminals of a scene at a site receive (operators)",
     responses=problem_responses(401, 403, 404, 413, 422),
@@ -305,6 +325,11 @@ async def replace_scene_data(
     operator: OperatorDep,
     services: ServicesDep,
 ) -> dict[str, Any]:
+    """Replace the data the terminals of one scene at one site decide with (operators): residents,
+    permits, tariffs, rules, as the scene's adapter defines it (docs/scenes). The document
+    is validated by the adapter; 'card:<id>' subjects are turned into the scene's
+    pseudonymous subjects."""
+
     def work() -> dict[str, Any]:
         with services.sessions() as session:
             try:
@@ -322,6 +347,9 @@ async def replace_scene_data(
 
 @router.get(
     "/trust-bundle/status-delta",
+    operation_id="read_status_list_delta",
+    # Not JSON: FastAPI would document its default JSON response too.
+    response_class=Response,
     summary="What changed in the status list since a version (JWS signed by the root key)",
     responses={200: {"content": {"application/jwt": {}}}, **problem_responses(401, 403, 409)},
 )
@@ -329,6 +357,10 @@ async def status_list_delta(
     request: Request,
     since: Annotated[int, Query(ge=0, le=2**31 - 1, description="The version held.")],
 ) -> Response:
+    """What changed in the status list since the version the terminal holds, signed by the root
+    key: cheaper than a whole trust bundle between two. 409 unknown_version when the
+    terminal holds a version newer than the service's (a restored database): it fetches the
+    bundle."""
     terminal = await _terminal(request)
     services: Services = request.app.state.services
 
@@ -352,6 +384,7 @@ async def status_list_delta(
 
 @router.post(
     "/events",
+    operation_id="upload_events",
     response_model=EventBatchResult,
     summary="Upload a batch of scan events; each event is stored once",
     responses=problem_responses(401, 403, 413, 422),
@@ -359,6 +392,9 @@ async def status_list_delta(
 async def upload_events(
     batch: EventBatch, terminal: TerminalDep, request: Request
 ) -> dict[str, int]:
+    """A terminal uploads the scan events of its journal, in batches. Each event is stored once,
+    by terminal and event id: re-sending a batch after a lost answer is safe and counted as
+    duplicates."""
     services: Services = request.app.state.services
     try:
         check_events(terminal.scene, batch.events, time.time())
@@ -401,6 +437,7 @@ class EventOut(BaseModel):
 
 @router.get(
     "/events",
+    operation_id="read_events",
     response_model=list[EventOut],
     summary="Read scan events (operators)",
     responses=problem_responses(401, 403, 422),
@@ -418,6 +455,9 @@ async def read_events(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
+    """Scan events for operators, oldest first, filtered by terminal, reason and time. Times are
+    UTC; each event carries the scene's subject, never a card pseudonym or a person."""
+
     def work() -> list[dict[str, Any]]:
         query = select(ScanEvent).order_by(ScanEvent.occurred_at, ScanEvent.event_id)
         if terminal_id is not None:
@@ -457,6 +497,7 @@ def _filter_time(at: datetime) -> datetime:
 
 @router.delete(
     "/events/{terminal_id}/{event_id}",
+    operation_id="delete_event",
     status_code=204,
     summary="Remove one stored event, with an audit record of what it was (operators)",
     responses=problem_responses(401, 403, 404, 422),
@@ -469,6 +510,9 @@ async def remove_event(
     operator: OperatorDep,
     services: ServicesDep,
 ) -> Response:
+    """Remove one stored event (operators), one that must not stay in the record or in a
+    settlement. An audit record keeps what it was; 404 event_not_found when there is none."""
+
     def work() -> None:
         with services.sessions() as session:
             try:

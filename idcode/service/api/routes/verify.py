@@ -32,7 +32,7 @@ class CodeToVerify(BaseModel):
 
 class VerdictOut(BaseModel):
     valid: bool
-    reason: str
+    reason: Reason
     kid: str | None = None
     claims: dict[str, Any] | None = None
     device: str | None = Field(default=None, description="A device code's device id (hex).")
@@ -60,6 +60,7 @@ def _card_status(services: Services, status_index: int, device: bytes | None) ->
 
 @router.post(
     "/verify",
+    operation_id="verify_online",
     summary="Verify a code online (live card status, replay across replicas)",
     response_model=VerdictOut,
     responses=problem_responses(401, 403, 422),
@@ -67,6 +68,10 @@ def _card_status(services: Services, status_index: int, device: bytes | None) ->
 async def verify_online(
     request: CodeToVerify, caller: VerifierDep, services: ServicesDep
 ) -> dict[str, Any]:
+    """Verify a code as a connected terminal or partner platform: the same checks as an offline
+    terminal, with the card's live status (and a device code's live device) and replay
+    detection shared by every replica. The answer is the verdict idcode verify prints; its
+    reason is one of the closed Reason set."""
     now = int(time.time())
     settings = services.settings
     verdict = verify(request.code, services.online_trust(now), now)

@@ -104,10 +104,13 @@ async def wallet_root() -> Response:
 
 @router.get(
     "/wallet/config.json",
+    operation_id="read_wallet_config",
     summary="Where the web wallet signs citizens in (OIDC endpoints, client id)",
     responses=problem_responses(404),
 )
 async def wallet_config(request: Request) -> Response:
+    """Where the web wallet signs citizens in: the identity provider's endpoints and the wallet's
+    client id. 404 wallet_not_configured when this service names none."""
     services: Services = request.app.state.services
     settings = services.settings
     if settings.dev_idp_serves_wallet:
