@@ -131,6 +131,16 @@ class City:
         self.url = url
         self.settings = settings
         self.operator = dev_token(settings, "demo-operator", roles=(settings.operator_role,))
+        self.id_numbers: set[str] = set()
+
+    def new_id_number(self, birth: date) -> str:
+        """A made-up ID number for ``birth`` that no citizen of the demo has yet: a birth date
+        leaves only 1,000 sequence numbers, and two citizens drawing the same one would make
+        the second enrolment a 409 already_enrolled."""
+        while (id_number := random_id_number(birth)) in self.id_numbers:
+            pass
+        self.id_numbers.add(id_number)
+        return id_number
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
         answer = request(
@@ -201,7 +211,7 @@ def _enrol(city: City, chance: random.Random, count: int) -> list[Citizen]:
             programmes.append("home_care")
         if 6 <= age < 23 and chance.random() < 0.5:
             programmes.append("student")
-        citizen = Citizen(random_id_number(_birth(chance, age)), programmes=tuple(programmes))
+        citizen = Citizen(city.new_id_number(_birth(chance, age)), programmes=tuple(programmes))
         card = city.call(
             "POST",
             "/v1/cards",

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from idcode.errors import ServiceError
 from idcode.terminal.identity import new_terminal_key, public_jwk_of
 from idcode.terminaltoken import relying_party_token
-from idcode.testing import random_id_number
 
 if TYPE_CHECKING:
     from idcode.demo.city import Citizen, Demo
@@ -144,7 +143,7 @@ def benefits_kiosk(demo: Demo) -> bool:
     citizens: list[Citizen] = []
     for number, programmes in enumerate(KIOSK_CITIZENS):
         birth = date(datetime.now(UTC).year - 40, 6, 15)
-        citizen = Citizen(random_id_number(birth), programmes=programmes)
+        citizen = Citizen(city.new_id_number(birth), programmes=programmes)
         card = city.call(
             "POST",
             "/v1/cards",
