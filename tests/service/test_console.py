@@ -50,6 +50,7 @@ from idcode.service.models import (
     ScanEvent,
     TerminalRecord,
 )
+from idcode.service.revocation import status_version
 from idcode.service.settings import Settings
 from idcode.service.state import FailoverState, MemoryState, RedisState
 from idcode.testing import random_id_number
@@ -154,7 +155,12 @@ def record(session: Session, terminal_id: str) -> TerminalRecord:
     return found
 
 
-def add_terminal(app_client: TestClient, scene: str = "community") -> str:
+def add_terminal(
+    app_client: TestClient,
+    scene: str = "community",
+    trust_version: int | None = None,
+    journal_backlog: int | None = None,
+) -> str:
     terminal_id = str(uuid.uuid4())
     with database(app_client) as session:
         session.add(
@@ -165,6 +171,8 @@ def add_terminal(app_client: TestClient, scene: str = "community") -> str:
                 public_jwk={},
                 clock_drift=-3,
                 last_seen_at=datetime.now(UTC),
+                trust_version=trust_version,
+                journal_backlog=journal_backlog,
             )
         )
         session.commit()
@@ -351,11 +359,25 @@ def test_overview_charts_scans_per_scene_and_denials_by_reason(
 
 
 def test_terminal_fleet_and_decommission_with_confirmation(
-    operator: TestClient, app_client: TestClient
+    operator: TestClient, app_client: TestClient, settings: Settings
 ) -> None:
-    terminal_id = add_terminal(app_client)
+    card_id, _ = enrol_card(app_client, settings)
+    revoked = app_client.post(
+        f"/v1/cards/{card_id}/status",
+        json={"action": "revoke"},
+        headers=Tokens(settings).operator(),
+    )
+    assert revoked.status_code == 200, revoked.text  # the status list's version goes up
+    with database(app_client) as session:
+        version = status_version(session)
+    terminal_id = add_terminal(app_client, trust_version=version - 1, journal_backlog=17)
+    silent_id = add_terminal(app_client)
     fleet = operator.get("/console/terminals").text
     assert terminal_id in fleet and "gate-&lt;1&gt;" in fleet and "-3 s" in fleet
+    row = fleet[fleet.index(f'data-terminal="{terminal_id}"') :].split("</tr>")[0]
+    assert f"<td>{version - 1} (1 behind)</td>" in row and "<td>17</td>" in row
+    silent = fleet[fleet.index(f'data-terminal="{silent_id}"') :].split("</tr>")[0]
+    assert silent.count("<td>\u2013</td>") == 2  # an en dash: neither reported yet
     confirm = operator.get(f"/console/terminals/{terminal_id}/decommission")
     assert confirm.status_code == 200 and "Decommission this terminal" in confirm.text
     done = post(operator, f"/console/terminals/{terminal_id}/decommission", confirm.text)

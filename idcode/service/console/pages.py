@@ -69,6 +69,7 @@ from idcode.service.models import (
     RelyingPartyRecord,
     TerminalRecord,
 )
+from idcode.service.revocation import status_version
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -469,22 +470,24 @@ async def terminals(request: Request) -> Response:
         return _see("/console/sign-in")
     services = _services(request)
 
-    def work() -> list[TerminalRecord]:
+    def work() -> tuple[list[TerminalRecord], int]:
         with services.sessions() as db:
-            return list(
+            fleet = list(
                 db.scalars(
                     select(TerminalRecord).order_by(
                         TerminalRecord.active.desc(), TerminalRecord.scene, TerminalRecord.site
                     )
                 )
             )
+            return fleet, status_version(db)
 
-    fleet = await run_in_threadpool(work)
+    fleet, version = await run_in_threadpool(work)
     done = request.query_params.get("decommissioned")
     return render(
         "terminals.html",
         session,
         terminals=fleet,
+        status_version=version,
         decommissioned=done if done and TERMINAL_ID.fullmatch(done) else None,
     )
 
