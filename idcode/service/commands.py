@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import sys
 import time
 from pathlib import Path
@@ -20,15 +21,15 @@ if TYPE_CHECKING:
 # The service's modules (SQLAlchemy, Alembic, FastAPI) are imported inside each command, so
 # that the terminal-side commands (verify, mint, qr) start quickly.
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     import uvicorn
 
     from idcode.keystore import initialise, open_key_store
+    from idcode.logs import logging_config
     from idcode.service.api.headlimits import HeadLimits, protocol_for
+    from idcode.service.api.requestlog import ACCESS_LOGGER
     from idcode.service.database import make_engine, make_session_factory, upgrade
     from idcode.service.demodata import enrol_demo_cards
     from idcode.service.pii import vault_for
@@ -38,7 +39,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "--workers above 1 needs IDCODE_REDIS_URL: without Redis every worker would keep "
             "its own rate limits and replay memory"
         )
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # One configuration for this process and, through uvicorn's log_config, each worker's.
+    # The access lines are the service's own (requestlog.py): uvicorn's would name the
+    # caller's raw path and address, not the route and the problem's reason.
+    log_config = logging_config(
+        settings.log_format, quiet=(ACCESS_LOGGER,) if args.no_access_log else ()
+    )
+    logging.config.dictConfig(log_config)
     store = open_key_store(settings.keys_dir, settings.passphrase)
     # The workers check the key store again as they start; checking here first turns a store
     # idcode cannot trust into one clear line (idcode: error: ...), not a worker traceback.
@@ -67,8 +74,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         # httptools, with the bounds on request heads and connections uvicorn does not have.
         http=protocol_for(HeadLimits.from_settings(settings)),
-        access_log=not args.no_access_log,
-        log_config=None,
+        access_log=False,
+        log_config=log_config,
     )
     return EXIT_OK
 

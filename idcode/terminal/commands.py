@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from idcode import logs
 from idcode.bundle import load_root_jwk
 from idcode.cli import EXIT_OK
 from idcode.config import core_settings
@@ -115,9 +116,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(core_settings().log_format)
     directory = _directory(args)
     if identities.is_provisioned(directory):
         identity = identities.load(directory)

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idcode.errors import KeyStoreError
+from idcode.service.api import requestlog
 from idcode.text import printable
 
 log = logging.getLogger("idcode.service.api")
@@ -56,6 +57,7 @@ class Problem(Exception):
         self.headers, self.errors = headers or {}, errors
 
     def response(self) -> JSONResponse:
+        requestlog.note_problem(self.reason, self.detail)
         body: dict[str, Any] = {
             "type": f"urn:idcode:problem:{self.reason}",
             "title": self.title,
@@ -147,8 +149,10 @@ def install(app: FastAPI) -> None:
         ).response()
 
     app.add_middleware(UnexpectedErrors)
-    # Outermost: a body over its limit is refused before any route (or token check) reads it.
+    # A body over its limit is refused before any route (or token check) reads it.
     app.add_middleware(BodyLimit)
+    # Outermost: every request, refused ones included, has its id and its access line.
+    app.add_middleware(requestlog.RequestLog)
 
 
 def database_unreachable(exc: DBAPIError) -> bool:
