@@ -173,7 +173,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         pass
     finally:
         # The input ended: send what is journaled while the network is there, then stop.
-        done = runtime.drain(args.drain_timeout)
+        try:
+            done = runtime.drain(args.drain_timeout)
+        except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stop now
+            done = False
         pending = runtime.journal.pending_count(identity.id)
         runtime.stop()
         if not done:

@@ -180,7 +180,8 @@ def _declare_problems(schema: dict[str, Any]) -> None:
     """Document errors as the service sends them: every one as application/problem+json with
     the ProblemBody schema (problems.install), FastAPI's own 422 too, which it would document
     as application/json; and wherever a route takes a body, 400 for one FastAPI cannot read
-    (not UTF-8) and 413 for one over the route's limit (problems.BodyLimit)."""
+    (not UTF-8), 413 for one over the route's limit (problems.BodyLimit) and 415 for one of
+    another media type (mediatypes.py)."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("ProblemBody", problems.ProblemBody.model_json_schema())
     # FastAPI's validation error models, which no response of this service has.
@@ -192,7 +193,11 @@ def _declare_problems(schema: dict[str, Any]) -> None:
         for operation in operations.values():
             responses: dict[str, Any] = operation["responses"]
             if "requestBody" in operation:
-                for status in (HTTPStatus.BAD_REQUEST, HTTPStatus.REQUEST_ENTITY_TOO_LARGE):
+                for status in (
+                    HTTPStatus.BAD_REQUEST,
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,  # mediatypes.py, or the route's own types
+                ):
                     responses.setdefault(str(status.value), {"description": status.phrase})
             if path.startswith("/v1/"):
                 # Any /v1 route may find the database, the shared state, the identity

@@ -52,6 +52,9 @@ class Problem(Exception):
         headers: dict[str, str] | None = None,
         errors: list[dict[str, Any]] | None = None,
     ) -> None:
+        # Titles start with a capital letter, those made from an error's message too
+        # ("the ID token ..." from an AuthError), so that clients can show them as they are.
+        title = title[:1].upper() + title[1:]
         super().__init__(title)
         self.status, self.reason, self.title, self.detail = status, reason, title, detail
         self.headers, self.errors = headers or {}, errors

@@ -18,6 +18,7 @@ from idcode.issuer import mint_code
 from idcode.qr import qr_image
 from idcode.service.api.deps import AuthenticatedFirst, CitizenDep, Services, ServicesDep
 from idcode.service.api.problems import Problem, problem_responses
+from idcode.service.api.times import UtcTime
 from idcode.service.cards import CardSnapshot, attribute_names, find_by_id_hash, snapshot
 from idcode.service.identification import Disclose, consent_target, give_consent
 
@@ -50,8 +51,8 @@ class Disclosing(BaseModel):
 
 class IssuedCode(BaseModel):
     code: str
-    expires_at: datetime
-    refresh_at: datetime
+    expires_at: UtcTime
+    refresh_at: UtcTime
     disclose: Disclosing | None = None
 
 
