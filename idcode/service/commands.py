@@ -58,12 +58,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             enrolled = enrol_demo_cards(make_session_factory(engine), vault_for(settings))
             engine.dispose()
             if enrolled:
-                print(f"idcode: enrolled {enrolled} demo cards", file=sys.stderr)
-        print(
-            f"idcode: development service on http://{args.host or settings.host}:"
+                _say(settings, f"enrolled {enrolled} demo cards")
+        _say(
+            settings,
+            f"development service on http://{args.host or settings.host}:"
             f"{args.port or settings.port} (API docs at /docs); "
             "try: idcode dev-token, then POST /v1/codes with it",
-            file=sys.stderr,
         )
     uvicorn.run(
         "idcode.service.api.app:create_app",
@@ -78,6 +78,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_config=log_config,
     )
     return EXIT_OK
+
+
+def _say(settings: Settings, message: str) -> None:
+    """A note for whoever started the service: ``idcode: ...`` on stderr, or a log line when
+    the lines are JSON (a log collector reads every line of stderr as one object)."""
+    if settings.log_format == "json":
+        logging.getLogger("idcode.service").info("%s", message)
+    else:
+        print(f"idcode: {message}", file=sys.stderr)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
