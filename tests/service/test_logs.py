@@ -133,7 +133,7 @@ def test_a_well_formed_request_id_is_taken_returned_and_in_the_requests_lines(
 def test_a_malformed_or_unbounded_request_id_is_replaced_by_a_new_one(
     client: TestClient, lines: Lines, header: str
 ) -> None:
-    response = client.get("/healthz", headers={"X-Request-Id": header.encode()})
+    response = client.get("/healthz", headers={b"X-Request-Id": header.encode()})
     returned = response.headers["X-Request-Id"]
     assert returned != header and accepted_request_id(returned.encode()) == returned
     assert [line["request_id"] for line in lines.access()] == [returned]
