@@ -4,9 +4,9 @@ type with 415 ``unsupported_media_type``, naming the type it takes.
 FastAPI parses a body as JSON only when its Content-Type says so; any other body reaches
 validation as bytes, and the caller read ``422 Input should be a valid dictionary`` about a
 request whose only fault was its header (``curl -d`` sends
-``application/x-www-form-urlencoded``). A body without a Content-Type is still read as JSON,
-as FastAPI does; the import route (``/v1/cards/import``) takes its own types and checks them
-itself.
+``application/x-www-form-urlencoded``). A body without a Content-Type is refused alike: FastAPI
+does not read it as JSON either. The import route (``/v1/cards/import``) takes its own types
+and checks them itself.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class JsonBodyRoute(APIRoute):
 
         async def json_only(request: Request) -> Response:
             content_type = request.headers.get("content-type")
-            if content_type is not None and _has_body(request) and not is_json(content_type):
+            if _has_body(request) and not is_json(content_type or ""):
                 raise Problem(
                     415,
                     "unsupported_media_type",
