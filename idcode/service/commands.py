@@ -296,7 +296,11 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--host", help="address to bind (default: IDCODE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: IDCODE_PORT or 8000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
+    serve.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="log only the requests refused or failed (4xx, 5xx)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     db = commands.add_parser("db", help="database maintenance")

@@ -368,3 +368,19 @@ def test_idcode_serve_writes_every_line_uvicorns_included_as_one_json_object(
         line for line in access if line["request_id"] == wrong_type.headers["X-Request-Id"]
     )
     assert (second["status"], second["reason"]) == (415, "unsupported_media_type")
+
+
+def test_a_request_the_http_protocol_refuses_has_an_id_and_a_line_with_its_reason(
+    served: Served,
+) -> None:
+    # Refused before the application sees it (headlimits.py): over 8 KiB of request target.
+    too_long = httpx2.get(f"{served.url}/v1/cards/{'x' * 9000}", timeout=WAIT)
+    assert (too_long.status_code, too_long.json()["reason"]) == (414, "uri_too_long")
+    refused_id = too_long.headers["X-Request-Id"]
+    deadline = time.monotonic() + WAIT
+    while refused_id not in served.log.read_text(encoding="utf-8"):
+        assert time.monotonic() < deadline, served.lines()
+        time.sleep(0.05)
+    (line,) = [json.loads(text) for text in served.lines() if refused_id in text]
+    assert (line["level"], line["status"], line["reason"]) == ("warning", 414, "uri_too_long")
+    assert "x" * 100 not in line["message"]

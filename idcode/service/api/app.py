@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from idcode import __version__
 from idcode.keystore import SigningKeyCache, initialise, open_key_store
-from idcode.service.api import accesslog, problems
+from idcode.service.api import accesslog, problems, requestlog
 from idcode.service.api.deps import BEARER_SCHEME, Services
 from idcode.service.api.routes import (
     cards,
@@ -121,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    # Outermost: every request, refused ones included, has its id and its access line.
+    app.add_middleware(requestlog.RequestLog)
     accesslog.install()
     app.include_router(health.router)
     app.include_router(codes.router)

@@ -152,10 +152,8 @@ def install(app: FastAPI) -> None:
         ).response()
 
     app.add_middleware(UnexpectedErrors)
-    # A body over its limit is refused before any route (or token check) reads it.
+    # Outermost: a body over its limit is refused before any route (or token check) reads it.
     app.add_middleware(BodyLimit)
-    # Outermost: every request, refused ones included, has its id and its access line.
-    app.add_middleware(requestlog.RequestLog)
 
 
 def database_unreachable(exc: DBAPIError) -> bool:

@@ -111,25 +111,42 @@ class RequestLog:
             request_id.reset(id_token)
 
 
+def log_refused_connection(status: int, reason: str, title: str) -> str:
+    """The access line of a request the HTTP protocol refused before the application saw it
+    (headlimits.py: 408, 414, 431, 503); returns the request id its answer carries."""
+    current = new_request_id()
+    token = request_id.set(current)
+    try:
+        _log_line(None, None, status, _Outcome(reason, title), None)
+    finally:
+        request_id.reset(token)
+    return current
+
+
 def _log_request(scope: Scope, status: int, outcome: _Outcome, seconds: float) -> None:
+    route = getattr(scope.get("route"), "path", None)
+    _log_line(scope["method"], route, status, outcome, seconds)
+
+
+def _log_line(
+    method: str | None, route: str | None, status: int, outcome: _Outcome, seconds: float | None
+) -> None:
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if not log.isEnabledFor(level):
         return
-    route = getattr(scope.get("route"), "path", None)
-    method = scope["method"]
-    duration_ms = round(seconds * 1000, 1)
+    duration_ms = None if seconds is None else round(seconds * 1000, 1)
     detail = printable(outcome.detail) if outcome.detail else None
     problem = ""
     if outcome.reason:
         problem = f" {outcome.reason}" + (f": {detail}" if detail else "")
+    if method is None:  # refused by the HTTP protocol: no method, route or time to tell
+        message = f"{status}{problem} (refused before the request was read)"
+    else:
+        message = f"{method} {route or '(no route)'} {status}{problem} {duration_ms:.1f} ms"
     log.log(
         level,
-        "%s %s %d%s %.1f ms",
-        method,
-        route or "(no route)",
-        status,
-        problem,
-        duration_ms,
+        "%s",
+        message,
         extra=fields(
             method=method,
             route=route,
