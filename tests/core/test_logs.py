@@ -8,6 +8,10 @@ import logging
 import sys
 from typing import Any
 
+import pytest
+
+from idcode.config import CoreSettings
+from idcode.errors import ConfigurationError
 from idcode.logs import JsonFormatter, TextFormatter, fields, request_id
 
 
@@ -56,3 +60,10 @@ def test_an_exception_is_logged_by_type_and_place_never_by_its_message() -> None
     line = json.loads(formatted)
     assert line["exception"] == "ValueError" and "test_logs.py" in line["stack"]
     assert "110101199003077777" not in formatted
+
+
+def test_an_unknown_log_format_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        CoreSettings.from_environment({"IDCODE_LOG_FORMAT": "xml"})
+    assert "IDCODE_LOG_FORMAT" in str(refused.value) and "'json'" in str(refused.value)
+    assert CoreSettings.from_environment({"IDCODE_LOG_FORMAT": "json"}).log_format == "json"
