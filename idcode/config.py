@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from idcode.codetext import DEFAULT_DEPLOYMENT, prefix_for
 from idcode.errors import ConfigurationError
 from idcode.issuer import DEFAULT_TTL, MAX_TTL
+from idcode.logs import LogFormat
 from idcode.verifier import DEFAULT_CLOCK_SKEW, MAX_CLOCK_SKEW
 
 ENV_PREFIX = "IDCODE_"
@@ -44,6 +45,10 @@ class CoreSettings(BaseModel):
         ge=1,
         le=MAX_ISSUER_KEY_DAYS,
         description="Signing period of a new issuer key.",
+    )
+
+    log_format: LogFormat = Field(
+        default="text", description="Log lines as text or as one JSON object each (logs.py)."
     )
 
     @field_validator("keys_dir", mode="before")

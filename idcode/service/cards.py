@@ -10,7 +10,7 @@ import re
 import secrets
 import uuid
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -30,7 +30,7 @@ from idcode.claims import (
 from idcode.errors import CardError
 from idcode.idnumber import birth_date, normalise_id_number
 from idcode.service.masks import mask_id_number, mask_name
-from idcode.service.models import AuditRecord, CardRecord, CardStatus, StatusChange
+from idcode.service.models import AuditRecord, CardRecord, CardStatus, StatusChange, as_utc
 from idcode.service.pii import PersonalDataVault
 from idcode.service.vocabulary import Programme as ProgrammeName
 from idcode.service.vocabulary import Residency as ResidencyName
@@ -365,5 +365,5 @@ def card_view(record: CardRecord, vault: PersonalDataVault, now: datetime) -> di
         "id_number_masked": mask_id_number(
             vault.decrypt(record.id_number_enc, card_id=record.id, field="id_number")
         ),
-        "created_at": record.created_at.astimezone(UTC).isoformat(),
+        "created_at": as_utc(record.created_at).isoformat(),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import os
 import shutil
 import sys
@@ -26,15 +27,15 @@ if TYPE_CHECKING:
 # The service's modules (SQLAlchemy, Alembic, FastAPI) are imported inside each command, so
 # that the terminal-side commands (verify, mint, qr) start quickly.
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     import uvicorn
 
     from idcode.keystore import initialise, open_key_store
+    from idcode.logs import logging_config
     from idcode.service.api.headlimits import HeadLimits, protocol_for
+    from idcode.service.api.requestlog import ACCESS_LOGGER
     from idcode.service.database import make_engine, make_session_factory, upgrade
     from idcode.service.demodata import enrol_demo_cards
     from idcode.service.pii import vault_for
@@ -44,7 +45,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "--workers above 1 needs IDCODE_REDIS_URL: without Redis every worker would keep "
             "its own rate limits and replay memory"
         )
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # One configuration for this process and, through uvicorn's log_config, each worker's.
+    # The access lines are the service's own (requestlog.py): uvicorn's would name the
+    # caller's raw path and address, not the route and the problem's reason.
+    log_config = logging_config(
+        settings.log_format, quiet=(ACCESS_LOGGER,) if args.no_access_log else ()
+    )
+    logging.config.dictConfig(log_config)
     store = open_key_store(settings.keys_dir, settings.passphrase)
     # The workers check the key store again as they start; checking here first turns a store
     # idcode cannot trust into one clear line (idcode: error: ...), not a worker traceback.
@@ -57,12 +64,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             enrolled = enrol_demo_cards(make_session_factory(engine), vault_for(settings))
             engine.dispose()
             if enrolled:
-                print(f"idcode: enrolled {enrolled} demo cards", file=sys.stderr)
-        print(
-            f"idcode: development service on http://{args.host or settings.host}:"
+                _say(settings, f"enrolled {enrolled} demo cards")
+        _say(
+            settings,
+            f"development service on http://{args.host or settings.host}:"
             f"{args.port or settings.port} (API docs at /docs); "
             "try: idcode dev-token, then POST /v1/codes with it",
-            file=sys.stderr,
         )
     metrics_dir = _share_metrics(args.workers)
     try:
@@ -73,10 +80,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port or settings.port,
             workers=args.workers,
             loop="uvloop",
-            # httptools, with the bounds on request heads and connections uvicorn lacks.
+            # httptools, with the bounds on request heads and connections uvicorn does not have.
             http=protocol_for(HeadLimits.from_settings(settings)),
-            access_log=not args.no_access_log,
-            log_config=None,
+            access_log=False,
+            log_config=log_config,
         )
     finally:
         if metrics_dir is not None:
@@ -95,6 +102,15 @@ def _share_metrics(workers: int) -> str | None:
     directory = tempfile.mkdtemp(prefix="idcode-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     return directory
+
+
+def _say(settings: Settings, message: str) -> None:
+    """A note for whoever started the service: ``idcode: ...`` on stderr, or a log line when
+    the lines are JSON (a log collector reads every line of stderr as one object)."""
+    if settings.log_format == "json":
+        logging.getLogger("idcode.service").info("%s", message)
+    else:
+        print(f"idcode: {message}", file=sys.stderr)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -337,7 +353,11 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--host", help="address to bind (default: IDCODE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: IDCODE_PORT or 8000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
+    serve.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="log only the requests refused or failed (4xx, 5xx)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     db = commands.add_parser("db", help="database maintenance")

@@ -26,10 +26,11 @@ from idcode.service.cards import record_audit
 from idcode.service.models import (
     ScanEvent,
     TerminalRecord,
+    as_utc,
 )
 from idcode.terminaltoken import MAX_TOKEN_LIFETIME, TERMINAL_AUDIENCE, terminal_token
 
-__all__ = ["MAX_TOKEN_LIFETIME", "TERMINAL_AUDIENCE", "terminal_token"]  # re-exported
+__all__ = ["MAX_TOKEN_LIFETIME", "TERMINAL_AUDIENCE", "as_utc", "terminal_token"]  # re-exported
 
 
 EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -91,12 +92,6 @@ MAX_EVENT_AGE = MAX_BUNDLE_MAX_AGE + 5 * 86_400
 #: How far in the service's future an event may lie: the clock drift a terminal may have
 #: and still authenticate (a terminal whose clock is further ahead cannot upload at all).
 MAX_EVENT_AHEAD = MAX_CLOCK_DRIFT
-
-
-def as_utc(at: datetime) -> datetime:
-    """``at`` in UTC; a time without an offset is taken as UTC. Raises OverflowError where
-    UTC leaves years 1-9999 (year 1 at +14:00): call it on checked times only."""
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def event_time_problem(at: datetime, now: float) -> str | None:

@@ -36,6 +36,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(at: datetime) -> datetime:
+    """``at`` in UTC; a time without an offset is taken as UTC (SQLite gives the times it
+    stores back without theirs). Raises OverflowError where UTC leaves years 1-9999 (year 1
+    at +14:00): call it on checked times only."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     pass
 

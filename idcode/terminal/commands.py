@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from idcode import logs
 from idcode.bundle import load_root_jwk
 from idcode.cli import EXIT_OK
 from idcode.config import core_settings
@@ -128,9 +129,7 @@ def _metrics_textfile(name: str | None) -> Path | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(core_settings().log_format)
     directory = _directory(args)
     if identities.is_provisioned(directory):
         identity = identities.load(directory)
@@ -189,7 +188,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         pass
     finally:
         # The input ended: send what is journaled while the network is there, then stop.
-        done = runtime.drain(args.drain_timeout)
+        try:
+            done = runtime.drain(args.drain_timeout)
+        except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stop now
+            done = False
         pending = runtime.journal.pending_count(identity.id)
         runtime.stop()
         if not done:

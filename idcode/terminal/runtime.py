@@ -64,19 +64,62 @@ def backoff(failures: int, base: float = 1.0, cap: float = MAX_BACKOFF) -> float
     return delay / 2 + random.uniform(0, delay / 2)
 
 
-def _log_failure(what: str, exc: Exception) -> None:
-    """Log why a sync or upload step failed, by the error's type: no answer, an answer the
-    terminal refused, or an error it did not expect (a bug: at error level, with where it
-    happened). Messages are the terminal's own; none repeats a code or personal data."""
+class Reachability:
+    """Whether the service answered the terminal's last request, logged once per change.
+
+    A terminal that lost the network tries again and again (with backoff): one line when the
+    service becomes unreachable and one when it answers again, with the number of failed
+    attempts between, rather than a line per attempt. Thread-safe: the syncer, the uploader
+    and the final drain share one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.failed_attempts = 0  # since the service last answered
+
+    def failed(self, what: str, exc: ServiceUnreachable) -> None:
+        with self._lock:
+            self.failed_attempts += 1
+            first = self.failed_attempts == 1
+        if first:
+            log.warning("%s: the service is unreachable (%s); retrying with backoff", what, exc)
+        else:
+            log.debug("%s: the service is still unreachable (%s)", what, exc)
+
+    def answered(self) -> None:
+        with self._lock:
+            failed, self.failed_attempts = self.failed_attempts, 0
+        if failed:
+            log.info("the service answers again, after %d failed attempts", failed)
+
+
+def _log_failure(what: str, exc: Exception, reachability: Reachability) -> None:
+    """Log why a sync or upload step failed, by the error's type: no answer (once per change,
+    ``Reachability``), an answer the terminal refused, or an error it did not expect (a bug:
+    at error level, with where it happened). Messages are the terminal's own; none repeats a
+    code or personal data."""
     if isinstance(exc, ServiceUnreachable):
-        log.info("%s: the service is unreachable (%s); retrying later", what, exc)
-    elif isinstance(exc, IdcodeError):
+        reachability.failed(what, exc)
+        return
+    if isinstance(exc, ServiceError) and not isinstance(exc, BadResponse):
+        reachability.answered()  # an answer, if not the one asked for
+    if isinstance(exc, IdcodeError):
         log.warning("%s failed (%s): %s; retrying later", what, type(exc).__name__, exc)
     else:
         frames = traceback.extract_tb(exc.__traceback__)
         where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
         # The type and the place, not the message: an unexpected error's text is not vetted.
         log.error("%s failed: unexpected %s at %s; retrying later", what, type(exc).__name__, where)
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    """Whether a failed upload may succeed if tried again within seconds: not when the service
+    cannot be reached at all, nor when it refused the terminal (401, 403: decommissioned),
+    only after an answer it could not use or a passing refusal (408, 429, 5xx)."""
+    if isinstance(exc, ServiceUnreachable):
+        return False
+    if isinstance(exc, ServiceError) and not isinstance(exc, BadResponse):
+        return exc.status in (408, 429) or exc.status >= 500
+    return True
 
 
 class TerminalRuntime:
@@ -134,6 +177,7 @@ class TerminalRuntime:
         self.metrics_textfile = metrics_textfile
         self.metrics_interval = metrics_interval
         self._decide_lock = threading.Lock()
+        self.reachability = Reachability()
         self._stop = threading.Event()
         self._upload_wanted = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -317,8 +361,7 @@ class TerminalRuntime:
             self._threads.append(thread)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._upload_wanted.set()
+        self.interrupt()
         for thread in self._threads:
             thread.join(timeout=15)
         if self.metrics_textfile is not None:
@@ -326,24 +369,44 @@ class TerminalRuntime:
         self.journal.close()
 
     def drain(self, timeout: float) -> bool:
-        """Upload until nothing is pending or ``timeout`` seconds passed; True when done."""
+        """Upload until nothing is pending or ``timeout`` seconds passed; True when done.
+
+        It gives up at once when the service cannot be reached or refuses the terminal: the
+        events stay journaled for the next run, and an offline terminal stops promptly. After
+        a passing failure it waits with backoff, which ``interrupt`` ends."""
         deadline = time.monotonic() + timeout
+        failures = 0
         while self.journal.pending_count(self.identity.id):
-            if time.monotonic() >= deadline or not self.network.is_set():
+            if time.monotonic() >= deadline or not self.network.is_set() or self._stop.is_set():
                 return False
-            if not self._attempt("upload", self.upload_once):
-                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            try:
+                self.upload_once()
+                self.reachability.answered()
+                failures = 0
+            except Exception as exc:  # the drain's boundary, as in _attempt
+                _log_failure("upload", exc, self.reachability)
+                if not _worth_retrying(exc):
+                    return False
+                failures += 1
+                pause = backoff(failures, cap=self.max_backoff)
+                self._stop.wait(min(pause, max(0.0, deadline - time.monotonic())))
         return True
+
+    def interrupt(self) -> None:
+        """End the loops' and the drain's waits now (``stop`` then closes the journal)."""
+        self._stop.set()
+        self._upload_wanted.set()
 
     def _attempt(self, what: str, step: Callable[[], Any]) -> bool:
         """Run ``step``; False when it failed, whatever the failure: a loop must outlive any
         answer and any error, so that the next honest answer still reaches the terminal."""
         try:
             step()
-            return True
         except Exception as exc:  # the loop's boundary: logged below, then retried
-            _log_failure(what, exc)
-        return False
+            _log_failure(what, exc, self.reachability)
+            return False
+        self.reachability.answered()
+        return True
 
     def _sync_loop(self) -> None:
         failures = 0
@@ -366,7 +429,7 @@ class TerminalRuntime:
             try:
                 more = self._upload_round()
             except Exception as exc:  # the loop's boundary, as in _attempt
-                _log_failure("upload", exc)
+                _log_failure("upload", exc, self.reachability)
                 failures += 1
                 self._stop.wait(backoff(failures, cap=self.max_backoff))
                 continue
@@ -379,6 +442,7 @@ class TerminalRuntime:
         if not self.network.is_set() or not self.journal.pending_count(self.identity.id):
             return False
         self.upload_once()
+        self.reachability.answered()
         if self.journal.pending_count(self.identity.id):
             return True
         self._prune()

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from idcode import __version__
 from idcode.keystore import SigningKeyCache, initialise, open_key_store
 from idcode.service import metrics as service_metrics
-from idcode.service.api import accesslog, examples, problems
+from idcode.service.api import accesslog, examples, problems, requestlog
 from idcode.service.api.deps import BEARER_SCHEME, Services
 from idcode.service.api.routes import (
     apidocs,
@@ -131,9 +131,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
-    # Outermost of all: every answer is timed and counted, the 413s and 500s too.
+    # Every answer is timed and counted, the 413s and 500s too.
     app.add_middleware(service_metrics.RequestMetrics)
     service_metrics.initialise(settings.code_prefix)
+    # Outermost: every request, refused ones included, has its id and its access line.
+    app.add_middleware(requestlog.RequestLog)
     accesslog.install()
     app.include_router(health.router)
     app.include_router(codes.router)
@@ -197,7 +199,8 @@ def _declare_problems(schema: dict[str, Any]) -> None:
     """Document errors as the service sends them: every one as application/problem+json with
     the ProblemBody schema (problems.install), FastAPI's own 422 too, which it would document
     as application/json; and wherever a route takes a body, 400 for one FastAPI cannot read
-    (not UTF-8) and 413 for one over the route's limit (problems.BodyLimit)."""
+    (not UTF-8), 413 for one over the route's limit (problems.BodyLimit) and 415 for one of
+    another media type (mediatypes.py)."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("ProblemBody", problems.ProblemBody.model_json_schema())
     # FastAPI's validation error models, which no response of this service has.
@@ -209,7 +212,11 @@ def _declare_problems(schema: dict[str, Any]) -> None:
         for operation in operations.values():
             responses: dict[str, Any] = operation["responses"]
             if "requestBody" in operation:
-                for status in (HTTPStatus.BAD_REQUEST, HTTPStatus.REQUEST_ENTITY_TOO_LARGE):
+                for status in (
+                    HTTPStatus.BAD_REQUEST,
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,  # mediatypes.py, or the route's own types
+                ):
                     responses.setdefault(str(status.value), {"description": status.phrase})
             if path.startswith("/v1/"):
                 # Any /v1 route may find the database, the shared state, the identity

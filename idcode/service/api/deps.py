@@ -10,7 +10,6 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,6 +17,7 @@ from idcode.cose import Algorithm
 from idcode.errors import AuthError, Refusal
 from idcode.keystore import SigningKeyCache
 from idcode.protocol import MAX_CLOCK_DRIFT
+from idcode.service.api.mediatypes import JsonBodyRoute
 from idcode.service.api.problems import Problem
 from idcode.service.auth import Principal, TokenVerifier
 from idcode.service.issuedtally import IssuedTally
@@ -133,14 +133,15 @@ def caller_check(
     return once
 
 
-class AuthenticatedFirst(APIRoute):
+class AuthenticatedFirst(JsonBodyRoute):
     """A route that checks its caller before FastAPI reads and parses the request's body.
 
     FastAPI reads the body and parses its JSON before it solves any dependency, so without
     this a request with no token or a bad one cost a 1 MiB parse before its 401, and a
     broken body got 422, telling a stranger about the route. Here the route's caller checks
     (CALLER_CHECKS among its dependencies) run first; the body of a refused request is never
-    read (the HTTP protocol drains and discards it, for a bounded time).
+    read (the HTTP protocol drains and discards it, for a bounded time). A body that is not
+    JSON is refused next, 415 (mediatypes.py).
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

@@ -30,6 +30,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from idcode.service.api import requestlog
+
 if TYPE_CHECKING:
     from idcode.service.settings import Settings
 
@@ -260,7 +262,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         ).encode()
         head = [f"HTTP/1.1 {status.value} {status.phrase}".encode()]
         head += [name + b": " + value for name, value in self.server_state.default_headers]
+        request_id = requestlog.log_refused_connection(int(status), reason, title)
         head += [
+            b"x-request-id: " + request_id.encode("ascii"),
             b"content-type: " + PROBLEM_JSON,
             b"content-length: " + str(len(body)).encode(),
             b"connection: close",

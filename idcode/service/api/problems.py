@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idcode.errors import KeyStoreError
 from idcode.service import metrics
+from idcode.service.api import requestlog
 from idcode.text import printable
 
 log = logging.getLogger("idcode.service.api")
@@ -52,11 +53,15 @@ class Problem(Exception):
         headers: dict[str, str] | None = None,
         errors: list[dict[str, Any]] | None = None,
     ) -> None:
+        # Titles start with a capital letter, those made from an error's message too
+        # ("the ID token ..." from an AuthError), so that clients can show them as they are.
+        title = title[:1].upper() + title[1:]
         super().__init__(title)
         self.status, self.reason, self.title, self.detail = status, reason, title, detail
         self.headers, self.errors = headers or {}, errors
 
     def response(self) -> JSONResponse:
+        requestlog.note_problem(self.reason, self.detail)
         body: dict[str, Any] = {
             "type": f"urn:idcode:problem:{self.reason}",
             "title": self.title,

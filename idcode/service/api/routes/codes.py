@@ -19,6 +19,7 @@ from idcode.qr import qr_image
 from idcode.service import metrics
 from idcode.service.api.deps import AuthenticatedFirst, CitizenDep, Services, ServicesDep
 from idcode.service.api.problems import Problem, problem_responses
+from idcode.service.api.times import UtcTime
 from idcode.service.cards import CardSnapshot, attribute_names, find_by_id_hash, snapshot
 from idcode.service.identification import Disclose, consent_target, give_consent
 from idcode.service.models import CardStatus
@@ -54,8 +55,8 @@ class Disclosing(BaseModel):
 
 class IssuedCode(BaseModel):
     code: str
-    expires_at: datetime
-    refresh_at: datetime
+    expires_at: UtcTime
+    refresh_at: UtcTime
     disclose: Disclosing | None = None
 
 

@@ -7,7 +7,6 @@ See docs/devices.md for the model and docs/api.md for each route's answers.
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -29,6 +28,7 @@ from idcode.service.api.deps import (
 )
 from idcode.service.api.problems import Problem, problem_responses
 from idcode.service.api.routes.codes import NO_CARD, citizen_card
+from idcode.service.api.times import UtcTime
 from idcode.service.devices import IssuedCredential, NewDevice
 from idcode.service.events import as_utc
 from idcode.service.models import CardRecord, DeviceRecord
@@ -57,7 +57,7 @@ class DeviceCredential(BaseModel):
     server_time: int = Field(description="The service's time (epoch s): a wallet's clock check.")
     code_prefix: str = Field(description="The prefix of this deployment's device codes.")
     code_lifetime: int = Field(description="How long a device code lives from its iat (s).")
-    created_at: datetime
+    created_at: UtcTime
 
 
 class DeviceOut(BaseModel):
@@ -65,10 +65,10 @@ class DeviceOut(BaseModel):
     device_id: str
     alg: str
     label: str | None
-    created_at: datetime
-    renewed_at: datetime | None
+    created_at: UtcTime
+    renewed_at: UtcTime | None
     credential_expires_at: int
-    removed_at: datetime | None
+    removed_at: UtcTime | None
 
 
 class DeviceList(BaseModel):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -43,6 +42,7 @@ from idcode.service.api.deps import (
 )
 from idcode.service.api.problems import Problem, problem_responses
 from idcode.service.api.routes.codes import citizen_card
+from idcode.service.api.times import UtcTime
 from idcode.service.models import RelyingPartyRecord
 from idcode.service.partycache import KnownParty
 from idcode.service.relyingparties import NewRelyingParty
@@ -70,9 +70,9 @@ class RelyingPartyOut(BaseModel):
     purposes: list[str]
     attributes: list[str]
     active: bool | None = None
-    created_at: datetime | None = None
-    deactivated_at: datetime | None = None
-    last_seen_at: datetime | None = Field(
+    created_at: UtcTime | None = None
+    deactivated_at: UtcTime | None = None
+    last_seen_at: UtcTime | None = Field(
         default=None, description="When its counters last called, to within a second."
     )
 
@@ -100,7 +100,7 @@ class Identified(BaseModel):
     )
     purpose: str
     disclosure: int = Field(description="The disclosure record's id.")
-    identified_at: datetime
+    identified_at: UtcTime
 
 
 class PartyOut(BaseModel):
@@ -111,7 +111,7 @@ class PartyOut(BaseModel):
 
 class DisclosureOut(BaseModel):
     id: int
-    at: datetime
+    at: UtcTime
     relying_party: PartyOut
     purpose: str
     attributes: list[str]

@@ -16,6 +16,7 @@ from idcode.service import metrics
 from idcode.service.api.deps import AuthenticatedFirst, CitizenDep, ServicesDep
 from idcode.service.api.problems import Problem, problem_responses
 from idcode.service.api.routes.codes import NO_CARD
+from idcode.service.api.times import UtcTime
 from idcode.service.cards import find_by_id_hash, record_audit
 from idcode.service.models import CardStatus
 from idcode.service.scenedata import scene_data
@@ -43,8 +44,8 @@ class PassRequest(BaseModel):
 class IssuedPass(BaseModel):
     pass_text: str = Field(alias="pass", description="The pass text, for a QR code (WH1P:...).")
     community: str
-    valid_from: datetime
-    valid_until: datetime
+    valid_from: UtcTime
+    valid_until: UtcTime
 
 
 @router.post(

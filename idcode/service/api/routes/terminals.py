@@ -28,6 +28,7 @@ from idcode.service.api.deps import (
     signed_caller,
 )
 from idcode.service.api.problems import Problem, problem_responses
+from idcode.service.api.times import UtcTime
 from idcode.service.devices import revoked_device_ids
 from idcode.service.events import EVENT_ID, ScanEventIn, as_utc, check_events, delete_event, ingest
 from idcode.service.fleet import (
@@ -59,7 +60,7 @@ class TerminalOut(BaseModel):
     site: str
     active: bool
     clock_drift: int | None = None
-    last_seen_at: datetime | None = None
+    last_seen_at: UtcTime | None = None
     relying_party: str | None = None
 
 
@@ -371,7 +372,9 @@ async def status_list_delta(
                 raise Problem(
                     409,
                     "unknown_version",
-                    f"version {since} is newer than the service's {delta.target}; fetch the bundle",
+                    "The terminal's status version is newer than the service's.",
+                    f"Version {since} is newer than the service's {delta.target}; "
+                    "fetch the bundle.",
                 )
             record_trust_version(session, terminal.id, delta.target)
             session.commit()
@@ -428,7 +431,7 @@ async def upload_events(
 class EventOut(BaseModel):
     terminal_id: str
     event_id: str
-    occurred_at: datetime
+    occurred_at: UtcTime
     valid: bool
     reason: str
     scene_result: dict[str, Any]

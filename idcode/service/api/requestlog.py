@@ -1,0 +1,158 @@
+"""The request id and the access log: one line per request, with its route, status, time and,
+for a problem, its reason.
+
+Every request gets an id: the caller's ``X-Request-Id`` when it is well-formed (a proxy or a
+client that tracks its requests), else a new one. It is returned as ``X-Request-Id`` and set
+in ``idcode.logs.request_id`` while the request is handled, so every line logged for it
+carries it. The access line names the route's template (``/v1/links/{subject}``), never the
+path or the query the caller sent, and no client address: a path can hold a pairwise
+subject, a query an authorization code, and a citizen's address is personal data (the
+proxy in front, which needs it, logs it under its own rules). Problems (``problems.Problem``)
+tell this module their reason and detail (``note_problem``): a 401 says why it was refused
+(``missing_token``, ``token_expired``, ``invalid_token: ... Signature verification failed``).
+
+Levels follow the status, as Django's request log does: 2xx and 3xx ``info``, 4xx
+``warning``, 5xx ``error``; ``idcode serve --no-access-log`` keeps the warnings and errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from idcode.logs import fields, request_id
+from idcode.text import printable
+
+ACCESS_LOGGER = "idcode.service.access"
+REQUEST_ID_HEADER = "X-Request-Id"
+#: A caller's request id is taken when it is 8-64 of these characters (UUIDs, W3C trace ids,
+#: nginx's $request_id) and not only digits: an all-digit id could be an ID or phone number.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}")
+
+log = logging.getLogger(ACCESS_LOGGER)
+
+
+@dataclass
+class _Outcome:
+    """What a request's handling tells its access line (mutable: set deep inside the app,
+    read by the middleware, whatever contexts the handling ran in)."""
+
+    reason: str | None = None
+    detail: str | None = None
+
+
+_outcome: ContextVar[_Outcome | None] = ContextVar("idcode_request_outcome", default=None)
+
+
+def note_problem(reason: str, detail: str | None) -> None:
+    """Record the problem a request is answered with, for its access line."""
+    outcome = _outcome.get()
+    if outcome is not None:
+        outcome.reason, outcome.detail = reason, detail
+
+
+def accepted_request_id(header: bytes | None) -> str | None:
+    """The caller's request id if it is well-formed and bounded, else None."""
+    if header is None:
+        return None
+    try:
+        text = header.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if _REQUEST_ID.fullmatch(text) is None or text.isdigit():
+        return None
+    return text
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class RequestLog:
+    """ASGI middleware, outermost: the request id, then one access line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        header = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        current = accepted_request_id(header) or new_request_id()
+        outcome = _Outcome()
+        id_token = request_id.set(current)
+        outcome_token = _outcome.set(outcome)
+        status = 500  # if the app answers nothing at all
+
+        async def tagging_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
+                ]
+                headers.append((b"x-request-id", current.encode("ascii")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagging_send)
+        finally:
+            _log_request(scope, status, outcome, time.perf_counter() - started)
+            _outcome.reset(outcome_token)
+            request_id.reset(id_token)
+
+
+def log_refused_connection(status: int, reason: str, title: str) -> str:
+    """The access line of a request the HTTP protocol refused before the application saw it
+    (headlimits.py: 408, 414, 431, 503); returns the request id its answer carries."""
+    current = new_request_id()
+    token = request_id.set(current)
+    try:
+        _log_line(None, None, status, _Outcome(reason, title), None)
+    finally:
+        request_id.reset(token)
+    return current
+
+
+def _log_request(scope: Scope, status: int, outcome: _Outcome, seconds: float) -> None:
+    route = getattr(scope.get("route"), "path", None)
+    _log_line(scope["method"], route, status, outcome, seconds)
+
+
+def _log_line(
+    method: str | None, route: str | None, status: int, outcome: _Outcome, seconds: float | None
+) -> None:
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if not log.isEnabledFor(level):
+        return
+    duration_ms = None if seconds is None else round(seconds * 1000, 1)
+    detail = printable(outcome.detail) if outcome.detail else None
+    problem = ""
+    if outcome.reason:
+        problem = f" {outcome.reason}" + (f": {detail}" if detail else "")
+    if method is None:  # refused by the HTTP protocol: no method, route or time to tell
+        message = f"{status}{problem} (refused before the request was read)"
+    else:
+        message = f"{method} {route or '(no route)'} {status}{problem} {duration_ms:.1f} ms"
+    log.log(
+        level,
+        "%s",
+        message,
+        extra=fields(
+            method=method,
+            route=route,
+            status=status,
+            duration_ms=duration_ms,
+            reason=outcome.reason,
+            detail=detail,
+        ),
+    )
