@@ -447,7 +447,7 @@ def test_card_status_change_needs_a_reason_and_is_audited_with_the_operator(
     shown = operator.get(done.headers["location"]).text
     assert "status is now suspended" in shown
     wrong = post(operator, path + "/status", shown, action="suspend", reason="citizen_request")
-    assert wrong.status_code == 409 and "cannot suspend a card that is suspended" in wrong.text
+    assert wrong.status_code == 409 and "Cannot suspend a card that is suspended" in wrong.text
     api = app_client.get(f"/v1/cards/{card_id}", headers=Tokens(settings).operator())
     assert api.json()["status"] == "suspended"
     with database(app_client) as session:

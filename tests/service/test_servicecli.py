@@ -248,7 +248,7 @@ def test_interrupted_import_can_be_run_again_and_enrols_each_card_once_unless_da
 
     # An enrolled ID number with other data is no "unchanged" row: rejected, naming the
     # fields that differ, never their values.
-    changed = [rows[0], rows[1].replace("张秀英", "李明").replace(",home-care", ",")]
+    changed = [rows[0], rows[1].replace("张秀英", "李明").replace(",home_care", ",")]
     conflict = migrated("cards", "import", str(write_csv(tmp_path / "changed.csv", changed)))
     assert conflict.returncode == 1
     assert conflict.stdout.splitlines() == [

@@ -166,9 +166,11 @@ EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
         },
         "200": {
             "application/json": {
-                "received": 3,
+                "received": 4,
                 "imported": 2,
+                "unchanged": 1,
                 "rejected": 1,
+                "dry_run": False,
                 "rejections": [
                     {
                         "row": 3,
