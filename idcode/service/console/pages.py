@@ -183,22 +183,13 @@ def signed_in(request: Request) -> OperatorSession | None:
     return cookies.box.open_session(request.cookies.get(cookies.session), _now())
 
 
-class FormRefused(Exception):
-    """A POST the console does not act on: the page to answer with."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__()
-        self.response = response
-
-
-async def checked_form(request: Request) -> tuple[OperatorSession, dict[str, str]]:
+async def checked_form(request: Request) -> tuple[OperatorSession, dict[str, str]] | Response:
     """The signed-in operator and the form's fields, once the form has proved it came from a
-    console page of this session (its CSRF token, its origin). FormRefused otherwise."""
+    console page of this session (its CSRF token, its origin); otherwise the page to answer
+    with, which the caller returns as it is."""
     session = signed_in(request)
     if session is None:
-        raise FormRefused(
-            message(None, 403, "Signed out", "Your session has ended: sign in and try again.")
-        )
+        return message(None, 403, "Signed out", "Your session has ended: sign in and try again.")
     stale = message(
         session,
         403,
@@ -210,22 +201,20 @@ async def checked_form(request: Request) -> tuple[OperatorSession, dict[str, str
     # proxy that ends TLS the service may see http while the browser says https.
     origin = request.headers.get("origin")
     if origin is not None and urlsplit(origin).netloc != request.url.netloc:
-        raise FormRefused(stale)
+        return stale
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != FORM:
-        raise FormRefused(message(session, 415, "Form refused", f"A form is sent as {FORM}."))
+        return message(session, 415, "Form refused", f"A form is sent as {FORM}.")
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
-        raise FormRefused(message(session, 413, "Form refused", "The form is too large."))
+        return message(session, 413, "Form refused", "The form is too large.")
     try:
         parsed = parse_qs(body.decode("utf-8"), max_num_fields=16, errors="strict")
     except ValueError:  # not UTF-8, or too many fields
-        raise FormRefused(
-            message(session, 400, "Form refused", "The form cannot be read.")
-        ) from None
+        return message(session, 400, "Form refused", "The form cannot be read.")
     fields = {name: values[0] for name, values in parsed.items() if len(values) == 1}
     if not hmac.compare_digest(fields.get("csrf", "").encode(), session.csrf.encode()):
-        raise FormRefused(stale)
+        return stale
     return session, fields
 
 
@@ -406,10 +395,9 @@ def _refused(status: int, text: str, session: OperatorSession | None) -> HTMLRes
 
 @router.post("/sign-out")
 async def sign_out(request: Request) -> Response:
-    try:
-        await checked_form(request)
-    except FormRefused as refused:
-        return refused.response
+    form = await checked_form(request)
+    if isinstance(form, Response):
+        return form
     response = render("signin.html", None, 200, text="You are signed out.")
     cookies = _cookies(request)
     response.delete_cookie(
@@ -516,10 +504,10 @@ async def confirm_decommission(request: Request, terminal_id: str) -> Response:
 
 @router.post("/terminals/{terminal_id}/decommission")
 async def decommission_terminal(request: Request, terminal_id: str) -> Response:
-    try:
-        session, _ = await checked_form(request)
-    except FormRefused as refused:
-        return refused.response
+    form = await checked_form(request)
+    if isinstance(form, Response):
+        return form
+    session, _ = form
     services = _services(request)
     checked = _terminal_id(terminal_id)
 
@@ -547,10 +535,10 @@ async def card_lookup(request: Request) -> Response:
 
 @router.post("/cards")
 async def find_card(request: Request) -> Response:
-    try:
-        session, fields = await checked_form(request)
-    except FormRefused as refused:
-        return refused.response
+    form = await checked_form(request)
+    if isinstance(form, Response):
+        return form
+    session, fields = form
     services = _services(request)
     try:
         id_number = normalise_id_number(fields.get("id_number", ""))
@@ -638,10 +626,10 @@ async def card(request: Request, card_id: str) -> Response:
 
 @router.post("/cards/{card_id}/status")
 async def card_status(request: Request, card_id: str) -> Response:
-    try:
-        session, fields = await checked_form(request)
-    except FormRefused as refused:
-        return refused.response
+    form = await checked_form(request)
+    if isinstance(form, Response):
+        return form
+    session, fields = form
     checked = _card_id(card_id)
     if checked is None:
         return message(session, 404, "No such card", "A card's id is a UUID.")
