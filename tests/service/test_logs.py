@@ -127,6 +127,14 @@ def test_a_well_formed_request_id_is_taken_returned_and_in_the_requests_lines(
         "has space inside",
         "new\\nline\\ninjected",
         "110101199003077777",  # digits only: could be an ID or a phone number
+        "11010519491231002X",  # an ID number whose check character is X
+        "11010519491231002x",
+        "id:11010519491231002X",
+        "tel-13912345678",  # a phone number in a name
+        "born19581123",  # a birth date written out
+        "card.6222021234567890123",
+        "13912345678abcde",  # hex-shaped, with a mobile number in it
+        "4bf92f3577b34da6110105194912310029",  # hex-shaped, with 15 digits in a row
         "电子码请求编号一二",
     ],
 )
@@ -138,6 +146,22 @@ def test_a_malformed_or_unbounded_request_id_is_replaced_by_a_new_one(
     assert returned != header and accepted_request_id(returned.encode()) == returned
     assert [line["request_id"] for line in lines.access()] == [returned]
     assert all(header not in text for text in lines.text)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "3f2504e0-4f89-11d3-9a0c-0305e82c3301",  # a UUID
+        "4bf92f3577b34da6a3ce929d0e0e4736",  # a W3C trace id
+        "0af7651916cd43dd8448eb211c80319c",  # nginx's $request_id: 32 hex digits
+        "00f067aa0ba902b7",  # a W3C parent id
+        "gate-7.a:42",
+        "req-00042-retry",  # short runs of digits
+        "1234567890abcdef",  # hex with ten digits in a row: no mobile number, under 15
+    ],
+)
+def test_machine_made_and_named_request_ids_are_taken(header: str) -> None:
+    assert accepted_request_id(header.encode()) == header
 
 
 def test_every_request_gets_its_own_id(client: TestClient) -> None:

@@ -34,8 +34,19 @@ from idcode.text import printable
 ACCESS_LOGGER = "idcode.service.access"
 REQUEST_ID_HEADER = "X-Request-Id"
 #: A caller's request id is taken when it is 8-64 of these characters (UUIDs, W3C trace ids,
-#: nginx's $request_id) and not only digits: an all-digit id could be an ID or phone number.
+#: nginx's $request_id) and cannot be personal data: see accepted_request_id.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}")
+#: The ids machines make: a UUID, or 16-64 hex digits (a W3C trace id, nginx's $request_id).
+_MACHINE_ID = re.compile(
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[0-9A-Fa-f]{16,64}"
+)
+#: Six digits in a row: every ID number (17 digits and a digit or X), phone number (11),
+#: bank card number and written-out birth date (19581123) has such a run.
+_DIGIT_RUN = re.compile(r"[0-9]{6}")
+#: What even a machine-made id must not hold: a mobile number, or 15 digits in a row (an ID
+#: number, a card number). Random hex holds one by chance about once in a hundred ids; that
+#: id is replaced, and the answer's X-Request-Id tells the caller the one used.
+_PERSONAL_RUN = re.compile(r"1[3-9][0-9]{9}|[0-9]{15}")
 
 log = logging.getLogger(ACCESS_LOGGER)
 
@@ -60,7 +71,16 @@ def note_problem(reason: str, detail: str | None) -> None:
 
 
 def accepted_request_id(header: bytes | None) -> str | None:
-    """The caller's request id if it is well-formed and bounded, else None."""
+    """The caller's request id if it is well-formed, bounded and cannot be personal data,
+    else None (the request gets a new id).
+
+    Taken: a machine-made id (a UUID, or 16-64 hex digits) that is not only digits and holds
+    no mobile number and no 15 digits in a row, and any other id of the allowed characters
+    with no run of six digits. Not taken: anything an ID number, a phone number, a card
+    number or a birth date could be written as, such as ``11010519491231002X`` (an ID number
+    whose check character is X), ``tel-13912345678``, ``13912345678abcde`` or
+    ``born19581123``: an app that named its requests after its citizen would otherwise put
+    them in every log line."""
     if header is None:
         return None
     try:
@@ -68,6 +88,10 @@ def accepted_request_id(header: bytes | None) -> str | None:
     except UnicodeDecodeError:
         return None
     if _REQUEST_ID.fullmatch(text) is None or text.isdigit():
+        return None
+    if _PERSONAL_RUN.search(text) is not None:
+        return None
+    if _MACHINE_ID.fullmatch(text) is None and _DIGIT_RUN.search(text) is not None:
         return None
     return text
 
