@@ -373,7 +373,7 @@ class FileKeyStore:
         with self.locked():
             root = self.root_key()  # the manifest needs it: check before writing anything
             # A rotation also moves the store's older key files to Argon2id (docs/keys.md);
-            # before the new key is made, so that a file that fails stops the rotation whole.
+            # before the new key is made, so that a file it cannot read stops the rotation first.
             self.upgrade_key_files()
             manifest = self.manifest()
             kid = self._free_kid(manifest)
