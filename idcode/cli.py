@@ -99,7 +99,11 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     )
     for line in created:
         print(f"created {line} in {store.directory.absolute()}")
-    if not created:
+    # Key files of earlier releases (PBKDF2) move to Argon2id here without a rotation.
+    upgraded = store.upgrade_key_files()
+    for path in upgraded:
+        print(f"re-encrypted {path.absolute()} with Argon2id (it was PBKDF2 PKCS#8)")
+    if not created and not upgraded:
         print(f"{store.directory} already holds a root key and a signing issuer key")
     return EXIT_OK
 

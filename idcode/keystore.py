@@ -24,12 +24,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from idcode.cose import Algorithm
 from idcode.errors import KeyMaterialError, KeyStoreError
 from idcode.issuer import MAX_TTL
+from idcode.keyfile import MAX_FILE_BYTES as MAX_KEY_FILE_BYTES
+from idcode.keyfile import KeyFileCipher, is_sealed
 from idcode.keys import (
     KID_ALPHABET,
     IssuerKey,
@@ -145,6 +149,24 @@ def _thumbprint(private_key: Ed25519PrivateKey) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
+def _key_file_label(path: Path) -> str:
+    """The key an encrypted key file is bound to: ``root``, ``issuer:<kid>``, else its name."""
+    if path.name == ROOT_PEM_FILE:
+        return "root"
+    kid = _issuer_file_kid(path.name)
+    return f"issuer:{kid}" if kid is not None else path.name
+
+
+def _is_pbkdf2_key_file(path: Path) -> bool:
+    """Whether ``path`` is an encrypted PKCS#8 PEM file of an earlier release (PBES2)."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(64).lstrip()
+    except OSError:
+        return False
+    return start.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+
+
 MANIFEST_FILE = "manifest.jwt"
 MANIFEST_TYPE = "idcode-key-manifest+jwt"
 ROOT_META_FILE = "root.json"
@@ -185,6 +207,7 @@ class FileKeyStore:
     def __init__(self, directory: Path, passphrase: bytes | None = None) -> None:
         self.directory = directory
         self._passphrase = passphrase
+        self._key_files = KeyFileCipher(passphrase) if passphrase else None
         # The root public key, read once per store object and then held: a root.json swapped
         # while the service runs cannot vouch for a manifest signed by another key.
         self._root_jwk: dict[str, Any] | None = None
@@ -349,6 +372,9 @@ class FileKeyStore:
             raise KeyStoreError("a key's signing period must end after it starts")
         with self.locked():
             root = self.root_key()  # the manifest needs it: check before writing anything
+            # A rotation also moves the store's older key files to Argon2id (docs/keys.md);
+            # before the new key is made, so that a file it cannot read stops the rotation first.
+            self.upgrade_key_files()
             manifest = self.manifest()
             kid = self._free_kid(manifest)
             issuer_key = IssuerKey.generate(kid, alg, not_before, not_after)
@@ -581,34 +607,95 @@ class FileKeyStore:
     def _issuer_path(self, kid: str, suffix: str) -> Path:
         return self.directory / f"issuer-{ord(kid):02x}{suffix}"
 
-    def _write_private_key(self, path: Path, private_key: PrivateKey) -> None:
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(self._passphrase)
-            if self._passphrase
-            else serialization.NoEncryption()
-        )
-        pem = private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-        )
-        self._write_file(path, pem)
+    def _write_private_key(
+        self, path: Path, private_key: PrivateKey, replace: bool = False
+    ) -> None:
+        """PKCS#8 PEM without a passphrase; with one, an Argon2id key file (idcode.keyfile)."""
+        if self._key_files is None:
+            content = private_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        else:
+            der = private_key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            content = self._key_files.seal(der, _key_file_label(path))
+        self._write_file(path, content, replace)
 
     def _read_private_key(self, path: Path) -> PrivateKey:
         try:
             check_private(path)
-            pem = path.read_bytes()
+            with path.open("rb") as handle:
+                content = handle.read(MAX_KEY_FILE_BYTES + 1)
         except OSError as exc:
             raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
-        try:
-            private_key = serialization.load_pem_private_key(pem, self._passphrase)
-        except TypeError:
-            raise KeyStoreError(
-                f"{path} is encrypted; set IDCODE_KEY_PASSPHRASE"
-                if b"ENCRYPTED" in pem
-                else f"{path} is not encrypted but a passphrase was given"
-            ) from None
-        except ValueError:
-            raise KeyStoreError(f"cannot load {path}: wrong passphrase or not a key") from None
-        return private_key  # type: ignore[return-value]
+        if len(content) > MAX_KEY_FILE_BYTES:
+            raise KeyStoreError(f"{path} is larger than any key file idcode writes")
+        if is_sealed(content):
+            if self._key_files is None:
+                raise KeyStoreError(f"{path} is encrypted; set IDCODE_KEY_PASSPHRASE")
+            der = self._key_files.unseal(content, _key_file_label(path), path)
+            try:
+                private_key = serialization.load_der_private_key(der, None)
+            except (ValueError, TypeError, UnsupportedAlgorithm):
+                raise KeyStoreError(f"{path} decrypts but holds no usable private key") from None
+        else:
+            # PKCS#8 PEM as earlier releases wrote it: in the clear, or encrypted with PBES2
+            # (PBKDF2, 2,048 iterations). Read as before; rewritten as Argon2id key files when
+            # the store creates a key or by 'idcode keys init' (upgrade_key_files).
+            try:
+                private_key = serialization.load_pem_private_key(content, self._passphrase)
+            except TypeError:
+                raise KeyStoreError(
+                    f"{path} is encrypted; set IDCODE_KEY_PASSPHRASE"
+                    if b"ENCRYPTED" in content
+                    else f"{path} is not encrypted but a passphrase was given"
+                ) from None
+            except (ValueError, UnsupportedAlgorithm):
+                raise KeyStoreError(f"cannot load {path}: wrong passphrase or not a key") from None
+        if not isinstance(private_key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+            raise KeyStoreError(f"{path} holds a {type(private_key).__name__}, not an idcode key")
+        return private_key
+
+    def upgrade_key_files(self) -> list[Path]:
+        """Rewrite the private keys still in the PBKDF2 PKCS#8 format of earlier releases as
+        Argon2id key files; the paths rewritten (none without a passphrase).
+
+        Each file is replaced atomically with the same key, under the directory lock. Only
+        the root key and the issuer keys the manifest lists are rewritten, and only when the
+        file holds the key the store publishes; others are left alone, with a warning.
+        """
+        if self._key_files is None or not self.directory.exists():
+            return []
+        rewritten = []
+        with self.locked():
+            if not self.has_root_key():
+                return []
+            root = self.root_key()
+            candidates: list[tuple[Path, VerificationKey]] = [
+                (self.directory / ROOT_PEM_FILE, root.private_key.public_key())
+            ]
+            for public in self.issuer_keys():
+                candidates.append((self._issuer_path(public.kid, ".pem"), public.key))
+            for path, public_key in candidates:
+                if not _is_pbkdf2_key_file(path):
+                    continue
+                private_key = self._read_private_key(path)
+                if not _same_public_key(private_key, public_key):
+                    log.warning("not re-encrypting %s: it holds another key than listed", path)
+                    continue
+                self._write_private_key(path, private_key, replace=True)
+                rewritten.append(path)
+        if rewritten:
+            log.info(
+                "re-encrypted %s with Argon2id (they were PBKDF2 PKCS#8)",
+                ", ".join(str(path) for path in rewritten),
+            )
+        return rewritten
 
     def _write_json(self, path: Path, document: dict[str, Any], replace: bool = False) -> None:
         self._write_file(path, (json.dumps(document, indent=2) + "\n").encode(), replace)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from idcode.cli import build_parser
 from idcode.codetext import BASE45_ALPHABET
@@ -453,6 +454,33 @@ def test_passphrase_setting_encrypts_keys_and_minting_without_it_is_a_clear_erro
     assert b"ENCRYPTED" in (cli.keys_dir / "root.pem").read_bytes()
     _assert_usage_error(without, "IDCODE_KEY_PASSPHRASE")
     assert _reasons(verified.stdout) == ["ok"]
+
+
+def test_keys_init_re_encrypts_a_pbkdf2_store_of_an_earlier_release_with_argon2id(
+    cli: Cli,
+) -> None:
+    env = {"IDCODE_KEY_PASSPHRASE": "correct horse"}
+    cli("keys", "init")
+    pem_files = sorted(cli.keys_dir.glob("*.pem"))
+    for path in pem_files:  # as releases before Argon2id wrote them: PKCS#8 with PBKDF2
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"correct horse"),
+        )
+        path.unlink()
+        path.write_bytes(pem)
+        path.chmod(0o600)
+
+    upgraded = cli("keys", "init", env=env)
+    code = cli("mint", env=env).stdout.strip()
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.count("re-encrypted") == len(pem_files) == 2
+    for path in pem_files:
+        assert path.read_bytes().startswith(b"-----BEGIN IDCODE ENCRYPTED PRIVATE KEY-----")
+    assert _reasons(cli("verify", code).stdout) == ["ok"]
 
 
 def test_mint_with_a_world_readable_key_file_is_refused_with_a_chmod_hint(cli: Cli) -> None:

@@ -5,17 +5,24 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from idcode.codetext import prefix_for
 from idcode.cose import Algorithm
 from idcode.errors import KeyStoreError, UnsafeFileError
 from idcode.issuer import MAX_TTL, mint_code
-from idcode.keys import KID_ALPHABET, PublicKey, Signer, jwks, keys_from_jwks
+from idcode.keys import KID_ALPHABET, PrivateKey, PublicKey, Signer, jwks, keys_from_jwks
 from idcode.keystore import (
     RETAIN_AFTER_SIGNING,
     FileKeyStore,
@@ -209,6 +216,326 @@ def test_public_keys_are_readable_without_the_passphrase(keys_dir: Path) -> None
     initialise(store, NOW, 90)
 
     assert _kids(open_key_store(keys_dir).published_keys(NOW)) == _kids(store.issuer_keys())
+
+
+# -- Argon2id key files (docs/keys.md, "Encrypted key files") ------------------------------
+
+PASSPHRASE = "correct horse"  # noqa: S105 (the test stores' passphrase, not a secret)
+
+
+def _envelope(path: Path) -> dict[str, Any]:
+    """The JSON inside a key file, read the way docs/keys.md describes it."""
+    lines = path.read_text("ascii").strip().splitlines()
+    assert lines[0] == "-----BEGIN IDCODE ENCRYPTED PRIVATE KEY-----"
+    assert lines[-1] == "-----END IDCODE ENCRYPTED PRIVATE KEY-----"
+    document: dict[str, Any] = json.loads(base64.b64decode("".join(lines[1:-1])))
+    return document
+
+
+def _write_envelope(path: Path, document: dict[str, Any]) -> None:
+    body = base64.b64encode(json.dumps(document).encode()).decode()
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    text = "\n".join(
+        [
+            "-----BEGIN IDCODE ENCRYPTED PRIVATE KEY-----",
+            *lines,
+            "-----END IDCODE ENCRYPTED PRIVATE KEY-----",
+        ]
+    )
+    _replace_key_file(path, (text + "\n").encode())
+
+
+def _replace_key_file(path: Path, content: bytes) -> None:
+    path.unlink()
+    path.write_bytes(content)
+    path.chmod(0o600)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@pytest.fixture(scope="module")
+def sealed_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store written with a passphrase, made once: each test copies it (an Argon2id
+    derivation per file written is the cost this module would otherwise pay per test)."""
+    directory = tmp_path_factory.mktemp("sealed") / "keys"
+    initialise(open_key_store(directory, PASSPHRASE), NOW, 90)
+    return directory
+
+
+@pytest.fixture
+def sealed(sealed_store_template: Path, tmp_path: Path) -> Path:
+    directory = tmp_path / "keys"
+    shutil.copytree(sealed_store_template, directory)  # modes kept: 0700, files 0600
+    return directory
+
+
+def _issuer_pem(keys_dir: Path) -> Path:
+    (path,) = keys_dir.glob("issuer-*.pem")
+    return path
+
+
+def _as_written_by_a_pbkdf2_release(keys_dir: Path, passphrase: str = PASSPHRASE) -> None:
+    """Rewrite each private key file as releases before Argon2id did: PKCS#8 PEM encrypted
+    with cryptography's BestAvailableEncryption (PBES2, PBKDF2)."""
+    store = open_key_store(keys_dir, passphrase)
+    keys: dict[Path, PrivateKey] = {
+        keys_dir / "root.pem": store.root_key().private_key,
+        _issuer_pem(keys_dir): store.signing_key(NOW).private_key,
+    }
+    for path, private_key in keys.items():
+        pem = private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase.encode()),
+        )
+        _replace_key_file(path, pem)
+
+
+def test_key_files_are_argon2id_envelopes_with_rfc_9106_second_recommended_parameters(
+    sealed: Path,
+) -> None:
+    root = _envelope(sealed / "root.pem")
+    issuer = _envelope(_issuer_pem(sealed))
+    kid = open_key_store(sealed).issuer_keys()[0].kid
+
+    assert (root["v"], root["key"], issuer["key"]) == (1, "root", f"issuer:{kid}")
+    for document in (root, issuer):
+        kdf = document["kdf"]
+        assert (kdf["alg"], kdf["v"], kdf["m"], kdf["t"], kdf["p"]) == ("argon2id", 19, 65536, 3, 4)
+        assert len(_unb64url(kdf["salt"])) == 16
+        assert document["aead"]["alg"] == "A256GCM"
+    assert root["kdf"]["salt"] != issuer["kdf"]["salt"]  # a salt per file
+
+
+def test_a_key_file_decrypts_by_the_documented_steps_alone(sealed: Path) -> None:
+    """An independent reader of docs/keys.md: Argon2id over the passphrase, then AES-256-GCM
+    with the canonical JSON of the other fields as associated data, gives PKCS#8 DER."""
+    document = _envelope(sealed / "root.pem")
+    kdf = document["kdf"]
+    kek = Argon2id(
+        salt=_unb64url(kdf["salt"]),
+        length=32,
+        iterations=kdf["t"],
+        lanes=kdf["p"],
+        memory_cost=kdf["m"],
+    ).derive(PASSPHRASE.encode())
+    header = {name: value for name, value in document.items() if name != "ct"}
+    associated = (
+        b"idcode-key-file\n" + json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    )
+    der = AESGCM(kek).decrypt(
+        _unb64url(document["aead"]["nonce"]), _unb64url(document["ct"]), associated
+    )
+    private_key = serialization.load_der_private_key(der, None)
+
+    assert isinstance(private_key, Ed25519PrivateKey)
+    assert _root_x(private_key) == open_key_store(sealed).root_public_jwk()["x"]
+
+
+def _root_x(private_key: Ed25519PrivateKey) -> str:
+    raw = private_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return _b64url(raw)
+
+
+def test_a_store_written_with_pbkdf2_opens_and_signs_without_being_rewritten(
+    sealed: Path,
+) -> None:
+    _as_written_by_a_pbkdf2_release(sealed)
+    before = {path: path.read_bytes() for path in sealed.glob("*.pem")}
+
+    store = open_key_store(sealed, PASSPHRASE)
+    code = _mint(store.signing_key(NOW), NOW)
+    root = store.root_key()
+
+    assert _verify(code, store.published_keys(NOW), NOW).reason is Reason.OK
+    assert root.kid == store.root_kid()
+    assert {path: path.read_bytes() for path in sealed.glob("*.pem")} == before  # read only
+    assert all(b"BEGIN ENCRYPTED PRIVATE KEY" in pem for pem in before.values())
+
+
+def test_rotation_rewrites_a_pbkdf2_store_as_argon2id_key_files_holding_the_same_keys(
+    sealed: Path,
+) -> None:
+    _as_written_by_a_pbkdf2_release(sealed)
+    store = open_key_store(sealed, PASSPHRASE)
+    old_kid = store.signing_key(NOW).kid
+    old_code = _mint(store.signing_key(NOW), NOW)
+    root_x = _root_x(store.root_key().private_key)
+
+    new_kid = rotate(store, NOW, 90, starts_in=DAY).kid
+    reopened = open_key_store(sealed, PASSPHRASE)
+
+    pem_files = sorted(sealed.glob("*.pem"))
+    assert len(pem_files) == 3
+    assert {_envelope(path)["key"] for path in pem_files} == {
+        "root",
+        f"issuer:{old_kid}",
+        f"issuer:{new_kid}",
+    }
+    assert _root_x(reopened.root_key().private_key) == root_x
+    # The old key, rewritten, still signs until the switch, and its earlier code verifies.
+    assert reopened.signing_key(NOW).kid == old_kid
+    published = reopened.published_keys(NOW)
+    assert _verify(_mint(reopened.signing_key(NOW), NOW), published, NOW).reason is Reason.OK
+    assert _verify(old_code, published, NOW).reason is Reason.OK
+    assert reopened.signing_key(NOW + DAY).kid == new_kid
+
+
+def test_upgrading_key_files_rewrites_only_pbkdf2_ones_and_is_a_no_op_without_a_passphrase(
+    sealed: Path,
+) -> None:
+    _as_written_by_a_pbkdf2_release(sealed)
+
+    without = open_key_store(sealed).upgrade_key_files()
+    rewritten = open_key_store(sealed, PASSPHRASE).upgrade_key_files()
+    again = open_key_store(sealed, PASSPHRASE).upgrade_key_files()
+
+    assert without == []
+    assert sorted(rewritten) == sorted(sealed.glob("*.pem"))
+    assert again == []
+    assert (
+        _verify(
+            _mint(open_key_store(sealed, PASSPHRASE).signing_key(NOW), NOW),
+            open_key_store(sealed).published_keys(NOW),
+            NOW,
+        ).reason
+        is Reason.OK
+    )
+
+
+def test_a_pbkdf2_file_holding_another_key_is_not_rewritten_and_still_refused_to_sign(
+    sealed: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _as_written_by_a_pbkdf2_release(sealed)
+    issuer_pem = _issuer_pem(sealed)
+    stranger = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(PASSPHRASE.encode()),
+    )
+    _replace_key_file(issuer_pem, stranger)
+
+    rewritten = open_key_store(sealed, PASSPHRASE).upgrade_key_files()
+
+    assert rewritten == [sealed / "root.pem"]
+    assert issuer_pem.read_bytes() == stranger
+    assert "not re-encrypting" in caplog.text
+    with pytest.raises(KeyStoreError, match="does not hold the private half"):
+        open_key_store(sealed, PASSPHRASE).signing_key(NOW)
+
+
+def _edit(field: str, value: object) -> Callable[[dict[str, Any]], None]:
+    def edit(document: dict[str, Any]) -> None:
+        target = document
+        *parents, name = field.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[name] = value
+
+    return edit
+
+
+def _drop(field: str) -> Callable[[dict[str, Any]], None]:
+    return lambda document: document.pop(field)
+
+
+def _flip_ciphertext(document: dict[str, Any]) -> None:
+    ciphertext = bytearray(_unb64url(document["ct"]))
+    ciphertext[len(ciphertext) // 2] ^= 0x01
+    document["ct"] = _b64url(bytes(ciphertext))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_edit("v", 2), "format version 2; this idcode reads version 1"),
+        (_edit("kdf.m", 1), r"memory cost m=1 KiB is below the floor of 65536 KiB"),
+        (_edit("kdf.t", 1), r"iterations t=1 is below the floor of 3"),
+        (_edit("kdf.p", 0), r"lanes p=0 is below the floor of 1"),
+        (_edit("kdf.m", 2**32 - 1), r"m=4294967295 KiB is above the 262144 KiB idcode accepts"),
+        (_edit("kdf.t", 2**31), r"t=2147483648 is above the 10 idcode accepts"),
+        (_edit("kdf.p", 2**24 - 1), r"p=16777215 is above the 16 idcode accepts"),
+        (_edit("kdf.m", "65536"), "parameter m is not an integer"),
+        (_edit("kdf.alg", "pbkdf2"), "key derivation 'pbkdf2'"),
+        (_edit("kdf.salt", _b64url(b"short")), "salt has 5 bytes"),
+        (_edit("aead.alg", "A128GCM"), "cipher 'A128GCM'"),
+        (_edit("aead.nonce", "not base64url!"), "'nonce' is not base64url"),
+        (_edit("ct", _b64url(b"x" * 16)), "ciphertext has 16 bytes"),
+        (_drop("aead"), "is not a valid idcode key file: it has the fields"),
+        (_edit("key", "root"), r"holds the private key of 'root', not of 'issuer:"),
+        # Changes within the accepted bounds are caught by the associated data.
+        (_edit("kdf.p", 1), "wrong passphrase, or the file was altered"),
+        (_edit("kdf.m", 131072), "wrong passphrase, or the file was altered"),
+        (_flip_ciphertext, "wrong passphrase, or the file was altered"),
+    ],
+)
+def test_a_hostile_key_file_is_refused_with_a_precise_reason_before_any_costly_derivation(
+    sealed: Path, edit: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    issuer_pem = _issuer_pem(sealed)
+    document = _envelope(issuer_pem)
+    edit(document)
+    _write_envelope(issuer_pem, document)
+
+    with pytest.raises(KeyStoreError, match=message) as refused:
+        open_key_store(sealed, PASSPHRASE).signing_key(NOW)
+    assert str(issuer_pem) in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (lambda pem: pem[: len(pem) // 2], "is truncated: it has no '-----END"),
+        (lambda pem: pem.replace(b"\n", b"\n!", 1), "body is not base64 of a JSON document"),
+        (
+            lambda pem: (
+                b"-----BEGIN IDCODE ENCRYPTED PRIVATE KEY-----\nWzFd\n"
+                b"-----END IDCODE ENCRYPTED PRIVATE KEY-----\n"
+            ),
+            "not a JSON object",
+        ),
+        (lambda pem: pem + b" " * 20_000, "larger than any key file idcode writes"),
+        (lambda pem: pem.replace(b"BEGIN IDCODE", b"BEGIN\xffIDCODE"), "wrong passphrase or not"),
+    ],
+)
+def test_a_damaged_key_file_is_refused_with_a_precise_reason(
+    sealed: Path, content: Callable[[bytes], bytes], message: str
+) -> None:
+    root_pem = sealed / "root.pem"
+    _replace_key_file(root_pem, content(root_pem.read_bytes()))
+
+    with pytest.raises(KeyStoreError, match=message):
+        open_key_store(sealed, PASSPHRASE).root_key()
+
+
+def test_swapped_key_files_are_refused_naming_whose_key_the_file_holds(sealed: Path) -> None:
+    issuer_pem = _issuer_pem(sealed)
+    _replace_key_file(issuer_pem, (sealed / "root.pem").read_bytes())
+
+    with pytest.raises(KeyStoreError, match="holds the private key of 'root', not of 'issuer:"):
+        open_key_store(sealed, PASSPHRASE).signing_key(NOW)
+
+    # Relabelled to pass for the issuer key: the associated data still binds it to the root.
+    relabelled = _envelope(issuer_pem)
+    relabelled["key"] = "issuer:" + open_key_store(sealed).issuer_keys()[0].kid
+    _write_envelope(issuer_pem, relabelled)
+    with pytest.raises(KeyStoreError, match="wrong passphrase, or the file was altered"):
+        open_key_store(sealed, PASSPHRASE).signing_key(NOW)
+
+
+def test_an_argon2id_key_file_without_a_passphrase_asks_for_idcode_key_passphrase(
+    sealed: Path,
+) -> None:
+    with pytest.raises(KeyStoreError, match="encrypted; set IDCODE_KEY_PASSPHRASE"):
+        open_key_store(sealed).root_key()
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
@@ -504,6 +831,7 @@ def test_jwks_export_holds_no_private_key_member(store: FileKeyStore, keys_dir: 
     for jwk in document["keys"]:
         assert "d" not in jwk
     assert "d" not in store.root_key().public_jwk
+
     def members(value: object) -> set[str]:
         if isinstance(value, dict):
             return set(value).union(*(members(v) for v in value.values()))
