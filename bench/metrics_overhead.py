@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""What the service's metrics add to one issuance request, measured in-process.
+"""What the service's metrics and request log add to one issuance request, measured in-process.
 
-Times, interleaved in rounds, (a) a trivial ASGI app that answers 200, bare and wrapped in
-``RequestMetrics`` (the latency histogram by method, route template and status), (b)
+Times, interleaved in rounds, (a) a trivial ASGI app that answers 200: bare, wrapped in the
+request log (``requestlog.RequestLog``: the request id, the access line, no observer) and
+wrapped in the request log telling ``RequestMetrics`` (the latency histogram by method,
+route template and status), (b)
 ``count_code`` (the codes-issued counter) against an empty call, and (c) ``mint_code`` alone
 (building and signing one code, EdDSA), a small part of an issuance request (which also
 checks the citizen's ID token, asks Redis and writes JSON): the metrics' share of minting
@@ -12,10 +14,12 @@ is an upper bound of their share of issuance, measured under the same load.
     .venv/bin/python bench/metrics_overhead.py --issuance [--rounds R] [--calls N]
 
 ``--issuance``: whole issuance requests instead, in-process on PostgreSQL and Redis (as
-bench/issuance.py prepares them): ``POST /v1/codes`` through the real app, with its metrics
-and without them (RequestMetrics taken out of the middleware, count_code a no-op), the two
-in alternation, ``--calls`` requests each per round. No network, no load generator: the
-share is of the service's own work for a request, the figure the 5 % budget is about.
+bench/issuance.py prepares them): ``POST /v1/codes`` through the real app in three variants,
+in alternation, ``--calls`` requests each per round: as served (request log and metrics);
+without the metrics (the request log observes nothing, count_code a no-op); and without
+either (the request log taken out of the middleware too). No network, no load generator:
+the shares are of the service's own work for a request, the figure the 5 % budget is
+about. Access lines of 2xx answers are off, as with ``idcode serve --no-access-log``.
 
 Times are this process's CPU time (``time.process_time``), not wall time: on a shared machine
 the other processes' load then barely shows, and waiting for PostgreSQL and Redis, which the
@@ -30,11 +34,12 @@ import gc
 import statistics
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
 from idcode.issuer import mint_code
 from idcode.service import metrics
+from idcode.service.api import requestlog
 from idcode.testing import TestIssuer, random_card
 
 
@@ -60,7 +65,7 @@ async def drive(app: Any, calls: int) -> float:
     """Seconds per call."""
     started = time.process_time()
     for _ in range(calls):
-        scope = {"type": "http", "method": "POST", "path": "/v1/codes"}
+        scope = {"type": "http", "method": "POST", "path": "/v1/codes", "headers": []}
         await app(scope, receive, ignore)
     return (time.process_time() - started) / calls
 
@@ -137,42 +142,52 @@ def issuance(rounds: int, calls: int) -> None:
             update={"rate_limit_per_minute": RATE_LIMIT_PER_MINUTE}
         )
         token = service.tokens[0].encode()
-        with_metrics = create_app(settings)
-        without = create_app(settings)
-        without.user_middleware = [
-            m for m in without.user_middleware if m.cls is not metrics.RequestMetrics
+        apps = {name: create_app(settings) for name in VARIANTS}
+        for middleware in apps["log only"].user_middleware:
+            if getattr(middleware, "cls", None) is requestlog.RequestLog:
+                middleware.kwargs["observe"] = None
+        apps["neither"].user_middleware = [
+            m
+            for m in apps["neither"].user_middleware
+            if getattr(m, "cls", None) is not requestlog.RequestLog
         ]
         counting = metrics.count_code
 
-        async def run() -> tuple[list[float], list[float]]:
-            timed: dict[str, list[float]] = {"with": [], "without": []}
-            async with (
-                with_metrics.router.lifespan_context(with_metrics),
-                without.router.lifespan_context(without),
-            ):
-                await issue(with_metrics, token, calls)  # warm-up: caches, connections
-                await issue(without, token, calls)
+        async def run() -> dict[str, list[float]]:
+            timed: dict[str, list[float]] = {name: [] for name in VARIANTS}
+            async with AsyncExitStack() as lifespans:
+                for app in apps.values():
+                    await lifespans.enter_async_context(app.router.lifespan_context(app))
+                for app in apps.values():
+                    await issue(app, token, calls)  # warm-up: caches, connections
                 for index in range(rounds):
-                    order = ["with", "without"] if index % 2 == 0 else ["without", "with"]
+                    order = VARIANTS[index % len(VARIANTS) :] + VARIANTS[: index % len(VARIANTS)]
                     for variant in order:
-                        app = with_metrics if variant == "with" else without
-                        metrics.count_code = counting if variant == "with" else _nothing
+                        metrics.count_code = counting if variant == "as served" else _nothing
                         gc.disable()
-                        timed[variant].append(await issue(app, token, calls))
+                        timed[variant].append(await issue(apps[variant], token, calls))
                         gc.enable()
                     metrics.count_code = counting
-            return timed["with"], timed["without"]
+            return timed
 
-        timed, bare = asyncio.run(run())
-    ratios = sorted(w / b for w, b in zip(timed, bare, strict=True))
+        timed = asyncio.run(run())
+    bare = timed["neither"]
     print(f"{rounds} rounds of {calls:,} POST /v1/codes each, in-process (medians)")
-    print(f"  without metrics   {statistics.median(bare) * 1e6:8.1f} us/request")
-    print(f"  with metrics      {statistics.median(timed) * 1e6:8.1f} us/request")
-    print(
-        f"  cost              {statistics.median(timed) / statistics.median(bare) - 1:+8.1%} "
-        f"(per-round ratios: median {statistics.median(ratios) - 1:+.1%}, "
-        f"range {ratios[0] - 1:+.1%} to {ratios[-1] - 1:+.1%})"
-    )
+    print(f"  neither                 {statistics.median(bare) * 1e6:8.1f} us/request")
+    for variant in ("log only", "as served"):
+        mine = timed[variant]
+        ratios = sorted(w / b for w, b in zip(mine, bare, strict=True))
+        print(
+            f"  {variant + ':':<10} {statistics.median(mine) * 1e6:8.1f} us/request, cost "
+            f"{statistics.median(mine) / statistics.median(bare) - 1:+.1%} (per-round ratios: "
+            f"median {statistics.median(ratios) - 1:+.1%}, "
+            f"range {ratios[0] - 1:+.1%} to {ratios[-1] - 1:+.1%})"
+        )
+    served = statistics.median(timed["as served"])
+    print(f"  metrics alone           {served / statistics.median(timed['log only']) - 1:+8.1%}")
+
+
+VARIANTS = ["as served", "log only", "neither"]
 
 
 def _nothing(kind: str, prefix: str) -> None:
@@ -188,31 +203,37 @@ def main() -> None:
     if args.issuance:
         issuance(args.rounds, args.calls)
         return
-    wrapped = metrics.RequestMetrics(answer)
+    logged = requestlog.RequestLog(answer)
+    wrapped = requestlog.RequestLog(answer, observe=metrics.RequestMetrics())
     bare: list[float] = []
+    logged_only: list[float] = []
     timed: list[float] = []
     counter: list[float] = []
     baseline: list[float] = []
     mint: list[float] = []
     gc.disable()
     for round_number in range(args.rounds):
-        order = [("bare", answer, bare), ("wrapped", wrapped, timed)]
-        if round_number % 2:
-            order.reverse()
+        order = [
+            ("bare", answer, bare),
+            ("logged", logged, logged_only),
+            ("wrapped", wrapped, timed),
+        ]
+        order = order[round_number % 3 :] + order[: round_number % 3]
         for _, app, into in order:
             into.append(asyncio.run(drive(app, args.calls)))
         counter.append(counting(args.calls))
         baseline.append(empty(args.calls))
         mint.append(minting(max(1, args.calls // 20)))
     gc.enable()
-    middleware = statistics.median(timed) - statistics.median(bare)
+    middleware = statistics.median(timed) - statistics.median(logged_only)
     count = statistics.median(counter) - statistics.median(baseline)
     print(f"{args.rounds} rounds of {args.calls:,} calls each (medians)")
     print(f"  bare ASGI app           {statistics.median(bare) * 1e6:7.2f} us/request")
-    print(f"  with RequestMetrics     {statistics.median(timed) * 1e6:7.2f} us/request")
+    print(f"  with the request log    {statistics.median(logged_only) * 1e6:7.2f} us/request")
+    print(f"  ... telling the metrics {statistics.median(timed) * 1e6:7.2f} us/request")
     print(f"  count_code              {count * 1e6:7.2f} us/call (over an empty call)")
     added = middleware + count
-    print(f"  added to each issuance  {added * 1e6:7.2f} us")
+    print(f"  metrics add to issuance {added * 1e6:7.2f} us")
     print(f"  mint_code alone         {statistics.median(mint) * 1e6:7.2f} us/code")
     print(f"  metrics / minting       {added / statistics.median(mint):7.1%} (an upper bound)")
 

@@ -16,7 +16,6 @@ any worker (or replica) gives the same.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -178,37 +177,18 @@ def state_degraded(degraded: bool) -> None:
 
 
 class RequestMetrics:
-    """ASGI middleware: each answer's latency by method, route template and status, and the
-    429s. The route is the one the router matched (``scope["route"]``), never the path, so
-    ids in paths (a subject, a terminal, an event) never become labels; no match:
-    ``unmatched``."""
+    """Each answer's latency by method, route template and status, and the 429s, told by the
+    outermost middleware (``requestlog.RequestLog(observe=RequestMetrics())``: one layer
+    times a request for its access line and for these, not two). The route is the one the
+    router matched (``scope["route"]``), never the path, so ids in paths (a subject, a
+    terminal, an event) never become labels; no match: ``unmatched``."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self) -> None:
         # labels() looks the child up under a lock: cached here, a request costs one dict get.
         self._children: dict[tuple[str, str, int], Any] = {}
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def noting_send(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, noting_send)
-        finally:
-            self._observe(scope, status, time.perf_counter() - started)
-
-    def _observe(self, scope: Any, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", None)
+    def __call__(self, scope: Any, status: int, seconds: float) -> None:
+        template = getattr(scope.get("route"), "path", None)
         method = scope.get("method", "")
         key = (
             method if method in METHODS else OTHER,

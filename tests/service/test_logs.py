@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 
 from idcode.logs import JsonFormatter, TextFormatter
 from idcode.service.api.app import create_app
-from idcode.service.api.requestlog import ACCESS_LOGGER, accepted_request_id
+from idcode.service.api.requestlog import ACCESS_LOGGER, accepted_request_id, new_request_id
 from idcode.service.auth import dev_token
 from idcode.service.settings import Settings
 from idcode.testing import random_id_number
@@ -143,6 +143,25 @@ def test_a_malformed_or_unbounded_request_id_is_replaced_by_a_new_one(
 def test_every_request_gets_its_own_id(client: TestClient) -> None:
     ids = {client.get("/healthz").headers["X-Request-Id"] for _ in range(3)}
     assert len(ids) == 3
+
+
+def test_a_forked_worker_does_not_repeat_its_parents_request_ids() -> None:
+    """New ids come from a generator seeded per process; a worker forked from a process that
+    already made ids is seeded again (os.register_at_fork), so two workers' ids differ."""
+    new_request_id()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its next ids, to the parent
+        os.write(write, ",".join(new_request_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as pipe:
+        childs = pipe.read().split(",")
+    parents = [new_request_id() for _ in range(50)]
+    assert len(childs) == 50 and not set(childs) & set(parents)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in childs + parents)
+    assert len(set(parents)) == 50
 
 
 # -- the access line ------------------------------------------------------------------------

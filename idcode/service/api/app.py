@@ -128,11 +128,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
-    # Every answer is timed and counted, the 413s and 500s too.
-    app.add_middleware(service_metrics.RequestMetrics)
     service_metrics.initialise(settings.code_prefix)
-    # Outermost: every request, refused ones included, has its id and its access line.
-    app.add_middleware(requestlog.RequestLog)
+    # Outermost: every request, refused ones included, has its id and its access line, and
+    # every answer is timed and counted, the 413s and 500s too.
+    app.add_middleware(requestlog.RequestLog, observe=service_metrics.RequestMetrics())
     accesslog.install()
     app.include_router(health.router)
     app.include_router(codes.router)
