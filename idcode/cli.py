@@ -36,7 +36,13 @@ from idcode.cose import Algorithm
 from idcode.errors import IdcodeError, UnavailableError, UsageError
 from idcode.issuer import MAX_TTL, mint_code
 from idcode.keys import PublicKey, jwks, keys_from_jwks
-from idcode.keystore import FileKeyStore, initialise, open_key_store, rotate
+from idcode.keystore import (
+    FileKeyStore,
+    ManagedKeyStore,
+    configured_key_store,
+    initialise,
+    rotate,
+)
 from idcode.protocol import MAX_BUNDLE_MAX_AGE
 from idcode.replay import ReplayCache
 from idcode.testing import random_card
@@ -77,11 +83,10 @@ def _enum_name(value: str) -> str:
     return value.lower().replace("-", "_")
 
 
-def _key_store(args: argparse.Namespace) -> FileKeyStore:
-    settings = core_settings()
-    directory = args.keys_dir or settings.keys_dir
-    passphrase = settings.passphrase
-    return open_key_store(directory, passphrase)
+def _key_store(args: argparse.Namespace) -> ManagedKeyStore:
+    """The key directory (--keys-dir, IDCODE_KEYS_DIR), or the PKCS#11 token when
+    IDCODE_PKCS11_MODULE is set (docs/keys.md)."""
+    return configured_key_store(core_settings(), args.keys_dir)
 
 
 def _now(args: argparse.Namespace) -> int:
@@ -98,13 +103,13 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
         store, _now(args), settings.issuer_key_days if args.days is None else args.days, args.alg
     )
     for line in created:
-        print(f"created {line} in {store.directory.absolute()}")
+        print(f"created {line} in {store.location}")
     # Key files of earlier releases (PBKDF2) move to Argon2id here without a rotation.
-    upgraded = store.upgrade_key_files()
+    upgraded = store.upgrade_key_files() if isinstance(store, FileKeyStore) else []
     for path in upgraded:
         print(f"re-encrypted {path.absolute()} with Argon2id (it was PBKDF2 PKCS#8)")
     if not created and not upgraded:
-        print(f"{store.directory} already holds a root key and a signing issuer key")
+        print(f"{store.location} already holds a root key and a signing issuer key")
     return EXIT_OK
 
 
@@ -180,9 +185,7 @@ def cmd_mint(args: argparse.Namespace) -> int:
     # so minting at a time no key covers is an error rather than a surprise key.
     created = [] if store.issuer_keys() else initialise(store, now, settings.issuer_key_days)
     for line in created:
-        print(
-            f"idcode: created development {line} in {store.directory.absolute()}", file=sys.stderr
-        )
+        print(f"idcode: created development {line} in {store.location}", file=sys.stderr)
     programmes = Programme.NONE
     for name in args.programme:
         programmes |= Programme[name.upper()]

@@ -10,20 +10,69 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from idcode.codetext import DEFAULT_DEPLOYMENT, prefix_for
-from idcode.errors import ConfigurationError
+from idcode.errors import ConfigurationError, KeyStoreError
 from idcode.issuer import DEFAULT_TTL, MAX_TTL
 from idcode.logs import LogFormat
+from idcode.secretfiles import check_private
 from idcode.verifier import DEFAULT_CLOCK_SKEW, MAX_CLOCK_SKEW
 
 ENV_PREFIX = "IDCODE_"
 DEFAULT_ISSUER_KEY_DAYS = 90
 MAX_ISSUER_KEY_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    """A PKCS#11 token: its module, its label, and its user PIN or the file that holds it."""
+
+    module: Path
+    label: str
+    pin: SecretStr | None
+    pin_file: Path | None
+
+    def read_pin(self) -> str:
+        """The user PIN; the file's is read now, and must be private to this user (or root).
+
+        A symbolic link is followed (a secrets mount links its files), and its target checked.
+        """
+        if self.pin is not None:
+            return self.pin.get_secret_value()
+        assert self.pin_file is not None  # CoreSettings checks that one of the two is set
+        try:
+            target = self.pin_file.resolve(strict=True)
+            check_private(target)
+            text = target.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}PKCS11_PIN_FILE: {self.pin_file} does not exist"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}PKCS11_PIN_FILE: cannot read {self.pin_file}: {exc}"
+            ) from None
+        except KeyStoreError as exc:  # UnsafeFileError: readable by others, another owner
+            raise ConfigurationError(f"{ENV_PREFIX}PKCS11_PIN_FILE: {exc}") from None
+        pin = text.removesuffix("\n").removesuffix("\r")
+        if not pin or "\n" in pin:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}PKCS11_PIN_FILE: {self.pin_file} must hold the PIN on one line"
+            )
+        return pin
 
 
 class CoreSettings(BaseModel):
@@ -51,6 +100,16 @@ class CoreSettings(BaseModel):
         default="text", description="Log lines as text or as one JSON object each (logs.py)."
     )
 
+    # Keys on a PKCS#11 token instead of in keys_dir (docs/keys.md, "PKCS#11").
+    pkcs11_module: Path | None = Field(
+        default=None, description="PKCS#11 module (a shared library); set, keys live on a token."
+    )
+    pkcs11_token: str | None = Field(default=None, description="Label of the token.")
+    pkcs11_pin: SecretStr | None = Field(default=None, description="The token's user PIN.")
+    pkcs11_pin_file: Path | None = Field(
+        default=None, description="A file holding the user PIN (instead of IDCODE_PKCS11_PIN)."
+    )
+
     @field_validator("keys_dir", mode="before")
     @classmethod
     def _directory_is_named(cls, value: object) -> object:
@@ -66,6 +125,44 @@ class CoreSettings(BaseModel):
             raise ValueError("is set but empty; unset it or give a passphrase")
         return value
 
+    @model_validator(mode="after")
+    def _pkcs11_is_whole(self) -> CoreSettings:
+        # A model validator's message has no variable of its own: each names its variables.
+        if self.pkcs11_module is None:
+            stray = [
+                f"{ENV_PREFIX}{name.upper()}"
+                for name in ("pkcs11_token", "pkcs11_pin", "pkcs11_pin_file")
+                if getattr(self, name) is not None
+            ]
+            if stray:
+                raise ValueError(
+                    f"{', '.join(stray)} set without {ENV_PREFIX}PKCS11_MODULE, the PKCS#11 "
+                    "module that would use it"
+                )
+            return self
+        if not str(self.pkcs11_module).strip() or not self.pkcs11_module.is_absolute():
+            raise ValueError(
+                f"{ENV_PREFIX}PKCS11_MODULE must be an absolute path to the module "
+                f"(a shared library), got {str(self.pkcs11_module)!r}"
+            )
+        if not self.pkcs11_token:
+            raise ValueError(
+                f"{ENV_PREFIX}PKCS11_MODULE is set: {ENV_PREFIX}PKCS11_TOKEN must name the token"
+            )
+        if (self.pkcs11_pin is None) == (self.pkcs11_pin_file is None):
+            raise ValueError(
+                f"{ENV_PREFIX}PKCS11_MODULE is set: give the user PIN in exactly one of "
+                f"{ENV_PREFIX}PKCS11_PIN and {ENV_PREFIX}PKCS11_PIN_FILE"
+            )
+        if self.pkcs11_pin is not None and not self.pkcs11_pin.get_secret_value():
+            raise ValueError(f"{ENV_PREFIX}PKCS11_PIN is set but empty")
+        if self.key_passphrase is not None:
+            raise ValueError(
+                f"{ENV_PREFIX}KEY_PASSPHRASE encrypts key files, and with "
+                f"{ENV_PREFIX}PKCS11_MODULE set no key is a file: unset one of them"
+            )
+        return self
+
     @field_validator("deployment")
     @classmethod
     def _deployment_is_a_valid_prefix(cls, deployment: str) -> str:
@@ -75,6 +172,18 @@ class CoreSettings(BaseModel):
     @property
     def passphrase(self) -> str | None:
         return self.key_passphrase.get_secret_value() if self.key_passphrase else None
+
+    @property
+    def token(self) -> TokenSettings | None:
+        """Where the keys live when they are on a PKCS#11 token; None: in ``keys_dir``."""
+        if self.pkcs11_module is None or self.pkcs11_token is None:
+            return None
+        return TokenSettings(
+            module=self.pkcs11_module,
+            label=self.pkcs11_token,
+            pin=self.pkcs11_pin,
+            pin_file=self.pkcs11_pin_file,
+        )
 
     @property
     def code_prefix(self) -> str:

@@ -1,9 +1,12 @@
 """Key storage: issuer keys with overlapping signing periods and the city root key.
 
-``KeyStore`` is the interface the rest of idcode uses; ``FileKeyStore`` keeps PEM files in a
-directory (default ``keys/``), created on first use with 0700/0600 permissions, private keys
-optionally encrypted with a passphrase. An HSM backend (PKCS#11) implements the same
-interface and hands out ``Signer`` objects whose private keys never leave the device.
+``KeyStore`` is the interface the rest of idcode uses, ``ManagedKeyStore`` adds what the
+``idcode keys`` commands need. Two backends implement both: ``FileKeyStore`` keeps PEM files
+in a directory (default ``keys/``), created on first use with 0700/0600 permissions, private
+keys optionally encrypted with a passphrase; ``idcode.pkcs11store.TokenKeyStore`` keeps them
+on a PKCS#11 token (an HSM; SoftHSM2 in the tests), where they are generated and never leave
+it, and hands out ``Signer`` objects that sign there. ``configured_key_store`` opens the one
+the settings name.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from idcode.config import CoreSettings
 from idcode.cose import Algorithm
 from idcode.errors import KeyMaterialError, KeyStoreError
 from idcode.issuer import MAX_TTL
@@ -96,6 +100,33 @@ class KeyStore(Protocol):
         ...
 
     def root_key(self) -> RootKey: ...
+
+
+class ManagedKeyStore(KeyStore, Protocol):
+    """A key store the ``idcode keys`` commands can manage: create, list, remove."""
+
+    @property
+    def location(self) -> str:
+        """Where the keys are, for messages: a directory, or a token and its module."""
+        ...
+
+    def locked(self) -> AbstractContextManager[None]:
+        """Hold the store's lock while keys are created or the manifest rewritten."""
+        ...
+
+    def has_root_key(self) -> bool: ...
+
+    def create_root_key(self) -> RootKey: ...
+
+    def root_kid(self) -> str | None:
+        """The root key's kid, or None when the store has no root key yet."""
+        ...
+
+    def root_public_jwk(self) -> dict[str, Any]: ...
+
+    def remove_issuer_key(self, kid: str, at: int) -> None:
+        """Emergency removal: unpublished at once, its kid never given again."""
+        ...
 
 
 def _root_public_jwk(kid: str, private_key: Ed25519PrivateKey) -> dict[str, Any]:
@@ -192,6 +223,54 @@ class KeyManifest:
             "keys": [self.keys[kid] for kid in sorted(self.keys)],
             "removed": [{"kid": kid, "at": self.removed[kid]} for kid in sorted(self.removed)],
         }
+
+
+def encode_manifest(manifest: KeyManifest, root: RootKey, at: int) -> str:
+    """The manifest as a JWS signed by the root key (``typ: idcode-key-manifest+jwt``)."""
+    return jwt.encode(
+        manifest.claims(root.kid, at),
+        root.private_key,
+        algorithm="EdDSA",
+        headers={"kid": root.kid, "typ": MANIFEST_TYPE},
+    )
+
+
+def decode_manifest(token: str, root_jwk: dict[str, Any], where: str) -> KeyManifest:
+    """The manifest ``token`` holds, verified with the root public key; ``where`` names it
+    in the KeyStoreError that says what is wrong."""
+    try:
+        header = jwt.get_unverified_header(token)
+        if header.get("typ") != MANIFEST_TYPE or header.get("kid") != root_jwk.get("kid"):
+            raise ValueError("not a key manifest signed by this store's root key")
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            jwt.PyJWK(root_jwk, algorithm="EdDSA").key,
+            algorithms=["EdDSA"],
+            options={"require": ["iat"], "verify_iat": False},
+            issuer="idcode",
+        )
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise KeyStoreError(
+            f"{where} does not verify with the root key {root_jwk.get('kid')}: {exc}; "
+            "it was changed by something other than idcode: restore it from the backup"
+        ) from None
+    try:
+        seq, keys, removed = claims["seq"], claims["keys"], claims["removed"]
+        if type(seq) is not int or not isinstance(keys, list) or not isinstance(removed, list):
+            raise ValueError("seq, keys or removed has the wrong type")
+        manifest = KeyManifest(seq=seq)
+        for jwk in keys:
+            public = PublicKey.from_jwk(jwk)
+            if public.kid in manifest.keys:
+                raise ValueError(f"it lists kid {public.kid!r} twice")
+            manifest.keys[public.kid] = dict(jwk)
+        for entry in removed:
+            manifest.removed[check_kid(entry["kid"])] = int(entry["at"])
+        if set(manifest.keys) & set(manifest.removed):
+            raise ValueError("it lists a removed kid as a key")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KeyStoreError(f"{where} is not a valid key manifest: {exc}") from None
+    return manifest
 
 
 class FileKeyStore:
@@ -299,6 +378,10 @@ class FileKeyStore:
 
     def has_root_key(self) -> bool:
         return os.path.lexists(self.directory / ROOT_META_FILE)
+
+    @property
+    def location(self) -> str:
+        return str(self.directory.absolute())
 
     def root_public_jwk(self) -> dict[str, Any]:
         """The root public key as a JWK, read without the passphrase."""
@@ -423,39 +506,8 @@ class FileKeyStore:
         meta = self._root_meta()
         if meta is None:
             raise KeyStoreError(f"{path} is there but the root key that signs it is not")
-        root_jwk = self._pinned_root_jwk(meta)
-        try:
-            header = jwt.get_unverified_header(token)
-            if header.get("typ") != MANIFEST_TYPE or header.get("kid") != root_jwk.get("kid"):
-                raise ValueError("not a key manifest signed by this store's root key")
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                jwt.PyJWK(root_jwk, algorithm="EdDSA").key,
-                algorithms=["EdDSA"],
-                options={"require": ["iat"], "verify_iat": False},
-                issuer="idcode",
-            )
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
-            raise KeyStoreError(
-                f"{path} does not verify with the root key {root_jwk.get('kid')}: {exc}; "
-                "it was changed by something other than idcode: restore it from the backup"
-            ) from None
-        try:
-            seq, keys, removed = claims["seq"], claims["keys"], claims["removed"]
-            if type(seq) is not int or not isinstance(keys, list) or not isinstance(removed, list):
-                raise ValueError("seq, keys or removed has the wrong type")
-            manifest = KeyManifest(seq=seq)
-            for jwk in keys:
-                public = PublicKey.from_jwk(jwk)
-                if public.kid in manifest.keys:
-                    raise ValueError(f"it lists kid {public.kid!r} twice")
-                manifest.keys[public.kid] = dict(jwk)
-            for entry in removed:
-                manifest.removed[check_kid(entry["kid"])] = int(entry["at"])
-            if set(manifest.keys) & set(manifest.removed):
-                raise ValueError("it lists a removed kid as a key")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise KeyStoreError(f"{path} is not a valid key manifest: {exc}") from None
+        manifest = decode_manifest(token, self._pinned_root_jwk(meta), str(path))
+        seq = manifest.seq
         if seq < self._manifest_seq:
             raise KeyStoreError(
                 f"{path} is older (sequence {seq}) than the one read before "
@@ -466,12 +518,7 @@ class FileKeyStore:
 
     def _write_manifest(self, manifest: KeyManifest, root: RootKey) -> None:
         manifest.seq = max(manifest.seq, self._manifest_seq) + 1
-        token = jwt.encode(
-            manifest.claims(root.kid, int(time.time())),
-            root.private_key,
-            algorithm="EdDSA",
-            headers={"kid": root.kid, "typ": MANIFEST_TYPE},
-        )
+        token = encode_manifest(manifest, root, int(time.time()))
         self._write_file(self.directory / MANIFEST_FILE, (token + "\n").encode("ascii"), True)
         self._manifest_seq = manifest.seq
 
@@ -722,8 +769,24 @@ def open_key_store(directory: Path, passphrase: str | None = None) -> FileKeySto
     return FileKeyStore(directory, passphrase.encode("utf-8") if passphrase is not None else None)
 
 
+def configured_key_store(settings: CoreSettings, keys_dir: Path | None = None) -> ManagedKeyStore:
+    """The key store the settings name: on the PKCS#11 token when ``IDCODE_PKCS11_MODULE`` is
+    set, else the files in ``keys_dir`` (the CLI's ``--keys-dir``) or ``IDCODE_KEYS_DIR``."""
+    token = settings.token
+    if token is None:
+        return open_key_store(keys_dir or settings.keys_dir, settings.passphrase)
+    if keys_dir is not None:
+        raise KeyStoreError(
+            "--keys-dir names a key directory, but IDCODE_PKCS11_MODULE puts the keys on the "
+            f"token {token.label!r}: drop one of them"
+        )
+    from idcode.pkcs11store import open_token_key_store  # python-pkcs11: the [pkcs11] extra
+
+    return open_token_key_store(token)
+
+
 def initialise(
-    store: FileKeyStore, now: int, days: int, alg: Algorithm = Algorithm.EDDSA
+    store: ManagedKeyStore, now: int, days: int, alg: Algorithm = Algorithm.EDDSA
 ) -> list[str]:
     """Create the root key and a first issuer key where missing; say what was created.
 

@@ -62,7 +62,7 @@ def embedded_service(settings: Settings) -> Iterator[str]:
     Migrates the database and creates the keys first, as ``idcode serve`` does."""
     import uvicorn
 
-    from idcode.keystore import initialise, open_key_store
+    from idcode.keystore import configured_key_store, initialise
     from idcode.service.api.app import create_app
     from idcode.service.database import upgrade
 
@@ -70,7 +70,7 @@ def embedded_service(settings: Settings) -> Iterator[str]:
     # The first issuer key signs from a day ago: the demo shows scans of the last hours
     # (cars that came in, a caregiver's round) with the codes of those moments.
     initialise(
-        open_key_store(settings.keys_dir, settings.passphrase),
+        configured_key_store(settings),
         int(time.time()) - 86_400,
         settings.issuer_key_days,
     )
@@ -169,7 +169,7 @@ class City:
         from sqlalchemy import select
 
         from idcode.issuer import mint_code
-        from idcode.keystore import open_key_store
+        from idcode.keystore import configured_key_store
         from idcode.service.cards import snapshot
         from idcode.service.database import make_engine, make_session_factory
         from idcode.service.models import CardRecord
@@ -187,7 +187,7 @@ class City:
                 ).card()
         finally:
             engine.dispose()
-        key = open_key_store(self.settings.keys_dir, self.settings.passphrase).signing_key(at)
+        key = configured_key_store(self.settings).signing_key(at)
         code, _ = mint_code(
             card, key, prefix=self.settings.code_prefix, now=at, ttl=self.settings.code_ttl_seconds
         )
@@ -684,10 +684,10 @@ def _run(
     seed: int,
     kept: bool,
 ) -> int:
-    from idcode.keystore import open_key_store
+    from idcode.keystore import configured_key_store
 
     city = City(url, settings)
-    root = open_key_store(settings.keys_dir, settings.passphrase).root_public_jwk()
+    root = configured_key_store(settings).root_public_jwk()
     demo = Demo(city, scratch, chance, out, root)
     demo.say(f"idcode demo (seed {seed}): the service is up at {url}, data in {scratch}")
     if not kept:

@@ -32,7 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     import uvicorn
 
-    from idcode.keystore import initialise, open_key_store
+    from idcode.keystore import configured_key_store, initialise
     from idcode.logs import logging_config
     from idcode.service.api.headlimits import HeadLimits, protocol_for
     from idcode.service.api.requestlog import ACCESS_LOGGER
@@ -52,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.log_format, quiet=(ACCESS_LOGGER,) if args.no_access_log else ()
     )
     logging.config.dictConfig(log_config)
-    store = open_key_store(settings.keys_dir, settings.passphrase)
+    store = configured_key_store(settings)
     # The workers check the key store again as they start; checking here first turns a store
     # idcode cannot trust into one clear line (idcode: error: ...), not a worker traceback.
     store.issuer_keys()

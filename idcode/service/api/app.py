@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from idcode import __version__
-from idcode.keystore import SigningKeyCache, initialise, open_key_store
+from idcode.keystore import SigningKeyCache, configured_key_store, initialise
 from idcode.service import metrics as service_metrics
 from idcode.service.api import accesslog, examples, problems, requestlog
 from idcode.service.api.deps import BEARER_SCHEME, Services
@@ -54,13 +54,10 @@ operators enrol and manage cards, connected terminals verify online. Errors are
 
 def build_services(settings: Settings) -> Services:
     """Everything the routes need; fails early and clearly on bad configuration."""
-    store = open_key_store(
-        settings.keys_dir,
-        settings.passphrase,
-    )
+    store = configured_key_store(settings)
     if settings.development:
         for created in initialise(store, _now(), settings.issuer_key_days):
-            log.info("created development %s in %s", created, settings.keys_dir)
+            log.info("created development %s in %s", created, store.location)
     # Read the keys now, not at the first request: a key store others could have written to,
     # or whose manifest does not verify with the root key, stops the service here.
     keys = SigningKeyCache(store)
