@@ -19,6 +19,7 @@ from idcode.codetext import DEFAULT_DEPLOYMENT, prefix_for
 from idcode.errors import ConfigurationError
 from idcode.issuer import DEFAULT_TTL, MAX_TTL
 from idcode.logs import LogFormat
+from idcode.profiles import PROFILES, CryptoProfile, ProfileName
 from idcode.verifier import DEFAULT_CLOCK_SKEW, MAX_CLOCK_SKEW
 
 ENV_PREFIX = "IDCODE_"
@@ -50,6 +51,11 @@ class CoreSettings(BaseModel):
     log_format: LogFormat = Field(
         default="text", description="Log lines as text or as one JSON object each (logs.py)."
     )
+    crypto_profile: ProfileName = Field(
+        default=ProfileName.STANDARD,
+        description="standard (EdDSA, ES256) or gm (SM2): the algorithms the deployment "
+        "issues and accepts (profiles.py, docs/crypto-profiles.md).",
+    )
 
     @field_validator("keys_dir", mode="before")
     @classmethod
@@ -75,6 +81,10 @@ class CoreSettings(BaseModel):
     @property
     def passphrase(self) -> str | None:
         return self.key_passphrase.get_secret_value() if self.key_passphrase else None
+
+    @property
+    def profile(self) -> CryptoProfile:
+        return PROFILES[self.crypto_profile]
 
     @property
     def code_prefix(self) -> str:

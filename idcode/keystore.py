@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from idcode.cose import Algorithm
 from idcode.errors import KeyMaterialError, KeyStoreError
+from idcode.gm import SM2PrivateKey, SM2PublicKey
 from idcode.issuer import MAX_TTL
 from idcode.keys import (
     KID_ALPHABET,
@@ -128,6 +130,8 @@ def _removed_file(name: str) -> tuple[str, int] | None:
 
 def _same_public_key(private_key: PrivateKey, public_key: VerificationKey) -> bool:
     def spki(key: VerificationKey) -> bytes:
+        if isinstance(key, SM2PublicKey):
+            return key.to_pem()
         return key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -582,6 +586,9 @@ class FileKeyStore:
         return self.directory / f"issuer-{ord(kid):02x}{suffix}"
 
     def _write_private_key(self, path: Path, private_key: PrivateKey) -> None:
+        if isinstance(private_key, SM2PrivateKey):  # PKCS#8 PEM too, written by libcrypto
+            self._write_file(path, private_key.to_pem(self._passphrase))
+            return
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(self._passphrase)
             if self._passphrase
@@ -600,6 +607,9 @@ class FileKeyStore:
             raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
         try:
             private_key = serialization.load_pem_private_key(pem, self._passphrase)
+        except UnsupportedAlgorithm:
+            # cryptography has no SM2 curve: an SM2 issuer key (GM profile), read by libcrypto.
+            return _read_sm2_private_key(path, pem, self._passphrase)
         except TypeError:
             raise KeyStoreError(
                 f"{path} is encrypted; set IDCODE_KEY_PASSPHRASE"
@@ -626,6 +636,19 @@ class FileKeyStore:
     @staticmethod
     def _write_file(path: Path, content: bytes, replace: bool = False) -> None:
         write_secret_file(path, content, replace=replace)
+
+
+def _read_sm2_private_key(path: Path, pem: bytes, passphrase: bytes | None) -> SM2PrivateKey:
+    try:
+        return SM2PrivateKey.from_pem(pem, passphrase)
+    except TypeError:
+        raise KeyStoreError(
+            f"{path} is encrypted; set IDCODE_KEY_PASSPHRASE"
+            if b"ENCRYPTED" in pem
+            else f"{path} is not encrypted but a passphrase was given"
+        ) from None
+    except (KeyMaterialError, UnsupportedAlgorithm) as exc:
+        raise KeyStoreError(f"cannot load {path}: {exc}") from None
 
 
 def open_key_store(directory: Path, passphrase: str | None = None) -> FileKeyStore:
