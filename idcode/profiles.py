@@ -18,8 +18,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from idcode.cose import Algorithm
 from idcode.errors import ConfigurationError
+from idcode.gm import sm2_backend
 from idcode.keys import PublicKey
 
 
@@ -69,6 +72,17 @@ class CryptoProfile:
                     f"IDCODE_CRYPTO_PROFILE to the key store's profile, or rotate to a key of "
                     f"this profile ('idcode keys rotate --starts-in 0') and remove this one"
                 )
+
+    def check_available(self) -> str:
+        """Which library does this profile's algorithms here (``""`` for the standard one,
+        all ``cryptography``); ConfigurationError, said at start, where the GM profile's SM2
+        is missing (it needs the system's OpenSSL 3 libcrypto, idcode.gm)."""
+        if Algorithm.SM2 not in self.code_algorithms:
+            return ""
+        try:
+            return sm2_backend()
+        except UnsupportedAlgorithm as exc:
+            raise ConfigurationError(f"the {self.name} crypto profile needs SM2: {exc}") from None
 
     def allowed(self) -> str:
         return ", ".join(alg.jose_name for alg in Algorithm if alg in self.code_algorithms)
