@@ -345,14 +345,23 @@ class SM2PublicKey:
     """An SM2 public key on the recommended curve; verifies SM2-with-SM3 signatures made
     with the default user id (``SM2_DEFAULT_ID``)."""
 
-    __slots__ = ("__weakref__", "_pkey", "x", "y")
+    __slots__ = ("__weakref__", "_pkey", "_x", "_y")
 
     def __init__(self, x: int, y: int, pkey: int) -> None:
         """Use ``from_bytes`` or ``from_pem``."""
-        self.x = x
-        self.y = y
+        self._x = x
+        self._y = y
         self._pkey = pkey
         _free_on_collect(self, pkey)
+
+    # Read-only: the libcrypto key that verifies is made from them once.
+    @property
+    def x(self) -> int:
+        return self._x
+
+    @property
+    def y(self) -> int:
+        return self._y
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -414,6 +423,7 @@ class SM2PublicKey:
         if not (0 < r < N and 0 < s < N):
             raise InvalidSignature
         der = encode_dss_signature(r, s)
+        data = data if type(data) is bytes else bytes(data)
         library = _lib()
         md_ctx, pkey_ctx = _digest_contexts(library, self._pkey)
         try:
@@ -522,6 +532,7 @@ class SM2PrivateKey:
 
     def sign(self, data: bytes) -> bytes:
         """The signature r || s of ``data``, 64 bytes (each half big-endian)."""
+        data = data if type(data) is bytes else bytes(data)
         library = _lib()
         md_ctx, pkey_ctx = _digest_contexts(library, self._pkey)
         der = ctypes.create_string_buffer(80)  # an SM2 DER signature is at most 72 bytes

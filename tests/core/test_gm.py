@@ -333,6 +333,21 @@ def test_sign_gives_64_bytes_that_verify_and_differ_each_time(key: gm.SM2Private
         gm.SM2PrivateKey.generate().public_key().verify(first, b"code")
 
 
+def test_public_key_coordinates_are_read_only(key: gm.SM2PrivateKey) -> None:
+    public = key.public_key()
+    with pytest.raises(AttributeError):
+        public.x = VECTOR_X  # type: ignore[misc]
+    assert public.x != VECTOR_X
+
+
+def test_byte_like_messages_sign_and_verify(key: gm.SM2PrivateKey) -> None:
+    # Typed as bytes; untyped callers pass what hashing would take, and libcrypto gets bytes.
+    signature = key.sign(bytearray(b"code"))  # type: ignore[arg-type]
+    key.public_key().verify(signature, memoryview(b"code"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidSignature):
+        key.public_key().verify(bytearray(signature), bytearray(b"cod"))  # type: ignore[arg-type]
+
+
 def test_pem_round_trips_with_and_without_a_password(key: gm.SM2PrivateKey) -> None:
     again = gm.SM2PrivateKey.from_pem(key.to_pem())
     assert again.public_key() == key.public_key()
