@@ -24,7 +24,7 @@ from idcode.issuer import sign_code
 from idcode.keys import IssuerKey, PublicKey, keys_from_jwks
 from idcode.keystore import open_key_store, rotate
 from idcode.profiles import GM, PROFILES, STANDARD, ProfileName
-from idcode.testing import random_card
+from idcode.testing import TestIssuer, TestTerminal, random_card
 from idcode.verifier import Trust, verify
 from tests.conftest import NOW
 from tests.core.test_cli import Cli
@@ -250,3 +250,18 @@ def test_gm_key_commands_mint_and_verify_sm2_and_standard_ones_refuse_it(cli: Cl
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path, tmp_path / "keys")
+
+
+# -- a terminal with a trust bundle -----------------------------------------------------------
+
+
+def test_a_gm_terminal_admits_an_sm2_code_from_its_bundle_and_a_standard_one_refuses_it() -> None:
+    issuer = TestIssuer(alg=Algorithm.SM2, now=NOW)
+    bundle = issuer.bundle("tourism", "yellow-crane-tower", {})
+    assert [key.alg for key in bundle.keys] == [Algorithm.SM2]  # through the signed JWS
+
+    gm_gate = TestTerminal(bundle, algorithms=GM.default_code_algorithms)
+    assert gm_gate.scan(issuer.mint(at=NOW)).admitted
+    standard_gate = TestTerminal(bundle, algorithms=STANDARD.code_algorithms)
+    refused = standard_gate.scan(issuer.mint(at=NOW))
+    assert (refused.admitted, refused.reason) == (False, "unsupported_alg")
