@@ -96,11 +96,20 @@ def _now(args: argparse.Namespace) -> int:
 # -- keys ------------------------------------------------------------------------------
 
 
+def _issuer_alg(args: argparse.Namespace) -> Algorithm:
+    """--alg, else the profile's issuer algorithm; never an algorithm of another profile."""
+    profile = core_settings().profile
+    alg: Algorithm = profile.issuer_algorithm if args.alg is None else args.alg
+    profile.check_code_algorithms([alg], "--alg")
+    return alg
+
+
 def cmd_keys_init(args: argparse.Namespace) -> int:
     settings = core_settings()
+    alg = _issuer_alg(args)
     store = _key_store(args)
     created = initialise(
-        store, _now(args), settings.issuer_key_days if args.days is None else args.days, args.alg
+        store, _now(args), settings.issuer_key_days if args.days is None else args.days, alg
     )
     for line in created:
         print(f"created {line} in {store.location}")
@@ -140,12 +149,13 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     settings = core_settings()
+    alg = _issuer_alg(args)
     store = _key_store(args)
     key = rotate(
         store,
         _now(args),
         settings.issuer_key_days if args.days is None else args.days,
-        args.alg,
+        alg,
         args.starts_in,
     )
     print(
@@ -183,7 +193,11 @@ def cmd_mint(args: argparse.Namespace) -> int:
     now = _now(args)
     # First use creates development keys; a store that has keys is never added to here,
     # so minting at a time no key covers is an error rather than a surprise key.
-    created = [] if store.issuer_keys() else initialise(store, now, settings.issuer_key_days)
+    created = (
+        []
+        if store.issuer_keys()
+        else initialise(store, now, settings.issuer_key_days, settings.profile.issuer_algorithm)
+    )
     for line in created:
         print(f"idcode: created development {line} in {store.location}", file=sys.stderr)
     programmes = Programme.NONE
@@ -196,9 +210,11 @@ def cmd_mint(args: argparse.Namespace) -> int:
         programmes=programmes,
         pseudonym=args.pseudonym,
     )
+    signer = store.signing_key(now)
+    settings.profile.check_code_algorithms([signer.alg], f"issuer key {signer.kid!r}")
     code, _ = mint_code(
         card,
-        store.signing_key(now),
+        signer,
         prefix=settings.code_prefix,
         now=now,
         ttl=settings.code_ttl_seconds if args.ttl is None else args.ttl,
@@ -250,7 +266,8 @@ def _root_jwk(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = core_settings()
-    algorithms = args.alg or [Algorithm.EDDSA]
+    algorithms = args.alg or list(settings.profile.default_code_algorithms)
+    settings.profile.check_code_algorithms(algorithms, "--alg")
     skew = settings.clock_skew_seconds if args.skew is None else args.skew
     if args.bundle is not None:
         from idcode.bundle import verify_bundle
@@ -379,7 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     rot.set_defaults(handler=cmd_keys_rotate)
     for sub in (init, rot):
         sub.add_argument(
-            "--alg", type=_algorithm, default=Algorithm.EDDSA, help="EdDSA (default) or ES256"
+            "--alg",
+            type=_algorithm,
+            help="the issuer key's algorithm, one of the crypto profile's (IDCODE_CRYPTO_PROFILE): "
+            "EdDSA (the standard profile's default) or ES256; SM2 (the gm profile's)",
         )
         sub.add_argument(
             "--days",
@@ -448,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--alg",
         type=_algorithm,
         action="append",
-        help="accept this algorithm (repeat for several; default: EdDSA only)",
+        help="accept this algorithm (repeat for several), one of the crypto profile's "
+        "(IDCODE_CRYPTO_PROFILE); default: the profile's, EdDSA (standard) or SM2 (gm)",
     )
     check.add_argument(
         "--skew",

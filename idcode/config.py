@@ -28,6 +28,7 @@ from idcode.codetext import DEFAULT_DEPLOYMENT, prefix_for
 from idcode.errors import ConfigurationError, KeyStoreError
 from idcode.issuer import DEFAULT_TTL, MAX_TTL
 from idcode.logs import LogFormat
+from idcode.profiles import PROFILES, CryptoProfile, ProfileName
 from idcode.secretfiles import check_private
 from idcode.verifier import DEFAULT_CLOCK_SKEW, MAX_CLOCK_SKEW
 
@@ -98,6 +99,11 @@ class CoreSettings(BaseModel):
 
     log_format: LogFormat = Field(
         default="text", description="Log lines as text or as one JSON object each (logs.py)."
+    )
+    crypto_profile: ProfileName = Field(
+        default=ProfileName.STANDARD,
+        description="standard (EdDSA, ES256) or gm (SM2): the algorithms the deployment "
+        "issues and accepts (profiles.py, docs/crypto-profiles.md).",
     )
 
     # Keys on a PKCS#11 token instead of in keys_dir (docs/keys.md, "PKCS#11").
@@ -184,6 +190,10 @@ class CoreSettings(BaseModel):
             pin=self.pkcs11_pin,
             pin_file=self.pkcs11_pin_file,
         )
+
+    @property
+    def profile(self) -> CryptoProfile:
+        return PROFILES[self.crypto_profile]
 
     @property
     def code_prefix(self) -> str:

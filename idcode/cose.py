@@ -17,15 +17,21 @@ HEADER_KID = 4
 
 
 class Algorithm(IntEnum):
-    """COSE algorithm identifiers (IANA COSE Algorithms registry) idcode can verify."""
+    """COSE algorithm identifiers idcode can verify: EdDSA and ES256 from the IANA COSE
+    Algorithms registry, and SM2 (SM2 with SM3 and the GM/T 0009 default user id), which has
+    no registered identifier and takes -65537, the first value of COSE's private-use range
+    (below -65536; docs/code-format.md section 3). Which of them a deployment issues and
+    accepts is its crypto profile's choice (idcode.profiles)."""
 
     EDDSA = -8
     ES256 = -7
+    SM2 = -65537
 
     @property
     def jose_name(self) -> str:
-        """The JOSE ``alg`` name, used in JWKs and on the command line."""
-        return {Algorithm.EDDSA: "EdDSA", Algorithm.ES256: "ES256"}[self]
+        """The JOSE ``alg`` name, used in JWKs and on the command line (``SM2`` is idcode's
+        own: JOSE registers no SM2 name either)."""
+        return _JOSE_NAMES[self]
 
     @classmethod
     def from_name(cls, name: str, *, exact: bool = False) -> Algorithm:
@@ -33,10 +39,22 @@ class Algorithm(IntEnum):
         for alg in cls:
             if alg.jose_name == name or (not exact and alg.jose_name.lower() == name.lower()):
                 return alg
-        raise ValueError(f"unknown algorithm {name!r}; known: EdDSA, ES256")
+        known = ", ".join(alg.jose_name for alg in cls)
+        raise ValueError(f"unknown algorithm {name!r}; known: {known}")
+
+    @classmethod
+    def describe(cls, alg: object) -> str:
+        """A header's ``alg`` value for a reason's detail: ``-65537 (SM2)``, ``5``, ``'EdDSA'``."""
+        if type(alg) is int and alg in _BY_VALUE:
+            return f"{alg} ({_BY_VALUE[alg].jose_name})"
+        return repr(alg)
 
 
-SIGNATURE_LENGTH = 64  # Ed25519, and ES256 as r || s (RFC 9053 section 2.1)
+_JOSE_NAMES = {Algorithm.EDDSA: "EdDSA", Algorithm.ES256: "ES256", Algorithm.SM2: "SM2"}
+_BY_VALUE = {int(alg): alg for alg in Algorithm}
+
+
+SIGNATURE_LENGTH = 64  # Ed25519; ES256 (RFC 9053 section 2.1) and SM2 as r || s
 # array(4), then the text "Signature1": the fixed start of every Sig_structure.
 _SIG_STRUCTURE_START = b"\x84\x6aSignature1"
 
@@ -125,34 +143,43 @@ def decode_general(message: bytes) -> Sign1:
 
 # Every code an issuer signs with a one-byte kid has this exact layout (113 bytes): the
 # protected header ``a2 01 <alg> 04 41 <kid>``, a 36-byte payload and a 64-byte signature.
+# An SM2 code is 4 bytes longer (117): its alg, -65537, takes five bytes, ``3a 00 01 00 00``.
 # Slicing it costs a fraction of a CBOR decode; any other input takes the general path in
 # decode_general, which also decides the error. tests/core/test_cose.py checks that both paths
 # agree on every input the fixed one accepts.
 _FIXED_LENGTH = 113
 _PAYLOAD_LENGTH = 36
+_SM2_ALG = b"\x3a\x00\x01\x00\x00"  # -65537: major type 1, argument 65536 in four bytes
 
 
 def decode_fixed_layout(message: bytes) -> Sign1 | None:
-    """decode_sign1 for the fixed 113-byte layout by slicing; None for any other input."""
-    if (
-        len(message) != _FIXED_LENGTH
-        or message[0:4] != b"\x84\x46\xa2\x01"
-        or message[5:7] != b"\x04\x41"
-        or message[8:11] != b"\xa0\x58\x24"
-        or message[47:49] != b"\x58\x40"
-    ):
-        return None
-    alg_byte = message[4]
-    if alg_byte <= 0x17:
-        alg = alg_byte
-    elif 0x20 <= alg_byte <= 0x37:
-        alg = 0x1F - alg_byte  # major type 1: -1 - n
+    """decode_sign1 for the fixed 113-byte layout (117 for SM2) by slicing; None for any
+    other input."""
+    length = len(message)
+    if length == _FIXED_LENGTH:
+        alg_byte = message[4]
+        if alg_byte <= 0x17:
+            alg = alg_byte
+        elif 0x20 <= alg_byte <= 0x37:
+            alg = 0x1F - alg_byte  # major type 1: -1 - n
+        else:
+            return None
+        extra = 0
+    elif length == _FIXED_LENGTH + 4 and message[4:9] == _SM2_ALG:
+        alg, extra = Algorithm.SM2.value, 4
     else:
         return None
+    if (
+        message[0:4] != (b"\x84\x46\xa2\x01" if not extra else b"\x84\x4a\xa2\x01")
+        or message[5 + extra : 7 + extra] != b"\x04\x41"
+        or message[8 + extra : 11 + extra] != b"\xa0\x58\x24"
+        or message[47 + extra : 49 + extra] != b"\x58\x40"
+    ):
+        return None
     return Sign1(
-        protected=message[2:8],
+        protected=message[2 : 8 + extra],
         alg=alg,
-        kid=message[7:8],
-        payload=message[11:47],
-        signature=message[49:113],
+        kid=message[7 + extra : 8 + extra],
+        payload=message[11 + extra : 47 + extra],
+        signature=message[49 + extra : 113 + extra],
     )

@@ -126,6 +126,8 @@ class DeviceKey:
     device_id: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.alg not in _KIND_OF:
+            raise ValueError(f"a device key is Ed25519 or P-256, not {self.alg.jose_name}")
         size = _KINDS[_KIND_OF[self.alg]][1]
         if type(self.raw) is not bytes or len(self.raw) != size:
             raise ValueError(f"a {self.alg.jose_name} device key is {size} bytes")
@@ -213,7 +215,7 @@ class DeviceKey:
         raise ValueError("the key must be Ed25519 (kty OKP) or P-256 (kty EC)")
 
     def to_jwk(self) -> dict[str, Any]:
-        key = self.public_key().key
+        key = self._key()
         if self.alg is Algorithm.EDDSA:
             raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
             return {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(raw)}

@@ -1,6 +1,7 @@
 """Signing and verification keys: issuer keys with one-character key ids, JWK import and export.
 
-Issuer keys sign codes (Ed25519 by default, P-256 for ES256). Key ids are a single ASCII
+Issuer keys sign codes (Ed25519 by default, P-256 for ES256, SM2 under the GM profile through
+``idcode.gm``). Key ids are a single ASCII
 letter or digit because every byte of a code counts; the COSE ``kid`` is that byte and the
 JWK ``kid`` is the same character, so generic COSE libraries can match them.
 """
@@ -11,7 +12,7 @@ import string
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -24,11 +25,12 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from idcode import b64url
 from idcode.cose import Algorithm
 from idcode.errors import KeyMaterialError
+from idcode.gm import SM2PrivateKey, SM2PublicKey
 
 KID_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits
 
-PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
-VerificationKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
+PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey | SM2PrivateKey
+VerificationKey = Ed25519PublicKey | ec.EllipticCurvePublicKey | SM2PublicKey
 
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 _P256_ORDER_BYTES = 32
@@ -43,12 +45,16 @@ def check_kid(kid: str) -> str:
 def generate_private_key(alg: Algorithm) -> PrivateKey:
     if alg is Algorithm.EDDSA:
         return Ed25519PrivateKey.generate()
+    if alg is Algorithm.SM2:
+        return SM2PrivateKey.generate()
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def _check_key_matches_alg(key: object, alg: Algorithm) -> None:
     if alg is Algorithm.EDDSA:
         ok = isinstance(key, Ed25519PublicKey | Ed25519PrivateKey)
+    elif alg is Algorithm.SM2:
+        ok = isinstance(key, SM2PublicKey | SM2PrivateKey)
     else:
         ok = isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey) and isinstance(
             key.curve, ec.SECP256R1
@@ -57,13 +63,15 @@ def _check_key_matches_alg(key: object, alg: Algorithm) -> None:
         raise KeyMaterialError(f"{type(key).__name__} cannot be used for {alg.jose_name}")
 
 
-_COORDINATE_BYTES = 32  # an Ed25519 public key; a P-256 coordinate
+_COORDINATE_BYTES = 32  # an Ed25519 public key; a P-256 or SM2 coordinate
 
 
-def check_jwk_coordinates(jwk: dict[str, Any], alg: Algorithm) -> None:
-    """Refuse a public JWK whose ``x`` (and ``y`` for P-256) is not canonical unpadded
-    base64url of 32 bytes. pyjwt's decoder drops characters outside the alphabet and
-    ignores unused bits, so ``x`` with junk in it would load as the same key."""
+def check_jwk_coordinates(jwk: dict[str, Any], alg: Algorithm) -> bytes:
+    """Refuse a public JWK whose ``x`` (and ``y`` for P-256 and SM2) is not canonical
+    unpadded base64url of 32 bytes. pyjwt's decoder drops characters outside the alphabet
+    and ignores unused bits, so ``x`` with junk in it would load as the same key. Returns
+    the coordinates, concatenated."""
+    coordinates = b""
     for member in ("x",) if alg is Algorithm.EDDSA else ("x", "y"):
         try:
             coordinate = b64url.decode(jwk.get(member))
@@ -71,6 +79,37 @@ def check_jwk_coordinates(jwk: dict[str, Any], alg: Algorithm) -> None:
             raise KeyMaterialError(f"JWK member {member}: {exc}") from None
         if len(coordinate) != _COORDINATE_BYTES:
             raise KeyMaterialError(f"JWK member {member} must be {_COORDINATE_BYTES} bytes")
+        coordinates += coordinate
+    return coordinates
+
+
+#: An SM2 public JWK, idcode's convention (no JOSE registration exists): kty EC, crv SM2, x
+#: and y of 32 bytes each, alg SM2 (docs/code-format.md section 3).
+SM2_JWK_KTY, SM2_JWK_CRV = "EC", "SM2"
+
+
+def _sm2_key_from_jwk(jwk: dict[str, Any]) -> SM2PublicKey:
+    if jwk.get("kty") != SM2_JWK_KTY or jwk.get("crv") != SM2_JWK_CRV:
+        raise KeyMaterialError(
+            f"unusable JWK for kid {jwk.get('kid')!r}: an SM2 key has kty "
+            f"{SM2_JWK_KTY!r} and crv {SM2_JWK_CRV!r}"
+        )
+    point = check_jwk_coordinates(jwk, Algorithm.SM2)
+    try:
+        # KeyMaterialError for a point off the curve or with a coordinate not below p.
+        return SM2PublicKey.from_bytes(b"\x04" + point)
+    except UnsupportedAlgorithm as exc:  # no OpenSSL 3 with SM2 on this machine
+        raise KeyMaterialError(f"SM2 key {jwk.get('kid')!r} cannot be used here: {exc}") from None
+
+
+def _sm2_jwk(key: SM2PublicKey) -> dict[str, Any]:
+    point = key.to_bytes()
+    return {
+        "kty": SM2_JWK_KTY,
+        "crv": SM2_JWK_CRV,
+        "x": b64url.encode(point[1:33]),
+        "y": b64url.encode(point[33:]),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +134,7 @@ class PublicKey:
     def verify(self, signature: bytes, message: bytes) -> bool:
         """True when ``signature`` (64 raw bytes) is valid for ``message``."""
         try:
-            if self.alg is Algorithm.EDDSA:
+            if self.alg is Algorithm.EDDSA or self.alg is Algorithm.SM2:
                 self.key.verify(signature, message)  # type: ignore[call-arg]
             else:
                 der = encode_dss_signature(
@@ -117,6 +156,8 @@ class PublicKey:
         """The public JWK (RFC 7517), with the signing period as ``nbf``/``exp`` members."""
         if isinstance(self.key, Ed25519PublicKey):
             jwk: dict[str, Any] = OKPAlgorithm.to_jwk(self.key, as_dict=True)
+        elif isinstance(self.key, SM2PublicKey):
+            jwk = _sm2_jwk(self.key)
         else:
             jwk = ECAlgorithm.to_jwk(self.key, as_dict=True)
         jwk.update(kid=self.kid, alg=self.alg.jose_name, use="sig")
@@ -140,8 +181,12 @@ class PublicKey:
         try:
             if alg is Algorithm.EDDSA:
                 key: Any = OKPAlgorithm.from_jwk(jwk)
+            elif alg is Algorithm.SM2:
+                key = _sm2_key_from_jwk(jwk)
             else:
                 key = ECAlgorithm.from_jwk(jwk)
+        except KeyMaterialError:
+            raise
         except Exception as exc:  # pyjwt raises InvalidKeyError and others on bad members
             raise KeyMaterialError(f"unusable JWK for kid {jwk.get('kid')!r}: {exc}") from None
         check_jwk_coordinates(jwk, alg)
@@ -210,8 +255,9 @@ class IssuerKey:
         return cls(kid, alg, generate_private_key(alg), not_before, not_after)
 
     def sign(self, message: bytes) -> bytes:
-        """A 64-byte signature: Ed25519, or ES256 as r || s per RFC 9053 section 2.1."""
-        if isinstance(self.private_key, Ed25519PrivateKey):
+        """A 64-byte signature: Ed25519; ES256 as r || s per RFC 9053 section 2.1; SM2 as
+        r || s, over SM3 with the default user id (idcode.gm)."""
+        if isinstance(self.private_key, Ed25519PrivateKey | SM2PrivateKey):
             return self.private_key.sign(message)
         r, s = decode_dss_signature(self.private_key.sign(message, _ECDSA_SHA256))
         return r.to_bytes(_P256_ORDER_BYTES, "big") + s.to_bytes(_P256_ORDER_BYTES, "big")

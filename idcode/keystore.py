@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from idcode.config import CoreSettings
 from idcode.cose import Algorithm
 from idcode.errors import KeyMaterialError, KeyStoreError
+from idcode.gm import SM2PrivateKey, SM2PublicKey
 from idcode.issuer import MAX_TTL
 from idcode.keyfile import MAX_FILE_BYTES as MAX_KEY_FILE_BYTES
 from idcode.keyfile import KeyFileCipher, is_sealed
@@ -163,6 +164,8 @@ def _removed_file(name: str) -> tuple[str, int] | None:
 
 def _same_public_key(private_key: PrivateKey, public_key: VerificationKey) -> bool:
     def spki(key: VerificationKey) -> bytes:
+        if isinstance(key, SM2PublicKey):
+            return key.to_pem()
         return key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -657,20 +660,12 @@ class FileKeyStore:
     def _write_private_key(
         self, path: Path, private_key: PrivateKey, replace: bool = False
     ) -> None:
-        """PKCS#8 PEM without a passphrase; with one, an Argon2id key file (idcode.keyfile)."""
+        """PKCS#8 PEM without a passphrase; with one, an Argon2id key file (idcode.keyfile).
+        SM2 keys (GM profile) are written by libcrypto, in the same two forms."""
         if self._key_files is None:
-            content = private_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+            content = _pkcs8_pem(private_key)
         else:
-            der = private_key.private_bytes(
-                serialization.Encoding.DER,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            content = self._key_files.seal(der, _key_file_label(path))
+            content = self._key_files.seal(_pkcs8_der(private_key), _key_file_label(path))
         self._write_file(path, content, replace)
 
     def _read_private_key(self, path: Path) -> PrivateKey:
@@ -682,13 +677,17 @@ class FileKeyStore:
             raise KeyStoreError(f"cannot read {path}: {exc.strerror}") from None
         if len(content) > MAX_KEY_FILE_BYTES:
             raise KeyStoreError(f"{path} is larger than any key file idcode writes")
+        private_key: object
         if is_sealed(content):
             if self._key_files is None:
                 raise KeyStoreError(f"{path} is encrypted; set IDCODE_KEY_PASSPHRASE")
             der = self._key_files.unseal(content, _key_file_label(path), path)
             try:
                 private_key = serialization.load_der_private_key(der, None)
-            except (ValueError, TypeError, UnsupportedAlgorithm):
+            except UnsupportedAlgorithm:
+                # cryptography has no SM2 curve: an SM2 issuer key (GM profile), by libcrypto.
+                private_key = _read_sm2_private_key(path, _der_to_pem(der), None)
+            except (ValueError, TypeError):
                 raise KeyStoreError(f"{path} decrypts but holds no usable private key") from None
         else:
             # PKCS#8 PEM as earlier releases wrote it: in the clear, or encrypted with PBES2
@@ -696,15 +695,20 @@ class FileKeyStore:
             # the store creates a key or by 'idcode keys init' (upgrade_key_files).
             try:
                 private_key = serialization.load_pem_private_key(content, self._passphrase)
+            except UnsupportedAlgorithm:
+                # cryptography has no SM2 curve: an SM2 issuer key (GM profile), by libcrypto.
+                private_key = _read_sm2_private_key(path, content, self._passphrase)
             except TypeError:
                 raise KeyStoreError(
                     f"{path} is encrypted; set IDCODE_KEY_PASSPHRASE"
                     if b"ENCRYPTED" in content
                     else f"{path} is not encrypted but a passphrase was given"
                 ) from None
-            except (ValueError, UnsupportedAlgorithm):
+            except ValueError:
                 raise KeyStoreError(f"cannot load {path}: wrong passphrase or not a key") from None
-        if not isinstance(private_key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+        if not isinstance(
+            private_key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey | SM2PrivateKey
+        ):
             raise KeyStoreError(f"{path} holds a {type(private_key).__name__}, not an idcode key")
         return private_key
 
@@ -760,6 +764,49 @@ class FileKeyStore:
     @staticmethod
     def _write_file(path: Path, content: bytes, replace: bool = False) -> None:
         write_secret_file(path, content, replace=replace)
+
+
+_PKCS8_PEM_LABEL = "PRIVATE KEY"
+
+
+def _pkcs8_pem(private_key: PrivateKey) -> bytes:
+    if isinstance(private_key, SM2PrivateKey):
+        return private_key.to_pem()
+    return private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _pkcs8_der(private_key: PrivateKey) -> bytes:
+    if isinstance(private_key, SM2PrivateKey):  # libcrypto writes PEM: its body is the DER
+        body = b"".join(
+            line for line in private_key.to_pem().splitlines() if not line.startswith(b"-----")
+        )
+        return base64.b64decode(body, validate=True)
+    return private_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _der_to_pem(der: bytes) -> bytes:
+    body = base64.encodebytes(der).replace(b"\n", b"").decode("ascii")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join(
+        [f"-----BEGIN {_PKCS8_PEM_LABEL}-----", *lines, f"-----END {_PKCS8_PEM_LABEL}-----", ""]
+    ).encode("ascii")
+
+
+def _read_sm2_private_key(path: Path, pem: bytes, passphrase: bytes | None) -> SM2PrivateKey:
+    try:
+        return SM2PrivateKey.from_pem(pem, passphrase)
+    except TypeError:
+        raise KeyStoreError(
+            f"{path} is encrypted; set IDCODE_KEY_PASSPHRASE"
+            if b"ENCRYPTED" in pem
+            else f"{path} is not encrypted but a passphrase was given"
+        ) from None
+    except (KeyMaterialError, UnsupportedAlgorithm) as exc:
+        raise KeyStoreError(f"cannot load {path}: {exc}") from None
 
 
 def open_key_store(directory: Path, passphrase: str | None = None) -> FileKeyStore:

@@ -153,7 +153,7 @@ def trusted_signer(message: Sign1, trust: Trust) -> tuple[PublicKey | None, Reas
     and key confused, signature wrong. Codes and visitor passes share this check."""
     alg = message.alg
     if alg not in trust.algorithms:
-        return None, Reason.UNSUPPORTED_ALG, f"alg {alg!r} is not accepted here"
+        return None, Reason.UNSUPPORTED_ALG, _not_accepted(alg, trust)
     key = trust.keys.get(message.kid)
     if key is None:
         return None, Reason.UNKNOWN_KEY, f"kid {message.kid!r} is not trusted"
@@ -163,6 +163,16 @@ def trusted_signer(message: Sign1, trust: Trust) -> tuple[PublicKey | None, Reas
     if not key.verify(message.signature, message.to_be_signed()):
         return key, Reason.BAD_SIGNATURE, ""
     return key, None, ""
+
+
+def _not_accepted(alg: object, trust: Trust) -> str:
+    """The detail of an algorithm refused by the allow-list: names it and what is accepted,
+    so that a GM code at a standard terminal (or the reverse) says so at once."""
+    return f"alg {Algorithm.describe(alg)} is not accepted here (accepted: {_accepted(trust)})"
+
+
+def _accepted(trust: Trust) -> str:
+    return ", ".join(alg.jose_name for alg in Algorithm if alg in trust.algorithms) or "none"
 
 
 def _check(code: object, trust: Trust, now: int) -> Verdict:
@@ -230,7 +240,10 @@ def _check_device(body: str, trust: Trust, now: int, stale: bool) -> Verdict:
         return Verdict(Reason.UNKNOWN_KEY, detail=f"the credential's kid {kid!r} is not trusted")
     if key.alg not in trust.algorithms:
         return Verdict(
-            Reason.UNSUPPORTED_ALG, kid=kid, detail=f"key {kid!r} is {key.alg.jose_name}"
+            Reason.UNSUPPORTED_ALG,
+            kid=kid,
+            detail=f"key {kid!r} is {key.alg.jose_name}, not accepted here "
+            f"(accepted: {_accepted(trust)})",
         )
     blob = message.credential_bytes + message.issuer_signature
     if _verified_credentials.get(blob) is not key:

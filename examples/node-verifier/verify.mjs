@@ -1,7 +1,11 @@
 // An idcode verifier written from the format description (docs/code-format.md) alone, checked
 // against the committed test vectors: version 1 codes (section 2) and device codes, version 2
 // (section 8). It shows that an integrator needs nothing from the Python code: base45, a
-// strict CBOR decoder and the platform's Ed25519 / P-256 verification suffice.
+// strict CBOR decoder and the platform's Ed25519 / P-256 verification suffice. SM2 codes (the
+// GM crypto profile, docs/crypto-profiles.md) are checked by the SM2 verification of GB/T
+// 32918.2 written out below over BigInt, with node:crypto's SM3: node:crypto loads SM2 keys but
+// verifies with OpenSSL 3's default, empty user id and has no option to set the GM/T 0009
+// default id (1234567812345678) that idcode signs with.
 //
 //   node verify.mjs [VECTOR_DIR]      (default: ../test-vectors/cases)
 import { createHash, createPublicKey, verify as verifySignature } from 'node:crypto'
@@ -13,8 +17,9 @@ import { decode, encode, rfc8949EncodeOptions } from 'cborg'
 
 const MAX_CODE_LENGTH = 512 // refuse hostile scanner input before doing any work
 const BASE45 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:'
-const COSE_ALGS = new Map([[-8, 'EdDSA'], [-7, 'ES256']]) // COSE alg id -> JOSE name
-const COSE_ALG_IDS = new Map([['EdDSA', -8], ['ES256', -7]])
+// COSE alg id -> JOSE name; SM2 is idcode's, from COSE's private-use range (section 3).
+const COSE_ALGS = new Map([[-8, 'EdDSA'], [-7, 'ES256'], [-65537, 'SM2']])
+const COSE_ALG_IDS = new Map([['EdDSA', -8], ['ES256', -7], ['SM2', -65537]])
 const CLAIM_KEYS = [4, 6, 7, -1] // exp, iat, cti, card: exactly these, nothing else
 const MAX_NUMERIC_DATE = 2 ** 32 - 1
 const EMPTY = new Uint8Array(0)
@@ -106,11 +111,108 @@ const isInteger = (v) => Number.isInteger(v) || typeof v === 'bigint'
 const sigStructure = (protectedBytes, payload) =>
   encode(['Signature1', protectedBytes, EMPTY, payload])
 
-/** A 64-byte COSE signature: Ed25519, or ES256 as raw r || s (not DER). */
+/** A 64-byte COSE signature: Ed25519, ES256 or SM2 as raw r || s (not DER). */
 function signatureVerifies (alg, key, data, signature) {
+  if (alg === 'SM2') return sm2Verifies(key, data, signature)
   return alg === 'EdDSA'
     ? verifySignature(null, data, key, signature)
     : verifySignature('sha256', data, { key, dsaEncoding: 'ieee-p1363' }, signature)
+}
+
+/** An issuer key from its JWK: node:crypto's KeyObject, or for SM2 (a JWK node cannot load:
+ * kty EC, crv SM2, idcode's convention) the point, checked to lie on the curve. */
+function issuerKey (jwk) {
+  return jwk.alg === 'SM2' ? sm2PublicPoint(jwk) : createPublicKey({ key: jwk, format: 'jwk' })
+}
+
+// SM2 (GB/T 32918.5, the recommended curve sm2p256v1) and the GM/T 0009 default user id.
+const SM2_P = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFFn
+const SM2_A = SM2_P - 3n
+const SM2_B = 0x28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93n
+const SM2_N = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123n
+const SM2_G = {
+  x: 0x32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7n,
+  y: 0xBC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0n
+}
+const SM2_DEFAULT_ID = Buffer.from('1234567812345678')
+const mod = (value, m) => ((value % m) + m) % m
+const toBig = (bytes) => BigInt('0x' + (Buffer.from(bytes).toString('hex') || '0'))
+const to32 = (value) => Buffer.from(value.toString(16).padStart(64, '0'), 'hex')
+const sm3 = (...parts) => createHash('sm3').update(Buffer.concat(parts)).digest()
+
+function sm2PublicPoint (jwk) {
+  if (jwk.kty !== 'EC' || jwk.crv !== 'SM2') throw new Error('an SM2 JWK has kty EC, crv SM2')
+  const [x, y] = ['x', 'y'].map((member) => {
+    const bytes = Buffer.from(String(jwk[member]), 'base64url')
+    if (bytes.length !== 32 || bytes.toString('base64url') !== jwk[member]) {
+      throw new Error(`SM2 JWK member ${member} is not 32 bytes of base64url`)
+    }
+    return toBig(bytes)
+  })
+  if (x >= SM2_P || y >= SM2_P || mod(y * y - (x * x * x + SM2_A * x + SM2_B), SM2_P) !== 0n) {
+    throw new Error('the SM2 key is not a point on the curve')
+  }
+  return { x, y } // the cofactor is 1: any point on the curve but infinity has order n
+}
+
+// Points in Jacobian coordinates (X, Y, Z) for x = X / Z^2, y = Y / Z^3; null is infinity.
+function sm2Double (P) {
+  if (P === null || P.Y === 0n) return null
+  const p = SM2_P
+  const YY = P.Y * P.Y % p
+  const S = 4n * P.X * YY % p
+  const ZZ = P.Z * P.Z % p
+  const M = (3n * P.X * P.X + SM2_A * ZZ * ZZ) % p
+  const X = mod(M * M - 2n * S, p)
+  return { X, Y: mod(M * (S - X) - 8n * YY * YY, p), Z: 2n * P.Y * P.Z % p }
+}
+
+function sm2Add (P, Q) {
+  if (P === null) return Q
+  if (Q === null) return P
+  const p = SM2_P
+  const Z1Z1 = P.Z * P.Z % p
+  const Z2Z2 = Q.Z * Q.Z % p
+  const U1 = P.X * Z2Z2 % p
+  const U2 = Q.X * Z1Z1 % p
+  const S1 = P.Y * Q.Z * Z2Z2 % p
+  const S2 = Q.Y * P.Z * Z1Z1 % p
+  if (U1 === U2) return S1 === S2 ? sm2Double(P) : null
+  const H = mod(U2 - U1, p)
+  const R = mod(S2 - S1, p)
+  const HH = H * H % p
+  const HHH = H * HH % p
+  const X = mod(R * R - HHH - 2n * U1 * HH, p)
+  return { X, Y: mod(R * (U1 * HH - X) - S1 * HHH, p), Z: H * P.Z * Q.Z % p }
+}
+
+function sm2Multiply (k, point) {
+  let result = null
+  const P = { X: point.x, Y: point.y, Z: 1n }
+  for (let bit = BigInt(k.toString(2).length - 1); bit >= 0n; bit--) {
+    result = sm2Double(result)
+    if ((k >> bit) & 1n) result = sm2Add(result, P)
+  }
+  return result
+}
+
+/** GB/T 32918.2 section 7: verify r || s over SM3(Z_A || message), Z_A from the default id. */
+function sm2Verifies (key, message, signature) {
+  if (signature.length !== 64) return false
+  const r = toBig(signature.subarray(0, 32))
+  const s = toBig(signature.subarray(32))
+  if (r < 1n || r >= SM2_N || s < 1n || s >= SM2_N) return false
+  const entl = Buffer.from([0, SM2_DEFAULT_ID.length * 8])
+  const za = sm3(entl, SM2_DEFAULT_ID, to32(SM2_A), to32(SM2_B), to32(SM2_G.x), to32(SM2_G.y),
+    to32(key.x), to32(key.y))
+  const e = toBig(sm3(za, message))
+  const t = (r + s) % SM2_N
+  if (t === 0n) return false
+  const point = sm2Add(sm2Multiply(s, SM2_G), sm2Multiply(t, key))
+  if (point === null) return false
+  const zInverse = modPow(point.Z, SM2_P - 2n, SM2_P)
+  const x1 = point.X * zInverse * zInverse % SM2_P
+  return (e + x1) % SM2_N === r
 }
 
 /** The device-code prefix of a deployment whose codes use `prefix`: WH1: gives WH2:. */
@@ -291,7 +393,7 @@ function verifyVersion1 (body, trust, now, replaySeen) {
   // Algorithm confusion: a key is only ever used with its own algorithm.
   if (jwk.alg !== alg) return fail('unsupported_alg')
 
-  const key = createPublicKey({ key: jwk, format: 'jwk' })
+  const key = issuerKey(jwk)
   const toBeSigned = sigStructure(message.protectedBytes, message.payload)
   if (!signatureVerifies(alg, key, toBeSigned, message.signature)) return fail('bad_signature')
 
@@ -339,8 +441,8 @@ function verifyDeviceCode (body, trust, now, replaySeen) {
   // rebuild it from the trusted key.
   const issuerHeader = encode(new Map([[1, COSE_ALG_IDS.get(jwk.alg)], [4, Buffer.from(code.kid)]]),
     rfc8949EncodeOptions)
-  const issuerKey = createPublicKey({ key: jwk, format: 'jwk' })
-  if (!signatureVerifies(jwk.alg, issuerKey, sigStructure(issuerHeader, code.credential),
+  const credentialKey = issuerKey(jwk)
+  if (!signatureVerifies(jwk.alg, credentialKey, sigStructure(issuerHeader, code.credential),
     code.issuerSignature)) {
     return fail('bad_signature')
   }

@@ -6,8 +6,9 @@ Each case is one JSON file in the spirit of the EU DCC test data: the code text,
 code also the credential, the device key and both Sig_structures), the trusted keys as a JWK
 Set, the validation clock, replay state (and for device codes the status list, the removed
 devices and the trust's freshness), and the expected outcome of every verification step.
-Cases 001-056 are version 1 codes (docs/code-format.md section 2), the cases after them are
-about device codes, version 2 (section 8). Keys are generated afresh on each run and only their
+Cases 001-056 are version 1 codes (docs/code-format.md section 2), 057-112 are about device
+codes, version 2 (section 8), and 113 on are version 1 codes of the GM crypto profile, signed
+with SM2 (docs/crypto-profiles.md). Keys are generated afresh on each run and only their
 public halves are written, so no private key is ever committed; regenerating changes every
 key and signature.
 
@@ -1195,7 +1196,85 @@ DEVICE_CASES = [
         "device_decode",
     ),
 ]
-ALL_CASES = [*CASES, *DEVICE_CASES]
+SM2_KEY = _key("S", Algorithm.SM2)
+GM = [Algorithm.SM2]  # a verifier of the GM crypto profile
+STANDARD = [Algorithm.EDDSA, Algorithm.ES256]  # one of the standard profile
+
+
+def _sm2_zero_signature() -> bytes:
+    parts = cbor2.loads(good(SM2_KEY))
+    return encode_sign1(parts[0], parts[2], bytes(64))
+
+
+SM2_CASES = [
+    Case(
+        "valid-sm2",
+        "A valid SM2-signed code (alg -65537, SM3 with the default user id "
+        "1234567812345678); a verifier of the GM profile accepts SM2 only.",
+        lambda: text(good(SM2_KEY)),
+        trusted=[SM2_KEY],
+        algorithms=GM,
+    ),
+    Case(
+        "sm2-at-standard-verifier",
+        "A valid SM2 code at a verifier of the standard profile (EdDSA, ES256), which even "
+        "holds the SM2 key: refused at the allow-list, never verified.",
+        lambda: text(good(SM2_KEY)),
+        "alg_accepted",
+        trusted=[EDDSA_KEY, SM2_KEY],
+        algorithms=STANDARD,
+    ),
+    Case(
+        "eddsa-at-gm-verifier",
+        "A valid EdDSA code at a verifier of the GM profile, which holds the EdDSA key too.",
+        lambda: text(good()),
+        "alg_accepted",
+        trusted=[EDDSA_KEY, SM2_KEY],
+        algorithms=GM,
+    ),
+    Case(
+        "sm2-alg-as-text",
+        "The SM2 key signed a header whose alg is the text 'SM2' instead of -65537.",
+        lambda: text(sign_raw(CLAIMS.to_cbor(), SM2_KEY, alg="SM2")),
+        "alg_accepted",
+        trusted=[SM2_KEY],
+        algorithms=GM,
+    ),
+    Case(
+        "sm2-key-under-eddsa-header",
+        "The SM2 key signed a header that says EdDSA (-8), at a verifier accepting EdDSA: "
+        "kid S is an SM2 key, so the algorithms are confused.",
+        lambda: text(sign_raw(CLAIMS.to_cbor(), SM2_KEY, alg=-8)),
+        "key_alg_matches",
+        trusted=[SM2_KEY],
+        algorithms=[Algorithm.EDDSA],
+    ),
+    Case(
+        "sm2-signature-bit-flip",
+        "One bit of the SM2 signature (in s) flipped.",
+        lambda: text(flip_bit(good(SM2_KEY), len(good(SM2_KEY)) - 1)),
+        "signature",
+        trusted=[SM2_KEY],
+        algorithms=GM,
+    ),
+    Case(
+        "sm2-payload-bit-flip",
+        "One bit of exp flipped inside the SM2-signed payload.",
+        lambda: text(flip_bit(good(SM2_KEY), _payload_offset(good(SM2_KEY)) + 3)),
+        "signature",
+        trusted=[SM2_KEY],
+        algorithms=GM,
+    ),
+    Case(
+        "sm2-signature-zero",
+        "An all-zero SM2 signature (r = s = 0, outside [1, n - 1]).",
+        lambda: text(_sm2_zero_signature()),
+        "signature",
+        trusted=[SM2_KEY],
+        algorithms=GM,
+    ),
+]
+ALL_CASES = [*CASES, *DEVICE_CASES, *SM2_CASES]
 
 
 def describe_device(code: str, trusted: list[IssuerKey]) -> dict[str, Any]:

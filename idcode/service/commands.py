@@ -56,9 +56,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The workers check the key store again as they start; checking here first turns a store
     # idcode cannot trust into one clear line (idcode: error: ...), not a worker traceback.
     store.issuer_keys()
+    settings.profile.check_available()
     if settings.development:
         upgrade(settings.sqlalchemy_url)
-        initialise(store, int(time.time()), settings.issuer_key_days)
+        initialise(
+            store, int(time.time()), settings.issuer_key_days, settings.profile.issuer_algorithm
+        )
         if settings.demo_data:
             engine = make_engine(settings.sqlalchemy_url)
             enrolled = enrol_demo_cards(make_session_factory(engine), vault_for(settings))
@@ -71,6 +74,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"{args.port or settings.port} (API docs at /docs); "
             "try: idcode dev-token, then POST /v1/codes with it",
         )
+    # One clear line (idcode: error: ...) for a signing key of the other profile, before the
+    # workers, which check it again in build_services.
+    settings.profile.check_issuer_keys(store.issuer_keys(), int(time.time()))
     metrics_dir = _share_metrics(args.workers)
     try:
         uvicorn.run(

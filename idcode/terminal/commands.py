@@ -103,11 +103,23 @@ def _options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-def _algorithms(names: str) -> list[Algorithm]:
+def _algorithms(names: str | None) -> list[Algorithm]:
+    """--algorithms, else the crypto profile's; never an algorithm of another profile."""
+    profile = core_settings().profile
+    if names is None:
+        return list(profile.default_code_algorithms)
     try:
-        return [Algorithm.from_name(name.strip()) for name in names.split(",")]
+        algorithms = [Algorithm.from_name(name.strip()) for name in names.split(",")]
     except ValueError as exc:
-        raise IdcodeError(str(exc)) from None
+        raise IdcodeError(f"--algorithms: {exc}") from None
+    profile.check_code_algorithms(algorithms, "--algorithms")
+    return algorithms
+
+
+def _profile_algorithms(names: str | None) -> list[Algorithm]:
+    algorithms = _algorithms(names)
+    core_settings().profile.check_available()  # a GM terminal without SM2 stops here
+    return algorithms
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -147,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         journal_path=Path(args.journal) if args.journal else None,
         options=options,
         deployment=core_settings().deployment,
-        algorithms=_algorithms(args.algorithms),
+        algorithms=_profile_algorithms(args.algorithms),
         sync_interval=args.sync_interval,
         bundle_interval=args.bundle_interval,
         upload_interval=args.upload_interval,
@@ -282,7 +294,9 @@ def add_commands(commands: Any) -> None:
         "--journal", help=f"journal file (default DIR/{JOURNAL_FILE}; lanes may share one)"
     )
     run.add_argument(
-        "--algorithms", default="EdDSA", help="accepted code algorithms, comma-separated (EdDSA)"
+        "--algorithms",
+        help="accepted code algorithms, comma-separated, of the crypto profile "
+        "(IDCODE_CRYPTO_PROFILE); default: the profile's, EdDSA (standard) or SM2 (gm)",
     )
     run.add_argument(
         "--adapter",

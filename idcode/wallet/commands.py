@@ -318,9 +318,13 @@ def _seconds(text: str) -> int:
 
 def _algorithm(text: str) -> Algorithm:
     try:
-        return Algorithm.from_name(text)
+        alg = Algorithm.from_name(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if alg not in (Algorithm.EDDSA, Algorithm.ES256):
+        # Device credentials of the GM profile are not defined yet (docs/crypto-profiles.md).
+        raise argparse.ArgumentTypeError(f"a device key is EdDSA or ES256, not {alg.jose_name}")
+    return alg
 
 
 def add_commands(commands: Any) -> None:

@@ -48,7 +48,9 @@ def new_device_key(alg: Algorithm) -> DevicePrivateKey:
     """A fresh device key: Ed25519 for EdDSA, P-256 for ES256."""
     if alg is Algorithm.EDDSA:
         return Ed25519PrivateKey.generate()
-    return ec.generate_private_key(ec.SECP256R1())
+    if alg is Algorithm.ES256:
+        return ec.generate_private_key(ec.SECP256R1())
+    raise ValueError(f"a device key is EdDSA or ES256, not {alg.jose_name}")
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,15 @@ VECTORS = sorted((Path(__file__).parents[2] / "examples/test-vectors/cases").glo
 _DOCUMENTS = {path: json.loads(path.read_text()) for path in VECTORS}
 # Version 1 codes; the device codes (docs/code-format.md section 8) are the vectors whose
 # steps include the device signature.
+# SM2 codes (the GM profile) are left out: SM2 has no COSE registration, so no generic
+# library knows alg -65537 (cwt refuses the JWK: "Unsupported or unknown alg: SM2"); the
+# Node verifier checks them with SM2 code of its own (tests/core/test_node_verifier.py).
 VALID = [
     path
     for path, vector in _DOCUMENTS.items()
-    if vector["expected"]["valid"] and "device_signature" not in vector["expected"]["steps"]
+    if vector["expected"]["valid"]
+    and "device_signature" not in vector["expected"]["steps"]
+    and vector["trust"]["algorithms"] != ["SM2"]
 ]
 VALID_DEVICE = [
     path
@@ -99,7 +104,9 @@ def test_cose_package_verifies_both_signatures_of_every_valid_device_vector(path
     assert (iat, cti.hex()) == (layers["iat"], layers["cti"])
 
 
-@pytest.mark.parametrize("alg", list(Algorithm), ids=lambda alg: alg.jose_name)
+@pytest.mark.parametrize(
+    "alg", [Algorithm.EDDSA, Algorithm.ES256], ids=lambda alg: alg.jose_name
+)  # SM2 has no COSE registration: see VALID above
 def test_cwt_package_verifies_a_fresh_code_including_its_expiry(alg: Algorithm) -> None:
     issuer = TestIssuer(alg=alg, now=int(time.time()))
     card = random_card(status_index=3_000_000)

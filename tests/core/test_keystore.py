@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from idcode.codetext import prefix_for
 from idcode.cose import Algorithm
 from idcode.errors import KeyStoreError, UnsafeFileError
+from idcode.gm import SM2PrivateKey
 from idcode.issuer import MAX_TTL, mint_code
 from idcode.keys import KID_ALPHABET, PrivateKey, PublicKey, Signer, jwks, keys_from_jwks
 from idcode.keystore import (
@@ -289,6 +290,7 @@ def _as_written_by_a_pbkdf2_release(keys_dir: Path, passphrase: str = PASSPHRASE
         _issuer_pem(keys_dir): store.signing_key(NOW).private_key,
     }
     for path, private_key in keys.items():
+        assert not isinstance(private_key, SM2PrivateKey)
         pem = private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,

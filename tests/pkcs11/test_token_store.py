@@ -250,3 +250,15 @@ def test_a_signer_goes_on_signing_after_the_token_session_is_lost(store: TokenKe
 def open_token_key_store_fresh(store: TokenKeyStore) -> TokenKeyStore:
     """Another store object on the same token: it reads everything from the token again."""
     return TokenKeyStore(store._token)
+
+
+def test_an_sm2_issuer_key_is_refused_on_a_token_and_nothing_is_made(
+    store: TokenKeyStore,
+) -> None:
+    """PKCS#11 defines no SM2 mechanism (the GM profile's keys stay in a key directory)."""
+    initialise(store, NOW, DAYS)
+    before = {public.kid for public in store.issuer_keys()}
+    with pytest.raises(KeyStoreError, match="SM2 keys cannot live on a PKCS#11 token"):
+        rotate(store, NOW + 60, DAYS, Algorithm.SM2, starts_in=0)
+    assert {public.kid for public in store.issuer_keys()} == before
+    assert store.signing_key(NOW + 60).alg is Algorithm.EDDSA

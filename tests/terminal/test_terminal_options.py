@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from idcode.cli import main
+from idcode.config import core_settings
 from idcode.keystore import RootKey
 from idcode.terminal import identity as identities
 from idcode.terminal.identity import TerminalIdentity, new_terminal_key
@@ -56,6 +57,52 @@ def test_a_terminal_with_options_no_bundle_can_fix_does_not_start(
     flags = [flag for option in options for flag in ("--option", option)]
 
     status = main(["terminal", "run", "--dir", str(directory), "--input", "stdin", *flags])
+
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert message in err
+    assert not (directory / JOURNAL_FILE).exists()
+
+
+ALGORITHM_CASES = [
+    ("standard", "SM2", "--algorithms: SM2 is not an algorithm of the standard crypto profile"),
+    ("standard", "EdDSA,SM2", "SM2 is not an algorithm of the standard crypto profile"),
+    ("gm", "EdDSA", "--algorithms: EdDSA is not an algorithm of the gm crypto profile"),
+    ("gm", "SM3", "--algorithms: unknown algorithm 'SM3'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("profile", "algorithms", "message"),
+    ALGORITHM_CASES,
+    ids=[f"{c[0]}-{c[1]}" for c in ALGORITHM_CASES],
+)
+def test_a_terminal_asked_to_accept_another_profiles_algorithm_does_not_start(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    profile: str,
+    algorithms: str,
+    message: str,
+) -> None:
+    directory = tmp_path / "terminal"
+    root = RootKey("R", Ed25519PrivateKey.generate()).public_jwk
+    identities.save(
+        directory,
+        TerminalIdentity(
+            str(uuid.uuid4()), "community", "site-1", "http://127.0.0.1:9", new_terminal_key(), root
+        ),
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    monkeypatch.setenv("IDCODE_CRYPTO_PROFILE", profile)
+    core_settings.cache_clear()
+    try:
+        status = main(
+            ["terminal", "run", "--dir", str(directory), "--algorithms", algorithms, "--offline"]
+        )
+    finally:
+        monkeypatch.delenv("IDCODE_CRYPTO_PROFILE")
+        core_settings.cache_clear()
 
     err = capsys.readouterr().err
     assert status == 2, err

@@ -55,13 +55,19 @@ operators enrol and manage cards, connected terminals verify online. Errors are
 def build_services(settings: Settings) -> Services:
     """Everything the routes need; fails early and clearly on bad configuration."""
     store = configured_key_store(settings)
+    profile = settings.profile
+    profile.check_available()
     if settings.development:
-        for created in initialise(store, _now(), settings.issuer_key_days):
+        for created in initialise(
+            store, _now(), settings.issuer_key_days, profile.issuer_algorithm
+        ):
             log.info("created development %s in %s", created, store.location)
     # Read the keys now, not at the first request: a key store others could have written to,
-    # or whose manifest does not verify with the root key, stops the service here.
+    # or whose manifest does not verify with the root key, stops the service here; so does
+    # a key that signs (now or later) with an algorithm outside the crypto profile.
     keys = SigningKeyCache(store)
     keys.load(_now())
+    profile.check_issuer_keys(keys.published(_now()), _now())
     vault = vault_for(settings)
     engine = make_engine(settings.sqlalchemy_url)
     sessions = make_session_factory(engine)

@@ -13,7 +13,6 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from idcode.cose import Algorithm
 from idcode.errors import AuthError, Refusal
 from idcode.keystore import SigningKeyCache
 from idcode.protocol import MAX_CLOCK_DRIFT
@@ -48,11 +47,12 @@ class Services:
 
     def online_trust(self, now: int) -> Trust:
         """What online verification (``/v1/verify``, ``/v1/identify``) trusts at ``now``: the
-        published issuer keys, the deployment's prefix, both algorithms, the skew setting."""
+        published issuer keys, the deployment's prefix, every code algorithm of its crypto
+        profile (EdDSA and ES256, or SM2), the skew setting."""
         return Trust.of(
             self.keys.published(now),
             prefix=self.code_prefix,
-            algorithms=[Algorithm.EDDSA, Algorithm.ES256],
+            algorithms=self.settings.profile.code_algorithms,
             clock_skew=self.settings.clock_skew_seconds,
         )
 

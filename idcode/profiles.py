@@ -1,0 +1,103 @@
+"""Crypto profiles: which algorithms a deployment issues and accepts (docs/crypto-profiles.md).
+
+A deployment runs one profile, chosen by ``IDCODE_CRYPTO_PROFILE``: ``standard`` (Ed25519,
+P-256; the default) or ``gm`` (the Chinese national algorithms: SM2 with SM3). Everything
+that signs or verifies codes asks its profile here, and nothing accepts an algorithm of
+the other profile: options may narrow a profile's list, never widen it, and a code of the
+other profile is refused ``unsupported_alg``, never verified by some fallback.
+
+Today the profile decides the code algorithms. The other uses of cryptography (the JWS of
+trust bundles, status deltas and terminal tokens, the root key, personal data at rest,
+keyed hashes) are to become fields of ``CryptoProfile`` in the same way, so that one
+setting keeps choosing them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cryptography.exceptions import UnsupportedAlgorithm
+
+from idcode.cose import Algorithm
+from idcode.errors import ConfigurationError
+from idcode.gm import sm2_backend
+from idcode.keys import PublicKey
+
+
+class ProfileName(StrEnum):
+    """The values of ``IDCODE_CRYPTO_PROFILE``."""
+
+    STANDARD = "standard"
+    GM = "gm"
+
+
+@dataclass(frozen=True, slots=True)
+class CryptoProfile:
+    """What one profile allows for codes.
+
+    ``code_algorithms`` is everything a deployment of the profile may issue or accept; a
+    verifier not told otherwise accepts ``default_code_algorithms``, and a new issuer key has
+    ``issuer_algorithm`` unless an operator chooses another of ``code_algorithms``.
+    """
+
+    name: ProfileName
+    code_algorithms: frozenset[Algorithm]
+    default_code_algorithms: tuple[Algorithm, ...]
+    issuer_algorithm: Algorithm
+
+    def check_code_algorithms(self, algorithms: Iterable[Algorithm], what: str) -> None:
+        """ConfigurationError when ``what`` (an option, a setting) names an algorithm
+        outside this profile."""
+        foreign = [alg for alg in algorithms if alg not in self.code_algorithms]
+        if foreign:
+            raise ConfigurationError(
+                f"{what}: {', '.join(alg.jose_name for alg in foreign)} is not an algorithm "
+                f"of the {self.name} crypto profile ({self.allowed()}); "
+                f"IDCODE_CRYPTO_PROFILE chooses the profile"
+            )
+
+    def check_issuer_keys(self, keys: Iterable[PublicKey], now: int) -> None:
+        """ConfigurationError when an issuer key that signs at ``now`` or will sign later is
+        not of this profile: a service would issue codes its own verifiers refuse. Keys whose
+        signing period has ended stay published for their codes whatever their algorithm."""
+        for key in keys:
+            if key.not_after is not None and key.not_after <= now:
+                continue
+            if key.alg not in self.code_algorithms:
+                raise ConfigurationError(
+                    f"issuer key {key.kid!r} is {key.alg.jose_name}, but the {self.name} "
+                    f"crypto profile signs codes with {self.allowed()} only: set "
+                    f"IDCODE_CRYPTO_PROFILE to the key store's profile, or rotate to a key of "
+                    f"this profile ('idcode keys rotate --starts-in 0') and remove this one"
+                )
+
+    def check_available(self) -> str:
+        """Which library does this profile's algorithms here (``""`` for the standard one,
+        all ``cryptography``); ConfigurationError, said at start, where the GM profile's SM2
+        is missing (it needs the system's OpenSSL 3 libcrypto, idcode.gm)."""
+        if Algorithm.SM2 not in self.code_algorithms:
+            return ""
+        try:
+            return sm2_backend()
+        except UnsupportedAlgorithm as exc:
+            raise ConfigurationError(f"the {self.name} crypto profile needs SM2: {exc}") from None
+
+    def allowed(self) -> str:
+        return ", ".join(alg.jose_name for alg in Algorithm if alg in self.code_algorithms)
+
+
+STANDARD = CryptoProfile(
+    name=ProfileName.STANDARD,
+    code_algorithms=frozenset({Algorithm.EDDSA, Algorithm.ES256}),
+    default_code_algorithms=(Algorithm.EDDSA,),
+    issuer_algorithm=Algorithm.EDDSA,
+)
+GM = CryptoProfile(
+    name=ProfileName.GM,
+    code_algorithms=frozenset({Algorithm.SM2}),
+    default_code_algorithms=(Algorithm.SM2,),
+    issuer_algorithm=Algorithm.SM2,
+)
+PROFILES = {profile.name: profile for profile in (STANDARD, GM)}
