@@ -6,14 +6,17 @@ that signs or verifies codes asks its profile here, and nothing accepts an algor
 the other profile: options may narrow a profile's list, never widen it, and a code of the
 other profile is refused ``unsupported_alg``, never verified by some fallback.
 
-Today the profile decides the code algorithms. The other uses of cryptography (the JWS of
-trust bundles, status deltas and terminal tokens, the root key, personal data at rest,
-keyed hashes) are to become fields of ``CryptoProfile`` in the same way, so that one
-setting keeps choosing them all.
+The profile decides the code algorithms, and the service's personal-data vault asks it for
+the AEAD of personal data at rest and the keyed hash of ID-number lookups and subject keys
+(``aead``, ``keyed_hash``; idcode.service.pii). The other uses of cryptography (the JWS of
+trust bundles, status deltas and terminal tokens, the root key) are to become fields of
+``CryptoProfile`` in the same way, so that one setting keeps choosing them all.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,7 +25,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from idcode.cose import Algorithm
 from idcode.errors import ConfigurationError
-from idcode.gm import sm2_backend
+from idcode.gm import hmac_sm3, sm2_backend
 from idcode.keys import PublicKey
 
 
@@ -40,12 +43,23 @@ class CryptoProfile:
     ``code_algorithms`` is everything a deployment of the profile may issue or accept; a
     verifier not told otherwise accepts ``default_code_algorithms``, and a new issuer key has
     ``issuer_algorithm`` unless an operator chooses another of ``code_algorithms``.
+    ``aead`` names the cipher of personal data at rest and ``keyed_hash`` the MAC of lookup
+    hashes and subject keys (``mac``); both are stored or shared, so a deployment keeps its
+    profile (docs/crypto-profiles.md, "Personal data under the GM profile").
     """
 
     name: ProfileName
     code_algorithms: frozenset[Algorithm]
     default_code_algorithms: tuple[Algorithm, ...]
     issuer_algorithm: Algorithm
+    aead: str
+    keyed_hash: str
+
+    def mac(self, key: bytes, data: bytes) -> bytes:
+        """The profile's keyed hash, 32 bytes: HMAC-SHA256, or HMAC-SM3 under ``gm``."""
+        if self.name is ProfileName.GM:
+            return hmac_sm3(key, data)
+        return hmac.digest(key, data, hashlib.sha256)
 
     def check_code_algorithms(self, algorithms: Iterable[Algorithm], what: str) -> None:
         """ConfigurationError when ``what`` (an option, a setting) names an algorithm
@@ -93,11 +107,15 @@ STANDARD = CryptoProfile(
     code_algorithms=frozenset({Algorithm.EDDSA, Algorithm.ES256}),
     default_code_algorithms=(Algorithm.EDDSA,),
     issuer_algorithm=Algorithm.EDDSA,
+    aead="AES-256-GCM",
+    keyed_hash="HMAC-SHA256",
 )
 GM = CryptoProfile(
     name=ProfileName.GM,
     code_algorithms=frozenset({Algorithm.SM2}),
     default_code_algorithms=(Algorithm.SM2,),
     issuer_algorithm=Algorithm.SM2,
+    aead="SM4-GCM",
+    keyed_hash="HMAC-SM3",
 )
 PROFILES = {profile.name: profile for profile in (STANDARD, GM)}

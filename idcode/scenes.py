@@ -23,7 +23,7 @@ import hmac
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
@@ -99,15 +99,26 @@ ADAPTER_ERROR = "adapter_error"
 UNDECLARED_REASON = "undeclared_reason"
 
 
-def scene_subject_key(city_key: bytes, scene: str) -> bytes:
+def _hmac_sha256(key: bytes, data: bytes) -> bytes:
+    return hmac.digest(key, data, hashlib.sha256)
+
+
+#: A keyed hash (key, data) -> 32 bytes: HMAC-SHA256 by default, the crypto profile's
+#: (``CryptoProfile.mac``, HMAC-SM3 under ``gm``) at the service.
+KeyedHash = Callable[[bytes, bytes], bytes]
+
+
+def scene_subject_key(city_key: bytes, scene: str, *, mac: KeyedHash = _hmac_sha256) -> bytes:
     """The key a scene's terminals use to turn pseudonyms into subjects, derived from the
-    city's key; the city's key never leaves the service."""
+    city's key with ``mac``; the city's key never leaves the service."""
     if not SCENE_NAME.fullmatch(scene):
         raise SceneError("a scene name is 1-32 of a-z, 0-9 and _, starting with a letter")
-    return hmac.digest(city_key, _SCENE_KEY_LABEL + scene.encode("ascii"), hashlib.sha256)
+    return mac(city_key, _SCENE_KEY_LABEL + scene.encode("ascii"))
 
 
-def site_subject_key(city_key: bytes, scene: str, site: str) -> bytes:
+def site_subject_key(
+    city_key: bytes, scene: str, site: str, *, mac: KeyedHash = _hmac_sha256
+) -> bytes:
     """The key of one site's terminals in a scene of ``subject_scope = "site"`` (a shop, a bus
     operator): a card has another subject at every site, so two sites cannot join their logs.
     Another label than the scenes', and a site cannot hold "/", so no site's key is a scene's
@@ -117,15 +128,17 @@ def site_subject_key(city_key: bytes, scene: str, site: str) -> bytes:
     if not _SITE.fullmatch(site):
         raise SceneError("a site is 1-64 of A-Z, a-z, 0-9, '.', '_' and '-'")
     label = _SITE_KEY_LABEL + scene.encode("ascii") + b"/" + site.encode("ascii")
-    return hmac.digest(city_key, label, hashlib.sha256)
+    return mac(city_key, label)
 
 
-def terminal_subject_key(city_key: bytes, scene: str, site: str) -> bytes:
+def terminal_subject_key(
+    city_key: bytes, scene: str, site: str, *, mac: KeyedHash = _hmac_sha256
+) -> bytes:
     """The subject key of a terminal of ``scene`` at ``site`` (not a relying party's): the
     scene's key, or the site's where the scene's adapter has ``subject_scope = "site"``."""
     if load_adapter(scene).subject_scope == SITE_SCOPE:
-        return site_subject_key(city_key, scene, site)
-    return scene_subject_key(city_key, scene)
+        return site_subject_key(city_key, scene, site, mac=mac)
+    return scene_subject_key(city_key, scene, mac=mac)
 
 
 def subject_of(scene_key: bytes, pseudonym: bytes) -> str:

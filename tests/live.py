@@ -75,7 +75,7 @@ class LiveService:
     def subject_key(self, scene: str, site: str | None = None) -> bytes:
         """The subject key of ``scene``'s terminals; with ``site``, of that site's terminals
         (the site's own key in a site-scoped scene)."""
-        vault = development_vault(self.settings.keys_dir)
+        vault = development_vault(self.settings.keys_dir, profile=self.settings.profile)
         if site is None:
             return vault.scene_subject_key(scene)
         return vault.terminal_subject_key(scene, site)

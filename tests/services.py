@@ -62,6 +62,30 @@ def postgres_url() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[Callable[..., str]]:
+    """Makes more fresh PostgreSQL databases for one test, migrated to ``revision`` (head by
+    default): for a deployment that must not share the run's database, such as one of the GM
+    crypto profile (the database records its profile; idcode.service.profilerecord)."""
+    admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    names: list[str] = []
+
+    def make(revision: str = "head") -> str:
+        name = f"idcode_test_{RUN_ID}_{secrets.token_hex(3)}"
+        admin.execute(f'CREATE DATABASE "{name}"')
+        names.append(name)
+        url = _database_url(POSTGRES_ADMIN_URL, name)
+        upgrade(Settings(database_url=url).sqlalchemy_url, revision)
+        return url
+
+    with admin:
+        try:
+            yield make
+        finally:
+            for name in names:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """The test Redis; every key this run writes starts with REDIS_RUN_PREFIX."""

@@ -39,6 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from idcode.service.database import make_engine, make_session_factory, upgrade
     from idcode.service.demodata import enrol_demo_cards
     from idcode.service.pii import vault_for
+    from idcode.service.profilerecord import check_recorded_profile
 
     if args.workers > 1 and not settings.redis_url:
         raise IdcodeError(
@@ -62,12 +63,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         initialise(
             store, int(time.time()), settings.issuer_key_days, settings.profile.issuer_algorithm
         )
-        if settings.demo_data:
-            engine = make_engine(settings.sqlalchemy_url)
-            enrolled = enrol_demo_cards(make_session_factory(engine), vault_for(settings))
+        engine = make_engine(settings.sqlalchemy_url)
+        try:
+            # One clear line for a database of the other profile, before any card is sealed.
+            check_recorded_profile(engine, settings.profile)
+            enrolled = (
+                enrol_demo_cards(make_session_factory(engine), vault_for(settings))
+                if settings.demo_data
+                else 0
+            )
+        finally:
             engine.dispose()
-            if enrolled:
-                _say(settings, f"enrolled {enrolled} demo cards")
+        if enrolled:
+            _say(settings, f"enrolled {enrolled} demo cards")
         _say(
             settings,
             f"development service on http://{args.host or settings.host}:"
@@ -139,6 +147,7 @@ def cmd_cards_import(args: argparse.Namespace) -> int:
 
     from idcode.service.database import make_engine, make_session_factory
     from idcode.service.importer import ImportFormat, import_cards, parse_rows
+    from idcode.service.profilerecord import check_recorded_profile
 
     fmt: ImportFormat = args.format or (
         "jsonl" if args.file.suffix in (".jsonl", ".ndjson") else "csv"
@@ -162,6 +171,7 @@ def cmd_cards_import(args: argparse.Namespace) -> int:
         )
 
     try:
+        check_recorded_profile(engine, settings.profile)  # never cards of two profiles
         vault = _import_vault(settings, make_session_factory(engine))
         with args.file.open(encoding="utf-8-sig", newline="") as handle:
             report = import_cards(

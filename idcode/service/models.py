@@ -1,8 +1,9 @@
 """Database tables (SQLAlchemy 2): cards with their personal data encrypted, and the audit trail.
 
 A card's integer primary key is its slot in the revocation status list, so the list is as
-dense as the cards ever enrolled. Personal data is only ever stored as AES-GCM ciphertext
-(``*_enc``) plus the keyed hash of the ID number for lookups.
+dense as the cards ever enrolled. Personal data is only ever stored as ciphertext of the
+crypto profile's AEAD (AES-GCM or SM4-GCM, ``*_enc``) plus the keyed hash of the ID number
+for lookups.
 """
 
 from __future__ import annotations
@@ -257,3 +258,13 @@ class DeviceRecord(Base):
     renewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     credential_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DeploymentSetting(Base):
+    """A fact about the deployment its data depends on, recorded once: ``crypto_profile``, the
+    profile whose keyed hashes and ciphertexts the tables hold (idcode.service.profilerecord)."""
+
+    __tablename__ = "deployment_settings"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64))

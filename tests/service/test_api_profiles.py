@@ -47,11 +47,12 @@ def offline_trust(client: TestClient, settings: Settings, profile: CryptoProfile
 def test_a_code_issued_under_a_profile_verifies_under_it_and_not_under_the_other(
     profile: CryptoProfile,
     make_settings: Callable[..., Settings],
-    postgres_url: str,
+    fresh_postgres_url: Callable[..., str],
     redis_url: str,
 ) -> None:
+    # A database of its own: it records the profile it was written under.
     settings = make_settings(
-        database_url=postgres_url, redis_url=redis_url, crypto_profile=profile.name
+        database_url=fresh_postgres_url(), redis_url=redis_url, crypto_profile=profile.name
     )
     tokens = Tokens(settings)
     with TestClient(create_app(settings)) as client:
@@ -74,14 +75,18 @@ def test_a_code_issued_under_a_profile_verifies_under_it_and_not_under_the_other
 
 
 def test_a_gm_service_refuses_a_standard_code_online_with_unsupported_alg(
-    make_settings: Callable[..., Settings], postgres_url: str, redis_url: str, tmp_path: Path
+    make_settings: Callable[..., Settings],
+    postgres_url: str,
+    fresh_postgres_url: Callable[..., str],
+    redis_url: str,
+    tmp_path: Path,
 ) -> None:
     standard = make_settings(
         database_url=postgres_url, redis_url=redis_url, keys_dir=tmp_path / "standard-keys"
     )
     with TestClient(create_app(standard)) as client:
         standard_code = issue(client, Tokens(standard))
-    gm = make_settings(database_url=postgres_url, redis_url=redis_url, crypto_profile="gm")
+    gm = make_settings(database_url=fresh_postgres_url(), redis_url=redis_url, crypto_profile="gm")
     tokens = Tokens(gm)
     with TestClient(create_app(gm)) as client:
         response = client.post(

@@ -102,7 +102,7 @@ def test_truncated_ciphertext_does_not_decrypt(vault: PersonalDataVault) -> None
 def test_unknown_ciphertext_version_is_refused(vault: PersonalDataVault) -> None:
     sealed = vault.encrypt("张秀英", card_id=CARD, field="name")
     with pytest.raises(PersonalDataError, match="unknown ciphertext version for name"):
-        vault.decrypt(b"\x02" + sealed[1:], card_id=CARD, field="name")
+        vault.decrypt(b"\x03" + sealed[1:], card_id=CARD, field="name")
 
 
 def test_ciphertext_from_another_encryption_key_does_not_decrypt() -> None:

@@ -12,6 +12,7 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from idcode import __version__
 from idcode.keystore import SigningKeyCache, configured_key_store, initialise
@@ -39,6 +40,7 @@ from idcode.service.database import make_engine, make_session_factory
 from idcode.service.devidp import DevIdentityProvider
 from idcode.service.partycache import PartyCache
 from idcode.service.pii import vault_for
+from idcode.service.profilerecord import check_recorded_profile
 from idcode.service.recorder import IdentificationRecorder
 from idcode.service.settings import Settings, get_settings
 from idcode.service.state import make_state
@@ -70,6 +72,16 @@ def build_services(settings: Settings) -> Services:
     profile.check_issuer_keys(keys.published(_now()), _now())
     vault = vault_for(settings)
     engine = make_engine(settings.sqlalchemy_url)
+    # The database's lookup hashes, ciphertexts and subject keys are of one profile: another
+    # stops the service here. A database not reachable (or not migrated) yet does not: the
+    # service starts and reports not ready, as before (routes/health.py).
+    try:
+        check_recorded_profile(engine, profile)
+    except (OperationalError, ProgrammingError) as exc:
+        log.warning("crypto profile not checked against the database: %s", type(exc).__name__)
+    except BaseException:
+        engine.dispose()
+        raise
     sessions = make_session_factory(engine)
     return Services(
         settings=settings,
