@@ -102,8 +102,10 @@ class CoreSettings(BaseModel):
     )
     crypto_profile: ProfileName = Field(
         default=ProfileName.STANDARD,
-        description="standard (EdDSA, ES256) or gm (SM2): the algorithms the deployment "
-        "issues and accepts (profiles.py, docs/crypto-profiles.md).",
+        description="standard (EdDSA, ES256; AES-256-GCM, HMAC-SHA256) or gm (SM2; SM4-GCM, "
+        "HMAC-SM3): the algorithms the deployment issues and accepts, and of its personal data "
+        "at rest; recorded in the database at the first start (profiles.py, "
+        "docs/crypto-profiles.md).",
     )
 
     # Keys on a PKCS#11 token instead of in keys_dir (docs/keys.md, "PKCS#11").
