@@ -123,8 +123,8 @@ class PersonalDataVault:
         if made_under is None:
             raise PersonalDataError(f"unknown ciphertext version for {field}")
         if made_under.name is not self.profile.name:
-            # Never tried with this profile's cipher: the other one's key is not here, and a
-            # value must not pass as decrypted under an algorithm that did not make it.
+            # Never opened here, though the 32-byte key is the same: a deployment reads its own
+            # profile's algorithm only (the one it is assessed for), and says what it found.
             raise PersonalDataError(
                 f"{field} of card {card_id} is {made_under.aead}, written under the "
                 f"{made_under.name} crypto profile; this deployment runs {self.profile.name} "
