@@ -1,6 +1,7 @@
 """Trust bundles: what a terminal needs to decide offline, signed by the city root key.
 
-A bundle is a JWS (compact, EdDSA, ``typ: idcode-trust+jwt``) whose payload holds the issuer
+A bundle is a JWS (compact, EdDSA, or ``SM2`` under the GM crypto profile (idcode.jws);
+``typ: idcode-trust+jwt``) whose payload holds the issuer
 keys with their signing periods, the revocation status list, the terminal's scene data, the
 server time, a version and a max-age. A terminal pins the root public key when it is
 provisioned and refuses a bundle signed by anything else or changed in any byte. A bundle
@@ -20,9 +21,11 @@ import jwt
 from idcode import b64url
 from idcode.cose import Algorithm
 from idcode.errors import BundleError as BundleError
-from idcode.errors import IdcodeError
+from idcode.errors import IdcodeError, KeyMaterialError
+from idcode.jws import ROOT_ALGORITHMS, RootJWT, root_algorithm_of
 from idcode.keys import PublicKey, jwks, keys_from_jwks
 from idcode.keystore import RootKey
+from idcode.profiles import PROFILES, STANDARD, CryptoProfile
 from idcode.scenes import SCENE_KEY_BYTES, SCENE_NAME
 from idcode.statuslist import (
     StatusDelta,
@@ -137,9 +140,7 @@ def sign_bundle(
         "scene": scene or {},
         "revoked_devices": device_ids_to_json(revoked_devices),
     }
-    return jwt.encode(
-        claims, root.private_key, algorithm="EdDSA", headers={"kid": root.kid, "typ": BUNDLE_TYPE}
-    )
+    return root.sign_jws(claims, BUNDLE_TYPE)
 
 
 def _strict_json(data: bytes) -> Any:
@@ -168,8 +169,9 @@ class _NotStrictJson(jwt.DecodeError):
     """The signed payload is not strict JSON (raised after the signature verified)."""
 
 
-class _StrictJWT(jwt.PyJWT):
-    """pyjwt, with the payload read by _strict_json (pyjwt documents this hook)."""
+class _StrictJWT(RootJWT):
+    """pyjwt for one root algorithm, with the payload read by _strict_json (pyjwt documents
+    this hook)."""
 
     def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -181,7 +183,7 @@ class _StrictJWT(jwt.PyJWT):
         return payload
 
 
-_JWT = _StrictJWT()
+_JWT = {alg: _StrictJWT(alg) for alg in ROOT_ALGORITHMS}
 
 
 def _strict_header(token: str) -> dict[str, Any]:
@@ -205,24 +207,34 @@ def _strict_header(token: str) -> dict[str, Any]:
     return header
 
 
-def _verify_root_jws(token: str, root_jwk: dict[str, Any], typ: str) -> dict[str, Any]:
-    """The claims of a JWS of type ``typ`` that the pinned root key signed, or BundleError."""
+def _verify_root_jws(
+    token: str, root_jwk: dict[str, Any], typ: str, profile: CryptoProfile
+) -> dict[str, Any]:
+    """The claims of a JWS of type ``typ`` that the pinned root key signed with the root
+    algorithm of ``profile``, or BundleError."""
     if not isinstance(token, str) or len(token) > MAX_BUNDLE_BYTES:
         raise BundleError("expected a compact JWS of at most 8 MiB")
     header = _strict_header(token)
     if header.get("typ") != typ:
         raise BundleError(f"not a {typ} (typ is {str(header.get('typ'))[:40]!r})")
+    expected = profile.root_algorithm.jose_name
+    if header.get("alg") != expected:
+        # Never a fallback to the other profile's algorithm (docs/crypto-profiles.md).
+        raise BundleError(
+            f"signed with alg {str(header.get('alg'))[:40]!r}, but the {profile.name} crypto "
+            f"profile accepts {expected} only"
+        )
+    pinned = _pinned_algorithm(root_jwk)
+    if pinned is not profile.root_algorithm:
+        raise BundleError(
+            f"the pinned root key is {pinned.jose_name}, but the {profile.name} crypto "
+            f"profile's root key is {expected}: provision this terminal with a root key of "
+            "its profile"
+        )
     if header.get("kid") != root_jwk.get("kid"):
         raise BundleError("signed by another key than the pinned root key")
     try:
-        root = jwt.PyJWK(root_jwk, algorithm="EdDSA")
-        claims: dict[str, Any] = _JWT.decode(
-            token,
-            root.key,
-            algorithms=["EdDSA"],
-            options={"require": ["iat"], "verify_iat": False},
-            issuer="idcode",
-        )
+        claims = _JWT[profile.root_algorithm].verify(token, root_jwk)
     except _NotStrictJson as exc:
         raise BundleError(str(exc)) from None
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
@@ -267,9 +279,19 @@ def _scene_block(scene: object) -> dict[str, Any]:
     return scene
 
 
-def verify_bundle(token: str, root_jwk: dict[str, Any]) -> TrustBundle:
-    """Check ``token`` against the pinned root key and decode it."""
-    claims = _verify_root_jws(token, root_jwk, BUNDLE_TYPE)
+def _pinned_algorithm(root_jwk: dict[str, Any]) -> Algorithm:
+    try:
+        return root_algorithm_of(root_jwk)
+    except KeyMaterialError as exc:
+        raise BundleError(f"the pinned root key: {exc}") from None
+
+
+def verify_bundle(
+    token: str, root_jwk: dict[str, Any], profile: CryptoProfile = STANDARD
+) -> TrustBundle:
+    """Check ``token`` against the pinned root key and decode it: signed with the root
+    algorithm of ``profile`` (EdDSA, or SM2 under gm) and nothing else."""
+    claims = _verify_root_jws(token, root_jwk, BUNDLE_TYPE, profile)
     try:
         version, issued_at, max_age = claims["ver"], claims["iat"], claims["max_age"]
         if not all(type(v) is int and v >= 0 for v in (version, issued_at, max_age)):
@@ -292,15 +314,32 @@ def verify_bundle(token: str, root_jwk: dict[str, Any]) -> TrustBundle:
         raise BundleError(f"the bundle's contents are not valid: {exc}") from None
 
 
-def load_root_jwk(document: Any) -> dict[str, Any]:
-    """The root key from a JWK Set (as ``idcode keys jwks --root`` prints) or a single JWK."""
+def pinned_profile(root_jwk: dict[str, Any]) -> CryptoProfile:
+    """The crypto profile of a pinned root key (checked against the configured profile when
+    the terminal loaded it, load_root_jwk): its bundles are verified with that profile's root
+    algorithm and no other."""
+    alg = _pinned_algorithm(root_jwk)
+    return next(p for p in PROFILES.values() if p.root_algorithm is alg)
+
+
+def load_root_jwk(document: Any, profile: CryptoProfile = STANDARD) -> dict[str, Any]:
+    """The root key of ``profile`` (Ed25519, or SM2 under gm) from a JWK Set (as ``idcode
+    keys jwks --root`` prints) or a single JWK."""
     if isinstance(document, dict) and isinstance(document.get("keys"), list):
         keys = document["keys"]
         if len(keys) != 1:
             raise BundleError("the root key set must hold exactly one key")
         document = keys[0]
-    if not isinstance(document, dict) or document.get("crv") != "Ed25519" or "d" in document:
-        raise BundleError("the root key must be a public Ed25519 JWK")
+    wanted = "SM2" if profile.root_algorithm is Algorithm.SM2 else "Ed25519"
+    if not isinstance(document, dict) or document.get("crv") != wanted or "d" in document:
+        raise BundleError(
+            f"the root key must be a public {wanted} JWK (the {profile.name} crypto profile's)"
+        )
+    try:
+        if profile.root_algorithm is Algorithm.SM2:
+            PublicKey.from_jwk({**document, "kid": "R"})  # on the curve, canonical x and y
+    except KeyMaterialError as exc:
+        raise BundleError(f"the root key: {exc}") from None
     return document
 
 
@@ -309,15 +348,15 @@ DELTA_TYPE = "idcode-status-delta+jwt"
 
 def sign_delta(root: RootKey, delta: StatusDelta, signed_at: int) -> str:
     claims = {"iss": "idcode", "iat": signed_at, "delta": delta.to_json()}
-    return jwt.encode(
-        claims, root.private_key, algorithm="EdDSA", headers={"kid": root.kid, "typ": DELTA_TYPE}
-    )
+    return root.sign_jws(claims, DELTA_TYPE)
 
 
-def verify_delta(token: str, root_jwk: dict[str, Any]) -> tuple[StatusDelta, int]:
+def verify_delta(
+    token: str, root_jwk: dict[str, Any], profile: CryptoProfile = STANDARD
+) -> tuple[StatusDelta, int]:
     """(the delta, its signing time) from a signed status delta, checked against the pinned
-    root key; apply it with TrustBundle.apply_delta."""
-    claims = _verify_root_jws(token, root_jwk, DELTA_TYPE)
+    root key and the root algorithm of ``profile``; apply it with TrustBundle.apply_delta."""
+    claims = _verify_root_jws(token, root_jwk, DELTA_TYPE, profile)
     try:
         return StatusDelta.from_json(claims.get("delta")), claims["iat"]
     except IdcodeError as exc:

@@ -109,7 +109,11 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     alg = _issuer_alg(args)
     store = _key_store(args)
     created = initialise(
-        store, _now(args), settings.issuer_key_days if args.days is None else args.days, alg
+        store,
+        _now(args),
+        settings.issuer_key_days if args.days is None else args.days,
+        alg,
+        settings.profile.root_algorithm,
     )
     for line in created:
         print(f"created {line} in {store.location}")
@@ -196,7 +200,13 @@ def cmd_mint(args: argparse.Namespace) -> int:
     created = (
         []
         if store.issuer_keys()
-        else initialise(store, now, settings.issuer_key_days, settings.profile.issuer_algorithm)
+        else initialise(
+            store,
+            now,
+            settings.issuer_key_days,
+            settings.profile.issuer_algorithm,
+            settings.profile.root_algorithm,
+        )
     )
     for line in created:
         print(f"idcode: created development {line} in {store.location}", file=sys.stderr)
@@ -260,7 +270,7 @@ def _root_jwk(args: argparse.Namespace) -> dict[str, Any]:
     from idcode.bundle import load_root_jwk
 
     if args.root is not None:
-        return load_root_jwk(_read_json(args.root, "root key"))
+        return load_root_jwk(_read_json(args.root, "root key"), core_settings().profile)
     return _key_store(args).root_public_jwk()
 
 
@@ -276,7 +286,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             token = args.bundle.read_text().strip()
         except OSError as exc:
             raise UsageError(f"cannot read bundle {args.bundle}: {exc.strerror}") from None
-        bundle = verify_bundle(token, _root_jwk(args))
+        bundle = verify_bundle(token, _root_jwk(args), settings.profile)
         trust = bundle.trust(
             prefix=settings.code_prefix,
             algorithms=algorithms,

@@ -88,7 +88,7 @@ def check_jwk_coordinates(jwk: dict[str, Any], alg: Algorithm) -> bytes:
 SM2_JWK_KTY, SM2_JWK_CRV = "EC", "SM2"
 
 
-def _sm2_key_from_jwk(jwk: dict[str, Any]) -> SM2PublicKey:
+def sm2_key_from_jwk(jwk: dict[str, Any]) -> SM2PublicKey:
     if jwk.get("kty") != SM2_JWK_KTY or jwk.get("crv") != SM2_JWK_CRV:
         raise KeyMaterialError(
             f"unusable JWK for kid {jwk.get('kid')!r}: an SM2 key has kty "
@@ -102,7 +102,7 @@ def _sm2_key_from_jwk(jwk: dict[str, Any]) -> SM2PublicKey:
         raise KeyMaterialError(f"SM2 key {jwk.get('kid')!r} cannot be used here: {exc}") from None
 
 
-def _sm2_jwk(key: SM2PublicKey) -> dict[str, Any]:
+def sm2_jwk(key: SM2PublicKey) -> dict[str, Any]:
     point = key.to_bytes()
     return {
         "kty": SM2_JWK_KTY,
@@ -157,7 +157,7 @@ class PublicKey:
         if isinstance(self.key, Ed25519PublicKey):
             jwk: dict[str, Any] = OKPAlgorithm.to_jwk(self.key, as_dict=True)
         elif isinstance(self.key, SM2PublicKey):
-            jwk = _sm2_jwk(self.key)
+            jwk = sm2_jwk(self.key)
         else:
             jwk = ECAlgorithm.to_jwk(self.key, as_dict=True)
         jwk.update(kid=self.kid, alg=self.alg.jose_name, use="sig")
@@ -182,7 +182,7 @@ class PublicKey:
             if alg is Algorithm.EDDSA:
                 key: Any = OKPAlgorithm.from_jwk(jwk)
             elif alg is Algorithm.SM2:
-                key = _sm2_key_from_jwk(jwk)
+                key = sm2_key_from_jwk(jwk)
             else:
                 key = ECAlgorithm.from_jwk(jwk)
         except KeyMaterialError:

@@ -37,6 +37,7 @@ from idcode.cose import Algorithm
 from idcode.errors import KeyMaterialError, KeyStoreError
 from idcode.gm import SM2PrivateKey, SM2PublicKey
 from idcode.issuer import MAX_TTL
+from idcode.jws import RootJWT, root_algorithm_of
 from idcode.keyfile import MAX_FILE_BYTES as MAX_KEY_FILE_BYTES
 from idcode.keyfile import KeyFileCipher, is_sealed
 from idcode.keys import (
@@ -47,6 +48,7 @@ from idcode.keys import (
     Signer,
     VerificationKey,
     check_kid,
+    sm2_jwk,
 )
 from idcode.secretfiles import (
     check_private,
@@ -67,14 +69,27 @@ RETAIN_AFTER_SIGNING = max(MAX_TTL, 37 * 86_400) + 300
 
 @dataclass(frozen=True, slots=True)
 class RootKey:
-    """The city root key, which signs trust bundles (a JWS) for terminals."""
+    """The city root key, which signs trust bundles (a JWS) for terminals: Ed25519, or SM2
+    in a store made under the GM profile (its JWS ``alg`` is then ``SM2``, idcode.jws)."""
 
     kid: str
-    private_key: Ed25519PrivateKey
+    private_key: Ed25519PrivateKey | SM2PrivateKey
+
+    @property
+    def alg(self) -> Algorithm:
+        return Algorithm.SM2 if isinstance(self.private_key, SM2PrivateKey) else Algorithm.EDDSA
 
     @property
     def public_jwk(self) -> dict[str, Any]:
         return _root_public_jwk(self.kid, self.private_key)
+
+    def sign_jws(self, claims: dict[str, Any], typ: str) -> str:
+        """A compact JWS of ``claims``, typ ``typ``, signed with this key's algorithm."""
+        return _ROOT_JWT[self.alg].sign(claims, self.private_key, self.kid, typ)
+
+
+#: One pyjwt instance per root algorithm; only the SM2 one knows alg ``SM2``.
+_ROOT_JWT = {alg: RootJWT(alg) for alg in (Algorithm.EDDSA, Algorithm.SM2)}
 
 
 class KeyStore(Protocol):
@@ -117,7 +132,9 @@ class ManagedKeyStore(KeyStore, Protocol):
 
     def has_root_key(self) -> bool: ...
 
-    def create_root_key(self) -> RootKey: ...
+    def create_root_key(self, alg: Algorithm = Algorithm.EDDSA) -> RootKey:
+        """A new root key of ``alg`` (EdDSA, or SM2 under the GM profile)."""
+        ...
 
     def root_kid(self) -> str | None:
         """The root key's kid, or None when the store has no root key yet."""
@@ -130,7 +147,10 @@ class ManagedKeyStore(KeyStore, Protocol):
         ...
 
 
-def _root_public_jwk(kid: str, private_key: Ed25519PrivateKey) -> dict[str, Any]:
+def _root_public_jwk(kid: str, private_key: Ed25519PrivateKey | SM2PrivateKey) -> dict[str, Any]:
+    if isinstance(private_key, SM2PrivateKey):
+        public = sm2_jwk(private_key.public_key())
+        return {**public, "kid": kid, "alg": Algorithm.SM2.jose_name, "use": "sig"}
     raw = private_key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
@@ -173,12 +193,11 @@ def _same_public_key(private_key: PrivateKey, public_key: VerificationKey) -> bo
     return spki(private_key.public_key()) == spki(public_key)
 
 
-def _thumbprint(private_key: Ed25519PrivateKey) -> str:
-    """RFC 7638 JWK thumbprint of the public key, base64url."""
+def _thumbprint(private_key: Ed25519PrivateKey | SM2PrivateKey) -> str:
+    """RFC 7638 JWK thumbprint of the public key, base64url (an SM2 key's with y, as EC)."""
     jwk = _root_public_jwk("", private_key)
-    canonical = json.dumps(
-        {"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]}, separators=(",", ":")
-    )
+    members = ("crv", "kty", "x", "y") if "y" in jwk else ("crv", "kty", "x")
+    canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
@@ -230,12 +249,7 @@ class KeyManifest:
 
 def encode_manifest(manifest: KeyManifest, root: RootKey, at: int) -> str:
     """The manifest as a JWS signed by the root key (``typ: idcode-key-manifest+jwt``)."""
-    return jwt.encode(
-        manifest.claims(root.kid, at),
-        root.private_key,
-        algorithm="EdDSA",
-        headers={"kid": root.kid, "typ": MANIFEST_TYPE},
-    )
+    return root.sign_jws(manifest.claims(root.kid, at), MANIFEST_TYPE)
 
 
 def decode_manifest(token: str, root_jwk: dict[str, Any], where: str) -> KeyManifest:
@@ -245,13 +259,7 @@ def decode_manifest(token: str, root_jwk: dict[str, Any], where: str) -> KeyMani
         header = jwt.get_unverified_header(token)
         if header.get("typ") != MANIFEST_TYPE or header.get("kid") != root_jwk.get("kid"):
             raise ValueError("not a key manifest signed by this store's root key")
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            jwt.PyJWK(root_jwk, algorithm="EdDSA").key,
-            algorithms=["EdDSA"],
-            options={"require": ["iat"], "verify_iat": False},
-            issuer="idcode",
-        )
+        claims = _ROOT_JWT[root_algorithm_of(root_jwk)].verify(token, root_jwk)
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise KeyStoreError(
             f"{where} does not verify with the root key {root_jwk.get('kid')}: {exc}; "
@@ -367,11 +375,11 @@ class FileKeyStore:
         if meta is None:
             raise KeyStoreError(f"no root key in {self.directory}; run 'idcode keys init'")
         private_key = self._read_private_key(self.directory / ROOT_PEM_FILE)
-        if not isinstance(private_key, Ed25519PrivateKey):
-            raise KeyStoreError("the root key must be an Ed25519 key")
+        if not isinstance(private_key, Ed25519PrivateKey | SM2PrivateKey):
+            raise KeyStoreError("the root key must be an Ed25519 or SM2 key")
         root = RootKey(str(meta["kid"]), private_key)
         pinned = self._pinned_root_jwk(meta, private_key)
-        if root.public_jwk["x"] != pinned.get("x") or root.kid != pinned.get("kid"):
+        if root.public_jwk != pinned:
             raise KeyStoreError(
                 f"{self.directory / ROOT_PEM_FILE} does not match the root public key in "
                 f"{self.directory / ROOT_META_FILE} (kid {pinned.get('kid')!r}); one of them "
@@ -438,17 +446,21 @@ class FileKeyStore:
             finally:
                 self._lock_held.depth = 0
 
-    def create_root_key(self) -> RootKey:
+    def create_root_key(self, alg: Algorithm = Algorithm.EDDSA) -> RootKey:
+        if alg not in (Algorithm.EDDSA, Algorithm.SM2):
+            raise KeyStoreError(f"a root key is EdDSA or SM2, not {alg.jose_name}")
         with self.locked():
             if self.has_root_key():
                 raise KeyStoreError(f"{self.directory} already holds a root key")
-            private_key = Ed25519PrivateKey.generate()
+            private_key: Ed25519PrivateKey | SM2PrivateKey = (
+                SM2PrivateKey.generate() if alg is Algorithm.SM2 else Ed25519PrivateKey.generate()
+            )
             kid = "root-" + _thumbprint(private_key)[:12]
             self._write_private_key(self.directory / ROOT_PEM_FILE, private_key)
             public_jwk = _root_public_jwk(kid, private_key)
             self._write_json(
                 self.directory / ROOT_META_FILE,
-                {"kid": kid, "alg": "EdDSA", "public_jwk": public_jwk},
+                {"kid": kid, "alg": alg.jose_name, "public_jwk": public_jwk},
             )
             self._root_jwk = public_jwk
             return RootKey(kid, private_key)
@@ -614,7 +626,7 @@ class FileKeyStore:
         return meta
 
     def _pinned_root_jwk(
-        self, meta: dict[str, Any], private_key: Ed25519PrivateKey | None = None
+        self, meta: dict[str, Any], private_key: Ed25519PrivateKey | SM2PrivateKey | None = None
     ) -> dict[str, Any]:
         """The root public JWK, read once per store object and held from then on."""
         if self._root_jwk is None:
@@ -624,10 +636,16 @@ class FileKeyStore:
                 if private_key is None:
                     private_key = self.root_key().private_key
                 jwk = _root_public_jwk(str(meta["kid"]), private_key)
-            if jwk.get("kid") != meta["kid"] or jwk.get("crv") != "Ed25519" or "d" in jwk:
+            try:
+                root_algorithm_of(jwk)
+            except KeyMaterialError:
+                usable = False
+            else:
+                usable = jwk.get("kid") == meta["kid"] and "d" not in jwk
+            if not usable:
                 raise KeyStoreError(
-                    f"{self.directory / ROOT_META_FILE} does not hold a public Ed25519 key "
-                    "with its kid"
+                    f"{self.directory / ROOT_META_FILE} does not hold a public Ed25519 or SM2 "
+                    "key with its kid"
                 )
             self._root_jwk = jwk
         return self._root_jwk
@@ -833,15 +851,20 @@ def configured_key_store(settings: CoreSettings, keys_dir: Path | None = None) -
 
 
 def initialise(
-    store: ManagedKeyStore, now: int, days: int, alg: Algorithm = Algorithm.EDDSA
+    store: ManagedKeyStore,
+    now: int,
+    days: int,
+    alg: Algorithm = Algorithm.EDDSA,
+    root_alg: Algorithm = Algorithm.EDDSA,
 ) -> list[str]:
-    """Create the root key and a first issuer key where missing; say what was created.
+    """Create the root key (of ``root_alg``) and a first issuer key (of ``alg``) where
+    missing; say what was created.
 
     Under a lock on the key directory, so that replicas starting together create one set."""
     created = []
     with store.locked():
         if not store.has_root_key():
-            created.append(f"root key {store.create_root_key().kid}")
+            created.append(f"root key {store.create_root_key(root_alg).kid}")
         if not any(key.signs_at(now) for key in store.issuer_keys()):
             key = store.create_issuer_key(alg, now, now + days * 86_400)
             created.append(f"issuer key {key.kid} ({alg.jose_name})")

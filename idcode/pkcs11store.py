@@ -523,7 +523,15 @@ class TokenKeyStore:
         with self._token.lock:
             yield
 
-    def create_root_key(self) -> RootKey:
+    def create_root_key(self, alg: Algorithm = Algorithm.EDDSA) -> RootKey:
+        if alg is not Algorithm.EDDSA:
+            # The GM profile's root key is SM2, which a token cannot hold (profile_for).
+            raise KeyStoreError(
+                f"a {alg.name} root key cannot live on a PKCS#11 token with idcode: PKCS#11 "
+                "defines no mechanism for it (SM2 tokens use vendor-defined ones, which idcode "
+                "does not speak); keep the keys of the GM crypto profile in a key directory "
+                "(unset IDCODE_PKCS11_MODULE)"
+            )
         with self.locked():
             if self.has_root_key():
                 raise KeyStoreError(f"{self.location} already holds a root key")

@@ -8,9 +8,11 @@ other profile is refused ``unsupported_alg``, never verified by some fallback.
 
 The profile decides the code algorithms, and the service's personal-data vault asks it for
 the AEAD of personal data at rest and the keyed hash of ID-number lookups and subject keys
-(``aead``, ``keyed_hash``; idcode.service.pii). The other uses of cryptography (the JWS of
-trust bundles, status deltas and terminal tokens, the root key) are to become fields of
-``CryptoProfile`` in the same way, so that one setting keeps choosing them all.
+(``aead``, ``keyed_hash``; idcode.service.pii), and the root key's algorithm, which signs
+the JWS of trust bundles, status deltas and the key manifest (``root_algorithm``: EdDSA, or
+``SM2`` under gm; idcode.jws). Terminal tokens, relying-party tokens and device credentials
+are to become fields of ``CryptoProfile`` in the same way, so that one setting keeps choosing
+them all.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from idcode.cose import Algorithm
-from idcode.errors import ConfigurationError
+from idcode.errors import ConfigurationError, KeyMaterialError
 from idcode.gm import hmac_sm3, sm2_backend
+from idcode.jws import root_algorithm_of
 from idcode.keys import PublicKey
 
 
@@ -46,6 +50,8 @@ class CryptoProfile:
     ``aead`` names the cipher of personal data at rest and ``keyed_hash`` the MAC of lookup
     hashes and subject keys (``mac``); both are stored or shared, so a deployment keeps its
     profile (docs/crypto-profiles.md, "Personal data under the GM profile").
+    ``root_algorithm`` is the root key's, and the one JWS ``alg`` its bundles, deltas and key
+    manifest carry and its terminals accept.
     """
 
     name: ProfileName
@@ -54,6 +60,7 @@ class CryptoProfile:
     issuer_algorithm: Algorithm
     aead: str
     keyed_hash: str
+    root_algorithm: Algorithm
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         """The profile's keyed hash, 32 bytes: HMAC-SHA256, or HMAC-SM3 under ``gm``."""
@@ -87,6 +94,21 @@ class CryptoProfile:
                     f"this profile ('idcode keys rotate --starts-in 0') and remove this one"
                 )
 
+    def check_root_key(self, root_jwk: dict[str, Any], where: str) -> None:
+        """ConfigurationError when the root key (its public JWK) in ``where`` is not of this
+        profile: its terminals would refuse every bundle it signs."""
+        try:
+            root = root_algorithm_of(root_jwk)
+        except KeyMaterialError as exc:
+            raise ConfigurationError(f"the root key in {where}: {exc}") from None
+        if root is not self.root_algorithm:
+            raise ConfigurationError(
+                f"the root key in {where} is {root.jose_name}, but the {self.name} crypto "
+                f"profile's root key is {self.root_algorithm.jose_name}: set "
+                f"IDCODE_CRYPTO_PROFILE to the key store's profile, or use a key store made "
+                f"under this one ('idcode keys init')"
+            )
+
     def check_available(self) -> str:
         """Which library does this profile's algorithms here (``""`` for the standard one,
         all ``cryptography``); ConfigurationError, said at start, where the GM profile's SM2
@@ -109,6 +131,7 @@ STANDARD = CryptoProfile(
     issuer_algorithm=Algorithm.EDDSA,
     aead="AES-256-GCM",
     keyed_hash="HMAC-SHA256",
+    root_algorithm=Algorithm.EDDSA,
 )
 GM = CryptoProfile(
     name=ProfileName.GM,
@@ -117,5 +140,6 @@ GM = CryptoProfile(
     issuer_algorithm=Algorithm.SM2,
     aead="SM4-GCM",
     keyed_hash="HMAC-SM3",
+    root_algorithm=Algorithm.SM2,
 )
 PROFILES = {profile.name: profile for profile in (STANDARD, GM)}

@@ -61,7 +61,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.development:
         upgrade(settings.sqlalchemy_url)
         initialise(
-            store, int(time.time()), settings.issuer_key_days, settings.profile.issuer_algorithm
+            store,
+            int(time.time()),
+            settings.issuer_key_days,
+            settings.profile.issuer_algorithm,
+            settings.profile.root_algorithm,
         )
         engine = make_engine(settings.sqlalchemy_url)
         try:
@@ -85,6 +89,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # One clear line (idcode: error: ...) for a signing key of the other profile, before the
     # workers, which check it again in build_services.
     settings.profile.check_issuer_keys(store.issuer_keys(), int(time.time()))
+    if store.has_root_key():
+        settings.profile.check_root_key(store.root_public_jwk(), store.location)
     metrics_dir = _share_metrics(args.workers)
     try:
         uvicorn.run(

@@ -56,7 +56,9 @@ def _provision(args: argparse.Namespace, directory: Path) -> identities.Terminal
             f"{directory} is not provisioned yet; provisioning needs {', '.join(missing)}"
         )
     try:
-        root_jwk = load_root_jwk(json.loads(Path(args.root).read_text(encoding="utf-8")))
+        root_jwk = load_root_jwk(
+            json.loads(Path(args.root).read_text(encoding="utf-8")), core_settings().profile
+        )
     except ValueError as exc:  # not UTF-8, not JSON, or not a root key (BundleError)
         raise IdcodeError(f"{args.root} does not hold the city root key: {exc}") from None
     private_key = identities.new_terminal_key()

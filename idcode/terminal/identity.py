@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
 from idcode.bundle import load_root_jwk
+from idcode.config import core_settings
 from idcode.errors import ProvisioningError
 from idcode.scenes import scene_names
 from idcode.secretfiles import (
@@ -112,7 +113,9 @@ def load(directory: Path) -> TerminalIdentity:
         private_key = serialization.load_pem_private_key(
             (directory / KEY_FILE).read_bytes(), password=None
         )
-        root_jwk = load_root_jwk(json.loads((directory / ROOT_FILE).read_text()))
+        root_jwk = load_root_jwk(
+            json.loads((directory / ROOT_FILE).read_text()), core_settings().profile
+        )
     except (OSError, ValueError) as exc:
         raise ProvisioningError(f"cannot read the terminal in {directory}: {exc}") from None
     if not isinstance(private_key, Ed25519PrivateKey):

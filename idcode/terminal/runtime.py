@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from idcode.bundle import TrustBundle, verify_bundle, verify_delta
+from idcode.bundle import TrustBundle, pinned_profile, verify_bundle, verify_delta
 from idcode.codetext import DEFAULT_DEPLOYMENT, prefix_for
 from idcode.cose import Algorithm
 from idcode.decider import Decider
@@ -269,7 +269,8 @@ class TerminalRuntime:
         token, etag = self.client.trust_bundle(etag)
         if token is None:
             return "unchanged"
-        bundle = verify_bundle(token, self.identity.root_jwk)
+        root_jwk = self.identity.root_jwk
+        bundle = verify_bundle(token, root_jwk, pinned_profile(root_jwk))
         self._note_drift(bundle)
         self._not_from_the_future(bundle.issued_at)
         if held is not None and (
@@ -293,7 +294,8 @@ class TerminalRuntime:
             if exc.status == 409 and not isinstance(exc, BadResponse):
                 return self._fetch_bundle(held, version_reset=True)
             raise
-        delta, signed_at = verify_delta(token, self.identity.root_jwk)
+        root_jwk = self.identity.root_jwk
+        delta, signed_at = verify_delta(token, root_jwk, pinned_profile(root_jwk))
         self._not_from_the_future(signed_at)
         self._adopt(
             held.apply_delta(delta, signed_at), keep=lambda: self.trust_store.save_delta(token)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from idcode.bundle import TrustBundle, verify_bundle, verify_delta
+from idcode.bundle import TrustBundle, pinned_profile, verify_bundle, verify_delta
 from idcode.errors import BundleError
 from idcode.secretfiles import check_trusted_directory, check_trusted_file
 
@@ -52,14 +52,15 @@ class TrustStore:
         path = self.directory / BUNDLE_FILE
         if not self._trusted(path):
             return None
-        bundle = verify_bundle(path.read_text(encoding="ascii").strip(), self.root_jwk)
+        profile = pinned_profile(self.root_jwk)
+        bundle = verify_bundle(path.read_text(encoding="ascii").strip(), self.root_jwk, profile)
         deltas = self.directory / DELTAS_FILE
         if not self._trusted(deltas):
             return bundle
         applied: list[str] = []
         for line in deltas.read_text(encoding="ascii", errors="replace").splitlines():
             try:
-                bundle = bundle.apply_delta(*verify_delta(line.strip(), self.root_jwk))
+                bundle = bundle.apply_delta(*verify_delta(line.strip(), self.root_jwk, profile))
             except BundleError as exc:
                 # Only the last line can be torn (each is synced before the next is written):
                 # keep what was applied before it; the next sync catches up from there.

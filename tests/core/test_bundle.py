@@ -11,6 +11,7 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from idcode import b64url
 from idcode.bundle import (
@@ -215,7 +216,7 @@ def test_signed_deltas_verify_only_with_the_pinned_root_key(
     root = store.root_key()
     token = jwt.encode(
         {"iss": "idcode", "iat": NOW, "delta": delta.to_json()},
-        root.private_key,
+        _ed25519(root.private_key),
         algorithm="EdDSA",
         headers={"kid": root.kid, "typ": DELTA_TYPE},
     )
@@ -224,7 +225,7 @@ def test_signed_deltas_verify_only_with_the_pinned_root_key(
     initialise(other, NOW, 90)
     forged = jwt.encode(
         {"iss": "idcode", "iat": NOW, "delta": delta.to_json()},
-        other.root_key().private_key,
+        _ed25519(other.root_key().private_key),
         algorithm="EdDSA",
         headers={"kid": root.kid, "typ": DELTA_TYPE},
     )
@@ -244,7 +245,7 @@ def root_signed(store: FileKeyStore, payload: bytes | dict[str, Any], typ: str) 
     root = store.root_key()
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     return jwt.api_jws.encode(
-        raw, root.private_key, algorithm="EdDSA", headers={"kid": root.kid, "typ": typ}
+        raw, _ed25519(root.private_key), algorithm="EdDSA", headers={"kid": root.kid, "typ": typ}
     )
 
 
@@ -407,3 +408,9 @@ def test_a_lenient_delta_signed_by_the_root_key_is_refused_with_a_precise_reason
         claims = changed(claims, path, value)
     with pytest.raises(BundleError, match=re.escape(reason)):
         verify_delta(root_signed(store, claims, DELTA_TYPE), store.root_public_jwk())
+
+
+def _ed25519(key: object) -> Ed25519PrivateKey:
+    """A root key of the standard profile, as pyjwt takes it."""
+    assert isinstance(key, Ed25519PrivateKey)
+    return key

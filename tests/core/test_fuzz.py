@@ -741,6 +741,7 @@ JWS_LAYERS = ["none", "header", "claims", "encoding", "signature", "framing"]
 
 def hmac_secrets() -> list[bytes]:
     """The root's public key as an HMAC secret, in the forms an attacker would try."""
+    assert isinstance(ROOT.private_key, Ed25519PrivateKey)
     public = ROOT.private_key.public_key()
     return [
         json.dumps(ROOT_JWK).encode(),

@@ -73,7 +73,9 @@ def test_private_keys_are_generated_on_the_token_and_cannot_be_read_off_it(
         with pytest.raises(pkcs11.exceptions.AttributeSensitive):
             key[Attribute.VALUE]
     with pytest.raises(KeyStoreError, match="never leaves it"):
-        store.root_key().private_key.private_bytes(
+        root = store.root_key().private_key
+        assert isinstance(root, Ed25519PrivateKey)
+        root.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
@@ -262,3 +264,13 @@ def test_an_sm2_issuer_key_is_refused_on_a_token_and_nothing_is_made(
         rotate(store, NOW + 60, DAYS, Algorithm.SM2, starts_in=0)
     assert {public.kid for public in store.issuer_keys()} == before
     assert store.signing_key(NOW + 60).alg is Algorithm.EDDSA
+
+
+def test_an_sm2_root_key_is_refused_on_a_token_and_nothing_is_made(
+    store: TokenKeyStore,
+) -> None:
+    """The GM profile's root key is SM2: a token refuses it as it refuses SM2 issuer keys."""
+    with pytest.raises(KeyStoreError, match="SM2 root key cannot live on a PKCS#11 token"):
+        initialise(store, NOW, DAYS, Algorithm.SM2, Algorithm.SM2)
+    assert not store.has_root_key()
+    assert store.issuer_keys() == []

@@ -12,9 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from idcode.codetext import decode_body
-from idcode.cose import decode_sign1
+from idcode.cose import Algorithm, decode_sign1
 from idcode.errors import ConfigurationError
 from idcode.keys import keys_from_jwks
+from idcode.keystore import configured_key_store, initialise, rotate
 from idcode.profiles import GM, STANDARD, CryptoProfile
 from idcode.service.api.app import create_app
 from idcode.service.settings import Settings
@@ -107,4 +108,19 @@ def test_a_gm_service_does_not_start_over_a_key_store_that_signs_with_eddsa(
     gm = make_settings(database_url=postgres_url, redis_url=redis_url, crypto_profile="gm")
     app = create_app(gm)
     with pytest.raises(ConfigurationError, match=r"issuer key '.' is EdDSA.* gm crypto profile"):
+        TestClient(app).__enter__()
+
+
+def test_a_gm_service_does_not_start_over_a_key_store_whose_root_key_is_ed25519(
+    make_settings: Callable[..., Settings], postgres_url: str, redis_url: str
+) -> None:
+    gm = make_settings(database_url=postgres_url, redis_url=redis_url, crypto_profile="gm")
+    store = configured_key_store(gm)
+    now = int(time.time())
+    initialise(store, now, 90)  # a standard store: Ed25519 root, EdDSA issuer key
+    rotate(store, now, 90, Algorithm.SM2)  # its issuer key is now the profile's, its root not
+    app = create_app(gm)
+    with pytest.raises(
+        ConfigurationError, match=r"root key in .* is EdDSA, but the gm crypto profile's root key"
+    ):
         TestClient(app).__enter__()

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from idcode.cli import main
 from idcode.config import core_settings
+from idcode.gm import SM2PrivateKey
 from idcode.keystore import RootKey
 from idcode.terminal import identity as identities
 from idcode.terminal.identity import TerminalIdentity, new_terminal_key
@@ -86,7 +87,9 @@ def test_a_terminal_asked_to_accept_another_profiles_algorithm_does_not_start(
     message: str,
 ) -> None:
     directory = tmp_path / "terminal"
-    root = RootKey("R", Ed25519PrivateKey.generate()).public_jwk
+    # A root of the terminal's profile: one of the other is refused before the options are.
+    root_key = SM2PrivateKey.generate() if profile == "gm" else Ed25519PrivateKey.generate()
+    root = RootKey("R", root_key).public_jwk
     identities.save(
         directory,
         TerminalIdentity(
@@ -107,4 +110,42 @@ def test_a_terminal_asked_to_accept_another_profiles_algorithm_does_not_start(
     err = capsys.readouterr().err
     assert status == 2, err
     assert message in err
+    assert not (directory / JOURNAL_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("profile", "wanted"), [("gm", "public SM2 JWK"), ("standard", "public Ed25519 JWK")]
+)
+def test_a_terminal_whose_pinned_root_is_of_the_other_profile_does_not_start(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    profile: str,
+    wanted: str,
+) -> None:
+    directory = tmp_path / "terminal"
+    root_key = Ed25519PrivateKey.generate() if profile == "gm" else SM2PrivateKey.generate()
+    identities.save(
+        directory,
+        TerminalIdentity(
+            str(uuid.uuid4()),
+            "community",
+            "site-1",
+            "http://127.0.0.1:9",
+            new_terminal_key(),
+            RootKey("R", root_key).public_jwk,
+        ),
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    monkeypatch.setenv("IDCODE_CRYPTO_PROFILE", profile)
+    core_settings.cache_clear()
+    try:
+        status = main(["terminal", "run", "--dir", str(directory), "--offline"])
+    finally:
+        monkeypatch.delenv("IDCODE_CRYPTO_PROFILE")
+        core_settings.cache_clear()
+
+    err = capsys.readouterr().err
+    assert status != 0, err
+    assert f"the root key must be a {wanted} (the {profile} crypto profile's)" in err
     assert not (directory / JOURNAL_FILE).exists()

@@ -61,7 +61,11 @@ def build_services(settings: Settings) -> Services:
     profile.check_available()
     if settings.development:
         for created in initialise(
-            store, _now(), settings.issuer_key_days, profile.issuer_algorithm
+            store,
+            _now(),
+            settings.issuer_key_days,
+            profile.issuer_algorithm,
+            profile.root_algorithm,
         ):
             log.info("created development %s in %s", created, store.location)
     # Read the keys now, not at the first request: a key store others could have written to,
@@ -70,6 +74,8 @@ def build_services(settings: Settings) -> Services:
     keys = SigningKeyCache(store)
     keys.load(_now())
     profile.check_issuer_keys(keys.published(_now()), _now())
+    if store.has_root_key():  # a root key of the other profile signs bundles nobody accepts
+        profile.check_root_key(store.root_public_jwk(), store.location)
     vault = vault_for(settings)
     engine = make_engine(settings.sqlalchemy_url)
     # The database's lookup hashes, ciphertexts and subject keys are of one profile: another
