@@ -33,8 +33,8 @@ import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
-from idcode.cose import Algorithm
 from idcode.keys import keys_from_jwks
+from idcode.profiles import PROFILES, ProfileName
 from idcode.service.auth import dev_token
 from idcode.service.cards import NewCard, enrol
 from idcode.service.database import make_engine, make_session_factory
@@ -231,12 +231,18 @@ def citizen_tokens(settings: Settings, id_numbers: Sequence[str], ttl: int) -> l
 
 
 def prepare_service(
-    cleanup: ExitStack, cards: int, token_ttl: int = 3600, source: Path | None = None
+    cleanup: ExitStack,
+    cards: int,
+    token_ttl: int = 3600,
+    source: Path | None = None,
+    profile: ProfileName = ProfileName.STANDARD,
 ) -> Service:
     """Scratch database (migrated), Redis prefix and key store, ``cards`` enrolled cards and
     their citizens' tokens; each removed when ``cleanup`` closes. The per-citizen rate limit
     is raised to RATE_LIMIT_PER_MINUTE. ``source``: another checkout of idcode (a baseline)
-    whose code the service's commands and server run instead (first on PYTHONPATH)."""
+    whose code the service's commands and server run instead (first on PYTHONPATH).
+    ``profile``: the crypto profile (IDCODE_CRYPTO_PROFILE) of the service, its key store
+    created under it (an SM2 issuer key for gm)."""
     workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="idcode-")))
     database_url = cleanup.enter_context(scratch_database(POSTGRES_ADMIN_URL))
     prefix = cleanup.enter_context(scratch_redis_prefix(REDIS_URL))
@@ -251,6 +257,8 @@ def prepare_service(
         IDCODE_DEMO_DATA="false",
         IDCODE_RATE_LIMIT_PER_MINUTE=str(RATE_LIMIT_PER_MINUTE),
     )
+    if profile is not ProfileName.STANDARD:  # a baseline from before profiles never sees it
+        env["IDCODE_CRYPTO_PROFILE"] = profile.value
     if source is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     for command in (["db", "upgrade"], ["keys", "init"]):
@@ -262,20 +270,24 @@ def prepare_service(
         redis_url=REDIS_URL,
         redis_prefix=prefix,
         demo_data=False,
+        crypto_profile=profile,
     )
     tokens = citizen_tokens(settings, enrol_cards(settings, cards), token_ttl)
     return Service(workdir, env, settings, database_url, tokens)
 
 
-def check_issuance(base_url: str, token: str) -> None:
-    """One code through the API, verified offline with the server's JWKS, before timing."""
+def check_issuance(base_url: str, token: str, profile: ProfileName = ProfileName.STANDARD) -> None:
+    """One code through the API, verified offline with the server's JWKS and the
+    algorithms of ``profile``, before timing."""
     status, body = http(
         "POST", base_url + "/v1/codes", {"Authorization": f"Bearer {token}", "Content-Length": "0"}
     )
     if status != 200:
         raise BenchError(f"POST /v1/codes answered {status}: {body[:300]!r}")
     jwks = json.loads(http("GET", base_url + "/.well-known/jwks.json")[1])
-    trust = Trust.of(keys_from_jwks(jwks), prefix="WH1:", algorithms=[Algorithm.EDDSA])
+    trust = Trust.of(
+        keys_from_jwks(jwks), prefix="WH1:", algorithms=PROFILES[profile].default_code_algorithms
+    )
     verdict = verify(json.loads(body)["code"], trust, int(time.time()))
     if not verdict.valid:
         raise BenchError(f"the issued code does not verify: {verdict}")

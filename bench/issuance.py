@@ -10,6 +10,12 @@ rounds: ``POST /v1/codes`` with a consent body (identification, issue 12), which
 consent to the database.
 
     .venv/bin/python bench/issuance.py [--rounds R] [--seconds S] [--cards N] [--consent]
+                                       [--profiles standard,gm]
+
+``--profiles gm`` runs the server under the GM crypto profile (SM2-signed codes; target
+>= 0.2x). ``--profiles standard,gm`` runs one server per profile side by side and times all
+four runs (each server's issuance and no-op) in every round, the order rotated, and prints
+each issuance against its no-op and SM2 issuance against EdDSA issuance.
 
 Needs ``wrk`` (Debian/Ubuntu: ``apt-get install wrk``), PostgreSQL and Redis as for the
 tests (IDCODE_TEST_POSTGRES_URL, IDCODE_TEST_REDIS_URL). The database, the Redis keys and
@@ -48,7 +54,12 @@ from _service import (
     server_versions,
 )
 
+from idcode.profiles import ProfileName
+
 RATIO_TARGET = 0.3
+# Issuance against the no-op per crypto profile: SM2 signs slower than Ed25519 (issue 16).
+PROFILE_TARGETS = {ProfileName.STANDARD: RATIO_TARGET, ProfileName.GM: 0.2}
+PROFILE_SIGNATURES = {ProfileName.STANDARD: "EdDSA", ProfileName.GM: "SM2"}
 WARM_UP_SECONDS = 1
 
 ISSUE = "POST /v1/codes"
@@ -246,7 +257,7 @@ def print_header(
         print(f"  (consent body, the same for every citizen: {generator.consent_body.read_text()})")
 
 
-def print_results(results: dict[str, list[WrkResult]]) -> None:
+def print_results(results: dict[str, list[WrkResult]], target: float = RATIO_TARGET) -> None:
     rounds = len(results[NOOP])
     print()
     if len(results) > 2:
@@ -272,11 +283,11 @@ def print_results(results: dict[str, list[WrkResult]]) -> None:
     noop = [run.per_second for run in results[NOOP]]
     ratio = statistics.median(issue) / statistics.median(noop)
     per_round = [i / n for i, n in zip(issue, noop, strict=True)]
-    verdict = "ok" if ratio >= RATIO_TARGET else "MISS"
+    verdict = "ok" if ratio >= target else "MISS"
     print()
     print(
         f"issuance / no-op: {ratio:.2f}x (round ratios {min(per_round):.2f}-"
-        f"{max(per_round):.2f}x)  target >= {RATIO_TARGET}x {verdict}"
+        f"{max(per_round):.2f}x)  target >= {target}x {verdict}"
     )
     if CONSENT in results:
         consent = [run.per_second for run in results[CONSENT]]
@@ -311,12 +322,12 @@ def compare(
     timed in alternation (the order swapped every round), so both see the same noise."""
     if not (source / "idcode" / "__init__.py").is_file():
         raise BenchError(f"--baseline {source}: not an idcode checkout (no idcode/__init__.py)")
-    baseline = prepare_service(cleanup, args.cards, source=source)
+    baseline = prepare_service(cleanup, args.cards, source=source, profile=args.profiles[0])
     tokens_file = baseline.workdir / "tokens.txt"
     tokens_file.write_text("\n".join(baseline.tokens) + "\n")
     baseline_generator = replace(generator, tokens=tokens_file)
     baseline_url = cleanup.enter_context(running_server(baseline.env, baseline.workdir)).base_url
-    check_issuance(baseline_url, baseline.tokens[0])
+    check_issuance(baseline_url, baseline.tokens[0], args.profiles[0])
     versions = server_versions(baseline.database_url, REDIS_URL)
     print_header(generator, base_url, versions, args.cards, (ISSUE,))
     print(f"baseline: {source} (PYTHONPATH), its own database, key store and Redis prefix")
@@ -363,6 +374,127 @@ def compare(
     print(f"\ncommand: {shlex.join(sys.orig_argv)}  (cwd {os.getcwd()})")
 
 
+def compare_profiles(
+    cleanup: ExitStack,
+    generator: LoadGenerator,
+    base_url: str,
+    profiles: Sequence[ProfileName],
+    args: argparse.Namespace,
+) -> None:
+    """One server per crypto profile (``base_url`` runs the first), all up at once; each
+    round times every server's no-op and issuance, the order of the runs rotated every
+    round, so that all see the same noise."""
+    servers = {profiles[0]: (generator, base_url)}
+    versions = ""
+    for profile in profiles[1:]:
+        service = prepare_service(cleanup, args.cards, profile=profile)
+        tokens_file = service.workdir / "tokens.txt"
+        tokens_file.write_text("\n".join(service.tokens) + "\n")
+        url = cleanup.enter_context(running_server(service.env, service.workdir)).base_url
+        check_issuance(url, service.tokens[0], profile)
+        servers[profile] = (replace(generator, tokens=tokens_file), url)
+        versions = server_versions(service.database_url, REDIS_URL)
+    print_header(generator, base_url, versions, args.cards, (NOOP, ISSUE))
+    print(
+        f"profiles: {', '.join(f'{p} ({PROFILE_SIGNATURES[p]} codes)' for p in profiles)}, "
+        f"one server each (IDCODE_CRYPTO_PROFILE), each with its own database, key store and "
+        f"Redis prefix; the same commands against each server's URL: "
+        + ", ".join(f"{p} {url}" for p, (_, url) in servers.items())
+    )
+    runs = [(profile, endpoint) for profile in profiles for endpoint in (NOOP, ISSUE)]
+    for profile, endpoint in runs:
+        side_generator, url = servers[profile]
+        side_generator.run(url, endpoint, WARM_UP_SECONDS)
+    results: dict[tuple[ProfileName, str], list[WrkResult]] = {run: [] for run in runs}
+    for index in range(args.rounds):
+        shift = index % len(runs)
+        order = runs[shift:] + runs[:shift]
+        if index // len(runs) % 2:  # every other cycle backwards: each pair in both orders
+            order.reverse()
+        for profile, endpoint in order:
+            side_generator, url = servers[profile]
+            results[profile, endpoint].append(side_generator.run(url, endpoint))
+        print(
+            f"  round {index + 1}/{args.rounds}: "
+            + ", ".join(f"{p} {e} {results[p, e][-1].per_second:,.0f}/s" for p, e in order),
+            file=sys.stderr,
+            flush=True,
+        )
+    print()
+    print(f"{args.rounds} rounds, the {len(runs)} runs in turn (order rotated every round)")
+    print(
+        f"{'profile, endpoint':<27}{'median req/s':>13}{'min-max req/s':>18}{'p50 ms':>8}"
+        f"{'p99 ms':>8}{'requests':>10}{'non-2xx':>9}{'sock err':>9}"
+    )
+    for (profile, endpoint), side_runs in results.items():
+        rates = [run.per_second for run in side_runs]
+        print(
+            f"{f'{profile} {endpoint}':<27}{statistics.median(rates):>13,.0f}"
+            f"{f'{min(rates):,.0f}-{max(rates):,.0f}':>18}"
+            f"{statistics.median(r.p50_ms for r in side_runs):>8.2f}"
+            f"{statistics.median(r.p99_ms for r in side_runs):>8.2f}"
+            f"{sum(r.requests for r in side_runs):>10,}"
+            f"{sum(r.non_2xx for r in side_runs):>9,}"
+            f"{sum(r.socket_errors + r.timeouts for r in side_runs):>9,}"
+        )
+    print()
+
+    def ratio_line(label: str, top: list[WrkResult], bottom: list[WrkResult]) -> str:
+        tops = [run.per_second for run in top]
+        bottoms = [run.per_second for run in bottom]
+        per_round = [t / b for t, b in zip(tops, bottoms, strict=True)]
+        return (
+            f"{label}: {statistics.median(tops) / statistics.median(bottoms):.2f}x "
+            f"(round ratios {min(per_round):.2f}-{max(per_round):.2f}x)"
+        )
+
+    for profile in profiles:
+        target = PROFILE_TARGETS[profile]
+        issue, noop = results[profile, ISSUE], results[profile, NOOP]
+        ratio = statistics.median(r.per_second for r in issue) / statistics.median(
+            r.per_second for r in noop
+        )
+        print(
+            ratio_line(
+                f"{PROFILE_SIGNATURES[profile]} issuance / its no-op ({profile})", issue, noop
+            )
+            + f"  target >= {target}x {'ok' if ratio >= target else 'MISS'}"
+        )
+    first, *others = profiles
+    for other in others:
+        for endpoint, what in ((ISSUE, "issuance"), (NOOP, "no-op")):
+            print(
+                ratio_line(
+                    f"{PROFILE_SIGNATURES[other]} {what} / {PROFILE_SIGNATURES[first]} {what}",
+                    results[other, endpoint],
+                    results[first, endpoint],
+                )
+            )
+    print(
+        "   ratios = medians of req/s over the rounds; round ratios = the same ratio within\n"
+        "   each round (runs of one round are seconds apart, not simultaneous). The no-op\n"
+        "   ratio between the servers shows how evenly the machine's noise fell on them."
+    )
+    failed = sum(
+        r.non_2xx + r.socket_errors + r.timeouts for runs in results.values() for r in runs
+    )
+    if failed:
+        print(f"   WARNING: {failed} requests failed; the figures above count them as served.")
+    print(f"\ncommand: {shlex.join(sys.orig_argv)}  (cwd {os.getcwd()})")
+
+
+def profile_list(text: str) -> list[ProfileName]:
+    try:
+        profiles = [ProfileName(name.strip()) for name in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: one or two of {', '.join(ProfileName)}, comma-separated"
+        ) from None
+    if len(set(profiles)) != len(profiles):
+        raise argparse.ArgumentTypeError(f"{text!r}: a profile named twice")
+    return profiles
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
@@ -384,7 +516,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also POST /v1/codes with a consent body for a registered relying party",
     )
+    parser.add_argument(
+        "--profiles",
+        type=profile_list,
+        default=[ProfileName.STANDARD],
+        metavar="standard,gm",
+        help="the crypto profile of the server (IDCODE_CRYPTO_PROFILE; default standard); "
+        "two, comma-separated, run one server per profile side by side and compare them",
+    )
     args = parser.parse_args(argv)
+    if len(args.profiles) > 1 and (args.baseline or args.consent):
+        parser.error("--profiles with two profiles goes without --baseline and --consent")
     if args.rounds < 1 or args.seconds < 1 or args.cards < 1 or args.threads < 1:
         parser.error("--rounds, --seconds, --cards and --threads must be at least 1")
     if args.connections < args.threads:
@@ -406,7 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         with ExitStack() as cleanup:
-            service = prepare_service(cleanup, args.cards)
+            profile = args.profiles[0]
+            service = prepare_service(cleanup, args.cards, profile=profile)
             workdir, tokens = service.workdir, service.tokens
             tokens_file = workdir / "tokens.txt"
             tokens_file.write_text("\n".join(tokens) + "\n")
@@ -426,7 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             endpoints = (NOOP, ISSUE, CONSENT) if args.consent else (NOOP, ISSUE)
 
             base_url = cleanup.enter_context(running_server(service.env, workdir)).base_url
-            check_issuance(base_url, tokens[0])
+            check_issuance(base_url, tokens[0], profile)
+            if len(args.profiles) > 1:
+                compare_profiles(cleanup, generator, base_url, args.profiles, args)
+                return 0
             if args.baseline:
                 compare(cleanup, generator, base_url, Path(args.baseline).resolve(), args)
                 return 0
@@ -436,8 +582,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_consent_issuance(base_url, tokens[0], party)
             versions = server_versions(service.database_url, REDIS_URL)
             print_header(generator, base_url, versions, len(tokens), endpoints)
+            print(f"crypto profile: {profile} ({PROFILE_SIGNATURES[profile]} codes)")
             results = measure(generator, base_url, args.rounds, endpoints)
-            print_results(results)
+            print_results(results, PROFILE_TARGETS[profile])
     except BenchError as exc:
         print(f"bench/issuance.py: {exc}", file=sys.stderr)
         return 1

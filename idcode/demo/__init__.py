@@ -34,8 +34,9 @@ def add_commands(commands: Any) -> None:
         "expired, revoked, replayed, wrong community, over the daily limit ...), then bring "
         "the network back, upload the journals and check that the service holds exactly the "
         "events the terminals journaled; a service hall counter and a benefits kiosk identify "
-        "a few citizens online with their consent. Exit status 0 when every check holds. Scenes: "
-        + ", ".join(SCENES),
+        "a few citizens online with their consent. IDCODE_CRYPTO_PROFILE chooses the crypto "
+        "profile (gm: SM2-signed codes, terminals that accept SM2). Exit status 0 when every "
+        "check holds. Scenes: " + ", ".join(SCENES),
     )
     demo.add_argument("--citizens", type=int, default=240, help="citizens to enrol (240)")
     demo.add_argument("--seed", type=int, help="random seed, to replay a run")

@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from idcode.demo import culture, employment, merchant, transport
 from idcode.errors import IdcodeError, ServiceError
+from idcode.profiles import ProfileName
+from idcode.reasons import Reason
 from idcode.service.auth import dev_token
 from idcode.service.settings import Settings
 from idcode.terminal.client import request
@@ -73,6 +75,7 @@ def embedded_service(settings: Settings) -> Iterator[str]:
         configured_key_store(settings),
         int(time.time()) - 86_400,
         settings.issuer_key_days,
+        settings.profile.issuer_algorithm,
     )
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=0, log_level="warning", access_log=False
@@ -290,6 +293,9 @@ class Demo:
             identity,
             journal_path=self.workdir / "terminals" / journal if journal else None,
             options=options,
+            # A deployment's terminals accept its crypto profile's code algorithms, as
+            # 'idcode terminal run' does without --algorithms.
+            algorithms=self.city.settings.profile.default_code_algorithms,
         )
         gate = Gate(label, runtime)
         self.gates[label] = gate
@@ -546,6 +552,19 @@ def _table(demo: Demo) -> None:
                 demo.say(f"{'':<36}{name}: {len(values)} totalling {total}")
 
 
+def _algorithms_agree(demo: Demo) -> bool:
+    """No terminal refused a code for its algorithm: the service and the terminals run one
+    crypto profile (every code of the demo is the service's own)."""
+    foreign = [
+        gate.label
+        for gate in demo.gates.values()
+        if any(e.reason == Reason.UNSUPPORTED_ALG.value for e in gate.entries)
+    ]
+    if foreign:
+        demo.say(f"CHECK FAILED: unsupported_alg at {', '.join(foreign)}")
+    return not foreign
+
+
 HALL_PURPOSE = "residence_certificate"
 HALL_ATTRIBUTES = ["name", "id_number", "residency"]
 # What the hall's visitors consent to: less than the hall may ask for, exactly that, and more
@@ -652,8 +671,16 @@ def _server_events(city: City, terminal_id: str) -> list[str]:
         since = page[-1]["occurred_at"].replace("+", "%2B")
 
 
-def run(out: TextIO, *, citizens: int, seed: int | None, workdir: Path | None) -> int:
-    """Run the demo; returns 0 when the service holds exactly the journaled events."""
+def run(
+    out: TextIO,
+    *,
+    citizens: int,
+    seed: int | None,
+    workdir: Path | None,
+    profile: ProfileName | None = None,
+) -> int:
+    """Run the demo; returns 0 when the service holds exactly the journaled events.
+    ``profile``: the crypto profile, else IDCODE_CRYPTO_PROFILE's (standard by default)."""
     seed = secrets.randbelow(2**31) if seed is None else seed
     chance = random.Random(seed)
     scratch = workdir or Path(tempfile.mkdtemp(prefix="idcode-demo-"))
@@ -666,6 +693,8 @@ def run(out: TextIO, *, citizens: int, seed: int | None, workdir: Path | None) -
         demo_data=False,
         rate_limit_per_minute=10_000,
     )
+    if profile is not None:
+        settings = settings.model_copy(update={"crypto_profile": profile})
     try:
         with embedded_service(settings) as url:
             return _run(url, settings, scratch, chance, out, citizens, seed, workdir is not None)
@@ -692,6 +721,13 @@ def _run(
     demo.say(f"idcode demo (seed {seed}): the service is up at {url}, data in {scratch}")
     if not kept:
         demo.say("(a scratch directory, removed at the end: --workdir keeps it)")
+    code_algorithms = settings.profile.default_code_algorithms
+    demo.say(
+        f"crypto profile {settings.profile.name}: codes signed with "
+        f"{settings.profile.issuer_algorithm.jose_name}, the terminals accept "
+        f"{', '.join(alg.jose_name for alg in code_algorithms)}; trust bundles, status deltas "
+        f"and terminal tokens signed with the root key (EdDSA)"
+    )
     citizens = _enrol(city, chance, count)
     demo.say(f"enrolled {len(citizens)} citizens")
     people = _scenes(demo, citizens)
@@ -733,6 +769,7 @@ def _run(
     )
     demo.say(f"offline: {pending} decisions journaled, none uploaded")
     _table(demo)
+    algorithms_agree = _algorithms_agree(demo)
     hospital_agrees = _kiosk_software(demo, hospital)
     library_agrees = culture.loan_software(demo)
     demo.say("")
@@ -774,5 +811,6 @@ def _run(
         stands_agree,
         cleared,
         library_agrees,
+        algorithms_agree,
     )
     return 0 if all(checks) else 1
