@@ -76,6 +76,7 @@ def embedded_service(settings: Settings) -> Iterator[str]:
         int(time.time()) - 86_400,
         settings.issuer_key_days,
         settings.profile.issuer_algorithm,
+        settings.profile.root_algorithm,
     )
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=0, log_level="warning", access_log=False

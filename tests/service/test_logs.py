@@ -188,6 +188,13 @@ def test_a_forked_worker_does_not_repeat_its_parents_request_ids() -> None:
     assert len(set(parents)) == 50
 
 
+def test_every_new_request_id_is_taken_back_when_a_caller_sends_it_again() -> None:
+    """About one random 32-hex-digit id in ninety holds a run the acceptance rules refuse
+    (15 digits, a mobile number): new ids never do, so a retry keeps its id."""
+    ids = [new_request_id() for _ in range(5_000)]
+    assert all(accepted_request_id(i.encode()) == i for i in ids)
+
+
 # -- the access line ------------------------------------------------------------------------
 
 

@@ -110,7 +110,12 @@ class _RequestIds:
         self._random.seed(os.urandom(32))
 
     def new(self) -> str:
-        return f"{self._random.getrandbits(128):032x}"
+        # An id a caller sends back (a retry) must be taken again: about one in ninety random
+        # ids holds a run accepted_request_id refuses, and is drawn again.
+        while True:
+            text = f"{self._random.getrandbits(128):032x}"
+            if _PERSONAL_RUN.search(text) is None:
+                return text
 
 
 _ids = _RequestIds()
