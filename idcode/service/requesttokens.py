@@ -83,7 +83,7 @@ def check_profile_key(jwk: dict[str, Any], profile: CryptoProfile, refused: type
     if why is not None:
         raise refused(
             "unsupported_key",
-            f"a {jwk['kty']} {jwk['crv']} key (alg {alg}) cannot be registered: {why}",
+            f"the key (kty {jwk['kty']}, crv {jwk['crv']}, alg {alg}) cannot be registered: {why}",
         )
 
 

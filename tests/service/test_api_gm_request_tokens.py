@@ -116,7 +116,7 @@ def test_a_gm_service_refuses_eddsa_keys_and_tokens_saying_its_profile_takes_sm2
         new_party(client, tokens, ed25519_jwk(ed25519)),
     ):
         detail = problem(response, 422, "unsupported_key")
-        assert "OKP Ed25519 key (alg EdDSA) cannot be registered" in detail
+        assert "key (kty OKP, crv Ed25519, alg EdDSA) cannot be registered" in detail
         assert "the gm crypto profile (SM2 only)" in detail
 
     # An SM2 key that says it signs ES256 is not guessed at.
@@ -163,6 +163,7 @@ def test_a_standard_service_refuses_an_sm2_key_and_takes_an_sm2_token_as_not_sig
         new_party(client, tokens, sm2_jwk(sm2)),
     ):
         detail = problem(response, 422, "unsupported_key")
+        assert "key (kty EC, crv SM2, alg SM2) cannot be registered" in detail
         assert "the standard crypto profile (EdDSA, ES256 only)" in detail
 
     ed25519 = Ed25519PrivateKey.generate()
