@@ -1,5 +1,6 @@
 """The JWS the city root key signs (trust bundles, status deltas, the key manifest): EdDSA
-under the standard crypto profile, ``SM2`` under the GM profile (docs/crypto-profiles.md,
+under the standard crypto profile, ``SM2`` under the GM profile, as are the request tokens of
+terminals and relying parties under it (``sm2_jwt``) (docs/crypto-profiles.md,
 "JWS under the GM profile").
 
 JOSE registers no SM2 algorithm; ``SM2`` is idcode's name, as in its JWKs: a 64-byte r || s
@@ -78,6 +79,15 @@ class SM2Algorithm(JWSAlgorithm):
             return sm2_key_from_jwk(document)
         except KeyMaterialError as exc:
             raise jwt.InvalidKeyError(str(exc)) from None
+
+
+def sm2_jwt() -> jwt.PyJWT:
+    """A pyjwt instance of its own that knows ``SM2`` besides pyjwt's algorithms (request
+    tokens under the GM profile, idcode.terminaltoken); callers name the algorithms they
+    accept, as with pyjwt's global instance."""
+    instance = jwt.PyJWT()
+    instance._jws.register_algorithm(Algorithm.SM2.jose_name, SM2Algorithm())
+    return instance
 
 
 class RootJWT(jwt.PyJWT):

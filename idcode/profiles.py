@@ -10,9 +10,10 @@ The profile decides the code algorithms, and the service's personal-data vault a
 the AEAD of personal data at rest and the keyed hash of ID-number lookups and subject keys
 (``aead``, ``keyed_hash``; idcode.service.pii), and the root key's algorithm, which signs
 the JWS of trust bundles, status deltas and the key manifest (``root_algorithm``: EdDSA, or
-``SM2`` under gm; idcode.jws). Terminal tokens, relying-party tokens and device credentials
-are to become fields of ``CryptoProfile`` in the same way, so that one setting keeps choosing
-them all.
+``SM2`` under gm; idcode.jws), and the keys terminals and relying parties sign their request
+tokens with (``request_token_algorithms``: EdDSA or ES256, or ``SM2`` under gm;
+idcode.service.requesttokens). Device keys are to become a field in the same way
+(docs/crypto-profiles.md, "What the profile does not decide yet").
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class CryptoProfile:
     profile (docs/crypto-profiles.md, "Personal data under the GM profile").
     ``root_algorithm`` is the root key's, and the one JWS ``alg`` its bundles, deltas and key
     manifest carry and its terminals accept.
+    ``request_token_algorithms`` are the JWS ``alg`` of the request tokens of terminals and
+    relying parties, and so the kinds of key they may register; a new terminal's key has
+    ``terminal_key_algorithm``.
     """
 
     name: ProfileName
@@ -61,6 +65,8 @@ class CryptoProfile:
     aead: str
     keyed_hash: str
     root_algorithm: Algorithm
+    request_token_algorithms: tuple[Algorithm, ...]
+    terminal_key_algorithm: Algorithm
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         """The profile's keyed hash, 32 bytes: HMAC-SHA256, or HMAC-SM3 under ``gm``."""
@@ -109,6 +115,20 @@ class CryptoProfile:
                 f"under this one ('idcode keys init')"
             )
 
+    def request_token_names(self) -> tuple[str, ...]:
+        """The JWS ``alg`` names of ``request_token_algorithms``."""
+        return tuple(alg.jose_name for alg in self.request_token_algorithms)
+
+    def foreign_request_key(self, alg: str) -> str | None:
+        """Why a request key or token of JWS ``alg`` (one idcode knows) is refused under this
+        profile, or None when the profile takes it."""
+        if alg in self.request_token_names():
+            return None
+        return (
+            f"{alg} is not a request-token algorithm of the {self.name} crypto profile "
+            f"({', '.join(self.request_token_names())} only)"
+        )
+
     def check_available(self) -> str:
         """Which library does this profile's algorithms here (``""`` for the standard one,
         all ``cryptography``); ConfigurationError, said at start, where the GM profile's SM2
@@ -132,6 +152,8 @@ STANDARD = CryptoProfile(
     aead="AES-256-GCM",
     keyed_hash="HMAC-SHA256",
     root_algorithm=Algorithm.EDDSA,
+    request_token_algorithms=(Algorithm.EDDSA, Algorithm.ES256),
+    terminal_key_algorithm=Algorithm.EDDSA,
 )
 GM = CryptoProfile(
     name=ProfileName.GM,
@@ -141,5 +163,7 @@ GM = CryptoProfile(
     aead="SM4-GCM",
     keyed_hash="HMAC-SM3",
     root_algorithm=Algorithm.SM2,
+    request_token_algorithms=(Algorithm.SM2,),
+    terminal_key_algorithm=Algorithm.SM2,
 )
 PROFILES = {profile.name: profile for profile in (STANDARD, GM)}

@@ -12,6 +12,8 @@ from typing import Any
 
 import jwt
 
+from idcode.jws import sm2_jwt
+
 TERMINAL_AUDIENCE = "idcode"
 #: A relying party's tokens name another audience: a token one kind of caller signed is never
 #: accepted as the other's, whatever ids the two tables hold.
@@ -19,6 +21,9 @@ RELYING_PARTY_AUDIENCE = "idcode/relying-party"
 #: A citizen's device renewing its credential (POST /v1/devices/{id}/credential).
 DEVICE_AUDIENCE = "idcode/device"
 MAX_TOKEN_LIFETIME = 300
+#: Signs ``alg`` ``SM2`` (an SM2 key, the GM crypto profile); pyjwt's global instance knows
+#: no SM2 and stays so (idcode.jws).
+_SM2_JWT = sm2_jwt()
 
 
 def terminal_token(
@@ -63,7 +68,8 @@ def request_token(
     now: int | None = None,
     lifetime: int = 120,
 ) -> str:
-    """A single-use request token: ``iss`` and ``sub`` the caller's id, a fresh ``jti``."""
+    """A single-use request token: ``iss`` and ``sub`` the caller's id, a fresh ``jti``;
+    ``alg`` ``SM2`` (idcode.jws) with an SM2 private key (idcode.gm) under the GM profile."""
     issued = int(time.time()) if now is None else now
     claims = {
         "iss": party_id,
@@ -73,4 +79,6 @@ def request_token(
         "exp": issued + lifetime,
         "jti": uuid.uuid4().hex,
     }
+    if alg == "SM2":
+        return _SM2_JWT.encode(claims, private_key, algorithm=alg)
     return jwt.encode(claims, private_key, algorithm=alg)

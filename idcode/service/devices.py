@@ -30,7 +30,11 @@ from idcode.protocol import MAX_CLOCK_DRIFT
 from idcode.service.cards import record_audit, snapshot
 from idcode.service.models import CardRecord, CardStatus, DeviceRecord, StatusChange
 from idcode.service.pii import PersonalDataVault
-from idcode.service.requesttokens import check_read_token, read_request_token
+from idcode.service.requesttokens import (
+    DEVICE_TOKEN_ALGORITHMS,
+    check_read_token,
+    read_request_token,
+)
 from idcode.terminaltoken import DEVICE_AUDIENCE
 from idcode.text import control_reason
 from idcode.verifier import MAX_CLOCK_SKEW
@@ -326,7 +330,9 @@ def authenticate(session: Session, token: str, device_uuid: str, now: float) -> 
     """The device ``device_uuid`` if its key signed ``token`` for DEVICE_AUDIENCE, or
     DeviceAuthError saying why not (``device_removed`` only to a token its key signed).
     Reads only: the caller spends the token afterwards, so a refused one changes nothing."""
-    read = read_request_token(token, refused=DeviceAuthError, not_signed=NOT_SIGNED)
+    read = read_request_token(
+        token, refused=DeviceAuthError, not_signed=NOT_SIGNED, algorithms=DEVICE_TOKEN_ALGORITHMS
+    )
     record = session.get(DeviceRecord, read.party_id) if read.party_id == device_uuid else None
     signed = check_read_token(
         read,

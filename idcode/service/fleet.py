@@ -19,10 +19,16 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from idcode.errors import RequestRefused, TerminalAuthError
+from idcode.profiles import CryptoProfile
 from idcode.scenes import SCENES, scene_names
 from idcode.service.cards import record_audit
 from idcode.service.models import RelyingPartyRecord, TerminalRecord
-from idcode.service.requesttokens import PARTY_ID, authenticate_caller, public_signing_jwk
+from idcode.service.requesttokens import (
+    PARTY_ID,
+    authenticate_caller,
+    check_profile_key,
+    public_signing_jwk,
+)
 from idcode.terminaltoken import MAX_TOKEN_LIFETIME, TERMINAL_AUDIENCE, terminal_token
 from idcode.verifier import DEFAULT_CLOCK_SKEW
 
@@ -42,7 +48,10 @@ class NewTerminal(BaseModel):
 
     scene: str = Field(description=" | ".join(SCENES) + ", or a scene an installed plugin adds")
     site: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
-    public_jwk: dict[str, Any] = Field(description="The terminal's public key (Ed25519 or P-256).")
+    public_jwk: dict[str, Any] = Field(
+        description="The terminal's public key: Ed25519 or P-256, or SM2 (kty EC, crv SM2) under "
+        "the gm crypto profile (docs/crypto-profiles.md)."
+    )
     relying_party: str | None = Field(
         default=None,
         pattern=f"^{PARTY_ID.pattern}$",
@@ -64,7 +73,10 @@ class NewTerminal(BaseModel):
         return public_signing_jwk(jwk)
 
 
-def register(session: Session, new: NewTerminal, actor: str) -> TerminalRecord:
+def register(
+    session: Session, new: NewTerminal, actor: str, profile: CryptoProfile
+) -> TerminalRecord:
+    check_profile_key(new.public_jwk, profile, RequestRefused)
     if new.relying_party is not None:
         party = session.get(RelyingPartyRecord, new.relying_party)
         if party is None or not party.active:
@@ -111,7 +123,9 @@ class AuthenticatedTerminal:
 NOT_SIGNED = "the token is not signed by a registered terminal's key"
 
 
-def authenticate(session: Session, token: str, now: float | None = None) -> AuthenticatedTerminal:
+def authenticate(
+    session: Session, token: str, now: float | None = None, *, profile: CryptoProfile
+) -> AuthenticatedTerminal:
     """The active terminal that signed ``token``, or TerminalAuthError saying why not.
 
     Reads only: the caller checks the token's single use, then records the terminal as seen
@@ -125,6 +139,7 @@ def authenticate(session: Session, token: str, now: float | None = None) -> Auth
         not_signed=NOT_SIGNED,
         inactive=("terminal_decommissioned", "this terminal is decommissioned"),
         now=time.time() if now is None else now,
+        profile=profile,
     )
     return AuthenticatedTerminal(record, signed.jti, signed.clock_drift)
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from idcode.attributes import ATTRIBUTES, MAX_PURPOSES, PURPOSE, SECTORS
 from idcode.errors import RequestRefused
+from idcode.profiles import CryptoProfile
 from idcode.scenes import MAX_LINKED_SUBJECTS, SUBJECT_PATTERN
 from idcode.service.cards import record_audit
 from idcode.service.models import (
@@ -28,7 +29,7 @@ from idcode.service.models import (
     RelyingPartyRecord,
     TerminalRecord,
 )
-from idcode.service.requesttokens import public_signing_jwk
+from idcode.service.requesttokens import check_profile_key, public_signing_jwk
 from idcode.text import control_reason
 
 #: Every answer to a token that the named party's key did not sign (see fleet.NOT_SIGNED).
@@ -62,7 +63,8 @@ class NewRelyingParty(BaseModel):
         "the pairwise subject alone.",
     )
     public_jwk: dict[str, Any] = Field(
-        description="The key its counters sign requests with (Ed25519 or P-256)."
+        description="The key its counters sign requests with: Ed25519 or P-256, or SM2 (kty EC, "
+        "crv SM2) under the gm crypto profile (docs/crypto-profiles.md)."
     )
 
     @field_validator("name")
@@ -108,7 +110,10 @@ def known_attributes(values: list[str]) -> list[str]:
     return [name for name in ATTRIBUTES if name in values]
 
 
-def register(session: Session, new: NewRelyingParty, actor: str) -> RelyingPartyRecord:
+def register(
+    session: Session, new: NewRelyingParty, actor: str, profile: CryptoProfile
+) -> RelyingPartyRecord:
+    check_profile_key(new.public_jwk, profile, RequestRefused)
     record = RelyingPartyRecord(
         id=str(uuid.uuid4()),
         name=new.name,

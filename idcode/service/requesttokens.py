@@ -20,37 +20,71 @@ from sqlalchemy.orm import Session
 
 from idcode.cose import Algorithm
 from idcode.errors import KeyMaterialError, Refusal
+from idcode.gm import SM2PrivateKey
+from idcode.jws import SM2Algorithm, sm2_jwt
 from idcode.keys import check_jwk_coordinates
+from idcode.profiles import STANDARD, CryptoProfile
 from idcode.protocol import MAX_CLOCK_DRIFT
 from idcode.terminaltoken import MAX_TOKEN_LIFETIME
 
 #: The id of a terminal or a relying party: a UUID as the service writes it.
 PARTY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _JTI = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_ALGORITHMS = ("EdDSA", "ES256")
+#: The kinds of signing key a caller may register, by JWK ``kty`` and ``crv``, with their JWS
+#: ``alg``; which of them a deployment takes is its crypto profile's (``request_token_names``).
+_KINDS = {("OKP", "Ed25519"): "EdDSA", ("EC", "P-256"): "ES256", ("EC", "SM2"): "SM2"}
+#: The request-token algorithms idcode knows, whatever the profile: a token naming one of them
+#: that the profile does not take is refused saying so; any other ``alg`` as not signed.
+_KNOWN = frozenset(_KINDS.values())
+#: A device's tokens: its key is Ed25519 or P-256 under every profile (idcode.devicecode).
+DEVICE_TOKEN_ALGORITHMS = ("EdDSA", "ES256")
+#: Verifies ``alg`` ``SM2`` (only ever asked to when the profile takes it); pyjwt's global
+#: instance, which verifies the others, knows no SM2 (idcode.jws).
+_SM2_JWT = sm2_jwt()
 #: The largest NumericDate taken (2**53: every integer up to it is exact as a float).
 _LARGEST_DATE = 2**53
 
 
 def public_signing_jwk(jwk: dict[str, Any]) -> dict[str, Any]:
-    """``jwk`` reduced to its public members plus ``alg``, or ValueError saying what is wrong."""
+    """``jwk`` reduced to its public members plus ``alg``, or ValueError saying what is wrong.
+
+    Any kind idcode knows (Ed25519, P-256, SM2); whether the deployment's crypto profile takes
+    it is ``check_profile_key``'s, where the profile is known."""
     if "d" in jwk:
         raise ValueError("send the public key only (no 'd')")
-    kinds = {("OKP", "Ed25519"): "EdDSA", ("EC", "P-256"): "ES256"}
     kty, crv = jwk.get("kty"), jwk.get("crv")
-    alg = kinds.get((kty, crv)) if isinstance(kty, str) and isinstance(crv, str) else None
+    alg = _KINDS.get((kty, crv)) if isinstance(kty, str) and isinstance(crv, str) else None
     if alg is None:
-        raise ValueError("the key must be Ed25519 (OKP) or P-256 (EC)")
+        raise ValueError("the key must be Ed25519 (OKP), P-256 (EC) or SM2 (EC, crv SM2)")
+    if "alg" in jwk and jwk["alg"] != alg:
+        # A key says what it signs with; one that says something else is not guessed at.
+        raise ValueError(f"a {kty} {crv} key signs with alg {alg}, not the alg the JWK names")
     try:
         # Stored as sent: junk in x or y (a NUL, say) would reach the database.
         check_jwk_coordinates(jwk, Algorithm.from_name(alg, exact=True))
     except KeyMaterialError as exc:
         raise ValueError(str(exc)) from None
     try:
-        jwt.PyJWK(jwk, algorithm=alg)
+        if alg == "SM2":
+            SM2Algorithm.from_jwk({k: jwk[k] for k in ("kty", "crv", "x", "y")})
+        else:
+            jwt.PyJWK(jwk, algorithm=alg)
     except jwt.PyJWTError as exc:
         raise ValueError(f"not a usable public key: {exc}") from None
     return {k: v for k, v in jwk.items() if k in ("kty", "crv", "x", "y")} | {"alg": alg}
+
+
+def check_profile_key(jwk: dict[str, Any], profile: CryptoProfile, refused: type[Refusal]) -> None:
+    """``refused`` (reason ``unsupported_key``) when ``jwk`` (from ``public_signing_jwk``) is
+    not of a kind ``profile`` signs request tokens with: a terminal or relying party that
+    registered it could never be authenticated."""
+    alg = str(jwk["alg"])
+    why = profile.foreign_request_key(alg)
+    if why is not None:
+        raise refused(
+            "unsupported_key",
+            f"the key (kty {jwk['kty']}, crv {jwk['crv']}, alg {alg}) cannot be registered: {why}",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +117,8 @@ def _decoy_jwk(alg: str) -> dict[str, Any]:
         return jwt.algorithms.OKPAlgorithm.to_jwk(
             Ed25519PrivateKey.generate().public_key(), as_dict=True
         )
+    if alg == "SM2":
+        return SM2Algorithm.to_jwk(SM2PrivateKey.generate(), as_dict=True)
     return jwt.algorithms.ECAlgorithm.to_jwk(
         ec.generate_private_key(ec.SECP256R1()).public_key(), as_dict=True
     )
@@ -97,10 +133,22 @@ class ReadToken:
     alg: str
 
 
-def read_request_token(token: str, *, refused: type[Refusal], not_signed: str) -> ReadToken:
+def read_request_token(
+    token: str,
+    *,
+    refused: type[Refusal],
+    not_signed: str,
+    profile: CryptoProfile = STANDARD,
+    algorithms: tuple[str, ...] | None = None,
+) -> ReadToken:
     """The caller ``token`` names and the algorithm its header claims (one parse, nothing
     verified), or ``refused``. Split from ``check_read_token`` so that the caller's key can be
-    looked up, in a cache or the database, between the two."""
+    looked up, in a cache or the database, between the two.
+
+    The algorithm must be one of ``algorithms``, by default the ``profile``'s request-token
+    algorithms. One of another profile is refused under ``gm`` saying so (a token's header is
+    its sender's to read, and names no caller); under ``standard`` an ``SM2`` token is refused
+    as not signed, as any ``alg`` the service does not know."""
     try:
         # Header and claims in one parse (get_unverified_header plus decode parsed it twice).
         unverified = jwt.decode_complete(token, options={"verify_signature": False})
@@ -110,8 +158,12 @@ def read_request_token(token: str, *, refused: type[Refusal], not_signed: str) -
     if not isinstance(party_id, str) or not PARTY_ID.fullmatch(party_id):
         raise refused("invalid_token", "the token names no registered caller")
     alg = header.get("alg")
-    if alg not in _ALGORITHMS:
-        raise refused("invalid_token", not_signed)
+    accepted = profile.request_token_names() if algorithms is None else algorithms
+    if alg not in accepted:
+        foreign = None
+        if alg in _KNOWN and "SM2" in accepted:
+            foreign = profile.foreign_request_key(str(alg))
+        raise refused("invalid_token", foreign or not_signed)
     return ReadToken(token, party_id, alg)
 
 
@@ -123,13 +175,14 @@ def check_request_token(
     refused: type[Refusal],
     not_signed: str,
     now: float,
+    profile: CryptoProfile = STANDARD,
 ) -> SignedRequest:
     """Who signed ``token`` for ``audience``, or ``refused`` saying why not.
 
     ``public_jwk(party_id)`` is the registered key of that caller, None if there is none.
     Whether the caller is still active is the caller's to check afterwards: only a token its
     key signed may learn that (an unsigned one must not probe which ids exist)."""
-    read = read_request_token(token, refused=refused, not_signed=not_signed)
+    read = read_request_token(token, refused=refused, not_signed=not_signed, profile=profile)
     return check_read_token(
         read,
         audience=audience,
@@ -157,11 +210,17 @@ def check_read_token(
     # has one of that algorithm, else against a decoy: an unknown id, or a known one with a
     # key of the other kind, costs one signature check and fails as a forgery does.
     known = jwk is not None and jwk.get("alg") == alg
-    key = jwt.PyJWK(jwk if known and jwk is not None else _decoy_jwk(alg), algorithm=alg).key
+    signing_jwk = jwk if known and jwk is not None else _decoy_jwk(alg)
+    decoder: Any = jwt
+    if alg == "SM2":  # only ever an alg the profile takes (read_request_token)
+        key: Any = SM2Algorithm.from_jwk({k: signing_jwk[k] for k in ("kty", "crv", "x", "y")})
+        decoder = _SM2_JWT
+    else:
+        key = jwt.PyJWK(signing_jwk, algorithm=alg).key
     try:
         # Times are judged below against the caller's own clock, which may drift (a terminal
         # offline for days must still reach the service to learn that it drifts).
-        claims = jwt.decode(
+        claims = decoder.decode(
             token,
             key,
             algorithms=[alg],
@@ -178,6 +237,7 @@ def check_read_token(
             },
         )
     except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError, jwt.DecodeError):
+        # An SM2 signature that is not 64 bytes fails in SM2Algorithm.verify as a forgery.
         raise refused("invalid_token", not_signed) from None
     except jwt.PyJWTError as exc:
         # Claims are judged only after the signature verified: only the key's holder sees this.
@@ -219,6 +279,7 @@ def authenticate_caller(
     not_signed: str,
     inactive: tuple[str, str],
     now: float,
+    profile: CryptoProfile = STANDARD,
 ) -> tuple[Caller, SignedRequest]:
     """The active ``model`` record (a terminal, a relying party) whose key signed ``token``,
     with the checked token; ``refused`` saying why not, ``inactive`` (reason, message) for a
@@ -237,6 +298,7 @@ def authenticate_caller(
         refused=refused,
         not_signed=not_signed,
         now=now,
+        profile=profile,
     )
     record = records[signed.party_id]
     assert record is not None  # its key signed the token

@@ -55,13 +55,12 @@ def _provision(args: argparse.Namespace, directory: Path) -> identities.Terminal
         raise IdcodeError(
             f"{directory} is not provisioned yet; provisioning needs {', '.join(missing)}"
         )
+    profile = core_settings().profile
     try:
-        root_jwk = load_root_jwk(
-            json.loads(Path(args.root).read_text(encoding="utf-8")), core_settings().profile
-        )
+        root_jwk = load_root_jwk(json.loads(Path(args.root).read_text(encoding="utf-8")), profile)
     except ValueError as exc:  # not UTF-8, not JSON, or not a root key (BundleError)
         raise IdcodeError(f"{args.root} does not hold the city root key: {exc}") from None
-    private_key = identities.new_terminal_key()
+    private_key = identities.new_terminal_key(profile.terminal_key_algorithm)
     server = args.server.rstrip("/")
     terminal_id = register(
         server,

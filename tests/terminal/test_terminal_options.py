@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from idcode.cli import main
 from idcode.config import core_settings
+from idcode.cose import Algorithm
 from idcode.gm import SM2PrivateKey
 from idcode.keystore import RootKey
 from idcode.terminal import identity as identities
@@ -90,11 +91,11 @@ def test_a_terminal_asked_to_accept_another_profiles_algorithm_does_not_start(
     # A root of the terminal's profile: one of the other is refused before the options are.
     root_key = SM2PrivateKey.generate() if profile == "gm" else Ed25519PrivateKey.generate()
     root = RootKey("R", root_key).public_jwk
+    # And a key of its profile: one of the other is refused too (test_terminal_gm_key.py).
+    key = new_terminal_key(Algorithm.SM2 if profile == "gm" else Algorithm.EDDSA)
     identities.save(
         directory,
-        TerminalIdentity(
-            str(uuid.uuid4()), "community", "site-1", "http://127.0.0.1:9", new_terminal_key(), root
-        ),
+        TerminalIdentity(str(uuid.uuid4()), "community", "site-1", "http://127.0.0.1:9", key, root),
     )
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     monkeypatch.setenv("IDCODE_CRYPTO_PROFILE", profile)

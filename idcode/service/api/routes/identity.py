@@ -161,7 +161,10 @@ async def _relying_party(request: Request) -> KnownParty:
         )
     try:
         read = read_request_token(
-            token, refused=RelyingPartyAuthError, not_signed=relyingparties.NOT_SIGNED
+            token,
+            refused=RelyingPartyAuthError,
+            not_signed=relyingparties.NOT_SIGNED,
+            profile=services.settings.profile,
         )
         party = services.parties.fresh(read.party_id)
         if party is None:
@@ -219,7 +222,12 @@ async def register_relying_party(
 
     def work() -> dict[str, Any]:
         with services.sessions() as session:
-            record = relyingparties.register(session, new, operator.subject)
+            try:
+                record = relyingparties.register(
+                    session, new, operator.subject, services.settings.profile
+                )
+            except RequestRefused as exc:
+                raise Problem(422, exc.reason, str(exc)) from None
             session.commit()
             return _view(record, operator=True)
 

@@ -94,8 +94,13 @@ async def _terminal(request: Request) -> TerminalRecord:
     def seen(session: Session, accepted: AuthenticatedTerminal, now: float) -> None:
         record_seen(session, accepted.record.id, accepted.clock_drift, now, backlog)
 
+    profile = request.app.state.services.settings.profile
+
+    def signed_by(session: Session, token: str) -> AuthenticatedTerminal:
+        return authenticate(session, token, profile=profile)
+
     accepted = await signed_caller(
-        request, "terminal", authenticate, seen, inactive="terminal_decommissioned"
+        request, "terminal", signed_by, seen, inactive="terminal_decommissioned"
     )
     return accepted.record
 
@@ -144,7 +149,7 @@ async def register_terminal(
     def work() -> dict[str, Any]:
         with services.sessions() as session:
             try:
-                record = register(session, new, operator.subject)
+                record = register(session, new, operator.subject, services.settings.profile)
             except RequestRefused as exc:
                 raise Problem(422, exc.reason, str(exc)) from None
             session.commit()
