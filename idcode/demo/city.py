@@ -35,8 +35,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from idcode.demo import culture, employment, merchant, transport
 from idcode.errors import IdcodeError, ServiceError
 from idcode.profiles import ProfileName
@@ -44,7 +42,13 @@ from idcode.reasons import Reason
 from idcode.service.auth import dev_token
 from idcode.service.settings import Settings
 from idcode.terminal.client import request
-from idcode.terminal.identity import TerminalIdentity, new_terminal_key, public_jwk_of
+from idcode.terminal.identity import (
+    TerminalIdentity,
+    TerminalKey,
+    key_algorithm,
+    new_terminal_key,
+    public_jwk_of,
+)
 from idcode.terminal.journal import JournalEntry
 from idcode.terminal.runtime import TerminalRuntime
 from idcode.terminal.scanners import decision_line
@@ -279,7 +283,7 @@ class Demo:
         relying_party: str | None = None,
         **options: str,
     ) -> Gate:
-        private_key = new_terminal_key()
+        private_key = new_terminal_key(self.city.settings.profile.terminal_key_algorithm)
         body = {"scene": scene, "site": site, "public_jwk": public_jwk_of(private_key)}
         if relying_party is not None:
             body["relying_party"] = relying_party
@@ -432,19 +436,19 @@ class Hospital:
     patient number), which only its software holds; the service knows the links alone."""
 
     id: str
-    key: Ed25519PrivateKey
+    key: TerminalKey
     patients: dict[str, str] = field(default_factory=dict)
     registered: list[Citizen] = field(default_factory=list)
     refusal: str = ""
 
     def token(self) -> str:
         """A new single-use token for one request of the desk."""
-        return relying_party_token(self.id, self.key)
+        return party_token(self.id, self.key)
 
 
 def _hospital(demo: Demo) -> Hospital:
     """Register the hospital as a relying party, and its kiosk as the party's terminal."""
-    key = Ed25519PrivateKey.generate()
+    key = party_key(demo.city.settings)
     party = demo.city.call(
         "POST",
         "/v1/relying-parties",
@@ -578,12 +582,22 @@ HALL_CONSENTS = (
 HALL_VISITORS = 6
 
 
+def party_key(settings: Settings) -> TerminalKey:
+    """A relying party's counter key, of the deployment's crypto profile (SM2 under gm)."""
+    return new_terminal_key(settings.profile.terminal_key_algorithm)
+
+
+def party_token(party_id: str, key: TerminalKey) -> str:
+    """A single-use request token of a relying party's counter, signed with its key's alg."""
+    return relying_party_token(party_id, key, key_algorithm(key).jose_name)
+
+
 def _service_hall(demo: Demo, citizens: list[Citizen]) -> bool:
     """A service hall's counter identifies a few citizens online, with their consent, and
     meets a code shown twice and one without consent (docs/scenes/servicehall.md). Prints
     one line; returns whether every check held."""
     city = demo.city
-    key = new_terminal_key()
+    key = party_key(city.settings)
     hall = city.call(
         "POST",
         "/v1/relying-parties",
@@ -601,7 +615,7 @@ def _service_hall(demo: Demo, citizens: list[Citizen]) -> bool:
         body = {"code": code, "purpose": HALL_PURPOSE, "counter": "window-3"}
         try:
             answer: dict[str, Any] = city.call(
-                "POST", "/v1/identify", body, token=relying_party_token(hall["id"], key)
+                "POST", "/v1/identify", body, token=party_token(hall["id"], key)
             )
         except ServiceError as exc:
             return exc.reason

@@ -14,8 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from idcode.errors import ServiceError
-from idcode.terminal.identity import new_terminal_key, public_jwk_of
-from idcode.terminaltoken import relying_party_token
+from idcode.terminal.identity import public_jwk_of
 
 if TYPE_CHECKING:
     from idcode.demo.city import Citizen, Demo
@@ -109,10 +108,11 @@ def benefits_kiosk(demo: Demo) -> bool:
     """Online: the bureau's kiosk identifies three citizens with their consent (programmes and
     residency only) and shows their eligibility; a code shown twice and one without consent
     are refused. Prints one line; returns whether every check held."""
-    from idcode.demo.city import Citizen  # the demo's module, which imports this one
+    # The demo's module, which imports this one.
+    from idcode.demo.city import Citizen, party_key, party_token
 
     city = demo.city
-    key = new_terminal_key()
+    key = party_key(demo.city.settings)
     bureau = city.call(
         "POST",
         "/v1/relying-parties",
@@ -130,7 +130,7 @@ def benefits_kiosk(demo: Demo) -> bool:
         body = {"code": code, "purpose": PURPOSE, "counter": "kiosk-1"}
         try:
             answer: dict[str, Any] = city.call(
-                "POST", "/v1/identify", body, token=relying_party_token(bureau["id"], key)
+                "POST", "/v1/identify", body, token=party_token(bureau["id"], key)
             )
         except ServiceError as exc:
             return exc.reason
