@@ -236,6 +236,24 @@ class KeyManifest:
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     removed: dict[str, int] = field(default_factory=dict)  # kid -> when it was removed
 
+    def end_period(self, kid: str, at: int, where: str) -> dict[str, Any] | None:
+        """End ``kid``'s signing period at ``at`` (never before it starts): its JWK, changed,
+        or None when the period already ends by then. KeyStoreError for a kid not listed."""
+        jwk = self.keys.get(kid)
+        if jwk is None:
+            raise KeyStoreError(f"no issuer key {kid!r} {where}")
+        if "exp" in jwk and jwk["exp"] <= at:
+            return None
+        jwk["exp"] = max(at, jwk.get("nbf", at))
+        return jwk
+
+    def remove(self, kid: str, at: int, where: str) -> None:
+        """Unlist ``kid`` and record it as removed at ``at``, never to be given again."""
+        if kid not in self.keys:
+            raise KeyStoreError(f"no issuer key {kid!r} {where}")
+        del self.keys[kid]
+        self.removed[kid] = at
+
     def claims(self, root_kid: str, at: int) -> dict[str, Any]:
         return {
             "iss": "idcode",
@@ -491,10 +509,7 @@ class FileKeyStore:
         with self.locked():
             root = self.root_key()
             manifest = self.manifest()
-            if kid not in manifest.keys:
-                raise KeyStoreError(f"no issuer key {kid!r} in {self.directory}")
-            del manifest.keys[kid]
-            manifest.removed[kid] = at
+            manifest.remove(kid, at, f"in {self.directory}")
             self._write_manifest(manifest, root)
             for suffix in (".json", ".pem"):
                 path = self._issuer_path(kid, suffix)
@@ -506,12 +521,9 @@ class FileKeyStore:
         with self.locked():
             root = self.root_key()
             manifest = self.manifest()
-            jwk = manifest.keys.get(kid)
+            jwk = manifest.end_period(kid, at, f"in {self.directory}")
             if jwk is None:
-                raise KeyStoreError(f"no issuer key {kid!r} in {self.directory}")
-            if "exp" in jwk and jwk["exp"] <= at:
                 return
-            jwk["exp"] = max(at, jwk.get("nbf", at))
             self._write_manifest(manifest, root)
             self._write_json(self._issuer_path(kid, ".json"), {"public_jwk": jwk}, replace=True)
 

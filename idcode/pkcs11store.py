@@ -558,13 +558,8 @@ class TokenKeyStore:
         with self.locked():
             root = self.root_key()
             manifest = self.manifest()
-            jwk = manifest.keys.get(kid)
-            if jwk is None:
-                raise KeyStoreError(f"no issuer key {kid!r} on {self.location}")
-            if "exp" in jwk and jwk["exp"] <= at:
-                return
-            jwk["exp"] = max(at, jwk.get("nbf", at))
-            self._write_manifest(manifest, root)
+            if manifest.end_period(kid, at, f"on {self.location}") is not None:
+                self._write_manifest(manifest, root)
 
     def remove_issuer_key(self, kid: str, at: int) -> None:
         """Emergency removal: the key leaves the manifest at once and its kid is recorded
@@ -575,10 +570,7 @@ class TokenKeyStore:
         with self.locked():
             root = self.root_key()
             manifest = self.manifest()
-            if kid not in manifest.keys:
-                raise KeyStoreError(f"no issuer key {kid!r} on {self.location}")
-            del manifest.keys[kid]
-            manifest.removed[kid] = at
+            manifest.remove(kid, at, f"on {self.location}")
             self._write_manifest(manifest, root)
             label = _issuer_label(kid)
             removed = f"idcode-removed-{at}-issuer-{kid}"
