@@ -22,6 +22,10 @@ DEV_IDP_ISSUER = "urn:idcode:dev-idp"
 #: offline (the service also accepts that terminal's older events for this long, and more).
 
 
+#: The shortest retention of scan events: the oldest event a terminal may still upload
+#: (idcode.service.events.MAX_EVENT_AGE: the longest bundle max-age and five days).
+MIN_EVENT_RETENTION_DAYS = MAX_BUNDLE_MAX_AGE // 86_400 + 5
+
 # What a command that is not the service says when the service's development keys are not
 # where IDCODE_KEYS_DIR points: the usual cause is a relative IDCODE_KEYS_DIR (default keys/)
 # read from another directory than the one `idcode serve` runs in.
@@ -69,6 +73,13 @@ class Settings(BaseSettings, CoreSettings):
         ge=3600,
         le=MAX_CREDENTIAL_LIFETIME,
         description="How long a device's credential lives from its issue or renewal.",
+    )
+    events_retention_days: int = Field(
+        default=184,
+        ge=MIN_EVENT_RETENTION_DAYS,
+        le=3660,
+        description="Scan events older than this are purged by `idcode events purge` "
+        "(whole months; docs/data.md, Retention).",
     )
     # Metrics (docs/operations.md)
     metrics_token: SecretStr | None = Field(

@@ -425,7 +425,14 @@ async def overview(request: Request) -> Response:
         return _see("/console/sign-in")
     services = _services(request)
 
-    now = datetime.now(UTC)
+    # An earlier window (``?until=``) shows older hours, those a purge removed too.
+    now, problems = datetime.now(UTC), []
+    shown = request.query_params.get("until", "").strip()
+    if shown:
+        try:
+            now = _time(shown)
+        except ValueError:
+            problems.append("'until' must be a date and time (UTC), like 2026-05-01T08:00.")
 
     def work() -> dict[str, Any]:
         with services.sessions() as db:
@@ -448,7 +455,18 @@ async def overview(request: Request) -> Response:
         pending = services.issued.pending()
         counts = tuple(n + pending.get(hour, 0) for n, hour in zip(shared, numbers, strict=True))
         issued = charts.stacked_hours(queries.HourlyCounts(hours, {"codes issued": counts}))
-    return render("overview.html", session, issued=issued, **drawn)
+    return render(
+        "overview.html",
+        session,
+        422 if problems else 200,
+        issued=issued,
+        problems=problems,
+        until=shown,
+        window=f"{hours[0]:%Y-%m-%d %H}:00 to {hours[-1]:%Y-%m-%d %H}:59 UTC"
+        if shown and not problems
+        else None,
+        **drawn,
+    )
 
 
 @router.get("/terminals")
