@@ -23,7 +23,7 @@ from idcode.errors import RequestRefused
 from idcode.service.console import queries
 from idcode.service.database import alembic_config, make_engine, make_session_factory, upgrade
 from idcode.service.events import ScanEventIn, ingest
-from idcode.service.models import AuditRecord, ScanEvent, ScanHour, TerminalRecord
+from idcode.service.models import AuditRecord, ScanEvent, ScanHour, TerminalRecord, as_utc
 from idcode.service.retention import (
     ensure_partitions,
     month_partitions,
@@ -86,7 +86,7 @@ def months_ago(months: int) -> datetime:
 
 
 def event_times(session: Session) -> list[datetime]:
-    return sorted(queries.as_utc(at) for at in session.scalars(select(ScanEvent.occurred_at)))
+    return sorted(as_utc(at) for at in session.scalars(select(ScanEvent.occurred_at)))
 
 
 def partition_names(connection: Connection) -> set[str]:
@@ -127,7 +127,7 @@ def test_purge_removes_whole_old_months_keeps_recent_ones_and_their_counts_per_h
         assert done.events == 5
         assert event_times(session) == [recent]
         kept = {
-            (queries.as_utc(row.hour), row.scene, row.site, row.reason, row.count)
+            (as_utc(row.hour), row.scene, row.site, row.reason, row.count)
             for row in session.scalars(select(ScanHour))
         }
         assert kept == {
@@ -280,7 +280,7 @@ def test_migration_0010_moves_existing_events_into_month_partitions_and_back(
 
         with engine.connect() as connection:
             assert _kind(connection) == "p"
-            where = dict(
+            where: dict[str, str] = dict(
                 connection.execute(
                     text("SELECT event_id, tableoid::regclass::text FROM scan_events")
                 ).all()
