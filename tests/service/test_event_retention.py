@@ -16,10 +16,13 @@ from typing import Any
 
 import pytest
 from alembic import command
+from fastapi.testclient import TestClient
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from idcode.errors import RequestRefused
+from idcode.service.api.app import create_app
+from idcode.service.api.deps import Services
 from idcode.service.console import queries
 from idcode.service.database import alembic_config, make_engine, make_session_factory, upgrade
 from idcode.service.events import ScanEventIn, ingest
@@ -33,6 +36,7 @@ from idcode.service.retention import (
     purge_cutoff,
 )
 from idcode.service.settings import Settings
+from tests.service.test_console import sign_in
 
 NOW = datetime.now(UTC)
 
@@ -319,3 +323,30 @@ def test_migration_0010_moves_existing_events_into_month_partitions_and_back(
             assert connection.scalar(text("SELECT count(*) FROM scan_events")) == 3
     finally:
         engine.dispose()
+
+
+def test_console_overview_still_draws_the_hours_whose_events_were_purged(
+    make_settings: Callable[..., Settings],
+    fresh_postgres_url: Callable[..., str],
+    redis_url: str,
+) -> None:
+    settings = make_settings(database_url=fresh_postgres_url(), redis_url=redis_url)
+    old = months_ago(8)
+    with TestClient(create_app(settings)) as client:
+        services: Services = client.app.state.services  # type: ignore[attr-defined]
+        with services.sessions() as session:
+            ensure_partitions(session.connection(), old)
+            add_events(session, add_terminal(session, "parking"), old, ["ok", "expired", "expired"])
+            session.commit()
+            assert purge(session, 184, NOW, "cli:test").events == 3
+            session.commit()
+            assert session.scalar(select(func.count()).select_from(ScanEvent)) == 0
+        sign_in(client, "operator")
+
+        page = client.get("/console/", params={"until": f"{old:%Y-%m-%dT%H:%M}"})
+
+        assert page.status_code == 200, page.text
+        assert f"<title>parking, {old:%H}:00 UTC: 3</title>" in page.text
+        assert "<title>expired: 2</title>" in page.text
+        refused = client.get("/console/", params={"until": "yesterday"})
+        assert refused.status_code == 422 and "must be a date and time" in refused.text
