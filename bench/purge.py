@@ -35,7 +35,7 @@ def fill(connection: psycopg.Connection[tuple[object, ...]], month: datetime, ro
         " SELECT t.id, 'e-' || n, %(start)s + ((n * 7919) %% %(seconds)s) * interval '1 second',"
         " n %% 10 <> 0, CASE WHEN n %% 10 = 0 THEN 'expired' ELSE 'ok' END, '{}',"
         " %(start)s + interval '1 hour'"
-        " FROM generate_series(1, %(rows)s) n"
+        " FROM generate_series(1::bigint, %(rows)s) n"
         " JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM terminals) t"
         " ON t.k = n %% (SELECT count(*) FROM terminals)",
         {"start": month, "seconds": seconds, "rows": rows},

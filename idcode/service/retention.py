@@ -176,7 +176,6 @@ def purge(
     before = purge_cutoff(older_than_days, now)
     connection = session.connection()
     old = ScanEvent.occurred_at < before
-    events = session.scalar(select(func.count()).select_from(ScanEvent).where(old)) or 0
     hour = _hour(session).label("hour")
     per_hour = (
         select(
@@ -202,14 +201,18 @@ def purge(
         if is_partitioned(connection)
         else ()
     )
-    hour_counts = session.scalar(select(func.count()).select_from(per_hour.subquery())) or 0
-    result = Purge(before, events, hour_counts, partitions)
+    counted = per_hour.subquery()
+    hour_counts, events = session.execute(
+        select(func.count(), func.coalesce(func.sum(counted.c.count), 0))
+    ).one()
+    result = Purge(before, int(events), int(hour_counts), partitions)
     if dry_run:
         return result
     dialect = postgresql if is_partitioned(connection) else sqlite
     columns = ["hour", "scene", "site", "reason", "valid", "count"]
     insert = dialect.insert(ScanHour).from_select(columns, per_hour)
-    # An hour already counted (events of it that reached the DEFAULT partition late) adds up.
+    # Counts of an hour already kept add up rather than fail (none are expected: a month is
+    # purged only once no terminal may upload into it).
     session.execute(
         insert.on_conflict_do_update(
             index_elements=["hour", "scene", "site", "reason", "valid"],
