@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Removing a month of scan events on the real PostgreSQL: ``idcode events purge`` (count,
 roll-up into scan_hours, drop the month's partition) against a row DELETE of a month as large
-and a bare DROP of a third one, in one fresh database of its own.
+(and the VACUUM it then needs) and a bare DROP of a third one, in one fresh database of its
+own.
 
     .venv/bin/python bench/purge.py [--rows N] [--terminals T] [--postgres URL]
 
@@ -82,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         (b, next_month(b)),
                     )
                 delete_seconds = time.perf_counter() - started
+                # The deleted rows stay in the table as dead tuples until a vacuum.
+                started = time.perf_counter()
+                db.execute(f"VACUUM scan_events_{b:%Y_%m}")
+                vacuum_seconds = time.perf_counter() - started
 
                 started = time.perf_counter()
                 with db.transaction():
@@ -102,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("$ " + shlex.join([sys.executable, *sys.argv]))
     print(f"events per month: {args.rows}, terminals: {args.terminals}")
     print(f"DELETE of a month's rows            {delete_seconds:8.3f} s")
+    print(f"VACUUM of that month after it       {vacuum_seconds:8.3f} s")
     print(f"DROP of a month's partition         {drop_seconds:8.3f} s")
     print(
         f"idcode events purge of a month      {purge_seconds:8.3f} s  "
