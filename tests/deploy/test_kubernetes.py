@@ -5,7 +5,9 @@ each object it yields is valid against the Kubernetes API's schemas in strict mo
 Kubernetes this deployment supports. Then what the schemas cannot know: the probes name the
 service's real routes, the commands parse with idcode's own CLI, every variable is a setting
 the service reads and the production validator accepts, no secret is written in, and the init
-container's key copy gives a store idcode trusts (docs/kubernetes.md)."""
+container's key copy gives a store idcode trusts. Last, a release as it runs in the cluster,
+on this machine with the test run's PostgreSQL and Redis: the Job's command, then the
+Deployment's with production's settings, and the probes it is given (docs/kubernetes.md)."""
 
 from __future__ import annotations
 
@@ -13,13 +15,17 @@ import argparse
 import base64
 import os
 import re
+import secrets
 import shutil
 import stat
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import kubernetes_validate
 import pytest
 import yaml
@@ -34,6 +40,8 @@ from idcode.service.console.session import KEY_FILE as CONSOLE_SESSION_KEY
 from idcode.service.console.session import session_key
 from idcode.service.settings import Settings
 from tests.deploy.kustomize import KustomizeError, containers, pod_specs, render
+from tests.live import free_port
+from tests.services import REDIS_RUN_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -43,6 +51,7 @@ OVERLAYS = sorted(path.parent for path in (K8S / "overlays").rglob("kustomizatio
 # The oldest Kubernetes the manifests are for (docs/kubernetes.md) and the newest whose
 # schemas kubernetes-validate bundles: a field or an API version missing in either fails.
 KUBERNETES_VERSIONS = ("1.30", "1.37")
+STARTUP_SECONDS = 60  # a cold start on a busy machine (tests/integration/test_replicas.py)
 SERVICE_USER = 10001  # the Dockerfile's `useradd --uid`
 # In a pod the service listens on every interface: the kubelet and the Service reach it there.
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 (what the manifests must say, not a bind here)
@@ -407,3 +416,100 @@ def test_the_init_container_stops_when_the_secret_has_no_console_session_key(
     assert done.returncode == 1
     assert "no console-session.key" in done.stderr
     assert not (tmp_path / "copied").exists()
+
+
+def test_a_release_migrates_then_serves_with_the_overlays_settings_and_answers_its_probes(
+    rendered: dict[str, list[dict[str, Any]]],
+    tmp_path: Path,
+    fresh_postgres_url: Callable[..., str],
+    redis_url: str,
+) -> None:
+    """What a release does, on this machine: the migration Job's command, then the service's
+    with production's settings and a key store copied out of a Secret; the probes answer."""
+    objects = rendered["production"]
+    deployment, job = the(objects, "Deployment"), the(rendered["production/migrate"], "Job")
+    store, copied = tmp_path / "keys", tmp_path / "run" / "keys"
+    initialise(open_key_store(store), int(time.time()), 90)
+    session_key(store)  # the console's cookie key, as docs/kubernetes.md makes it
+    secret_volume(store, tmp_path / "secret")
+    (tmp_path / "run").mkdir()
+    command = copy_keys_command(rendered)
+    subprocess.run([*command[:-2], str(tmp_path / "secret"), str(copied)], check=True)
+
+    token = secrets.token_urlsafe(24)
+    from_secrets = {
+        "IDCODE_DATABASE_URL": fresh_postgres_url("base"),  # empty: the Job migrates it
+        "IDCODE_REDIS_URL": redis_url,
+        "IDCODE_PII_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "IDCODE_PII_HASH_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "IDCODE_METRICS_TOKEN": token,
+    }
+
+    def environment(manifest: dict[str, Any]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IDCODE_")}
+        for name, value in variables(manifest, objects).items():
+            if isinstance(value, str) or "value" in value:
+                env[name] = value if isinstance(value, str) else value["value"]
+            elif name in from_secrets:
+                env[name] = from_secrets[name]
+        return env
+
+    migrate = pod_specs(job)[0]["containers"][0]["command"]
+    done = subprocess.run(
+        [sys.executable, "-m", "idcode.cli", *migrate[1:]],
+        env=environment(job),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+    env = environment(deployment)
+    assert env["IDCODE_ENVIRONMENT"] == "production"
+    env |= {"IDCODE_KEYS_DIR": str(copied), "IDCODE_REDIS_PREFIX": REDIS_RUN_PREFIX}
+    container = pod_specs(deployment)[0]["containers"][0]
+    serve = parsed(container["command"])
+    port = free_port()
+    # The pod's command, on loopback and a free port instead of every interface and 8000.
+    arguments = [*container["command"][1:]]
+    arguments[arguments.index("--host") + 1] = "127.0.0.1"
+    arguments[arguments.index("--port") + 1] = str(port)
+    assert serve.port == 8000
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "idcode.cli", *arguments],
+            env=env,
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
+            startup = container["startupProbe"]["httpGet"]["path"]
+            deadline = time.monotonic() + STARTUP_SECONDS
+            while True:
+                assert process.poll() is None, log.read_text(errors="replace")
+                assert time.monotonic() < deadline, log.read_text(errors="replace")
+                try:
+                    if client.get(startup).status_code == 200:
+                        break
+                except httpx2.TransportError:
+                    pass  # not listening yet
+                time.sleep(0.1)
+            ready = client.get(container["readinessProbe"]["httpGet"]["path"])
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["status"] == "ready"
+            assert client.get(container["livenessProbe"]["httpGet"]["path"]).status_code == 200
+            assert client.get("/metrics").status_code == 401
+            scrape = client.get("/metrics", headers={"authorization": f"Bearer {token}"})
+            assert scrape.status_code == 200
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
