@@ -282,8 +282,10 @@ class DeviceRecord(Base):
 
 
 class DeploymentSetting(Base):
-    """A fact about the deployment its data depends on, recorded once: ``crypto_profile``, the
-    profile whose keyed hashes and ciphertexts the tables hold (idcode.service.profilerecord)."""
+    """A fact about the deployment its data depends on: ``crypto_profile``, recorded once, the
+    profile whose keyed hashes and ciphertexts the tables hold (idcode.service.profilerecord);
+    ``events_purged_before``, the latest cut-off of ``idcode events purge``
+    (idcode.service.retention)."""
 
     __tablename__ = "deployment_settings"
 

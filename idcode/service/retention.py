@@ -19,7 +19,7 @@ from idcode.errors import RequestRefused
 from idcode.service.cards import record_audit
 from idcode.service.database import UPGRADE_LOCK_KEY
 from idcode.service.events import MAX_EVENT_AGE
-from idcode.service.models import ScanEvent, ScanHour, TerminalRecord
+from idcode.service.models import DeploymentSetting, ScanEvent, ScanHour, TerminalRecord
 from idcode.service.settings import MIN_EVENT_RETENTION_DAYS
 
 #: Partitions are made for this many months after the current one, so that a month's
@@ -31,6 +31,9 @@ MONTHS_AHEAD = 3
 #: events, nor a day whose settlement is not final.
 MIN_RETENTION_DAYS = MIN_EVENT_RETENTION_DAYS
 DEFAULT_PARTITION = "scan_events_default"
+#: The deployment setting that records the latest cut-off a purge applied: events before it
+#: are gone, so a settlement of a day before it is refused rather than made from nothing.
+PURGED_BEFORE = "events_purged_before"
 _MONTH_PARTITION = re.compile(r"scan_events_(\d{4})_(\d{2})")
 
 
@@ -224,5 +227,16 @@ def purge(
     # What is left before the cut-off: on PostgreSQL the DEFAULT partition's (the older
     # months' partitions are gone, the newer ones are pruned); on SQLite every such row.
     session.execute(delete(ScanEvent).where(old).execution_options(synchronize_session=False))
+    earlier = purged_before(session)
+    if earlier is None or earlier < before:
+        session.merge(DeploymentSetting(name=PURGED_BEFORE, value=before.isoformat()))
     record_audit(session, actor, "events.purge", detail=result.audit_detail(older_than_days))
     return result
+
+
+def purged_before(session: Session) -> datetime | None:
+    """The latest cut-off a purge applied (no event before it is kept), or None."""
+    value = session.scalar(
+        select(DeploymentSetting.value).where(DeploymentSetting.name == PURGED_BEFORE)
+    )
+    return None if value is None else datetime.fromisoformat(value)

@@ -26,7 +26,14 @@ from idcode.service.api.deps import Services
 from idcode.service.console import queries
 from idcode.service.database import alembic_config, make_engine, make_session_factory, upgrade
 from idcode.service.events import ScanEventIn, ingest
-from idcode.service.models import AuditRecord, ScanEvent, ScanHour, TerminalRecord, as_utc
+from idcode.service.models import (
+    AuditRecord,
+    ScanEvent,
+    ScanHour,
+    SceneDataRecord,
+    TerminalRecord,
+    as_utc,
+)
 from idcode.service.retention import (
     ensure_partitions,
     month_partitions,
@@ -36,6 +43,7 @@ from idcode.service.retention import (
     purge_cutoff,
 )
 from idcode.service.settings import Settings
+from idcode.service.settlements import settle
 from tests.service.test_console import sign_in
 
 NOW = datetime.now(UTC)
@@ -158,6 +166,17 @@ def test_purge_removes_whole_old_months_keeps_recent_ones_and_their_counts_per_h
         assert queries.scans_per_scene_per_hour(session, recent).series == {
             "community": (0,) * 23 + (1,)
         }
+
+        # A day whose events are gone is no longer settled (a file of nothing would look
+        # like a day without passengers); a later one is.
+        session.add(
+            SceneDataRecord(scene="transport", site="line-7", document={"lines": {"7": 200}})
+        )
+        session.commit()
+        with pytest.raises(RequestRefused, match="can no longer be settled") as refused:
+            settle(session, "transport", "line-7", old.date(), NOW.timestamp())
+        assert refused.value.reason == "events_purged"
+        assert settle(session, "transport", "line-7", recent.date(), NOW.timestamp()).events == 0
 
         # A second purge finds nothing more and counts nothing twice.
         again = purge(session, 184, NOW, "cli:test")
