@@ -29,6 +29,7 @@ KNOWN_FIELDS = frozenset(
 KNOWN_KINDS = frozenset(
     {
         "ConfigMap",
+        "CronJob",
         "Deployment",
         "HorizontalPodAutoscaler",
         "Job",
@@ -80,9 +81,11 @@ def render(directory: Path) -> list[Manifest]:
 
 
 def pod_specs(manifest: Manifest) -> list[Manifest]:
-    """The pod spec of a Deployment's or a Job's template (none for other kinds)."""
+    """The pod spec of a Deployment's, a Job's or a CronJob's template (none for other kinds)."""
     if manifest["kind"] in ("Deployment", "Job"):
         return [manifest["spec"]["template"]["spec"]]
+    if manifest["kind"] == "CronJob":
+        return [manifest["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
     return []
 
 

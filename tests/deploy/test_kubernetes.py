@@ -35,7 +35,7 @@ from idcode.cli import build_parser
 from idcode.errors import UnsafeFileError
 from idcode.keystore import initialise, open_key_store
 from idcode.service.api.app import create_app
-from idcode.service.commands import cmd_db_upgrade, cmd_serve
+from idcode.service.commands import cmd_db_upgrade, cmd_events_purge, cmd_serve
 from idcode.service.console.session import KEY_FILE as CONSOLE_SESSION_KEY
 from idcode.service.console.session import session_key
 from idcode.service.settings import Settings
@@ -226,6 +226,14 @@ def test_the_containers_run_commands_idcode_has(
     for job in objects_of(rendered, "Job"):
         [container] = pod_specs(job)[0]["containers"]
         assert parsed(container["command"]).handler is cmd_db_upgrade
+    cron_jobs = objects_of(rendered, "CronJob")
+    assert len(cron_jobs) == 2  # staging's and production's nightly purge
+    for cron_job in cron_jobs:
+        [container] = pod_specs(cron_job)[0]["containers"]
+        purge = parsed(container["command"])
+        assert purge.handler is cmd_events_purge
+        assert purge.older_than is None and not purge.dry_run  # the retention setting's
+        assert cron_job["spec"]["concurrencyPolicy"] == "Forbid"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--hots", EVERY_INTERFACE])
 
@@ -445,11 +453,16 @@ def test_a_release_migrates_then_serves_with_the_overlays_settings_and_answers_i
         "IDCODE_METRICS_TOKEN": token,
     }
 
+    config_maps = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
+
     def environment(manifest: dict[str, Any]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IDCODE_")}
         for name, value in variables(manifest, objects).items():
             if isinstance(value, str) or "value" in value:
                 env[name] = value if isinstance(value, str) else value["value"]
+            elif "configMapKeyRef" in value["valueFrom"]:
+                reference = value["valueFrom"]["configMapKeyRef"]
+                env[name] = config_maps[reference["name"]][reference["key"]]
             elif name in from_secrets:
                 env[name] = from_secrets[name]
         return env
@@ -465,6 +478,26 @@ def test_a_release_migrates_then_serves_with_the_overlays_settings_and_answers_i
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    # The nightly purge on the migrated database, with its retention from the ConfigMap.
+    cron_job = the(objects, "CronJob")
+    purge_env = environment(cron_job)
+    assert purge_env["IDCODE_EVENTS_RETENTION_DAYS"] == "184"
+    purged = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "idcode.cli",
+            *pod_specs(cron_job)[0]["containers"][0]["command"][1:],
+        ],
+        env=purge_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.startswith("removed 0 events before "), purged.stdout
 
     env = environment(deployment)
     assert env["IDCODE_ENVIRONMENT"] == "production"
