@@ -59,15 +59,6 @@ class Topology:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
 
-    def describe(self) -> str:
-        """Where it is, without credentials: for logs and error messages."""
-        if self.mode == "single":
-            return "one Redis server"
-        where = ",".join(f"{host}:{port}" for host, port in self.nodes)
-        if self.mode == "cluster":
-            return f"Redis Cluster via {where}"
-        return f"Redis Sentinel service {self.service!r} via {where}"
-
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
     if text.startswith("["):  # [IPv6]:port
@@ -141,10 +132,13 @@ def parse(url: str) -> Topology:
     )
 
 
-def async_client(topology: Topology, max_connections: int) -> aioredis.Redis | RedisCluster:
-    """A client of ``topology`` with at most ``max_connections`` per server. One server: a
-    blocking pool (a command beyond the connections waits up to the timeout for one); the
-    others' pools refuse such a command, so RedisState bounds its concurrent commands."""
+def async_client(
+    topology: Topology, max_connections: int
+) -> tuple[aioredis.Redis | RedisCluster, list[aioredis.Redis]]:
+    """A client of ``topology`` with at most ``max_connections`` per server, and the clients
+    of the sentinels it asks (to close with it). One server: a blocking pool (a command beyond
+    the connections waits up to the timeout for one); the others' pools refuse such a
+    command, so RedisState bounds its concurrent commands."""
     timeout = TIMEOUT_SECONDS
     if topology.mode == "single":
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -154,9 +148,9 @@ def async_client(topology: Topology, max_connections: int) -> aioredis.Redis | R
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
-        return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+        return aioredis.Redis.from_pool(pool), []  # closing the client closes the pool
     if topology.mode == "cluster":
-        return RedisCluster(
+        cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in topology.nodes],
             max_connections=max_connections,
             # Few retries: a command to a master that is away fails within about a second
@@ -168,6 +162,7 @@ def async_client(topology: Topology, max_connections: int) -> aioredis.Redis | R
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
+        return cluster, []
     sentinel = Sentinel(
         list(topology.nodes),
         sentinel_kwargs={
@@ -186,7 +181,7 @@ def async_client(topology: Topology, max_connections: int) -> aioredis.Redis | R
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
     )
-    return master
+    return master, list(sentinel.sentinels)
 
 
 def ping(url: str) -> None:
@@ -222,13 +217,17 @@ def ping(url: str) -> None:
                 "socket_connect_timeout": timeout,
             },
         )
-        with sentinel.master_for(
-            topology.service,
-            db=topology.db,
-            ssl=topology.tls,
-            username=topology.username,
-            password=topology.password,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        ) as master:
-            master.ping()
+        try:
+            with sentinel.master_for(
+                topology.service,
+                db=topology.db,
+                ssl=topology.tls,
+                username=topology.username,
+                password=topology.password,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+            ) as master:
+                master.ping()
+        finally:
+            for client in sentinel.sentinels:
+                client.close()

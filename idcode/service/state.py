@@ -146,7 +146,7 @@ class RedisState:
         # One server's pool blocks by itself; the cluster's and the sentinel master's refuse,
         # so there a semaphore makes commands wait their turn.
         topology = parse(url)
-        self._redis = async_client(topology, REDIS_CONNECTIONS)
+        self._redis, self._sentinels = async_client(topology, REDIS_CONNECTIONS)
         self._turns = asyncio.Semaphore(REDIS_CONNECTIONS) if topology.mode != "single" else None
         self._prefix = prefix
         self._cache_if_not_older = self._redis.register_script(_CACHE_IF_NOT_OLDER)
@@ -239,6 +239,8 @@ class RedisState:
 
     async def close(self) -> None:
         await self._redis.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
 
     async def forget_cards(self) -> int:
         """Drop every cached card (after an outage: status changes made meanwhile could not

@@ -22,7 +22,7 @@ from idcode.service import reachable
 from idcode.service.api.app import create_app
 from idcode.service.cards import CardSnapshot
 from idcode.service.settings import Settings
-from idcode.service.state import RedisState
+from idcode.service.state import REDIS_CONNECTIONS, RedisState
 from idcode.testing import random_id_number
 from tests.redisnodes import Cluster, SentinelPair
 from tests.services import Tokens
@@ -129,6 +129,33 @@ def test_replay_ids_issued_tallies_and_dropping_the_cache_work_across_masters(
     assert tallies == [hour % 7 + 1 + (10 if hour == hours[0] else 0) for hour in hours]
     assert dropped == len(citizens)  # SCAN visited every master
     assert after == [None] * len(citizens)
+
+
+@pytest.mark.parametrize("which", ["cluster", "sentinel"])
+def test_more_concurrent_commands_than_connections_wait_their_turn_instead_of_failing(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """Those pools refuse a command beyond their connections (one server's blocks): that
+    must not look like Redis being away (test_faults.py has the same for one server)."""
+    topology: Cluster | SentinelPair = request.getfixturevalue(
+        "redis_cluster" if which == "cluster" else "redis_sentinels"
+    )
+
+    async def burst() -> list[BaseException]:
+        state = RedisState(topology.url, _prefix())
+        try:
+            answers = await asyncio.gather(
+                *(
+                    state.admit(secrets.token_bytes(32), 1_000_000, time.time())
+                    for _ in range(3 * REDIS_CONNECTIONS)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            await state.close()
+        return [answer for answer in answers if isinstance(answer, BaseException)]
+
+    assert asyncio.run(burst()) == []
 
 
 # -- the service through each topology -------------------------------------------------------
