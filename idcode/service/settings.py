@@ -53,7 +53,6 @@ class Settings(BaseSettings, CoreSettings):
     )
     redis_prefix: str = Field(
         default="idcode:",
-        max_length=200,
         description="Prefix of every Redis key (no braces: keys carry hash tags of their own).",
     )
     host: str = "127.0.0.1"

@@ -1,7 +1,8 @@
 """State the service's processes share: rate limits, online replay detection, card cache.
 
 ``RedisState`` is what several replicas use: every key lives under the configured prefix,
-and each operation is atomic in Redis, so two processes behave as one service.
+and each operation is atomic in Redis, so two processes behave as one service. The Redis is
+one server, a Redis Cluster or a master watched by Sentinel (``redistopology``).
 ``MemoryState`` is the fallback when no Redis URL is set: correct for a single process
 only, since every process would count and remember on its own. ``FailoverState`` wraps
 Redis for the service: while Redis cannot be reached it runs *degraded* on per-process
@@ -160,7 +161,8 @@ class RedisState:
             yield
             return
         # TimeoutError is an OSError: taken for Redis being unreachable, as the pool's own.
-        await asyncio.wait_for(self._turns.acquire(), TIMEOUT_SECONDS)
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            await self._turns.acquire()
         try:
             yield
         finally:
