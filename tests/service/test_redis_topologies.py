@@ -100,7 +100,8 @@ def test_replay_ids_issued_tallies_and_dropping_the_cache_work_across_masters(
     redis_cluster: Cluster,
 ) -> None:
     hours = list(range(490_000, 490_012))
-    citizens = [secrets.token_bytes(32) for _ in range(30)]
+    # More than a pool's connections, in about as many slots (the UNLINK goes per slot).
+    citizens = [secrets.token_bytes(32) for _ in range(3 * REDIS_CONNECTIONS)]
     code_id = secrets.token_bytes(16)
     prefix = _prefix()
 
