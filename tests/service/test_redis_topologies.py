@@ -24,7 +24,7 @@ from idcode.service.cards import CardSnapshot
 from idcode.service.settings import Settings
 from idcode.service.state import REDIS_CONNECTIONS, RedisState
 from idcode.testing import random_id_number
-from tests.redisnodes import Cluster, SentinelPair
+from tests.redisnodes import Cluster, SentinelPair, _free_port
 from tests.services import Tokens
 
 RECOVERY_SECONDS = 20.0  # the most a failover plus the service's return may take
@@ -294,6 +294,25 @@ def test_the_sentinel_master_going_away_degrades_without_500_until_the_replica_i
     assert back["status"] == "ready", back
     assert promoted != master.port
     assert (_verdict(first), _verdict(second)) == ((True, "ok"), (False, "replayed"))
+
+
+def test_a_cluster_none_of_whose_nodes_answers_is_degraded_mode_not_a_500(
+    make_settings: Callable[..., Settings], postgres_url: str
+) -> None:
+    """redis-py raises RedisClusterUnreachableError here, which is no RedisError."""
+    url = f"redis+cluster://127.0.0.1:{_free_port()},127.0.0.1:{_free_port()}"
+    settings = make_settings(database_url=postgres_url, redis_url=url)
+    with TestClient(create_app(settings)) as client:
+        tokens = Tokens(settings)
+        code = client.post("/v1/codes", headers=tokens.citizen(_enrol(client, tokens)))
+        verified = _verify(client, tokens, code.json()["code"])
+        ready = client.get("/readyz")
+
+    assert code.status_code == 200, code.text
+    assert verified.status_code == 503, verified.text
+    assert verified.json()["reason"] == "state_unavailable"
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
+    assert "RedisClusterUnreachableError" in ready.json()["checks"]["redis"]
 
 
 # -- configuration ---------------------------------------------------------------------------
