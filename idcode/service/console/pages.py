@@ -33,7 +33,6 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
 from idcode.errors import AuthError, InvalidIdNumber, RequestRefused, SignInRefused
@@ -69,6 +68,7 @@ from idcode.service.models import (
     RelyingPartyRecord,
     TerminalRecord,
 )
+from idcode.service.redistopology import STATE_ERRORS
 from idcode.service.revocation import status_version
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -448,7 +448,7 @@ async def overview(request: Request) -> Response:
     numbers = [int(hour.timestamp()) // queries.HOUR for hour in hours]
     try:
         shared = await services.state.issued(numbers)
-    except (RedisError, OSError):
+    except STATE_ERRORS:
         issued = None  # the shared state is away: no chart rather than a partial one
     else:
         # This replica's counts since its last flush are not in the shared tally yet.
