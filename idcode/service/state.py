@@ -173,6 +173,12 @@ class RedisState:
     def _card_key(self, citizen: bytes) -> str:
         return f"{self._prefix}card:{{{citizen.hex()}}}"
 
+    def _untagged_card_key(self, citizen: bytes) -> str:
+        """The card key of versions before the hash tag (docs/data.md, "Upgrading from a
+        version whose card and rate keys had no hash tag"): a status change removes it, so
+        replicas of that version still running read the new status from the database."""
+        return f"{self._prefix}card:{citizen.hex()}"
+
     def _rate_key(self, citizen: bytes, window: int) -> str:
         return f"{self._prefix}rate:{{{citizen.hex()}}}:{window}"
 
@@ -212,6 +218,8 @@ class RedisState:
                 keys=[self._card_key(citizen)],
                 args=[json.dumps(card.to_json()), card.version, _card_ttl(card, now)],
             )
+            if write_through:  # another slot than the card key's: a command of its own
+                await self._redis.unlink(self._untagged_card_key(citizen))
 
     # The hours' keys are in different cluster slots: a pipeline that is no transaction (a
     # cluster client sends each node its part), and a pipeline of GETs rather than one MGET.

@@ -374,3 +374,29 @@ def test_reachable_names_the_problem_without_the_password(
     assert status == 1
     assert "MasterNotFoundError" in err
     assert "hunter2" not in err and ":***@" in err
+
+
+def test_a_status_change_removes_the_card_key_of_the_version_before_the_hash_tag(
+    redis_url: str,
+) -> None:
+    """During a rolling upgrade the old replicas read a changed card from the database: the
+    new replicas' write-through removes the key those replicas cache it under."""
+    citizen = secrets.token_bytes(32)
+
+    async def run() -> tuple[int, int, int]:
+        state = RedisState(redis_url, _prefix())
+        try:
+            old_key = state._untagged_card_key(citizen)
+            assert old_key != state._card_key(citizen)
+            await state._redis.set(old_key, b"an old replica's cached card", ex=300)
+            now = int(time.time())
+            await state.cache_card(citizen, _snapshot(version=1), now)  # a read: left alone
+            kept = int(await state._redis.exists(old_key))
+            await state.cache_card(citizen, _snapshot(2, "suspended"), now, write_through=True)
+            gone = int(await state._redis.exists(old_key))
+            cached = int(await state._redis.exists(state._card_key(citizen)))
+            return kept, gone, cached
+        finally:
+            await state.close()
+
+    assert asyncio.run(run()) == (1, 0, 1)
