@@ -30,6 +30,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
+from idcode.errors import RedisURLError as RedisURLError
+
 STATE_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
@@ -39,11 +41,6 @@ DEFAULT_PORTS = {"cluster": 6379, "sentinel": 26379}
 TIMEOUT_SECONDS = 2
 #: How often a cluster client retries a command that met a node away or the cluster down.
 CLUSTER_RETRIES = 2
-
-
-class RedisURLError(ValueError):
-    """An ``IDCODE_REDIS_URL`` that names no usable Redis; the message never repeats the URL
-    (it may hold a password)."""
 
 
 @dataclass(frozen=True)
