@@ -71,7 +71,8 @@ def _host_port(text: str, default_port: int) -> tuple[str, int]:
         raise RedisURLError("a node without a host name")
     if not port_text:
         return host, default_port
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    # ASCII digits only: str.isdigit() also takes '²' (which int() refuses) and '٣'.
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
         raise RedisURLError(f"node {host}: port {port_text!r} is not a number from 1 to 65535")
     return host, int(port_text)
 
@@ -114,7 +115,7 @@ def parse(url: str) -> Topology:
             raise RedisURLError(
                 "name the service the sentinels watch: redis+sentinel://host:port,.../service"
             )
-        if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        if len(parts) > 2 or (len(parts) == 2 and not (parts[1].isascii() and parts[1].isdigit())):
             raise RedisURLError("after the service name only a database number may follow")
         service = parts[0]
         db = int(parts[1]) if len(parts) == 2 else 0

@@ -322,6 +322,9 @@ def test_a_cluster_none_of_whose_nodes_answers_is_degraded_mode_not_a_500(
     ("url", "says"),
     [
         ("redis+cluster://u:hunter2@a:x", "node a: port 'x' is not a number"),
+        ("redis+cluster://u:hunter2@a:\u00b2", "node a: port '\u00b2' is not a number"),
+        ("redis+cluster://u:hunter2@a:\u0663", "node a: port '\u0663' is not a number"),
+        ("redis+sentinel://:hunter2@s1/idcode/\u00b2", "only a database number may follow"),
         ("redis+cluster://:hunter2@a:7000/2", "database 0 only"),
         ("redis+sentinel://:hunter2@s1:26379", "name the service the sentinels watch"),
         ("redis+sentinel://:hunter2@s1/idcode/x", "only a database number may follow"),
