@@ -178,6 +178,12 @@ def purge(
     partition), SQLite deletes the rows. ``dry_run`` counts only. The caller commits."""
     before = purge_cutoff(older_than_days, now)
     connection = session.connection()
+    partitioned = is_partitioned(connection)
+    if partitioned:
+        # One purge at a time (and none during a migration or ensure_partitions): another
+        # purge that read the partitions before this one dropped them would drop them again
+        # and fail. Taken before reading them, so that a waiting purge reads what is left.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_KEY})
     old = ScanEvent.occurred_at < before
     hour = _hour(session).label("hour")
     per_hour = (
@@ -201,7 +207,7 @@ def purge(
             for month, name in sorted(month_partitions(connection).items())
             if next_month(month) <= before
         )
-        if is_partitioned(connection)
+        if partitioned
         else ()
     )
     counted = per_hour.subquery()
@@ -211,7 +217,7 @@ def purge(
     result = Purge(before, int(events), int(hour_counts), partitions)
     if dry_run:
         return result
-    dialect = postgresql if is_partitioned(connection) else sqlite
+    dialect = postgresql if partitioned else sqlite
     columns = ["hour", "scene", "site", "reason", "valid", "count"]
     insert = dialect.insert(ScanHour).from_select(columns, per_hour)
     # Counts of an hour already kept add up rather than fail (none are expected: a month is

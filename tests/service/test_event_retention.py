@@ -8,6 +8,8 @@ partitions, which the run's shared database must keep.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -369,3 +371,52 @@ def test_console_overview_still_draws_the_hours_whose_events_were_purged(
         assert "<title>expired: 2</title>" in page.text
         refused = client.get("/console/", params={"until": "yesterday"})
         assert refused.status_code == 422 and "must be a date and time" in refused.text
+
+
+def test_two_purges_at_once_remove_the_months_once_and_neither_fails(
+    fresh_postgres_url: Callable[..., str],
+) -> None:
+    """The second purge read the partitions before the first dropped them, then dropped them
+    again: 'table scan_events_YYYY_MM does not exist', which the CLI called a database to
+    migrate. Purges now take their turn."""
+    old = months_ago(9)
+    engine = make_engine(Settings(database_url=fresh_postgres_url()).sqlalchemy_url)
+    sessions = make_session_factory(engine)
+    try:
+        with sessions() as session:
+            ensure_partitions(session.connection(), old)
+            add_events(session, add_terminal(session), old, ["ok", "ok", "revoked"])
+            session.commit()
+        outcome: list[Any] = []
+        with sessions() as first, sessions() as second:
+            assert purge(first, 184, NOW, "cli:first").events == 3
+
+            def run_second() -> None:
+                try:
+                    outcome.append(purge(second, 184, NOW, "cli:second"))
+                    second.commit()
+                except Exception as exc:
+                    outcome.append(exc)
+                    second.rollback()
+
+            racer = threading.Thread(target=run_second)
+            racer.start()
+            waiting = (
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            deadline = time.monotonic() + 10
+            with engine.connect() as watcher:
+                while not watcher.scalar(text(waiting)) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            first.commit()
+            racer.join(timeout=10)
+
+        [second_done] = outcome
+        assert not isinstance(second_done, Exception), second_done
+        assert (second_done.events, second_done.partitions) == (0, ())
+        with sessions() as session:
+            assert session.scalar(select(func.sum(ScanHour.count))) == 3
+            assert session.scalar(select(func.count()).select_from(ScanEvent)) == 0
+    finally:
+        engine.dispose()
