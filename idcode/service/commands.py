@@ -359,7 +359,7 @@ def cmd_events_purge(args: argparse.Namespace) -> int:
 
 
 def _days(text: str) -> int:
-    if not text.isdigit() or int(text) > 36_500:
+    if not (text.isascii() and text.isdigit()) or int(text) > 36_500:  # not '٣٥', nor '²'
         raise argparse.ArgumentTypeError("a whole number of days, at most 36500")
     return int(text)
 

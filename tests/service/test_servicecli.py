@@ -659,6 +659,7 @@ def test_events_purge_removes_old_months_keeps_their_counts_and_is_audited(
         (["--older-than", "34"], "--older-than 34: events are kept at least 35 days"),
         (["--older-than", "-5"], "argument --older-than: a whole number of days"),
         (["--older-than", "soon"], "argument --older-than: a whole number of days"),
+        (["--older-than", "\u0663\u0665"], "argument --older-than: a whole number of days"),
     ],
 )
 def test_events_purge_refuses_a_bad_retention_and_removes_nothing(
