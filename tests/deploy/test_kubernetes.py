@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx2
 import kubernetes_validate
@@ -234,8 +235,85 @@ def test_the_containers_run_commands_idcode_has(
         assert purge.handler is cmd_events_purge
         assert purge.older_than is None and not purge.dry_run  # the retention setting's
         assert cron_job["spec"]["concurrencyPolicy"] == "Forbid"
+        # The API server refuses what the schemas let through: a wrong schedule or zone.
+        assert cron_schedule_problem(cron_job["spec"]["schedule"]) is None
+        ZoneInfo(cron_job["spec"].get("timeZone", "UTC"))
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--hots", EVERY_INTERFACE])
+
+
+#: The ranges of a cron schedule's five fields (minute, hour, day, month, day of week).
+CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+
+
+def cron_schedule_problem(schedule: str) -> str | None:
+    """Why ``schedule`` is no numeric five-field cron schedule (lists, ranges, steps, ``*``),
+    or None; the schemas take any string."""
+    fields = schedule.split()
+    if len(fields) != len(CRON_RANGES):
+        return f"{schedule!r}: five fields"
+    for text, (low, high) in zip(fields, CRON_RANGES, strict=True):
+        for part in text.split(","):
+            span, _, step = part.partition("/")
+            if step and not (step.isascii() and step.isdigit() and int(step) > 0):
+                return f"{part!r}: a step is a positive number"
+            if span == "*":
+                continue
+            bounds = span.split("-")
+            if len(bounds) > 2 or not all(b.isascii() and b.isdigit() for b in bounds):
+                return f"{part!r}: a number, a range or *"
+            if not all(low <= int(b) <= high for b in bounds):
+                return f"{part!r}: outside {low}-{high}"
+    return None
+
+
+def test_the_schedule_check_refuses_what_the_api_server_refuses() -> None:
+    assert cron_schedule_problem("30 3 * * *") is None
+    assert cron_schedule_problem("*/15 0-6,22 1 1-12/2 7") is None
+    for wrong in (
+        "61 3 * * *",
+        "30 3 * *",
+        "30 24 * * *",
+        "30 3 0 * *",
+        "x 3 * * *",
+        "*/0 * * * *",
+    ):
+        assert cron_schedule_problem(wrong) is not None, wrong
+    with pytest.raises(ZoneInfoNotFoundError):
+        ZoneInfo("Mars/Olympus")
+
+
+def volume_at(
+    spec: dict[str, Any], container: dict[str, Any], path: str
+) -> tuple[dict[str, Any], str]:
+    """The volume of pod ``spec`` that ``path`` is in, in ``container``, and ``path`` inside
+    it."""
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    for mount in container["volumeMounts"]:
+        inside = os.path.relpath(path, mount["mountPath"])
+        if not inside.startswith(".."):
+            return volumes[mount["name"]], inside
+    raise AssertionError(f"{container['name']}: nothing is mounted at {path}")
+
+
+def test_the_key_copy_reads_the_key_secret_and_writes_into_memory_where_the_service_reads(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The copy's two paths are the mounts of the idcode-keys Secret and of a memory-backed
+    emptyDir (the private keys never reach the node's disk), which the service's container
+    mounts where IDCODE_KEYS_DIR points."""
+    for objects in rendered.values():
+        for deployment in (o for o in objects if o["kind"] == "Deployment"):
+            spec = pod_specs(deployment)[0]
+            [copy], [service] = spec["initContainers"], spec["containers"]
+            source, target = copy["command"][-2:]
+            secret, _ = volume_at(spec, copy, source)
+            assert secret["secret"]["secretName"] == "idcode-keys"
+            written, written_inside = volume_at(spec, copy, target)
+            assert written["emptyDir"]["medium"] == "Memory"
+            keys_dir = variables(deployment, objects)["IDCODE_KEYS_DIR"]["value"]
+            read, read_inside = volume_at(spec, service, keys_dir)
+            assert (read["name"], read_inside) == (written["name"], written_inside)
 
 
 def variables(manifest: dict[str, Any], objects: list[dict[str, Any]]) -> dict[str, Any]:
