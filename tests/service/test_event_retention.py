@@ -420,3 +420,22 @@ def test_two_purges_at_once_remove_the_months_once_and_neither_fails(
             assert session.scalar(select(func.count()).select_from(ScanEvent)) == 0
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "until",
+    ["0001-01-01T00:00", "0001-01-01T22:59", "9999-12-31T23:00", "9999-12-31T23:59:59+00:00"],
+)
+def test_an_overview_window_at_the_ends_of_time_is_refused_not_a_500(
+    make_settings: Callable[..., Settings], postgres_url: str, until: str
+) -> None:
+    """The window is the 24 hours up to ``until``'s: one that would start before year 1 or
+    end after 9999 cannot be reckoned (it was an OverflowError, a 500), and is said so."""
+    settings = make_settings(database_url=postgres_url)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        sign_in(client, "operator")
+
+        page = client.get("/console/", params={"until": until})
+
+    assert page.status_code == 422, page.text
+    assert "is out of range: the 24 hours up to it must lie in the years 1 to 9999" in page.text

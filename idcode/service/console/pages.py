@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -430,9 +430,17 @@ async def overview(request: Request) -> Response:
     shown = request.query_params.get("until", "").strip()
     if shown:
         try:
-            now = _time(shown)
+            until = _time(shown)
         except ValueError:
             problems.append("'until' must be a date and time (UTC), like 2026-05-01T08:00.")
+        else:
+            if _window_fits(until):
+                now = until
+            else:
+                problems.append(
+                    "'until' is out of range: the 24 hours up to it must lie in the years 1 "
+                    "to 9999."
+                )
 
     def work() -> dict[str, Any]:
         with services.sessions() as db:
@@ -663,6 +671,16 @@ async def card_status(request: Request, card_id: str) -> Response:
             request, session, checked, problem.status, f"{problem.title} {problem.detail or ''}"
         )
     return _see(f"/console/cards/{checked}?changed={action}")
+
+
+def _window_fits(until: datetime) -> bool:
+    """Whether the overview's window up to ``until`` (its 24 whole hours and the end of
+    the last) can be reckoned: datetime overflows before year 1 and after 9999."""
+    try:
+        queries.window_hours(until)[-1] + timedelta(hours=1)
+    except OverflowError:
+        return False
+    return True
 
 
 def _time(value: str) -> datetime:
