@@ -57,6 +57,9 @@ class Topology:
     password: str | None = field(default=None, repr=False)
 
 
+_ENCODE = " (a '/', '?', '#' or '@' in the password is written %2F, %3F, %23, %40)"
+
+
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
     if text.startswith("["):  # [IPv6]:port
         host, bracket, rest = text[1:].partition("]")
@@ -73,7 +76,9 @@ def _host_port(text: str, default_port: int) -> tuple[str, int]:
         return host, default_port
     # ASCII digits only: str.isdigit() also takes '²' (which int() refuses) and '٣'.
     if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
-        raise RedisURLError(f"node {host}: port {port_text!r} is not a number from 1 to 65535")
+        # The port's text is not repeated: from a password with an unencoded '/' it is the
+        # password's first part ('user:pass/word@host' ends the node list at the '/').
+        raise RedisURLError(f"node {host}: the port is not a number from 1 to 65535{_ENCODE}")
     return host, int(port_text)
 
 
@@ -82,8 +87,11 @@ def parse(url: str) -> Topology:
     if url.startswith(SINGLE_SCHEMES):
         try:
             aioredis.ConnectionPool.from_url(url)  # reads the URL, connects to nothing
-        except ValueError as exc:  # its messages name the part, not the password
-            raise RedisURLError(str(exc)) from None
+        except ValueError as exc:  # its messages name the part, not the password...
+            message = str(exc)
+            if message.startswith("Port could not be cast"):  # ...but this one repeats it
+                message = "the port is not a number" + _ENCODE
+            raise RedisURLError(message) from None
         return Topology("single", url=url)
     if not url.startswith(CLUSTER_SCHEMES + SENTINEL_SCHEMES):
         raise RedisURLError(
