@@ -32,13 +32,15 @@ def reachable(kind: str, url: str) -> str | None:
 
 
 def _without_password(url: str) -> str:
-    """``url`` with any password in it masked: the message goes to CI logs."""
+    """``url`` with any password in it masked: the message goes to CI logs. Up to the last
+    '@', so that a password with a '/' or '?' it should have percent-encoded is masked
+    whole (a URL with an '@' in its query is masked more than it needs)."""
     scheme, sep, rest = url.partition("://")
-    userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+    userinfo, at, after = rest.rpartition("@")
     if not at or ":" not in userinfo:
         return url
     user = userinfo.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{rest[len(userinfo) + 1 :]}"
+    return f"{scheme}{sep}{user}:***@{after}"
 
 
 def main(argv: list[str]) -> int:

@@ -383,6 +383,25 @@ def test_reachable_names_the_problem_without_the_password(
     assert "hunter2" not in err and ":***@" in err
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://idcode:hunter/2@127.0.0.1:7000",
+        "redis://:hunter/2@127.0.0.1:6379/0",
+        "redis+sentinel://:hunter?2@127.0.0.1/idcode",
+    ],
+)
+def test_reachable_masks_a_password_that_should_have_been_percent_encoded(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The URL is refused before anything is asked; its password is masked whole."""
+    status = reachable.main(["reachable", "redis", url])
+
+    err = capsys.readouterr().err
+    assert status == 1 and "bad URL" in err
+    assert "hunter" not in err and ":***@127.0.0.1" in err
+
+
 def test_a_status_change_removes_the_card_key_of_the_version_before_the_hash_tag(
     redis_url: str,
 ) -> None:
