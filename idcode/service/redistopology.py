@@ -72,6 +72,8 @@ def _host_port(text: str, default_port: int) -> tuple[str, int]:
             raise RedisURLError("an IPv6 node address goes in brackets: [address]:port")
     if not host:
         raise RedisURLError("a node without a host name")
+    if not host.isprintable() or any(character.isspace() for character in host):
+        raise RedisURLError(f"node {host!r}: a host name has no spaces or control characters")
     if not port_text:
         return host, default_port
     # ASCII digits only: str.isdigit() also takes '²' (which int() refuses) and '٣'.

@@ -334,6 +334,8 @@ def test_a_cluster_none_of_whose_nodes_answers_is_degraded_mode_not_a_500(
         ("redis+sentinel://:hunter2@s1/idcode/x", "only a database number may follow"),
         ("rediss+cluster://:hunter2@a?ssl_cert_reqs=none", "takes no query"),
         ("redis+cluster://:hunter2@", "at least one node"),
+        ("redis+cluster://:hunter2@a:7000, b:7000", "node ' b': a host name has no spaces"),
+        ("redis+sentinel://:hunter2@s1\n:26379/idcode", "has no spaces or control characters"),
         ("redis+cluster://:hunter2@::1:7000", "IPv6 node address goes in brackets"),
         ("memcached://:hunter2@a", "redis+cluster:// or rediss+cluster://"),
     ],
