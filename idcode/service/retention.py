@@ -217,7 +217,9 @@ def purge(
     result = Purge(before, int(events), int(hour_counts), partitions)
     if dry_run:
         return result
-    dialect = postgresql if partitioned else sqlite
+    # By the database, not by the partitions: a PostgreSQL database before migration 0010
+    # has none, and SQLite's upsert does not compile for it.
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     columns = ["hour", "scene", "site", "reason", "valid", "count"]
     insert = dialect.insert(ScanHour).from_select(columns, per_hour)
     # Counts of an hour already kept add up rather than fail (none are expected: a month is

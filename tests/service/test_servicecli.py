@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -695,3 +695,24 @@ def test_events_purge_takes_its_default_retention_from_the_settings(migrated: Id
     assert "IDCODE_EVENTS_RETENTION_DAYS" in refused.stderr
     assert purge("400").returncode == 0
     assert event_ids(migrated) == ["recent"]
+
+
+def test_events_purge_on_a_postgresql_database_before_0010_says_to_upgrade(
+    idcode: Idcode, fresh_postgres_url: Callable[..., str]
+) -> None:
+    """There scan_events is not partitioned yet: the purge took the database for SQLite and
+    built SQLite's upsert for PostgreSQL, an AttributeError with a traceback."""
+    url = fresh_postgres_url("0009")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "idcode.cli", "events", "purge"],
+        capture_output=True,
+        text=True,
+        cwd=idcode.cwd,
+        env={**idcode.env, "IDCODE_DATABASE_URL": url},
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "scan_hours" in result.stderr and "run 'idcode db upgrade'" in result.stderr
