@@ -346,6 +346,54 @@ def test_migration_0010_moves_existing_events_into_month_partitions_and_back(
         engine.dispose()
 
 
+def test_migration_0010_leaves_times_before_2000_in_the_default_partition_and_purge_takes_them(
+    fresh_postgres_url: Callable[..., str],
+) -> None:
+    """Times stored before the service bounded them: year 0 in UTC (which no reader loads)
+    and year 99 (whose partition bound PostgreSQL cannot read) made the upgrade fail."""
+    url = Settings(database_url=fresh_postgres_url("0009")).sqlalchemy_url
+    terminal_id = str(uuid.uuid4())
+    times = {
+        "year-0-in-utc": "0001-01-01 00:30:00+14:00",
+        "year-99": "0099-06-01 00:00:00+00",
+        "before-2000": "1999-12-31 23:59:59+00",
+        "old": "2025-03-31 23:30:00+00",
+    }
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO terminals (id, scene, site, public_jwk, active, created_at)"
+                    " VALUES (:t, 'community', 'gate-1', '{}', true, now())"
+                ),
+                {"t": terminal_id},
+            )
+            for event_id, at in times.items():
+                _insert_at_0009(connection, terminal_id, event_id, at)
+
+        upgrade(url)
+
+        with engine.connect() as connection:
+            where: dict[str, str] = dict(
+                connection.execute(
+                    text("SELECT event_id, tableoid::regclass::text FROM scan_events")
+                ).all()
+            )
+        assert where == {
+            "year-0-in-utc": "scan_events_default",
+            "year-99": "scan_events_default",
+            "before-2000": "scan_events_default",
+            "old": "scan_events_2025_03",
+        }
+        with make_session_factory(engine)() as session:
+            assert purge(session, 184, NOW, "cli:test").events == 4
+            session.commit()
+            assert session.scalar(select(func.count()).select_from(ScanEvent)) == 0
+    finally:
+        engine.dispose()
+
+
 def test_console_overview_still_draws_the_hours_whose_events_were_purged(
     make_settings: Callable[..., Settings],
     fresh_postgres_url: Callable[..., str],

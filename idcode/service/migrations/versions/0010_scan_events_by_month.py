@@ -31,6 +31,10 @@ depends_on: str | Sequence[str] | None = None
 #: its own copy, so that it does the same whatever the code becomes.
 MONTHS_AHEAD = 3
 MAX_EVENT_AGE_DAYS = 35
+#: No partition is made for a month before this one: such a time can only be one a terminal
+#: sent before the service bounded event times (year 1, say, or year 0 in UTC, which no reader
+#: can load), and stays in the DEFAULT partition, as one past the horizon does.
+FIRST_MONTH = datetime(2000, 1, 1, tzinfo=UTC)
 COLUMNS = "terminal_id, event_id, occurred_at, valid, reason, scene_result, subject, received_at"
 
 
@@ -84,22 +88,26 @@ def upgrade() -> None:
     first, horizon = _month(now - timedelta(days=MAX_EVENT_AGE_DAYS)), _month(now)
     for _ in range(MONTHS_AHEAD + 1):
         horizon = _next(horizon)
+    # A month past the horizon can only hold times a terminal sent before the service bounded
+    # them: those stay in the DEFAULT partition rather than making partitions for year 2999;
+    # so do those before FIRST_MONTH (a year 99 would not even make a partition's bound).
+    # Chosen in SQL, so that no such time is loaded.
     months = {
         _month(month)
         for (month,) in connection.execute(
             sa.text(
                 "SELECT DISTINCT date_trunc('month', occurred_at, 'UTC') "
-                "FROM scan_events_unpartitioned"
-            )
+                "FROM scan_events_unpartitioned "
+                "WHERE occurred_at >= :first AND occurred_at < :horizon"
+            ),
+            {"first": FIRST_MONTH, "horizon": horizon},
         )
     }
     month = first
     while month < horizon:
         months.add(month)
         month = _next(month)
-    # A month past the horizon can only hold times a terminal sent before the service bounded
-    # them: those stay in the DEFAULT partition rather than making partitions for year 2999.
-    for month in sorted(m for m in months if m < horizon):
+    for month in sorted(months):
         op.execute(
             f"CREATE TABLE scan_events_{month:%Y_%m} PARTITION OF scan_events "
             f"FOR VALUES FROM ({_bound(month)}) TO ({_bound(_next(month))})"
