@@ -1118,7 +1118,8 @@ def print_capacity(
     redis_bytes: int,
     redis_classes: dict[str, tuple[int, int, int]],
     stored: Storage,
-) -> None:
+) -> dict[str, float]:
+    """Prints the capacity table; returns the cores each component needs."""
     answered = outcome.requests()
     real = sum(city.per_second(hour, 1).values())
     print()
@@ -1158,9 +1159,10 @@ def print_capacity(
     lasting = redis_bytes - rate_bytes
     city_mib = (rate_bytes * scale + lasting) / 2**20
     rows.append((REDIS, spent(before, after, REDIS), f"{now_mib:.1f} MiB", f"{city_mib:,.0f} MiB"))
+    needed = {}
     for name, cpu, memory_now, memory_city in rows:
         per_request = cpu / answered
-        cores = per_request * real
+        cores = needed[name] = per_request * real
         print(
             f"{name:<22}{per_request * 1e3:>15.2f}{cores:>14.2f}{cores / PROVISION_AT:>13.2f}"
             f"{memory_now:>12}  {memory_city}"
@@ -1187,6 +1189,7 @@ def print_capacity(
             for group, (keys, size, ttl) in sorted(redis_classes.items())
         )
     )
+    return needed
 
 
 @dataclass
@@ -1198,6 +1201,7 @@ class Arm:
     proxy_cpu: float = 0.0
     service_cpu: float = 0.0
     generator_cpu: float = 0.0
+    machine_cpu: float = 0.0
     seconds: float = 0.0
     requests: int = 0
     failures: int = 0
@@ -1214,19 +1218,20 @@ def print_scaling(arms: Sequence[Arm], replicas: int, connections: int, seconds:
     )
     print(
         f"{'arm':<14}{'answers/s by round':>28}{'median':>9}{'p99 ms':>9}{'service':>9}"
-        f"{'haproxy':>9}{'generator':>11}"
+        f"{'haproxy':>9}{'generator':>11}{'machine':>9}"
     )
     for arm in arms:
         print(
             f"{arm.name:<14}{' '.join(f'{r:,.0f}' for r in arm.rates):>28}"
             f"{statistics.median(arm.rates):>9,.0f}{statistics.median(arm.p99):>9.1f}"
             f"{arm.service_cpu / arm.seconds:>9.2f}{arm.proxy_cpu / arm.seconds:>9.2f}"
-            f"{arm.generator_cpu / arm.seconds:>11.2f}"
+            f"{arm.generator_cpu / arm.seconds:>11.2f}{arm.machine_cpu / arm.seconds:>9.2f}"
             + (f"  ({arm.failures:,} failures)" if arm.failures else "")
             + ("  (the plan ran out)" if arm.ran_out else "")
         )
     print(
-        "   service, haproxy, generator: CPU in cores while the arm ran (service: all replicas); "
+        "   service, haproxy, generator, machine: CPU in cores while the arm ran (service: all "
+        "replicas; machine: everything on it, other engineers' work too); "
         f"haproxy {one.proxy_cpu / max(1, one.requests) * 1e6:.0f} / "
         f"{many.proxy_cpu / max(1, many.requests) * 1e6:.0f} us a request, the generator "
         f"{one.generator_cpu / max(1, one.requests) * 1e6:.0f} / "
@@ -1316,7 +1321,9 @@ def cost_by_type(
     return costs
 
 
-def print_costs(costs: Sequence[TypeCost], city: City, hour: int) -> None:
+def print_costs(
+    costs: Sequence[TypeCost], city: City, hour: int, from_mix: dict[str, float]
+) -> None:
     real = city.per_second(hour, 1)
     print()
     print(
@@ -1348,6 +1355,14 @@ def print_costs(costs: Sequence[TypeCost], city: City, hour: int) -> None:
     print(
         "  * redis-server's own counters: everyone's commands on this Redis, an upper bound. "
         "A consent row is a visit: its consent code and its identification."
+    )
+    print(
+        f"  against the open loop's mix: service {from_mix[SERVICE]:.2f} cores there, "
+        f"{totals[SERVICE]:.2f} here; PostgreSQL {from_mix[POSTGRES]:.2f} there, "
+        f"{totals[POSTGRES]:.2f} here. Here each type is costed with the service kept busy; at "
+        "the scaled rate the mix also spreads the service's fixed costs (its event loop, "
+        "metrics, background tasks, idle wake-ups) over few requests, which a city-sized load "
+        "would not, so the capacity table above likely errs high."
     )
 
 
@@ -1385,6 +1400,7 @@ def run_scaling(
             )
             arm.service_cpu += spent(before, after, SERVICE)
             arm.generator_cpu += outcome.generator_cpu
+            arm.machine_cpu += after.machine - before.machine
             arm.seconds += outcome.seconds
             arm.requests += outcome.requests()
             arm.failures += sum(outcome.failures().values())
@@ -1523,10 +1539,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             redis_bytes, redis_classes = watch.prefix_memory()
             stored = storage(service.database_url)
             print_open_loop(outcome, rates, before, after, args.duration)
-            print_capacity(
+            needed = print_capacity(
                 city, hour, args.scale, outcome, before, after, redis_bytes, redis_classes, stored
             )
-            print_costs(cost_by_type(args, runner, mix, address, watch), city, hour)
+            print_costs(cost_by_type(args, runner, mix, address, watch), city, hour, needed)
 
             if args.replicas > 1:
                 servers = [first]
