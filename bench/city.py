@@ -70,6 +70,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from array import array
 from collections.abc import Iterator, Sequence
@@ -122,6 +123,7 @@ UPLOAD = "upload"  # POST /v1/events, one event
 DELTA = "delta"  # GET /v1/trust-bundle/status-delta
 BUNDLE = "bundle"  # GET /v1/trust-bundle with If-None-Match
 KINDS = (CODE, CONSENT, IDENTIFY, UPLOAD, DELTA, BUNDLE)
+NOOP = "noop"  # GET /healthz: the yardstick the types' costs are divided by
 ROUTES = {
     CODE: "POST /v1/codes",
     CONSENT: "POST /v1/codes (consent)",
@@ -129,6 +131,7 @@ ROUTES = {
     UPLOAD: "POST /v1/events",
     DELTA: "GET status-delta",
     BUNDLE: "GET trust-bundle",
+    NOOP: "GET /healthz",
 }
 #: p99 targets at the service, in ms (loopback: the network comes on top).
 #: Codes: DESIGN.md's "a code in < 100 ms" for the citizen at the gate, taken as the p99 at
@@ -685,9 +688,11 @@ class Outcome:
     """Every answer of a run by kind: latency (ms) and status."""
 
     latency_ms: dict[str, array[float]] = field(
-        default_factory=lambda: {k: array("d") for k in KINDS}
+        default_factory=lambda: {k: array("d") for k in (*KINDS, NOOP)}
     )
-    status: dict[str, array[int]] = field(default_factory=lambda: {k: array("H") for k in KINDS})
+    status: dict[str, array[int]] = field(
+        default_factory=lambda: {k: array("H") for k in (*KINDS, NOOP)}
+    )
     seconds: float = 0.0
     generator_cpu: float = 0.0
     queued: int = 0  # open loop: slots that found every connection busy
@@ -698,7 +703,7 @@ class Outcome:
         self.status[kind].append(status)
 
     def ok(self, kind: str | None = None) -> int:
-        kinds = KINDS if kind is None else (kind,)
+        kinds = (*KINDS, NOOP) if kind is None else (kind,)
         return sum(1 for k in kinds for s in self.status[k] if 200 <= s < 400)
 
     def requests(self) -> int:
@@ -706,7 +711,7 @@ class Outcome:
 
     def failures(self) -> dict[str, int]:
         counted: dict[str, int] = {}
-        for kind in KINDS:
+        for kind in (*KINDS, NOOP):
             for status in self.status[kind]:
                 if not 200 <= status < 400:
                     name = f"{kind} {status}" if status >= 100 else f"{kind} no answer"
@@ -799,6 +804,8 @@ async def _with_watchdog(pool: Sequence[BodyConnection], workers: list[Any]) -> 
 # --- what each process used: /proc and the servers' own counters --------------------------
 
 SERVICE, POSTGRES, REDIS, PROXY = "service", "postgres", "redis", "haproxy"
+POLL_SECONDS = 0.5  # how often the PostgreSQL backends are looked for
+WATCH_NAME = "idcode-bench-city-watch"  # the application_name of its own connections
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -840,35 +847,63 @@ class Watch:
     counters: it is shared with anyone else on this Redis) and HAProxy."""
 
     def __init__(self, database_url: str, redis_client: redis.Redis, prefix: str) -> None:
-        self.database = psycopg.connect(database_url, autocommit=True)
+        self.database = psycopg.connect(database_url, autocommit=True, application_name=WATCH_NAME)
         self.redis = redis_client
         self.prefix = prefix
         self.services: list[int] = []
         self.proxies: list[int] = []
+        # Every backend seen and its CPU when last seen: one that ends (a pooled connection
+        # replaced) keeps what it used until then. A poller thread looks twice a second.
+        self._backends: dict[int, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller = threading.Thread(
+            target=self._poll, args=(database_url,), name="city-postgres-watch", daemon=True
+        )
+        self._poller.start()
 
     def close(self) -> None:
+        self._stop.set()
+        self._poller.join(timeout=5)
         self.database.close()
 
-    def postgres_pids(self) -> list[int]:
-        rows = self.database.execute(
+    def _poll(self, database_url: str) -> None:
+        with psycopg.connect(
+            database_url, autocommit=True, application_name=WATCH_NAME
+        ) as connection:
+            while not self._stop.wait(POLL_SECONDS):
+                self._backends_now(connection)
+
+    def _backends_now(self, connection: psycopg.Connection[Any]) -> list[int]:
+        """The backends on the bench's database now (not the watch's own two), recorded."""
+        rows = connection.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()"
+            "AND application_name <> %s",
+            (WATCH_NAME,),
         ).fetchall()
-        return [int(row[0]) for row in rows]
+        pids = [int(row[0]) for row in rows]
+        with self._lock:
+            for pid in pids:
+                seconds = _cpu_seconds(pid)
+                if seconds is not None:
+                    self._backends[pid] = seconds
+        return pids
 
     def sample(self) -> Usage:
         cpu: dict[str, dict[int, float]] = {SERVICE: {}, POSTGRES: {}, PROXY: {}}
         memory = dict.fromkeys((SERVICE, POSTGRES, PROXY), 0)
         groups = (
             (SERVICE, [p for s in self.services for p in _process_tree(s)], "Rss"),
-            (POSTGRES, self.postgres_pids(), "Pss"),
+            (POSTGRES, self._backends_now(self.database), "Pss"),
             (PROXY, self.proxies, "Rss"),
         )
+        with self._lock:  # every backend seen so far, ended ones at their last figure
+            cpu[POSTGRES] = dict(self._backends)
         for name, pids, kind in groups:
             for pid in pids:
                 seconds = _cpu_seconds(pid)
                 if seconds is not None:
-                    cpu[name][pid] = seconds
+                    cpu[name][pid] = max(seconds, cpu[name].get(pid, 0.0))
                     memory[name] += _memory_kb(pid, kind)
         info: dict[str, Any] = self.redis.info("cpu")
         cpu[REDIS] = {0: float(info["used_cpu_user"]) + float(info["used_cpu_sys"])}
@@ -902,8 +937,8 @@ class Watch:
 
 def spent(before: Usage, after: Usage, group: str) -> float:
     """CPU seconds a group used between two samples: each process's difference; one that
-    started in between counts from zero, one that ended in between is missed (PostgreSQL's
-    backends are the pool's, and stay)."""
+    started in between counts from zero. One that ended in between is missed, but for
+    PostgreSQL's backends, polled twice a second, which count until they were last seen."""
     return sum(
         seconds - before.cpu[group].get(pid, 0.0) for pid, seconds in after.cpu[group].items()
     )
@@ -1084,6 +1119,12 @@ def print_open_loop(
         f"{(after.generator - before.generator) / elapsed:.2f} "
         f"({outcome.generator_cpu / max(1, outcome.requests()) * 1e6:.0f} us a request), the "
         f"whole machine {(after.machine - before.machine) / elapsed:.2f}"
+    )
+    backends_before, backends_after = set(before.cpu[POSTGRES]), set(after.cpu[POSTGRES])
+    print(
+        f"  PostgreSQL backends on the bench's database seen: {len(backends_before)} by the "
+        f"start, {len(backends_after)} by the end ({len(backends_after - backends_before)} "
+        "started during the run: a pooled connection replaced)"
     )
 
 
@@ -1303,8 +1344,12 @@ def cost_by_type(
     """Each request type alone against one replica, so that the mix's CPU splits by type
     (the open loop's figures cannot: its types run together)."""
     costs = []
-    for kind in (CODE, CONSENT, UPLOAD, DELTA, BUNDLE):
-        slots = plan(mix, {kind: 1.0}, 600 * args.type_seconds, seed=len(kind))
+    noop = f"GET /healthz HTTP/1.1\r\nHost: {mix.host}\r\n\r\n".encode()
+    for kind in (NOOP, CODE, CONSENT, UPLOAD, DELTA, BUNDLE):
+        if kind == NOOP:
+            slots = [Slot(0.0, NOOP, noop, "")] * round(5000 * args.type_seconds)
+        else:
+            slots = plan(mix, {kind: 1.0}, 600 * args.type_seconds, seed=len(kind))
         print(f"  {ROUTES[kind]} alone ...", file=sys.stderr, flush=True)
         before = watch.sample()
         outcome = runner.run(closed_loop(address, slots, mix, TYPE_CONNECTIONS, args.type_seconds))
@@ -1332,29 +1377,38 @@ def print_costs(
         "needs for that type"
     )
     print(
-        f"{'request':<30}{'answers/s':>10}{'service':>9}{'postgres':>9}{'redis*':>8}"
-        f"{'city/s':>9}{'service cores':>15}{'postgres cores':>16}"
+        f"{'request':<30}{'answers/s':>10}{'service':>9}{'x noop':>8}{'postgres':>9}"
+        f"{'redis*':>8}{'city/s':>9}{'service cores':>15}{'postgres cores':>16}"
     )
     totals = {SERVICE: 0.0, POSTGRES: 0.0}
+    noop = next(c for c in costs if c.kind == NOOP)
+    noop_cpu = noop.cpu[SERVICE] / max(1, noop.answers)
     for cost in costs:
         per = {g: c / max(1, cost.answers) for g, c in cost.cpu.items()}
-        rate = real[cost.kind]
+        rate = real.get(cost.kind, 0.0)
         label = ROUTES[cost.kind] + (" + identify" if cost.kind == CONSENT else "")
         for group in totals:
             totals[group] += per[group] * rate
+        city_cells = (
+            f"{rate:>9.1f}{per[SERVICE] * rate:>15.2f}{per[POSTGRES] * rate:>16.2f}"
+            if cost.kind != NOOP
+            else ""
+        )
         print(
             f"{label:<30}{cost.answers / cost.seconds:>10,.0f}{per[SERVICE] * 1e3:>9.2f}"
-            f"{per[POSTGRES] * 1e3:>9.2f}{per[REDIS] * 1e3:>8.2f}{rate:>9.1f}"
-            f"{per[SERVICE] * rate:>15.2f}{per[POSTGRES] * rate:>16.2f}"
+            f"{per[SERVICE] / noop_cpu if noop_cpu else math.nan:>8.1f}"
+            f"{per[POSTGRES] * 1e3:>9.2f}{per[REDIS] * 1e3:>8.2f}{city_cells}"
             + (f"  ({cost.failures:,} failures)" if cost.failures else "")
         )
     print(
-        f"{'sum':<30}{'':>10}{'':>9}{'':>9}{'':>8}{sum(real.values()):>9.1f}"
+        f"{'sum':<30}{'':>10}{'':>9}{'':>8}{'':>9}{'':>8}{sum(real.values()):>9.1f}"
         f"{totals[SERVICE]:>15.2f}{totals[POSTGRES]:>16.2f}"
     )
     print(
         "  * redis-server's own counters: everyone's commands on this Redis, an upper bound. "
-        "A consent row is a visit: its consent code and its identification."
+        "A consent row is a visit: its consent code and its identification. x noop: the "
+        "service's CPU an answer over the same server's GET /healthz, measured alike: the "
+        "figure to compare between machines."
     )
     print(
         f"  against the open loop's mix: service {from_mix[SERVICE]:.2f} cores there, "
