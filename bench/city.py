@@ -34,9 +34,9 @@ it, and bench/README.md carries the same table):
 The diurnal curves (``CURVES``: each hour's share of a scene's day) follow the usual shape of
 urban travel: the commute curve puts about 10 % of the day's trips in each of the morning
 and evening peak hours, the planning figure for peak-hour share in Chinese city transport
-surveys; the others are working hours with hospitals' evening clinics (office), shop hours with an evening peak (retail),
-daytime outings (leisure) and meal times (meal). They are estimates to be replaced by the
-city's own scan counts once terminals upload them.
+surveys; the others are working hours with hospitals' evening clinics (office), shop hours
+with an evening peak (retail), daytime outings (leisure) and meal times (meal). They are
+estimates to be replaced by the city's own scan counts once terminals upload them.
 
 Against the real service: one ``idcode serve`` (bench/_service.py: its own PostgreSQL
 database and Redis prefix, cards enrolled, citizens' ID tokens), the city's terminals
@@ -44,7 +44,9 @@ registered at the scale chosen (each with its own Ed25519 key, signing one reque
 request), a relying party for the consented identifications. The generator is this process:
 asyncio on raw keep-alive HTTP/1.1 (bench/soak.py's client), an open loop that sends each
 request at its scheduled time (Poisson arrivals at the scaled peak hour's rates) and times it
-from then. Its own CPU is measured and printed beside the service's. Then the scaling
+from then. Its own CPU is measured and printed beside the service's. The capacity table
+multiplies the CPU each process used per request by the whole city's rate. Then each request
+type alone in a closed loop, with ``GET /healthz`` as the yardstick, and the scaling
 comparison: HAProxy on loopback in front of one replica, and in front of ``--replicas``
 replicas sharing the database and Redis, each arm a closed loop of the same request mix, in
 alternating rounds. Needs ``haproxy`` for that part (Debian/Ubuntu: ``apt-get install
@@ -105,8 +107,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 from soak import CLOCK_TICKS, CONNECTION_ERROR, Connection, _process_tree, percentile, watchdog
 
+from idcode.protocol import MAX_CLOCK_DRIFT
 from idcode.service.auth import dev_token
-from idcode.terminaltoken import relying_party_token, terminal_token
+from idcode.terminaltoken import MAX_TOKEN_LIFETIME, relying_party_token, terminal_token
 
 try:  # uvicorn[standard] brings uvloop; the generator runs on it when it is there
     import uvloop
@@ -574,7 +577,9 @@ class Mix:
             )
             extra = ""
             if kind == CONSENT:
-                extra = relying_party_token(self.party.id, self.party.private_key)
+                extra = relying_party_token(
+                    self.party.id, self.party.private_key, lifetime=MAX_TOKEN_LIFETIME
+                )
             return head.encode() + body, extra
         if kind == UPLOAD:
             scenes = list(self.upload_weights)
@@ -590,14 +595,14 @@ class Mix:
                 "subject": secrets.token_hex(12),
             }
             body = json.dumps({"events": [event]}, separators=(",", ":")).encode()
-            token = terminal_token(terminal.id, terminal.key)
+            token = terminal_token(terminal.id, terminal.key, lifetime=MAX_TOKEN_LIFETIME)
             head = (
                 f"POST /v1/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             )
             return head.encode() + body, ""
         terminal = self.terminals[n % len(self.terminals)]
-        token = terminal_token(terminal.id, terminal.key)
+        token = terminal_token(terminal.id, terminal.key, lifetime=MAX_TOKEN_LIFETIME)
         if kind == DELTA:
             path = f"/v1/trust-bundle/status-delta?since={self.version}"
             extra_header = ""
@@ -839,6 +844,7 @@ class Usage:
     generator: float
     machine: float
     redis_calls: int
+    commits: int  # transactions committed in the bench's database (pg_stat_database)
 
 
 class Watch:
@@ -910,6 +916,9 @@ class Watch:
         stats: dict[str, Any] = self.redis.info("stats")
         memory[REDIS] = int(self.redis.info("memory")["used_memory"]) // 1024
         ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        row = self.database.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
         return Usage(
             at=time.monotonic(),
             cpu=cpu,
@@ -917,6 +926,7 @@ class Watch:
             generator=time.process_time(),
             machine=(sum(ticks[:8]) - ticks[3] - ticks[4]) / CLOCK_TICKS,
             redis_calls=int(stats["total_commands_processed"]),
+            commits=int(row[0]) if row else 0,
         )
 
     def prefix_memory(self) -> tuple[int, dict[str, tuple[int, int, int]]]:
@@ -1243,6 +1253,8 @@ class Arm:
     service_cpu: float = 0.0
     generator_cpu: float = 0.0
     machine_cpu: float = 0.0
+    postgres_cpu: float = 0.0
+    commits: int = 0
     seconds: float = 0.0
     requests: int = 0
     failures: int = 0
@@ -1258,21 +1270,23 @@ def print_scaling(arms: Sequence[Arm], replicas: int, connections: int, seconds:
         f"{connections} connections, {seconds:g} s an arm a round, the order alternating"
     )
     print(
-        f"{'arm':<14}{'answers/s by round':>28}{'median':>9}{'p99 ms':>9}{'service':>9}"
-        f"{'haproxy':>9}{'generator':>11}{'machine':>9}"
+        f"{'arm':<14}{'answers/s by round':>22}{'median':>8}{'p99 ms':>8}{'service':>9}"
+        f"{'postgres':>9}{'haproxy':>8}{'generator':>10}{'machine':>8}{'commits/s':>10}"
     )
     for arm in arms:
         print(
-            f"{arm.name:<14}{' '.join(f'{r:,.0f}' for r in arm.rates):>28}"
-            f"{statistics.median(arm.rates):>9,.0f}{statistics.median(arm.p99):>9.1f}"
-            f"{arm.service_cpu / arm.seconds:>9.2f}{arm.proxy_cpu / arm.seconds:>9.2f}"
-            f"{arm.generator_cpu / arm.seconds:>11.2f}{arm.machine_cpu / arm.seconds:>9.2f}"
+            f"{arm.name:<14}{' '.join(f'{r:,.0f}' for r in arm.rates):>22}"
+            f"{statistics.median(arm.rates):>8,.0f}{statistics.median(arm.p99):>8.0f}"
+            f"{arm.service_cpu / arm.seconds:>9.2f}{arm.postgres_cpu / arm.seconds:>9.2f}"
+            f"{arm.proxy_cpu / arm.seconds:>8.2f}{arm.generator_cpu / arm.seconds:>10.2f}"
+            f"{arm.machine_cpu / arm.seconds:>8.2f}{arm.commits / arm.seconds:>10,.0f}"
             + (f"  ({arm.failures:,} failures)" if arm.failures else "")
             + ("  (the plan ran out)" if arm.ran_out else "")
         )
     print(
-        "   service, haproxy, generator, machine: CPU in cores while the arm ran (service: all "
-        "replicas; machine: everything on it, other engineers' work too); "
+        "   service ... machine: CPU in cores while the arm ran (service: all replicas; "
+        "postgres: the bench database's backends; machine: everything on it, other engineers' "
+        "work too); commits/s: transactions committed in the bench's database; "
         f"haproxy {one.proxy_cpu / max(1, one.requests) * 1e6:.0f} / "
         f"{many.proxy_cpu / max(1, many.requests) * 1e6:.0f} us a request, the generator "
         f"{one.generator_cpu / max(1, one.requests) * 1e6:.0f} / "
@@ -1315,6 +1329,9 @@ def print_header(args: argparse.Namespace, server: Server, versions: str, haprox
 FULL = {"duration": 180.0, "rounds": 3, "round_seconds": 20.0, "type_seconds": 6.0}
 QUICK = {"duration": 60.0, "rounds": 2, "round_seconds": 10.0, "type_seconds": 3.0}
 TYPE_CONNECTIONS = 8  # the closed loop that costs one request type at a time
+# A request token signed before the timed part is taken until MAX_CLOCK_DRIFT past its expiry
+# (idcode.service.requesttokens): the open loop ends a minute before.
+LONGEST_PLAN = MAX_TOKEN_LIFETIME + MAX_CLOCK_DRIFT - 60
 
 
 def slots_for(mix: Mix, rates: dict[str, float], count: float, seed: int) -> list[Slot]:
@@ -1367,7 +1384,7 @@ def cost_by_type(
 
 
 def print_costs(
-    costs: Sequence[TypeCost], city: City, hour: int, from_mix: dict[str, float]
+    costs: Sequence[TypeCost], city: City, hour: int, from_mix: dict[str, float], cards: int
 ) -> None:
     real = city.per_second(hour, 1)
     print()
@@ -1410,6 +1427,14 @@ def print_costs(
         "service's CPU an answer over the same server's GET /healthz, measured alike: the "
         "figure to compare between machines."
     )
+    codes = next(c for c in costs if c.kind == CODE)
+    print(
+        f"  {ROUTES[CODE]} alone asked for each of the {cards:,} citizens' codes "
+        f"{codes.answers / cards:.1f} times on average: from the second time on, the card and "
+        "the ID token were cached. In the open loop a citizen comes back about every 5 "
+        "minutes, as long as the card cache keeps a card, so most of its codes were first "
+        "asks, as a real citizen's two or three a day are."
+    )
     print(
         f"  against the open loop's mix: service {from_mix[SERVICE]:.2f} cores there, "
         f"{totals[SERVICE]:.2f} here; PostgreSQL {from_mix[POSTGRES]:.2f} there, "
@@ -1448,13 +1473,13 @@ def run_scaling(
             arm.rates.append(outcome.ok() / outcome.seconds)
             everything = sorted(x for k in KINDS for x in outcome.latency_ms[k])
             arm.p99.append(percentile(everything, 99))
-            arm.proxy_cpu += sum(
-                after.cpu[PROXY].get(arm.proxy.pid, 0.0) - before.cpu[PROXY].get(arm.proxy.pid, 0.0)
-                for _ in (0,)
-            )
+            pid = arm.proxy.pid
+            arm.proxy_cpu += after.cpu[PROXY].get(pid, 0.0) - before.cpu[PROXY].get(pid, 0.0)
             arm.service_cpu += spent(before, after, SERVICE)
             arm.generator_cpu += outcome.generator_cpu
             arm.machine_cpu += after.machine - before.machine
+            arm.postgres_cpu += spent(before, after, POSTGRES)
+            arm.commits += after.commits - before.commits
             arm.seconds += outcome.seconds
             arm.requests += outcome.requests()
             arm.failures += sum(outcome.failures().values())
@@ -1514,6 +1539,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--scale must be at least 1; --duration and the seconds positive")
     if min(args.replicas, args.cards, args.rounds, args.connections, args.closed_connections) < 1:
         parser.error("--replicas, --cards, --rounds and the connections must be at least 1")
+    if args.duration > LONGEST_PLAN:
+        parser.error(
+            f"--duration is at most {LONGEST_PLAN} s: the request tokens are signed before the "
+            f"timed part, and the service takes them for {LONGEST_PLAN + 60} s after that"
+        )
     if args.hour is not None and not 0 <= args.hour <= 23:
         parser.error("--hour must be 0-23")
     haproxy = ""
@@ -1596,7 +1626,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             needed = print_capacity(
                 city, hour, args.scale, outcome, before, after, redis_bytes, redis_classes, stored
             )
-            print_costs(cost_by_type(args, runner, mix, address, watch), city, hour, needed)
+            costs = cost_by_type(args, runner, mix, address, watch)
+            print_costs(costs, city, hour, needed, args.cards)
 
             if args.replicas > 1:
                 servers = [first]
