@@ -809,7 +809,7 @@ async def _with_watchdog(pool: Sequence[BodyConnection], workers: list[Any]) -> 
 # --- what each process used: /proc and the servers' own counters --------------------------
 
 SERVICE, POSTGRES, REDIS, PROXY = "service", "postgres", "redis", "haproxy"
-POLL_SECONDS = 0.5  # how often the PostgreSQL backends are looked for
+POLL_SECONDS = 0.1  # how often the PostgreSQL backends are looked for
 WATCH_NAME = "idcode-bench-city-watch"  # the application_name of its own connections
 
 
@@ -845,6 +845,7 @@ class Usage:
     machine: float
     redis_calls: int
     commits: int  # transactions committed in the bench's database (pg_stat_database)
+    sessions: int  # connections opened to it so far (pg_stat_database)
 
 
 class Watch:
@@ -858,8 +859,9 @@ class Watch:
         self.prefix = prefix
         self.services: list[int] = []
         self.proxies: list[int] = []
-        # Every backend seen and its CPU when last seen: one that ends (a pooled connection
-        # replaced) keeps what it used until then. A poller thread looks twice a second.
+        # Every backend seen and its CPU when last seen: one that ends (an overflow connection
+        # of a service's pool, closed when returned) keeps what it used until then. A poller
+        # thread looks ten times a second.
         self._backends: dict[int, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -917,7 +919,7 @@ class Watch:
         memory[REDIS] = int(self.redis.info("memory")["used_memory"]) // 1024
         ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
         row = self.database.execute(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            "SELECT xact_commit, sessions FROM pg_stat_database WHERE datname = current_database()"
         ).fetchone()
         return Usage(
             at=time.monotonic(),
@@ -927,6 +929,7 @@ class Watch:
             machine=(sum(ticks[:8]) - ticks[3] - ticks[4]) / CLOCK_TICKS,
             redis_calls=int(stats["total_commands_processed"]),
             commits=int(row[0]) if row else 0,
+            sessions=int(row[1]) if row else 0,
         )
 
     def prefix_memory(self) -> tuple[int, dict[str, tuple[int, int, int]]]:
@@ -948,7 +951,8 @@ class Watch:
 def spent(before: Usage, after: Usage, group: str) -> float:
     """CPU seconds a group used between two samples: each process's difference; one that
     started in between counts from zero. One that ended in between is missed, but for
-    PostgreSQL's backends, polled twice a second, which count until they were last seen."""
+    PostgreSQL's backends, polled ten times a second, which count until they were last seen
+    (a connection opened and closed between two polls is missed)."""
     return sum(
         seconds - before.cpu[group].get(pid, 0.0) for pid, seconds in after.cpu[group].items()
     )
@@ -1130,11 +1134,12 @@ def print_open_loop(
         f"({outcome.generator_cpu / max(1, outcome.requests()) * 1e6:.0f} us a request), the "
         f"whole machine {(after.machine - before.machine) / elapsed:.2f}"
     )
-    backends_before, backends_after = set(before.cpu[POSTGRES]), set(after.cpu[POSTGRES])
+    opened = after.sessions - before.sessions
     print(
-        f"  PostgreSQL backends on the bench's database seen: {len(backends_before)} by the "
-        f"start, {len(backends_after)} by the end ({len(backends_after - backends_before)} "
-        "started during the run: a pooled connection replaced)"
+        f"  PostgreSQL: {opened:,} connections to the bench's database opened during the run "
+        f"(a service's pool keeps 10 and opens up to 10 more, closed when returned), "
+        f"{len(set(after.cpu[POSTGRES]) - set(before.cpu[POSTGRES])):,} of them seen by the "
+        "poller that counts their CPU"
     )
 
 
@@ -1255,6 +1260,7 @@ class Arm:
     machine_cpu: float = 0.0
     postgres_cpu: float = 0.0
     commits: int = 0
+    sessions: int = 0
     seconds: float = 0.0
     requests: int = 0
     failures: int = 0
@@ -1272,6 +1278,7 @@ def print_scaling(arms: Sequence[Arm], replicas: int, connections: int, seconds:
     print(
         f"{'arm':<14}{'answers/s by round':>22}{'median':>8}{'p99 ms':>8}{'service':>9}"
         f"{'postgres':>9}{'haproxy':>8}{'generator':>10}{'machine':>8}{'commits/s':>10}"
+        f"{'opened/s':>9}"
     )
     for arm in arms:
         print(
@@ -1280,13 +1287,16 @@ def print_scaling(arms: Sequence[Arm], replicas: int, connections: int, seconds:
             f"{arm.service_cpu / arm.seconds:>9.2f}{arm.postgres_cpu / arm.seconds:>9.2f}"
             f"{arm.proxy_cpu / arm.seconds:>8.2f}{arm.generator_cpu / arm.seconds:>10.2f}"
             f"{arm.machine_cpu / arm.seconds:>8.2f}{arm.commits / arm.seconds:>10,.0f}"
+            f"{arm.sessions / arm.seconds:>9.1f}"
             + (f"  ({arm.failures:,} failures)" if arm.failures else "")
             + ("  (the plan ran out)" if arm.ran_out else "")
         )
     print(
         "   service ... machine: CPU in cores while the arm ran (service: all replicas; "
         "postgres: the bench database's backends; machine: everything on it, other engineers' "
-        "work too); commits/s: transactions committed in the bench's database; "
+        "work too); commits/s, opened/s: transactions committed in the bench's database and "
+        "connections opened to it (postgres misses the CPU of those closed between two of its "
+        "polls); "
         f"haproxy {one.proxy_cpu / max(1, one.requests) * 1e6:.0f} / "
         f"{many.proxy_cpu / max(1, many.requests) * 1e6:.0f} us a request, the generator "
         f"{one.generator_cpu / max(1, one.requests) * 1e6:.0f} / "
@@ -1480,6 +1490,7 @@ def run_scaling(
             arm.machine_cpu += after.machine - before.machine
             arm.postgres_cpu += spent(before, after, POSTGRES)
             arm.commits += after.commits - before.commits
+            arm.sessions += after.sessions - before.sessions
             arm.seconds += outcome.seconds
             arm.requests += outcome.requests()
             arm.failures += sum(outcome.failures().values())
