@@ -56,6 +56,9 @@ class TrustBundle:
     scene: dict[str, Any] = field(default_factory=dict)
     #: Devices their citizens removed, whose credentials have not expired (8-byte ids).
     revoked_devices: frozenset[bytes] = frozenset()
+    #: The crypto profile whose root key signed it: its terminals key their subjects with
+    #: the profile's hash (HMAC-SM3 under GM) as the service does.
+    profile: CryptoProfile = STANDARD
 
     @property
     def fresh_until(self) -> int:
@@ -305,6 +308,7 @@ def verify_bundle(
             status=StatusList.from_json(claims["status"]),
             scene=scene,
             revoked_devices=device_ids_from_json(claims.get("revoked_devices", [])),
+            profile=profile,
         )
     except KeyError as exc:
         raise BundleError(f"the bundle lacks {exc}") from None

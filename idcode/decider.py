@@ -72,6 +72,7 @@ class Decider:
                 allow_stale=data.allow_stale,
             ),
             options=MappingProxyType(dict(options or {})),
+            hash_name=bundle.profile.hash_name,
         )
         self.adapter = adapter(self.context)
         self.known_reasons = adapter.known_reasons()

@@ -22,6 +22,7 @@ exports ``BundleError``), so older imports keep working.
     ├── InvalidIdNumber (ValueError): not a valid national ID number
     ├── PersonalDataError: personal data cannot be sealed or opened
     ├── ConfigurationError: a setting is unusable
+    │   └── RedisURLError (ValueError): IDCODE_REDIS_URL names no usable Redis
     ├── UsageError: a command's input is unusable (exit status 2)
     ├── ProvisioningError: a terminal's directory or registration is unusable
     ├── ServiceError: the service answered a terminal with an error
@@ -137,6 +138,12 @@ class PersonalDataError(IdcodeError):
 
 class ConfigurationError(IdcodeError):
     """A setting is unusable; the message names the ``IDCODE_*`` variable."""
+
+
+class RedisURLError(ConfigurationError, ValueError):
+    """An ``IDCODE_REDIS_URL`` that names no usable Redis (idcode.service.redistopology); the
+    message never repeats the URL, which may hold a password. A ValueError, so that the
+    settings' validator reports it as a bad value."""
 
 
 class UsageError(IdcodeError):

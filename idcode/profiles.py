@@ -29,7 +29,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from idcode.cose import Algorithm
 from idcode.errors import ConfigurationError, KeyMaterialError
-from idcode.gm import hmac_sm3, sm2_backend
+from idcode.gm import sm2_backend
 from idcode.jws import root_algorithm_of
 from idcode.keys import PublicKey
 
@@ -64,15 +64,16 @@ class CryptoProfile:
     issuer_algorithm: Algorithm
     aead: str
     keyed_hash: str
+    #: The hash of ``keyed_hash``, as ``hashlib`` names it ("sha256" or "sm3"): what a
+    #: terminal keys the subjects of its scans with (idcode.scenes.SceneContext).
+    hash_name: str
     root_algorithm: Algorithm
     request_token_algorithms: tuple[Algorithm, ...]
     terminal_key_algorithm: Algorithm
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         """The profile's keyed hash, 32 bytes: HMAC-SHA256, or HMAC-SM3 under ``gm``."""
-        if self.name is ProfileName.GM:
-            return hmac_sm3(key, data)
-        return hmac.digest(key, data, hashlib.sha256)
+        return hmac.digest(key, data, self.hash_name)
 
     def check_code_algorithms(self, algorithms: Iterable[Algorithm], what: str) -> None:
         """ConfigurationError when ``what`` (an option, a setting) names an algorithm
@@ -136,9 +137,16 @@ class CryptoProfile:
         if Algorithm.SM2 not in self.code_algorithms:
             return ""
         try:
-            return sm2_backend()
+            backend = sm2_backend()
         except UnsupportedAlgorithm as exc:
             raise ConfigurationError(f"the {self.name} crypto profile needs SM2: {exc}") from None
+        if self.hash_name not in hashlib.algorithms_available:
+            # Keyed hashes (subjects, lookups) go through hashlib, Python's own OpenSSL binding.
+            raise ConfigurationError(
+                f"the {self.name} crypto profile needs {self.keyed_hash}, and this Python's "
+                f"hashlib has no {self.hash_name} (its OpenSSL was built without it)"
+            )
+        return backend
 
     def allowed(self) -> str:
         return ", ".join(alg.jose_name for alg in Algorithm if alg in self.code_algorithms)
@@ -151,6 +159,7 @@ STANDARD = CryptoProfile(
     issuer_algorithm=Algorithm.EDDSA,
     aead="AES-256-GCM",
     keyed_hash="HMAC-SHA256",
+    hash_name="sha256",
     root_algorithm=Algorithm.EDDSA,
     request_token_algorithms=(Algorithm.EDDSA, Algorithm.ES256),
     terminal_key_algorithm=Algorithm.EDDSA,
@@ -162,6 +171,7 @@ GM = CryptoProfile(
     issuer_algorithm=Algorithm.SM2,
     aead="SM4-GCM",
     keyed_hash="HMAC-SM3",
+    hash_name="sm3",
     root_algorithm=Algorithm.SM2,
     request_token_algorithms=(Algorithm.SM2,),
     terminal_key_algorithm=Algorithm.SM2,

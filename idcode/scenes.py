@@ -141,9 +141,10 @@ def terminal_subject_key(
     return scene_subject_key(city_key, scene, mac=mac)
 
 
-def subject_of(scene_key: bytes, pseudonym: bytes) -> str:
-    """The pseudonym keyed for one scene, as the hex text journals and uploads carry."""
-    return hmac.digest(scene_key, pseudonym, hashlib.sha256)[:SUBJECT_BYTES].hex()
+def subject_of(scene_key: bytes, pseudonym: bytes, hash_name: str = "sha256") -> str:
+    """The pseudonym keyed for one scene, as the hex text journals and uploads carry: HMAC
+    with ``hash_name``, the crypto profile's (``CryptoProfile.hash_name``; "sm3" under GM)."""
+    return hmac.digest(scene_key, pseudonym, hash_name)[:SUBJECT_BYTES].hex()
 
 
 def encode_scene_key(key: bytes) -> str:
@@ -235,15 +236,18 @@ class SceneContext:
     subject_key: bytes
     trust: Trust  # for adapters that verify more than codes (community visitor passes)
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: The hash of the subjects' HMAC: the crypto profile's of the terminal's trust bundle
+    #: ("sha256", or "sm3" under GM), as the service keys the subjects it lists with.
+    hash_name: str = "sha256"
     # The HMAC with the key already absorbed: each subject then costs a copy and the
     # message's blocks, half of hmac.digest's work (a subject is made for every scan).
     _keyed: hmac.HMAC = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_keyed", hmac.new(self.subject_key, digestmod=hashlib.sha256))
+        object.__setattr__(self, "_keyed", hmac.new(self.subject_key, digestmod=self.hash_name))
 
     def subject(self, pseudonym: bytes) -> str:
-        """``subject_of(subject_key, pseudonym)``."""
+        """``subject_of(subject_key, pseudonym, hash_name)``."""
         keyed = self._keyed.copy()
         keyed.update(pseudonym)
         return keyed.digest()[:SUBJECT_BYTES].hex()

@@ -18,7 +18,9 @@ from idcode.verifier import Trust
 # The fixtures on PostgreSQL, Redis and the app, registered once for tests/service and
 # tests/integration. A core-only install (scripts/lowest-deps, which runs tests/core,
 # tests/adapters and tests/terminal) has no FastAPI, and needs none of them.
-pytest_plugins = ["tests.services"] if importlib.util.find_spec("fastapi") else []
+pytest_plugins = (
+    ["tests.services", "tests.redisnodes"] if importlib.util.find_spec("fastapi") else []
+)
 
 NOW = 1_796_112_000  # 2026-12-01T08:00:00Z, fixed so core tests never depend on the clock
 

@@ -1,5 +1,5 @@
-"""The service's commands: ``serve``, ``db upgrade``, ``cards import``, ``events delete`` and
-``dev-token``."""
+"""The service's commands: ``serve``, ``db upgrade``, ``cards import``, ``events delete``,
+``events purge`` and ``dev-token``."""
 
 from __future__ import annotations
 
@@ -319,6 +319,51 @@ def cmd_events_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_events_purge(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from idcode.errors import RequestRefused
+    from idcode.service.database import make_engine, make_session_factory
+    from idcode.service.retention import ensure_partitions, purge
+
+    days = settings.events_retention_days if args.older_than is None else args.older_than
+    now = datetime.now(UTC)
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with make_session_factory(engine)() as session:
+            done = purge(session, days, now, "cli:" + _operator_name(), dry_run=args.dry_run)
+            if not args.dry_run:
+                made = ensure_partitions(session.connection(), now)
+                session.commit()
+    except RequestRefused as exc:
+        raise IdcodeError(f"--older-than {days}: {exc}") from None
+    except (OperationalError, ProgrammingError) as exc:  # unreachable or not migrated
+        raise _database_problem(exc) from None
+    finally:
+        engine.dispose()
+    removed = (
+        f"{done.events} events before {done.before:%Y-%m-%d} (UTC)"
+        + (f", partitions {', '.join(done.partitions)}" if done.partitions else "")
+        + f"; {done.hour_counts} counts per hour kept for the console"
+    )
+    if args.dry_run:
+        print(f"would remove {removed}; nothing was changed (--dry-run)")
+    else:
+        print(f"removed {removed}; the audit trail records it")
+        if made:
+            print(f"made partitions {', '.join(made)}")
+    return EXIT_OK
+
+
+def _days(text: str) -> int:
+    if not text.isdigit() or int(text) > 36_500:
+        raise argparse.ArgumentTypeError("a whole number of days, at most 36500")
+    return int(text)
+
+
 def cmd_dev_token(args: argparse.Namespace) -> int:
     settings = _settings()
     from sqlalchemy import select
@@ -427,6 +472,27 @@ def add_commands(commands: Any) -> None:
     deleting.add_argument("terminal", metavar="TERMINAL")
     deleting.add_argument("event", metavar="EVENT")
     deleting.set_defaults(handler=cmd_events_delete)
+    purging = event_commands.add_parser(
+        "purge",
+        help="remove scan events older than the retention, keeping their counts per hour",
+        description="Remove the scan events of every calendar month (UTC) that ended more "
+        "than DAYS days ago, after adding their counts per hour, scene, site and reason to "
+        "the table the console's overview reads (scan_hours). Whole months: on PostgreSQL "
+        "the months' partitions are dropped; the month that DAYS days ago falls in is kept "
+        "whole, so an event is kept between DAYS days and a month more. Writes an "
+        "events.purge audit record (actor cli:<user>) and makes the coming months' "
+        "partitions. DAYS is at least 35: terminals may still upload events that old.",
+    )
+    purging.add_argument(
+        "--older-than",
+        type=_days,
+        metavar="DAYS",
+        help="the retention in days (default: IDCODE_EVENTS_RETENTION_DAYS, 184)",
+    )
+    purging.add_argument(
+        "--dry-run", action="store_true", help="count what would be removed; change nothing"
+    )
+    purging.set_defaults(handler=cmd_events_purge)
 
     token = commands.add_parser(
         "dev-token",

@@ -17,6 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from idcode.secretfiles import check_trusted_directory, check_trusted_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The PostgreSQL advisory lock held while migrating (and while making scan_events'
+#: partitions, idcode.service.retention): a constant of idcode's own (the first 8 bytes of
+#: SHA-256("idcode db upgrade"), as a signed 64-bit integer), so that it does not meet
+#: another application's locks in a shared database.
+UPGRADE_LOCK_KEY = -3241362861269674015
 
 
 def make_engine(url: str) -> Engine:

@@ -123,9 +123,25 @@ def ingest(session: Session, terminal: TerminalRecord, events: list[ScanEventIn]
         fresh.setdefault(event.event_id, event)
     if not fresh:
         return 0
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        # There the table is partitioned by month of occurred_at, so its key holds the time
+        # too: an event id stored before under another time is found here, and is a
+        # duplicate as on SQLite. (Two uploads racing with one event id under two times, which
+        # no journal sends, could both store it; a re-upload carries the same time and meets
+        # the other in the key.)
+        known = session.scalars(
+            select(ScanEvent.event_id).where(
+                ScanEvent.terminal_id == terminal.id, ScanEvent.event_id.in_(list(fresh))
+            )
+        )
+        for event_id in known:
+            fresh.pop(event_id, None)
+        if not fresh:
+            return 0
     statement: Insert = (
         postgresql.insert(ScanEvent).on_conflict_do_nothing()
-        if session.get_bind().dialect.name == "postgresql"
+        if postgres
         else sqlite.insert(ScanEvent).on_conflict_do_nothing()
     )
     received_at = datetime.now(UTC)

@@ -221,7 +221,9 @@ def identify(
             names = [name for name in row.attributes if name in presented.party_attributes]
             # Before anything is written: should a value not decrypt, nothing is written.
             values = _values(row, vault, names, now)
-            subject = subject_of(subject_keys[presented.party_id], row.pseudonym)
+            subject = subject_of(
+                subject_keys[presented.party_id], row.pseudonym, vault.profile.hash_name
+            )
         except ConsentRefused as refusal:
             outcomes.append(refusal)
             continue

@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.exceptions import RedisError
-
+from idcode.service.redistopology import STATE_ERRORS
 from idcode.service.state import ISSUED_KEPT_SECONDS, SharedState
 
 log = logging.getLogger("idcode.service.issuedtally")
@@ -43,7 +42,7 @@ class IssuedTally:
             return
         try:
             await state.add_issued(counts)
-        except (RedisError, OSError) as exc:
+        except STATE_ERRORS as exc:
             for hour, count in counts.items():
                 self._counts[hour] = self._counts.get(hour, 0) + count
             newest = max(self._counts)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -133,7 +134,12 @@ class TerminalRecord(Base):
 
 class ScanEvent(Base):
     """One decision a terminal journaled. Never personal data: the subject is the card
-    pseudonym keyed for the terminal's scene."""
+    pseudonym keyed for the terminal's scene.
+
+    On PostgreSQL the table is partitioned by month of ``occurred_at`` (migration 0010,
+    idcode.service.retention), so its primary key there is (terminal_id, event_id,
+    occurred_at) and its indexes are those of the migration; an event is still one per
+    (terminal, event id), which ``ingest`` keeps (docs/data.md, "Scan events")."""
 
     __tablename__ = "scan_events"
 
@@ -147,6 +153,21 @@ class ScanEvent(Base):
     scene_result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     subject: Mapped[str | None] = mapped_column(String(64), nullable=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ScanHour(Base):
+    """How many scans the terminals of one scene at one site decided in one hour (UTC), by
+    reason: what the console's overview draws, kept when the hour's events are purged
+    (idcode.service.retention). Written by the purge only, for the hours it removes."""
+
+    __tablename__ = "scan_hours"
+
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    scene: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(48), primary_key=True)
+    valid: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class SceneDataRecord(Base):
@@ -261,8 +282,10 @@ class DeviceRecord(Base):
 
 
 class DeploymentSetting(Base):
-    """A fact about the deployment its data depends on, recorded once: ``crypto_profile``, the
-    profile whose keyed hashes and ciphertexts the tables hold (idcode.service.profilerecord)."""
+    """A fact about the deployment its data depends on: ``crypto_profile``, recorded once, the
+    profile whose keyed hashes and ciphertexts the tables hold (idcode.service.profilerecord);
+    ``events_purged_before``, the latest cut-off of ``idcode events purge``
+    (idcode.service.retention)."""
 
     __tablename__ = "deployment_settings"
 

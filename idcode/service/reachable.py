@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 
 import psycopg
-import redis
+
+from idcode.service import redistopology
 
 
 def reachable(kind: str, url: str) -> str | None:
@@ -18,14 +19,26 @@ def reachable(kind: str, url: str) -> str | None:
         if kind == "postgres":
             psycopg.connect(url, connect_timeout=3).close()
         elif kind == "redis":
-            client = redis.Redis.from_url(url, socket_connect_timeout=3)
-            client.ping()
-            client.close()
+            redistopology.ping(url)  # one server, a cluster's masters or a sentinel's master
         else:
             return f"unknown service kind {kind!r}"
-    except (psycopg.Error, redis.RedisError) as exc:
+    except redistopology.RedisURLError as exc:
+        return f"bad URL: {exc}"
+    except psycopg.Error as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    except redistopology.STATE_ERRORS as exc:
         return f"{type(exc).__name__}: {exc}".strip()
     return None
+
+
+def _without_password(url: str) -> str:
+    """``url`` with any password in it masked: the message goes to CI logs."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{rest[len(userinfo) + 1 :]}"
 
 
 def main(argv: list[str]) -> int:
@@ -34,7 +47,7 @@ def main(argv: list[str]) -> int:
         return 2
     problem = reachable(argv[1], argv[2])
     if problem:
-        print(f"{argv[1]} at {argv[2]}: {problem}", file=sys.stderr)
+        print(f"{argv[1]} at {_without_password(argv[2])}: {problem}", file=sys.stderr)
         return 1
     return 0
 

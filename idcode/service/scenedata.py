@@ -64,7 +64,9 @@ def put_scene_data(
             "linked_subjects is filled in by the service from a relying party's links "
             "(PUT /v1/links/{subject}); leave it out",
         )
-    document = _resolve_card_references(session, document, vault.terminal_subject_key(scene, site))
+    document = _resolve_card_references(
+        session, document, vault.terminal_subject_key(scene, site), vault.profile.hash_name
+    )
     try:
         load_adapter(scene).parse_data(document)
     except SceneError as exc:
@@ -91,9 +93,10 @@ _LOOKUP_CHUNK = 1000
 
 
 def _resolve_card_references(
-    session: Session, document: dict[str, Any], subject_key: bytes
+    session: Session, document: dict[str, Any], subject_key: bytes, hash_name: str
 ) -> dict[str, Any]:
-    """The document with each ``card:<id>`` text value replaced by the card's subject."""
+    """The document with each ``card:<id>`` text value replaced by the card's subject
+    (keyed with ``hash_name``, the crypto profile's hash, as its terminals key theirs)."""
     references: set[str] = set()
 
     def collect(value: Any, depth: int) -> None:
@@ -131,7 +134,7 @@ def _resolve_card_references(
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise RequestRefused("unknown_card", f"{missing[0]!r} names no card{more}")
     subjects = {
-        reference: subject_of(subject_key, pseudonyms[card_id])
+        reference: subject_of(subject_key, pseudonyms[card_id], hash_name)
         for reference, card_id in card_ids.items()
     }
 

@@ -22,6 +22,10 @@ DEV_IDP_ISSUER = "urn:idcode:dev-idp"
 #: offline (the service also accepts that terminal's older events for this long, and more).
 
 
+#: The shortest retention of scan events: the oldest event a terminal may still upload
+#: (idcode.service.events.MAX_EVENT_AGE: the longest bundle max-age and five days).
+MIN_EVENT_RETENTION_DAYS = MAX_BUNDLE_MAX_AGE // 86_400 + 5
+
 # What a command that is not the service says when the service's development keys are not
 # where IDCODE_KEYS_DIR points: the usual cause is a relative IDCODE_KEYS_DIR (default keys/)
 # read from another directory than the one `idcode serve` runs in.
@@ -46,9 +50,15 @@ class Settings(BaseSettings, CoreSettings):
         default=None, description="SQLAlchemy URL; default SQLite in data_dir."
     )
     redis_url: str | None = Field(
-        default=None, description="Redis URL; unset means in-process state (one process only)."
+        default=None,
+        description="Redis URL: one server (redis://, rediss://, unix://), a cluster "
+        "(redis+cluster://) or a Sentinel service (redis+sentinel://); unset means in-process "
+        "state (one process only).",
     )
-    redis_prefix: str = Field(default="idcode:", description="Prefix of every Redis key.")
+    redis_prefix: str = Field(
+        default="idcode:",
+        description="Prefix of every Redis key (no braces: keys carry hash tags of their own).",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     rate_limit_per_minute: int = Field(
@@ -69,6 +79,13 @@ class Settings(BaseSettings, CoreSettings):
         ge=3600,
         le=MAX_CREDENTIAL_LIFETIME,
         description="How long a device's credential lives from its issue or renewal.",
+    )
+    events_retention_days: int = Field(
+        default=184,
+        ge=MIN_EVENT_RETENTION_DAYS,
+        le=3660,
+        description="Scan events older than this are purged by `idcode events purge` "
+        "(whole months; docs/data.md, Retention).",
     )
     # Metrics (docs/operations.md)
     metrics_token: SecretStr | None = Field(
@@ -175,10 +192,22 @@ class Settings(BaseSettings, CoreSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    def _redis_topology(cls, url: str | None) -> str | None:
+        if url is not None:
+            # Imported here: redis-py is loaded only by commands that name a Redis.
+            from idcode.service import redistopology
+
+            redistopology.parse(url)  # RedisURLError is a ValueError; it never repeats the URL
         return url
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _no_hash_tag_in_prefix(cls, prefix: str) -> str:
+        # A brace in the prefix would change which part of a key Redis Cluster hashes, and
+        # a citizen's card and rate keys could land in different slots (docs/data.md).
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("must not contain '{' or '}' (keys carry a hash tag of their own)")
+        return prefix
 
     @field_validator("oidc_algorithms")
     @classmethod

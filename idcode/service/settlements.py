@@ -30,6 +30,7 @@ from idcode.scenes import (
 )
 from idcode.service.events import MAX_EVENT_AGE, as_utc
 from idcode.service.models import ScanEvent, TerminalRecord
+from idcode.service.retention import purged_before
 from idcode.service.scenedata import scene_data
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl"}
@@ -122,8 +123,8 @@ def settle(session: Session, scene: str, site: str, day: date, now: float) -> Se
     """The settlement of ``scene`` at ``site`` for the local ``day``, from the events the
     site's terminals (decommissioned ones too) uploaded; RequestRefused as ``settleable``
     says, or ``invalid_scene_data`` when the site's data no longer passes its adapter (the
-    adapter changed since it was stored), or ``settlement_failed`` naming the adapter's
-    defect."""
+    adapter changed since it was stored), ``events_purged`` for a day whose events a purge
+    removed, or ``settlement_failed`` naming the adapter's defect."""
     adapter = settleable(scene)
     record = scene_data(session, scene, site)
     try:
@@ -135,6 +136,14 @@ def settle(session: Session, scene: str, site: str, day: date, now: float) -> Se
             ) from None
         raise RequestRefused("invalid_scene_data", str(exc)) from None
     start, end = day_bounds(day, data)
+    purged = purged_before(session)
+    if purged is not None and start < purged:
+        # A file made from what is left would look like a day without events.
+        raise RequestRefused(
+            "events_purged",
+            f"the events before {purged:%Y-%m-%d} (UTC) were purged (idcode events purge): "
+            f"{day} can no longer be settled",
+        )
     terminals = select(TerminalRecord.id).where(
         TerminalRecord.scene == scene, TerminalRecord.site == site
     )

@@ -1,7 +1,8 @@
 """State the service's processes share: rate limits, online replay detection, card cache.
 
 ``RedisState`` is what several replicas use: every key lives under the configured prefix,
-and each operation is atomic in Redis, so two processes behave as one service.
+and each operation is atomic in Redis, so two processes behave as one service. The Redis is
+one server, a Redis Cluster or a master watched by Sentinel (``redistopology``).
 ``MemoryState`` is the fallback when no Redis URL is set: correct for a single process
 only, since every process would count and remember on its own. ``FailoverState`` wraps
 Redis for the service: while Redis cannot be reached it runs *degraded* on per-process
@@ -14,20 +15,23 @@ a status change cannot put the old status back into the cache.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from idcode.replay import ReplayCache
 from idcode.service import metrics
 from idcode.service.cards import SNAPSHOT_LIFETIME, CardSnapshot
+from idcode.service.redistopology import STATE_ERRORS, TIMEOUT_SECONDS, async_client, parse
 
 log = logging.getLogger("idcode.service.state")
 
@@ -36,14 +40,15 @@ RATE_WINDOW_SECONDS = 60
 #: While degraded, Redis is tried again this often (one request tries; the others do not
 #: wait for it), so the service is back on Redis within about a second of its return.
 RETRY_SECONDS = 1.0
-REDIS_CONNECTIONS = 100  # per process
+REDIS_CONNECTIONS = 100  # per process (per node of a cluster)
 #: How long the hourly counts of codes issued are kept (the console charts the last 24 h).
 ISSUED_KEPT_SECONDS = 48 * 3600
 MAX_UNWRITTEN = 100_000  # status changes kept for Redis during one outage (beyond: dropped
 # from memory, still covered by forget_cards on recovery)
 T = TypeVar("T")
 
-# KEYS[1] card key, KEYS[2] this minute's rate counter; ARGV[1] the limit (0: none), ARGV[2]
+# KEYS[1] card key, KEYS[2] this minute's rate counter (one hash tag, so one cluster slot:
+# RedisState._card_key, _rate_key); ARGV[1] the limit (0: none), ARGV[2]
 # the counter's TTL. One script instead of a pipeline: about a third less client overhead.
 _ADMIT = """
 local card = redis.call('GET', KEYS[1])
@@ -136,34 +141,56 @@ class RedisState:
     degraded = False
 
     def __init__(self, url: str, prefix: str) -> None:
-        # A blocking pool: a request beyond its connections waits for a free one (up to the
-        # same 2 s) instead of failing, which FailoverState would take for Redis being down
-        # (issuance collapsed above 100 concurrent requests; bench/README.md, soak.py).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=REDIS_CONNECTIONS,
-            timeout=2,
-            socket_timeout=2,
-            socket_connect_timeout=2,
-        )
-        self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+        # A bounded pool on which a request beyond its connections waits for a free one (up
+        # to the same 2 s) instead of failing, which FailoverState would take for Redis being
+        # down (issuance collapsed above 100 concurrent requests; bench/README.md, soak.py).
+        # One server's pool blocks by itself; the cluster's and the sentinel master's refuse,
+        # so there a semaphore makes commands wait their turn.
+        topology = parse(url)
+        self._redis, self._sentinels = async_client(topology, REDIS_CONNECTIONS)
+        self._turns = asyncio.Semaphore(REDIS_CONNECTIONS) if topology.mode != "single" else None
         self._prefix = prefix
         self._cache_if_not_older = self._redis.register_script(_CACHE_IF_NOT_OLDER)
         self._admit = self._redis.register_script(_ADMIT)
         # The same cached JSON comes back on every request of a citizen: parse it once.
         self._parsed: dict[bytes, CardSnapshot] = {}
 
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        if self._turns is None:
+            yield
+            return
+        # TimeoutError is an OSError: taken for Redis being unreachable, as the pool's own.
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            await self._turns.acquire()
+        try:
+            yield
+        finally:
+            self._turns.release()
+
+    # Every key of one citizen carries the citizen's hash as its hash tag ({...}): a Redis
+    # Cluster keeps them in one slot, so the admit script may use them together.
     def _card_key(self, citizen: bytes) -> str:
+        return f"{self._prefix}card:{{{citizen.hex()}}}"
+
+    def _untagged_card_key(self, citizen: bytes) -> str:
+        """The card key of versions before the hash tag (docs/data.md, "Upgrading from a
+        version whose card and rate keys had no hash tag"): a status change removes it, so
+        replicas of that version still running read the new status from the database."""
         return f"{self._prefix}card:{citizen.hex()}"
+
+    def _rate_key(self, citizen: bytes, window: int) -> str:
+        return f"{self._prefix}rate:{{{citizen.hex()}}}:{window}"
 
     async def admit(
         self, citizen: bytes, limit: int, now: float
     ) -> tuple[CardSnapshot | None, int | None]:
         window = int(now // RATE_WINDOW_SECONDS)
-        rate_key = f"{self._prefix}rate:{citizen.hex()[:32]}:{window}"
-        raw_card, count = await self._admit(
-            keys=[self._card_key(citizen), rate_key], args=[limit, 2 * RATE_WINDOW_SECONDS]
-        )
+        async with self._turn():
+            raw_card, count = await self._admit(
+                keys=[self._card_key(citizen), self._rate_key(citizen, window)],
+                args=[limit, 2 * RATE_WINDOW_SECONDS],
+            )
         card = None
         if raw_card:  # a missing key comes back as nil, i.e. None
             cached = self._parsed.get(raw_card)
@@ -179,19 +206,25 @@ class RedisState:
         self, code_id: bytes, forget_after: int, now: int, *, shared_only: bool = False
     ) -> bool:
         key = f"{self._prefix}seen:{code_id.hex()}"
-        fresh = await self._redis.set(key, b"1", nx=True, exat=max(forget_after, now + 1))
+        async with self._turn():
+            fresh = await self._redis.set(key, b"1", nx=True, exat=max(forget_after, now + 1))
         return not fresh
 
     async def cache_card(
         self, citizen: bytes, card: CardSnapshot, now: int, *, write_through: bool = False
     ) -> None:
-        await self._cache_if_not_older(
-            keys=[self._card_key(citizen)],
-            args=[json.dumps(card.to_json()), card.version, _card_ttl(card, now)],
-        )
+        async with self._turn():
+            await self._cache_if_not_older(
+                keys=[self._card_key(citizen)],
+                args=[json.dumps(card.to_json()), card.version, _card_ttl(card, now)],
+            )
+            if write_through:  # another slot than the card key's: a command of its own
+                await self._redis.unlink(self._untagged_card_key(citizen))
 
+    # The hours' keys are in different cluster slots: a pipeline that is no transaction (a
+    # cluster client sends each node its part), and a pipeline of GETs rather than one MGET.
     async def add_issued(self, counts: dict[int, int]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._turn(), self._redis.pipeline(transaction=False) as pipe:
             for hour, count in counts.items():
                 key = f"{self._prefix}issued:{hour}"
                 pipe.incrby(key, count)
@@ -199,27 +232,41 @@ class RedisState:
             await pipe.execute()
 
     async def issued(self, hours: list[int]) -> list[int]:
-        values = await self._redis.mget([f"{self._prefix}issued:{hour}" for hour in hours])
+        async with self._turn(), self._redis.pipeline(transaction=False) as pipe:
+            for hour in hours:
+                pipe.get(f"{self._prefix}issued:{hour}")
+            values = await pipe.execute()
         return [int(value) if value else 0 for value in values]
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        """One server, the sentinels' master, or every master of a cluster (each holds some
+        citizens' keys, so one that is away leaves some requests without shared state)."""
+        async with self._turn():
+            if isinstance(self._redis, RedisCluster):
+                await self._redis.ping(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
 
     async def forget_cards(self) -> int:
         """Drop every cached card (after an outage: status changes made meanwhile could not
         be written through). Returns how many were dropped."""
+        # A cluster client's SCAN visits every master, and its UNLINK sends each slot's keys
+        # to the slot's node.
         dropped = 0
         batch: list[bytes] = []
-        async for key in self._redis.scan_iter(match=f"{self._prefix}card:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
+        async with self._turn():
+            async for key in self._redis.scan_iter(match=f"{self._prefix}card:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    dropped += await self._redis.unlink(*batch)
+                    batch.clear()
+            if batch:
                 dropped += await self._redis.unlink(*batch)
-                batch.clear()
-        if batch:
-            dropped += await self._redis.unlink(*batch)
         return dropped
 
 
@@ -313,7 +360,7 @@ class FailoverState:
             return await fallback()
         try:
             result = await operation()
-        except (RedisError, OSError) as exc:
+        except STATE_ERRORS as exc:
             if self._retry_at is None:
                 log.error(
                     "Redis unreachable (%s): degraded to per-process state", type(exc).__name__
@@ -331,7 +378,7 @@ class FailoverState:
             for citizen, card in list(self._unwritten.items()):
                 await self._redis.cache_card(citizen, card, int(time.time()))
                 del self._unwritten[citizen]
-        except (RedisError, OSError):
+        except STATE_ERRORS:
             self._retry_at = self._clock() + RETRY_SECONDS
             return
         self._retry_at = None
@@ -387,7 +434,7 @@ class FailoverState:
         """Raise while Redis cannot be reached; once it answers, leave degraded mode."""
         try:
             await self._redis.ping()
-        except (RedisError, OSError):
+        except STATE_ERRORS:
             if self._retry_at is None:
                 self._retry_at = self._clock() + RETRY_SECONDS
                 metrics.state_degraded(True)

@@ -9,6 +9,8 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from idcode import b64url
 from idcode.bundle import (
@@ -20,12 +22,17 @@ from idcode.bundle import (
     verify_delta,
 )
 from idcode.cose import Algorithm
+from idcode.decider import Decider
 from idcode.errors import BundleError, ConfigurationError, KeyStoreError
 from idcode.gm import SM2PrivateKey
+from idcode.issuer import mint_code
 from idcode.jws import RootJWT, SM2Algorithm
 from idcode.keystore import FileKeyStore, RootKey, initialise, open_key_store, rotate
 from idcode.profiles import GM, STANDARD
+from idcode.replay import ReplayCache
+from idcode.scenes import Decision, MemoryHistory, Scan, SceneAdapter, encode_scene_key, subject_of
 from idcode.statuslist import StatusDelta, StatusList
+from idcode.testing import random_card
 from tests.conftest import NOW
 
 
@@ -212,3 +219,58 @@ def test_a_service_refuses_a_root_of_the_other_profile_in_one_line(
         ConfigurationError, match="is EdDSA, but the gm crypto profile's root key is SM2"
     ):
         GM.check_root_key(standard_store.root_public_jwk(), standard_store.location)
+
+
+class _AdmitEveryCode(SceneAdapter):
+    scene = "community"
+
+    def decide_valid(self, scan: Scan, card: object, subject: str, history: object) -> Decision:
+        return Decision.admit("entry")
+
+
+def _independent_hmac_sm3(key: bytes, data: bytes) -> bytes:
+    mac = crypto_hmac.HMAC(key, hashes.SM3())
+    mac.update(data)
+    return mac.finalize()
+
+
+def test_a_gm_terminal_keys_its_subjects_with_hmac_sm3_from_its_bundle(
+    gm_store: FileKeyStore,
+) -> None:
+    """The subject a GM terminal journals is HMAC-SM3 of the pseudonym (as the service keys the
+    subjects it lists under gm), taken from the bundle's profile, not a setting of its own."""
+    subject_key = bytes(range(32))
+    token = sign_bundle(
+        gm_store.root_key(),
+        version=1,
+        issued_at=NOW,
+        max_age=3600,
+        keys=gm_store.published_keys(NOW),
+        status=StatusList(64),
+        scene={
+            "scene": "community",
+            "site": "s",
+            "version": 1,
+            "data": {},
+            "subject_key": encode_scene_key(subject_key),
+        },
+    )
+    bundle = verify_bundle(token, gm_store.root_public_jwk(), GM)
+    assert bundle.profile is GM
+    card = random_card()
+    code, _ = mint_code(card, gm_store.signing_key(NOW), prefix="HC1:", now=NOW)
+    decider = Decider(
+        bundle, _AdmitEveryCode, prefix="HC1:", replay=ReplayCache(), algorithms=[Algorithm.SM2]
+    )
+
+    scan, decision = decider.decide(code, NOW, MemoryHistory())
+
+    assert decision.admitted, scan.verdict
+    expected = _independent_hmac_sm3(subject_key, card.pseudonym)[:12].hex()
+    assert scan.subject == expected == subject_of(subject_key, card.pseudonym, GM.hash_name)
+    assert scan.subject != subject_of(subject_key, card.pseudonym)  # not HMAC-SHA256
+    # What the service computes with the profile's keyed hash is the terminal's subject.
+    assert GM.mac(subject_key, card.pseudonym)[:12].hex() == scan.subject
+    assert STANDARD.mac(subject_key, card.pseudonym)[:12].hex() == subject_of(
+        subject_key, card.pseudonym
+    )

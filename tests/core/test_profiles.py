@@ -266,3 +266,31 @@ def test_a_gm_terminal_admits_an_sm2_code_from_its_bundle_and_a_standard_one_ref
     standard_gate = TestTerminal(bundle, algorithms=STANDARD.code_algorithms)
     refused = standard_gate.scan(issuer.mint(at=NOW))
     assert (refused.admitted, refused.reason) == (False, "unsupported_alg")
+
+
+def test_the_gm_profile_is_refused_at_start_where_hashlib_lacks_sm3(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Subjects and lookups take HMAC-SM3 from hashlib: a Python whose OpenSSL has no SM3 is
+    told so when the profile is checked, not at the first scan."""
+    assert GM.check_available()  # here: the system's OpenSSL, with SM2 and SM3
+    assert STANDARD.check_available() == ""
+    import hashlib
+
+    monkeypatch.setattr(hashlib, "algorithms_available", {"sha256"})
+    with pytest.raises(ConfigurationError, match=r"needs HMAC-SM3.*hashlib has no sm3"):
+        GM.check_available()
+    assert STANDARD.check_available() == ""
+
+
+def test_the_profiles_keyed_hashes_are_hmac_sha256_and_hmac_sm3() -> None:
+    """Fixed values, from the OpenSSL command line: ``echo -n pseudonym | openssl dgst -sha256
+    (-sm3) -mac HMAC -macopt key:kkkk...`` (32 of k)."""
+    key, data = b"k" * 32, b"pseudonym"
+    assert STANDARD.mac(key, data).hex() == (
+        "30bdc4f3c7493a33366843fb6d72359e43cf643de5f6a74b342d2d7cfb235b32"
+    )
+    assert GM.mac(key, data).hex() == (
+        "9c20cf347c1c298efeffb83fcf02d2274886832a7e7beda02861723471f81f37"
+    )
+    assert GM.mac(key, data) == gm.hmac_sm3(key, data)

@@ -23,7 +23,7 @@ from idcode.profiles import GM, STANDARD
 from idcode.service.api.app import create_app
 from idcode.service.cards import NewCard, enrol
 from idcode.service.database import make_engine, make_session_factory, upgrade
-from idcode.service.models import CardRecord
+from idcode.service.models import CardRecord, SceneDataRecord
 from idcode.service.pii import KEY_LENGTH, PersonalDataVault
 from idcode.service.profilerecord import recorded_profile
 from idcode.service.settings import Settings
@@ -161,12 +161,23 @@ def test_a_gm_service_enrols_a_card_sealed_with_sm4_and_finds_it_by_id_number(
         read = client.get(f"/v1/cards/{card_id}", headers=tokens.operator())
         assert read.status_code == 200, read.text
         assert read.json()["id_number_masked"].endswith(id_number[-4:])
+        # The service keys the subjects it lists (a resident named by card) with HMAC-SM3, as
+        # a GM terminal keys the subject of each scan (tests/core/test_gm_jws.py).
+        scene = client.put(
+            "/v1/scenes/community/hall-1",
+            json={"residents": [f"card:{card_id}"]},
+            headers=tokens.operator(),
+        )
+        assert scene.status_code == 200, scene.text
 
     engine = make_engine(settings.sqlalchemy_url)
     try:
         assert recorded_profile(engine) == "gm"
         with make_session_factory(engine)() as session:
             record = session.scalars(select(CardRecord).where(CardRecord.id == card_id)).one()
+            stored = session.get(SceneDataRecord, ("community", "hall-1"))
+            assert stored is not None
+            residents = stored.document["residents"]
     finally:
         engine.dispose()
     document = json.loads((settings.keys_dir / "pii-keys.json").read_bytes())
@@ -176,6 +187,9 @@ def test_a_gm_service_enrols_a_card_sealed_with_sm4_and_finds_it_by_id_number(
     sm4_key = independent_hmac_sm3(encryption_key, b"idcode/pii-sm4-key/v1")[:16]
     aad = f"idcode/v1/name/{card_id}".encode()
     assert independent_sm4_gcm_open(sm4_key, record.name_enc, aad).decode() == "张秀英"
+    city = independent_hmac_sm3(hash_key, b"idcode/city-subject-key/v1")
+    scene_key = independent_hmac_sm3(city, b"idcode/scene-subject/v1/community")
+    assert residents == [independent_hmac_sm3(scene_key, record.pseudonym)[:12].hex()]
 
 
 def test_a_service_does_not_start_on_a_database_of_the_other_profile(

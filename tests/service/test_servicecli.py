@@ -613,3 +613,84 @@ def test_serve_refuses_a_key_directory_others_can_write_to_in_one_line(idcode: I
 
     assert_clean_error(result, str(idcode.cwd / "keys"))
     assert "writable by group or others" in result.stderr
+
+
+# -- events purge -----------------------------------------------------------------------------
+
+
+def store_event_at(idcode: Idcode, event_id: str, at: str) -> None:
+    with closing(sqlite3.connect(idcode.database)) as connection, connection:
+        connection.execute(
+            "INSERT INTO scan_events (terminal_id, event_id, occurred_at, valid, reason,"
+            " scene_result, received_at) VALUES (?, ?, ?, 0, 'revoked', '{}', ?)",
+            (TERMINAL, event_id, at, at),
+        )
+
+
+def test_events_purge_removes_old_months_keeps_their_counts_and_is_audited(
+    migrated: Idcode,
+) -> None:
+    store_event(migrated, "recent")  # 2026-12-01, the terminal too
+    store_event_at(migrated, "old-1", "2020-01-05 08:10:00.000000")
+    store_event_at(migrated, "old-2", "2020-01-05 08:50:00.000000")
+
+    dry = migrated.ok("events", "purge", "--older-than", "400", "--dry-run")
+    assert "would remove 2 events before" in dry and "nothing was changed" in dry
+    assert sorted(event_ids(migrated)) == ["old-1", "old-2", "recent"]
+
+    out = migrated.ok("events", "purge", "--older-than", "400")
+
+    assert "removed 2 events before" in out and "1 counts per hour kept" in out
+    assert event_ids(migrated) == ["recent"]
+    with closing(sqlite3.connect(migrated.database)) as connection:
+        assert connection.execute(
+            "SELECT hour, scene, reason, count FROM scan_hours"
+        ).fetchall() == [("2020-01-05 08:00:00.000000", "community", "revoked", 2)]
+        [(actor, detail)] = connection.execute(
+            "SELECT actor, detail FROM audit_records WHERE action = 'events.purge'"
+        ).fetchall()
+    assert actor.startswith("cli:")
+    assert json.loads(detail)["events"] == 2
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--older-than", "34"], "--older-than 34: events are kept at least 35 days"),
+        (["--older-than", "-5"], "argument --older-than: a whole number of days"),
+        (["--older-than", "soon"], "argument --older-than: a whole number of days"),
+    ],
+)
+def test_events_purge_refuses_a_bad_retention_and_removes_nothing(
+    migrated: Idcode, arguments: list[str], message: str
+) -> None:
+    store_event(migrated, "evt-1")
+
+    result = migrated("events", "purge", *arguments)
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert event_ids(migrated) == ["evt-1"]
+
+
+def test_events_purge_takes_its_default_retention_from_the_settings(migrated: Idcode) -> None:
+    assert "IDCODE_EVENTS_RETENTION_DAYS" in migrated.ok("events", "purge", "--help")
+    store_event(migrated, "recent")
+    store_event_at(migrated, "old", "2020-01-05 08:10:00.000000")
+
+    def purge(days: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "idcode.cli", "events", "purge"],
+            capture_output=True,
+            text=True,
+            cwd=migrated.cwd,
+            env={**migrated.env, "IDCODE_EVENTS_RETENTION_DAYS": days},
+            timeout=120,
+            check=False,
+        )
+
+    refused = purge("20")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "IDCODE_EVENTS_RETENTION_DAYS" in refused.stderr
+    assert purge("400").returncode == 0
+    assert event_ids(migrated) == ["recent"]

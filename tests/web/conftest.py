@@ -13,9 +13,15 @@ from collections.abc import Iterator
 from importlib import resources
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
 
 from tests.web.walletservice import WalletService, wallet_service
+
+#: How long an ``expect`` assertion waits for the page to come right, for every browser test
+#: (a context's default timeout does not reach assertions, whose own default is 5 s): never a
+#: measure, only the point at which a page that did not come right fails its test. A page
+#: drawn by a large script (ReDoc) took over 5 s on a busy two-core machine.
+expect.set_options(timeout=30_000)
 
 #: An https origin the tests make up: a secure context (WebCrypto, service workers) whose
 #: requests Playwright answers from the package's files (wallet_origin).

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -135,8 +135,11 @@ def install(app: FastAPI) -> None:
         log.error("database unavailable: no connection free in the pool")
         return _database_unavailable()
 
+    # The cluster client's own errors (a slot no node serves, no node reachable) are not
+    # RedisError (idcode.service.redistopology.STATE_ERRORS).
+    @app.exception_handler(RedisClusterException)
     @app.exception_handler(RedisError)
-    async def _state_down(_: Request, exc: RedisError) -> JSONResponse:
+    async def _state_down(_: Request, exc: Exception) -> JSONResponse:
         log.error("shared state (Redis) unavailable: %s", type(exc).__name__)
         return Problem(
             503,

@@ -33,7 +33,6 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
 from idcode.errors import AuthError, InvalidIdNumber, RequestRefused, SignInRefused
@@ -69,6 +68,7 @@ from idcode.service.models import (
     RelyingPartyRecord,
     TerminalRecord,
 )
+from idcode.service.redistopology import STATE_ERRORS
 from idcode.service.revocation import status_version
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -425,7 +425,14 @@ async def overview(request: Request) -> Response:
         return _see("/console/sign-in")
     services = _services(request)
 
-    now = datetime.now(UTC)
+    # An earlier window (``?until=``) shows older hours, those a purge removed too.
+    now, problems = datetime.now(UTC), []
+    shown = request.query_params.get("until", "").strip()
+    if shown:
+        try:
+            now = _time(shown)
+        except ValueError:
+            problems.append("'until' must be a date and time (UTC), like 2026-05-01T08:00.")
 
     def work() -> dict[str, Any]:
         with services.sessions() as db:
@@ -441,14 +448,25 @@ async def overview(request: Request) -> Response:
     numbers = [int(hour.timestamp()) // queries.HOUR for hour in hours]
     try:
         shared = await services.state.issued(numbers)
-    except (RedisError, OSError):
+    except STATE_ERRORS:
         issued = None  # the shared state is away: no chart rather than a partial one
     else:
         # This replica's counts since its last flush are not in the shared tally yet.
         pending = services.issued.pending()
         counts = tuple(n + pending.get(hour, 0) for n, hour in zip(shared, numbers, strict=True))
         issued = charts.stacked_hours(queries.HourlyCounts(hours, {"codes issued": counts}))
-    return render("overview.html", session, issued=issued, **drawn)
+    return render(
+        "overview.html",
+        session,
+        422 if problems else 200,
+        issued=issued,
+        problems=problems,
+        until=shown,
+        window=f"{hours[0]:%Y-%m-%d %H}:00 to {hours[-1]:%Y-%m-%d %H}:59 UTC"
+        if shown and not problems
+        else None,
+        **drawn,
+    )
 
 
 @router.get("/terminals")

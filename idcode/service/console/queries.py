@@ -2,7 +2,9 @@
 pages of events. Read only; the console's actions go through the API's service functions.
 
 Counts come from the database (scan events as terminals upload them, the audit log), so every
-replica draws the same charts and nothing is counted twice.
+replica draws the same charts and nothing is counted twice. The hours whose events a purge
+removed are drawn from the counts it kept (``scan_hours``, idcode.service.retention): an hour
+has either its events or its counts, never both, so the two are added.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from sqlalchemy import ColumnElement, Float, cast, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from idcode.service.events import as_utc
-from idcode.service.models import ScanEvent, TerminalRecord
+from idcode.service.models import ScanEvent, ScanHour, TerminalRecord
 
 HOUR = 3600
 WINDOW_HOURS = 24
@@ -41,39 +43,58 @@ def _hour_number(session: Session, column: InstrumentedAttribute[datetime]) -> C
 
 
 def window_hours(now: datetime) -> tuple[datetime, ...]:
-    """The last WINDOW_HOURS whole hours, the current one last."""
+    """The WINDOW_HOURS whole hours up to ``now``'s, that one last."""
     current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     return tuple(current - timedelta(hours=n) for n in reversed(range(WINDOW_HOURS)))
 
 
 def scans_per_scene_per_hour(session: Session, now: datetime) -> HourlyCounts:
-    """Scans the terminals uploaded, by their scene, per hour of their occurrence."""
+    """Scans the terminals uploaded, by their scene, per hour of their occurrence, in the
+    window that ends with ``now``'s hour."""
     hours = window_hours(now)
-    first = int(hours[0].timestamp()) // HOUR
+    first, end = int(hours[0].timestamp()) // HOUR, hours[-1] + timedelta(hours=1)
     hour = _hour_number(session, ScanEvent.occurred_at).label("hour")
-    rows = session.execute(
+    events = session.execute(
         select(TerminalRecord.scene, hour, func.count())
         .join(TerminalRecord, TerminalRecord.id == ScanEvent.terminal_id)
-        .where(ScanEvent.occurred_at >= hours[0])
+        .where(ScanEvent.occurred_at >= hours[0], ScanEvent.occurred_at < end)
         .group_by(TerminalRecord.scene, hour)
     )
+    kept_hour = _hour_number(session, ScanHour.hour).label("hour")
+    kept = session.execute(
+        select(ScanHour.scene, kept_hour, func.sum(ScanHour.count))
+        .where(ScanHour.hour >= hours[0], ScanHour.hour < end)
+        .group_by(ScanHour.scene, kept_hour)
+    )
     counts: dict[str, list[int]] = {}
-    for scene, number, count in rows:
+    for scene, number, count in [*events, *kept]:
         index = int(number) - first
-        if 0 <= index < WINDOW_HOURS:  # an event stamped in the future is left out
-            counts.setdefault(scene, [0] * WINDOW_HOURS)[index] += count
+        if 0 <= index < WINDOW_HOURS:
+            counts.setdefault(scene, [0] * WINDOW_HOURS)[index] += int(count)
     return HourlyCounts(hours, {scene: tuple(c) for scene, c in sorted(counts.items())})
 
 
 def denials_by_reason(session: Session, now: datetime) -> list[tuple[str, int]]:
-    """Denied scans of the last WINDOW_HOURS by reason, the most frequent first."""
-    since = now - timedelta(hours=WINDOW_HOURS)
-    rows = session.execute(
+    """Denied scans by reason in the window that ends with ``now``'s hour, the most frequent
+    first."""
+    hours = window_hours(now)
+    since, end = hours[0], hours[-1] + timedelta(hours=1)
+    events = session.execute(
         select(ScanEvent.reason, func.count())
-        .where(ScanEvent.valid.is_(False), ScanEvent.occurred_at >= since)
+        .where(
+            ScanEvent.valid.is_(False), ScanEvent.occurred_at >= since, ScanEvent.occurred_at < end
+        )
         .group_by(ScanEvent.reason)
     )
-    return sorted(((reason, count) for reason, count in rows), key=lambda r: (-r[1], r[0]))
+    kept = session.execute(
+        select(ScanHour.reason, func.sum(ScanHour.count))
+        .where(ScanHour.valid.is_(False), ScanHour.hour >= since, ScanHour.hour < end)
+        .group_by(ScanHour.reason)
+    )
+    counts: dict[str, int] = {}
+    for reason, count in [*events, *kept]:
+        counts[reason] = counts.get(reason, 0) + int(count)
+    return sorted(counts.items(), key=lambda r: (-r[1], r[0]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,10 @@ async def issue_visitor_pass(
             community = scene_data(session, SCENE, request.community)
             if community is None:
                 raise Problem(404, "unknown_community", "No community has this site.")
-            host = subject_of(services.vault.scene_subject_key(SCENE), card.pseudonym)
+            vault = services.vault
+            host = subject_of(
+                vault.scene_subject_key(SCENE), card.pseudonym, vault.profile.hash_name
+            )
             residents = community.document.get("residents")
             if not isinstance(residents, list) or host not in residents:
                 raise Problem(

@@ -17,7 +17,12 @@ from idcode.service.settlements import FORMATS, settle
 
 router = APIRouter(prefix="/v1", tags=["settlements"])
 
-_STATUS = {"unknown_scene": 404, "no_settlement": 404, "no_scene_data": 404}
+_STATUS = {
+    "unknown_scene": 404,
+    "no_settlement": 404,
+    "no_scene_data": 404,
+    "events_purged": 410,
+}
 
 
 @router.get(
@@ -35,7 +40,7 @@ _STATUS = {"unknown_scene": 404, "no_settlement": 404, "no_scene_data": 404}
     ),
     responses={
         200: {"content": {"application/jsonl": {}, "text/csv": {}}},
-        **problem_responses(401, 403, 404, 422),
+        **problem_responses(401, 403, 404, 410, 422),
     },
 )
 async def settlement(
