@@ -1145,23 +1145,37 @@ def print_open_loop(
 
 @dataclass(frozen=True)
 class Storage:
-    card_bytes: float  # cards table with its indexes and TOAST, per card
-    event_bytes: float  # scan_events likewise, per event
+    """Bytes on disk of a table with its indexes and TOAST (all its partitions), and rows."""
+
+    card_size: int
     cards: int
+    event_size: int
     events: int
+
+    def card_bytes(self) -> float:
+        return self.card_size / max(1, self.cards)
+
+    def event_bytes(self, earlier: Storage) -> float:
+        """Per event stored since ``earlier``: what each new event added (a partitioned
+        table's empty partitions take pages of their own from the start)."""
+        return (self.event_size - earlier.event_size) / max(1, self.events - earlier.events)
 
 
 def storage(database_url: str) -> Storage:
     with psycopg.connect(database_url) as connection:
         figures = []
         for table in ("cards", "scan_events"):
+            # Over its partitions if it has any (pg_partition_tree has no rows for a table
+            # that is neither partitioned nor a partition).
             row = connection.execute(
-                f"SELECT pg_total_relation_size('{table}'), count(*) FROM {table}"  # noqa: S608
+                "SELECT coalesce((SELECT sum(pg_total_relation_size(relid)) "  # noqa: S608
+                f"FROM pg_partition_tree('{table}')), pg_total_relation_size('{table}')), "
+                f"(SELECT count(*) FROM {table})"
             ).fetchone()
             assert row is not None
             figures.append((int(row[0]), int(row[1])))
     (card_size, cards), (event_size, events) = figures
-    return Storage(card_size / max(1, cards), event_size / max(1, events), cards, events)
+    return Storage(card_size, cards, event_size, events)
 
 
 def print_capacity(
@@ -1174,6 +1188,7 @@ def print_capacity(
     redis_bytes: int,
     redis_classes: dict[str, tuple[int, int, int]],
     stored: Storage,
+    stored_before: Storage,
 ) -> dict[str, float]:
     """Prints the capacity table; returns the cores each component needs."""
     answered = outcome.requests()
@@ -1196,8 +1211,9 @@ def print_capacity(
         (SERVICE, spent(before, after, SERVICE), f"{rss:.0f} MiB", f"{replicas} x {rss:.0f} MiB")
     )
     pss = after.memory_kb[POSTGRES] / 1024
-    cards_city = stored.card_bytes * city.residents / 2**20
-    events_day = stored.event_bytes * city.daily()[UPLOAD] / 2**20
+    event_bytes = stored.event_bytes(stored_before)
+    cards_city = stored.card_bytes() * city.residents / 2**20
+    events_day = event_bytes * city.daily()[UPLOAD] / 2**20
     rows.append(
         (
             POSTGRES,
@@ -1230,9 +1246,10 @@ def print_capacity(
     print(
         f"  PostgreSQL: CPU of the backends connected to the bench's database (the pools of the "
         f"service), not the WAL writer, checkpointer or autovacuum; memory now: their PSS. "
-        f"For the city: the cards table at {stored.card_bytes:,.0f} B a card (indexes "
+        f"For the city: the cards table at {stored.card_bytes():,.0f} B a card (indexes "
         f"included, measured on {stored.cards:,}) for {city.residents:,} residents, which "
-        f"shared_buffers should hold, and scan_events at {stored.event_bytes:,.0f} B an event "
+        f"shared_buffers should hold, and scan_events at {event_bytes:,.0f} B an event "
+        f"(what the run's {stored.events - stored_before.events:,} events added) "
         f"for {city.daily()[UPLOAD]:,.0f} uploads a day."
     )
     print(
@@ -1628,6 +1645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+            stored_before = storage(service.database_url)
             before = watch.sample()
             outcome = runner.run(open_loop(address, slots, mix, args.connections))
             after = watch.sample()
@@ -1635,7 +1653,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             stored = storage(service.database_url)
             print_open_loop(outcome, rates, before, after, args.duration)
             needed = print_capacity(
-                city, hour, args.scale, outcome, before, after, redis_bytes, redis_classes, stored
+                city,
+                hour,
+                args.scale,
+                outcome,
+                before,
+                after,
+                redis_bytes,
+                redis_classes,
+                stored,
+                stored_before,
             )
             costs = cost_by_type(args, runner, mix, address, watch)
             print_costs(costs, city, hour, needed, args.cards)
