@@ -74,6 +74,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from array import array
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -466,9 +468,6 @@ class Terminal:
 def _get(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     """A GET with the answer's headers, names in lower case (bench/_service.py's http()
     drops them)."""
-    import urllib.error
-    import urllib.request
-
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 (our server)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our server)
@@ -843,7 +842,6 @@ class Usage:
     memory_kb: dict[str, int]
     generator: float
     machine: float
-    redis_calls: int
     commits: int  # transactions committed in the bench's database (pg_stat_database)
     sessions: int  # connections opened to it so far (pg_stat_database)
 
@@ -915,7 +913,6 @@ class Watch:
                     memory[name] += _memory_kb(pid, kind)
         info: dict[str, Any] = self.redis.info("cpu")
         cpu[REDIS] = {0: float(info["used_cpu_user"]) + float(info["used_cpu_sys"])}
-        stats: dict[str, Any] = self.redis.info("stats")
         memory[REDIS] = int(self.redis.info("memory")["used_memory"]) // 1024
         ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
         row = self.database.execute(
@@ -927,7 +924,6 @@ class Watch:
             memory_kb=memory,
             generator=time.process_time(),
             machine=(sum(ticks[:8]) - ticks[3] - ticks[4]) / CLOCK_TICKS,
-            redis_calls=int(stats["total_commands_processed"]),
             commits=int(row[0]) if row else 0,
             sessions=int(row[1]) if row else 0,
         )
