@@ -857,9 +857,10 @@ class Watch:
         self.prefix = prefix
         self.services: list[int] = []
         self.proxies: list[int] = []
-        # Every backend seen and its CPU when last seen: one that ends (an overflow connection
-        # of a service's pool, closed when returned) keeps what it used until then. A poller
-        # thread looks ten times a second.
+        # Every backend seen and its CPU when last seen: one that ends (a connection a pool
+        # replaced, or a pool of an older service that closed its overflow connections when
+        # they were returned) keeps what it used until then. A poller thread looks ten times a
+        # second.
         self._backends: dict[int, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -1133,7 +1134,7 @@ def print_open_loop(
     opened = after.sessions - before.sessions
     print(
         f"  PostgreSQL: {opened:,} connections to the bench's database opened during the run "
-        f"(a service's pool keeps 10 and opens up to 10 more, closed when returned), "
+        f"(a service's pool opens up to 20 as load needs them and keeps them), "
         f"{len(set(after.cpu[POSTGRES]) - set(before.cpu[POSTGRES])):,} of them seen by the "
         "poller that counts their CPU"
     )
