@@ -7,7 +7,8 @@ own.
     .venv/bin/python bench/purge.py [--rows N] [--terminals T] [--postgres URL]
 
 The three months are filled alike (N events each, spread over the month's hours and T
-terminals of 10 sites); times are wall-clock seconds of one run each, printed side by side.
+terminals of 10 sites); times are wall-clock seconds of one run each, printed side by side,
+and the drop and the purge as ratios to the DELETE plus its VACUUM.
 """
 
 from __future__ import annotations
@@ -106,11 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print("$ " + shlex.join([sys.executable, *sys.argv]))
     print(f"events per month: {args.rows}, terminals: {args.terminals}")
+    # Ratios to the DELETE and its VACUUM, the removal a table without partitions needs.
+    baseline = delete_seconds + vacuum_seconds
     print(f"DELETE of a month's rows            {delete_seconds:8.3f} s")
     print(f"VACUUM of that month after it       {vacuum_seconds:8.3f} s")
-    print(f"DROP of a month's partition         {drop_seconds:8.3f} s")
+    print(
+        f"DROP of a month's partition         {drop_seconds:8.3f} s  "
+        f"{drop_seconds / baseline:.2f}x DELETE + VACUUM"
+    )
     print(
         f"idcode events purge of a month      {purge_seconds:8.3f} s  "
+        f"{purge_seconds / baseline:.2f}x DELETE + VACUUM "
         f"({done.events} events, partitions {', '.join(done.partitions)}, "
         f"{done.hour_counts} counts per hour kept, summing to {kept})"
     )
