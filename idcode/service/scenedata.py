@@ -33,6 +33,18 @@ def scene_data(session: Session, scene: str, site: str) -> SceneDataRecord | Non
     return session.get(SceneDataRecord, (scene, site))
 
 
+def scene_data_version(session: Session, scene: str, site: str) -> int:
+    """The version of (scene, site)'s data, 0 when it has none, without reading the data."""
+    return int(
+        session.scalar(
+            select(SceneDataRecord.version).where(
+                SceneDataRecord.scene == scene, SceneDataRecord.site == site
+            )
+        )
+        or 0
+    )
+
+
 def put_scene_data(
     session: Session,
     scene: str,

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from sqlalchemy import select, update
 
 from idcode.bundle import TrustBundle, verify_bundle
 from idcode.cose import Algorithm
@@ -41,6 +42,7 @@ from idcode.service.auth import dev_idp_jwks
 from idcode.service.cards import change_status
 from idcode.service.database import make_engine, make_session_factory, upgrade
 from idcode.service.fleet import terminal_token
+from idcode.service.models import TerminalRecord
 from idcode.service.settings import Settings
 from idcode.statuslist import StatusDelta
 from idcode.testing import random_card
@@ -585,6 +587,109 @@ def test_trust_bundle_etag_changes_after_a_card_status_change(
 
     assert response.status_code == 200, response.text
     assert response.headers["etag"] != etag
+
+
+def test_the_version_a_terminal_holds_is_recorded_by_a_bundle_a_304_and_a_delta(
+    client: TestClient,
+    service_settings: Settings,
+    tokens: Tokens,
+    enrol: Enrol,
+    terminal: Terminal,
+    root_jwk: dict[str, Any],
+) -> None:
+    """The service writes a terminal's trust version only when it changed: every answer that
+    moves it still records it (operators' trust version lag), a 304 included."""
+    engine = make_engine(service_settings.sqlalchemy_url)
+
+    def held() -> int | None:
+        with make_session_factory(engine)() as session:
+            return session.scalar(
+                select(TerminalRecord.trust_version).where(TerminalRecord.id == terminal.id)
+            )
+
+    def restore(version: int | None) -> None:  # as a restored database would have it
+        with make_session_factory(engine)() as session:
+            session.execute(
+                update(TerminalRecord)
+                .where(TerminalRecord.id == terminal.id)
+                .values(trust_version=version)
+            )
+            session.commit()
+
+    def delta(since: int) -> StatusDelta:
+        response = client.get(
+            "/v1/trust-bundle/status-delta", params={"since": since}, headers=terminal.headers()
+        )
+        assert response.status_code == 200, response.text
+        claims = jwt.decode(response.text, jwt.PyJWK(root_jwk).key, algorithms=["EdDSA"])
+        return StatusDelta.from_json(claims["delta"])
+
+    try:
+        card_id, _ = enrol()
+        first = sync(client, terminal, root_jwk)
+        assert held() == first.version
+
+        set_status(client, tokens, card_id, "suspend")
+        moved = delta(first.version)
+        assert moved.target > first.version and moved.invalidated
+        assert held() == moved.target
+        # Nothing since: an empty delta to the same version, which stays recorded.
+        unchanged = delta(moved.target)
+        assert (unchanged.base, unchanged.target) == (moved.target, moved.target)
+        assert not (unchanged.invalidated or unchanged.validated or unchanged.revoked_devices)
+        assert held() == moved.target
+        restore(first.version)
+        delta(moved.target)
+        assert held() == moved.target
+
+        full = fetch_bundle(client, terminal)
+        assert verify_bundle(full.text, root_jwk).version == moved.target
+        restore(None)
+        again = client.get(
+            "/v1/trust-bundle",
+            headers={**terminal.headers(), "If-None-Match": full.headers["etag"]},
+        )
+        assert again.status_code == 304, again.text
+        assert held() == moved.target
+    finally:
+        engine.dispose()
+
+
+def test_a_304_is_given_only_for_the_bundle_the_terminal_holds(
+    client: TestClient,
+    tokens: Tokens,
+    enrol: Enrol,
+    register_terminal: RegisterTerminal,
+    root_jwk: dict[str, Any],
+) -> None:
+    """The ETag is computed before the bundle is built: the tag of a 200 is the tag the next
+    check of the same bundle gets, and a change of the list (a reinstatement, the list
+    growing) or of the scene data is a new bundle, never a 304."""
+    gate = register_terminal(site="gate-7")
+    card_id, _ = enrol()
+    set_status(client, tokens, card_id, "suspend")
+
+    def check(etag: str) -> httpx2.Response:
+        return client.get("/v1/trust-bundle", headers={**gate.headers(), "If-None-Match": etag})
+
+    tag = fetch_bundle(client, gate).headers["etag"]
+    assert check(tag).status_code == 304
+    for change in (
+        lambda: set_status(client, tokens, card_id, "reinstate"),
+        lambda: enrol(),
+        lambda: client.put(
+            "/v1/scenes/community/gate-7",
+            json={"residents": []},
+            headers=tokens.operator(),
+        ).raise_for_status(),
+    ):
+        change()
+        changed = check(tag)
+        assert changed.status_code == 200, changed.text
+        assert changed.headers["etag"] != tag
+        verify_bundle(changed.text, root_jwk)
+        tag = changed.headers["etag"]
+        assert check(tag).status_code == 304
 
 
 # -- revocation reaching the terminal ----------------------------------------------------------

@@ -42,8 +42,8 @@ from idcode.service.fleet import (
     register,
 )
 from idcode.service.models import ScanEvent, TerminalRecord
-from idcode.service.revocation import current_status, status_delta
-from idcode.service.scenedata import put_scene_data, scene_data
+from idcode.service.revocation import status_delta, status_list, status_version_and_size
+from idcode.service.scenedata import put_scene_data, scene_data, scene_data_version
 from idcode.statuslist import StatusDelta
 
 router = APIRouter(prefix="/v1", tags=["terminals"], route_class=AuthenticatedFirst)
@@ -220,95 +220,103 @@ async def trust_bundle(request: Request) -> Response:
     the last ETag to get 304 when nothing changed."""
     terminal = await _terminal(request)
     services: Services = request.app.state.services
-    now = int(time.time())
-    max_age = services.settings.bundle_max_age_seconds
-    version, status, scene, links_version, revoked_devices = await run_in_threadpool(
-        _bundle_contents, services, terminal, now
-    )
-    await run_in_threadpool(_note_trust_version, services, terminal.id, version)
-    keys = services.keys.published(now)
-    # The tag changes with the content, and at least every quarter max-age, so a terminal
-    # that keeps getting 304 still receives a fresh (re-dated) bundle long before it is stale.
-    fingerprint = hashlib.sha256(
-        repr(
-            (
-                version,
-                status.size,
-                [key.to_jwk() for key in keys],
-                scene["scene"],
-                scene["site"],
-                scene["version"],
-                links_version,
-                # Not only the version: a device leaves the list when its credential expires.
-                revoked_devices,
-                scene["subject_key"],
-                scene.get("relying_party"),
-                max_age,
-                now // max(1, max_age // 4),
-            )
-        ).encode()
-    ).hexdigest()[:32]
-    etag = f'"{fingerprint}"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
     # RFC 9110 section 13.1.2: weak comparison, and "*" matches any current bundle.
     offered = [
         tag.strip().removeprefix("W/")
         for tag in request.headers.get("if-none-match", "").split(",")
     ]
-    if etag in offered or "*" in offered:
+    etag, token = await run_in_threadpool(_bundle, services, terminal, int(time.time()), offered)
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if token is None:
         return Response(status_code=304, headers=headers)
-    token = sign_bundle(
-        services.keys.root(),
-        version=version,
-        issued_at=now,
-        max_age=max_age,
-        keys=keys,
-        status=status,
-        scene=scene,
-        revoked_devices=revoked_devices,
-    )
     return Response(token, media_type="application/jwt", headers=headers)
 
 
-def _note_trust_version(services: Services, terminal_id: str, version: int) -> None:
-    with services.sessions() as session:
-        record_trust_version(session, terminal_id, version)
-        session.commit()
+def _bundle(
+    services: Services, terminal: TerminalRecord, now: int, offered: list[str]
+) -> tuple[str, str | None]:
+    """(ETag, the signed bundle) as of now, or (ETag, None) when ``offered`` holds the ETag
+    (or "*"): the terminal has this bundle. Read in one transaction, which also notes the
+    version the terminal then holds.
 
-
-def _bundle_contents(
-    services: Services, terminal: TerminalRecord, now: int
-) -> tuple[int, Any, dict[str, Any], int, list[bytes]]:
-    """(status version, status list, the terminal's scene data, its links version, the
-    revoked devices) as of now, read in one transaction.
+    The ETag comes from cheap reads only (versions, sizes, key ids, revoked devices): a
+    terminal checking its bundle every 15 minutes does not make the service read the status
+    list, the scene data or the linked subjects when nothing changed.
 
     A relying party's terminal sees that party's pairwise subjects, not its scene's, the
     subjects the party linked (docs/identity.md, multi-code fusion), and the party's id."""
+    max_age = services.settings.bundle_max_age_seconds
+    keys = services.keys.published(now)
     with services.sessions() as session:
-        version, status = current_status(session)
+        version, size = status_version_and_size(session)
         revoked_devices = revoked_device_ids(session, now)
-        record = scene_data(session, terminal.scene, terminal.site)
-        data = dict(record.document) if record else {}
-        links_version = 0
+        scene_version = scene_data_version(session, terminal.scene, terminal.site)
+        party = None
         if terminal.relying_party_id is None:
             subject_key = services.vault.terminal_subject_key(terminal.scene, terminal.site)
         else:
             party = relyingparties.get(session, terminal.relying_party_id)
             subject_key = services.vault.relying_party_subject_key(party.id)
-            data["linked_subjects"] = relyingparties.linked_subjects(session, party.id)
-            links_version = party.links_version
-        scene = {
-            "scene": terminal.scene,
-            "site": terminal.site,
-            "version": record.version if record else 0,
-            "data": data,
-            "subject_key": encode_scene_key(subject_key),
-        }
-        if terminal.relying_party_id is not None:
-            # Tells the terminal its controller is the party's own software, which may learn
-            # each decision's subject: the party's pairwise subject (docs/terminal.md).
-            scene["relying_party"] = terminal.relying_party_id
-        return version, status, scene, links_version, revoked_devices
+        encoded_subject_key = encode_scene_key(subject_key)
+        links_version = 0 if party is None else party.links_version
+        # The tag changes with the content, and at least every quarter max-age, so a terminal
+        # that keeps getting 304 still receives a fresh (re-dated) bundle long before it is
+        # stale. The size stands for the list: its bits change only with its version.
+        fingerprint = hashlib.sha256(
+            repr(
+                (
+                    version,
+                    size,
+                    [key.to_jwk() for key in keys],
+                    terminal.scene,
+                    terminal.site,
+                    scene_version,
+                    links_version,
+                    # Not only the version: a device leaves the list when its credential expires.
+                    revoked_devices,
+                    encoded_subject_key,
+                    terminal.relying_party_id,
+                    max_age,
+                    now // max(1, max_age // 4),
+                )
+            ).encode()
+        ).hexdigest()[:32]
+        etag = f'"{fingerprint}"'
+        token = None
+        if etag not in offered and "*" not in offered:
+            status = status_list(session, size)
+            record = scene_data(session, terminal.scene, terminal.site)
+            data = dict(record.document) if record else {}
+            if party is not None:
+                data["linked_subjects"] = relyingparties.linked_subjects(session, party.id)
+            scene = {
+                "scene": terminal.scene,
+                "site": terminal.site,
+                # Its own version: data replaced since the read above only makes the ETag name
+                # an older bundle, so that the next check fetches it again, never a 304.
+                "version": record.version if record else 0,
+                "data": data,
+                "subject_key": encoded_subject_key,
+            }
+            if party is not None:
+                # Tells the terminal its controller is the party's own software, which may
+                # learn each decision's subject: the party's pairwise subject (docs/terminal.md).
+                scene["relying_party"] = party.id
+            token = sign_bundle(
+                services.keys.root(),
+                version=version,
+                issued_at=now,
+                max_age=max_age,
+                keys=keys,
+                status=status,
+                scene=scene,
+                revoked_devices=revoked_devices,
+            )
+        if terminal.trust_version != version:
+            # Written only when it changed: most checks find the terminal already at it.
+            record_trust_version(session, terminal.id, version)
+            session.commit()
+    return etag, token
 
 
 class SceneDataOut(BaseModel):
@@ -381,8 +389,10 @@ async def status_list_delta(
                     f"Version {since} is newer than the service's {delta.target}; "
                     "fetch the bundle.",
                 )
-            record_trust_version(session, terminal.id, delta.target)
-            session.commit()
+            if terminal.trust_version != delta.target:
+                # Written only when it changed: most syncs find the terminal already at it.
+                record_trust_version(session, terminal.id, delta.target)
+                session.commit()
         return delta
 
     delta = await run_in_threadpool(work)
