@@ -282,7 +282,7 @@ def _bundle(
             ).encode()
         ).hexdigest()[:32]
         etag = f'"{fingerprint}"'
-        token = None
+        contents = None
         if etag not in offered and "*" not in offered:
             status = status_list(session, size)
             record = scene_data(session, terminal.scene, terminal.site)
@@ -302,21 +302,25 @@ def _bundle(
                 # Tells the terminal its controller is the party's own software, which may
                 # learn each decision's subject: the party's pairwise subject (docs/terminal.md).
                 scene["relying_party"] = party.id
-            token = sign_bundle(
-                services.keys.root(),
-                version=version,
-                issued_at=now,
-                max_age=max_age,
-                keys=keys,
-                status=status,
-                scene=scene,
-                revoked_devices=revoked_devices,
-            )
+            contents = (status, scene)
         if terminal.trust_version != version:
             # Written only when it changed: most checks find the terminal already at it.
             record_trust_version(session, terminal.id, version)
             session.commit()
-    return etag, token
+    if contents is None:
+        return etag, None
+    # Signed once the transaction ended: status changes wait behind its lock (revocation.py).
+    status, scene = contents
+    return etag, sign_bundle(
+        services.keys.root(),
+        version=version,
+        issued_at=now,
+        max_age=max_age,
+        keys=keys,
+        status=status,
+        scene=scene,
+        revoked_devices=revoked_devices,
+    )
 
 
 class SceneDataOut(BaseModel):
