@@ -41,7 +41,7 @@ from idcode.service.console.session import KEY_FILE as CONSOLE_SESSION_KEY
 from idcode.service.console.session import session_key
 from idcode.service.settings import Settings
 from tests.deploy.kustomize import KustomizeError, containers, pod_specs, render
-from tests.live import free_port
+from tests.live import free_port, run_cli
 from tests.services import REDIS_RUN_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -546,36 +546,14 @@ def test_a_release_migrates_then_serves_with_the_overlays_settings_and_answers_i
         return env
 
     migrate = pod_specs(job)[0]["containers"][0]["command"]
-    done = subprocess.run(
-        [sys.executable, "-m", "idcode.cli", *migrate[1:]],
-        env=environment(job),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    run_cli(environment(job), tmp_path, *migrate[1:])
     # The nightly purge on the migrated database, with its retention from the ConfigMap.
     cron_job = the(objects, "CronJob")
     purge_env = environment(cron_job)
     assert purge_env["IDCODE_EVENTS_RETENTION_DAYS"] == "184"
-    purged = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "idcode.cli",
-            *pod_specs(cron_job)[0]["containers"][0]["command"][1:],
-        ],
-        env=purge_env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert purged.returncode == 0, purged.stderr
-    assert purged.stdout.startswith("removed 0 events before "), purged.stdout
+    purge = pod_specs(cron_job)[0]["containers"][0]["command"]
+    purged = run_cli(purge_env, tmp_path, *purge[1:])
+    assert purged.startswith("removed 0 events before "), purged
 
     env = environment(deployment)
     assert env["IDCODE_ENVIRONMENT"] == "production"
