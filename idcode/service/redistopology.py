@@ -15,20 +15,17 @@ reached: redis-py's cluster client raises some errors (``SlotNotCoveredError``,
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
 
-import redis
 import redis.asyncio as aioredis
-import redis.cluster
-import redis.sentinel
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisClusterException, RedisError
-from redis.retry import Retry
 
 from idcode.errors import RedisURLError as RedisURLError
 
@@ -193,49 +190,22 @@ def async_client(
 
 
 def ping(url: str) -> None:
-    """Ping the (master) Redis ``url`` names once; raises one of STATE_ERRORS when it does
-    not answer. For scripts (idcode.service.reachable), hence synchronous."""
+    """Ping the (master) Redis ``url`` names once, with the service's own client
+    (async_client): one server, the sentinels' master, or every master of a cluster. Raises
+    one of STATE_ERRORS when it does not answer. For scripts (idcode.service.reachable),
+    hence synchronous."""
     topology = parse(url)
-    timeout = 3
-    if topology.mode == "single":
-        with redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
-        ) as client:
-            client.ping()
-    elif topology.mode == "cluster":
-        with redis.cluster.RedisCluster(
-            startup_nodes=[
-                redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-                for host, port in topology.nodes
-            ],
-            retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), CLUSTER_RETRIES),
-            ssl=topology.tls,
-            username=topology.username,
-            password=topology.password,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        ) as cluster:
-            cluster.ping(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
-    else:
-        sentinel = redis.sentinel.Sentinel(
-            list(topology.nodes),
-            sentinel_kwargs={
-                "ssl": topology.tls,
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
-            },
-        )
+
+    async def once() -> None:
+        client, sentinels = async_client(topology, max_connections=2)
         try:
-            with sentinel.master_for(
-                topology.service,
-                db=topology.db,
-                ssl=topology.tls,
-                username=topology.username,
-                password=topology.password,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-            ) as master:
-                master.ping()
+            if isinstance(client, RedisCluster):
+                await client.ping(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                await client.ping()
         finally:
-            for client in sentinel.sentinels:
-                client.close()
+            await client.aclose()
+            for sentinel in sentinels:
+                await sentinel.aclose()
+
+    asyncio.run(once())
